@@ -1,0 +1,54 @@
+//! Times the parts of one training step on the CPU (ndarray): encoder, decoder, whole model.
+//! `cargo run --release -p captioner-model --example step_timing`
+
+use std::time::Instant;
+
+use burn::backend::{ndarray::NdArrayDevice, Autodiff, NdArray};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use captioner_model::*;
+
+type B = Autodiff<NdArray>;
+
+fn time<F: FnMut()>(name: &str, mut f: F) {
+    f();
+    let start = Instant::now();
+    let n = 5;
+    for _ in 0..n {
+        f();
+    }
+    println!("{name}: {:.1} ms", start.elapsed().as_secs_f64() * 1000.0 / n as f64);
+}
+
+fn main() {
+    let device = NdArrayDevice::Cpu;
+    let (batch, len, vocab) = (32, 14, 40);
+    let encoder = SmallCnnConfig::new();
+    let config = CaptionerConfig::new(
+        EncoderConfig::SmallCnn(encoder.clone()),
+        DecoderConfig::new(vocab, encoder.feature_dim())
+            .with_embed_dim(64)
+            .with_attention_dim(64)
+            .with_hidden_dim(128),
+    );
+    let model = config.init::<B>(&device);
+    let images = Tensor::<B, 4>::random([batch, 3, 64, 64], Distribution::Default, &device);
+    let tokens = Tensor::<B, 2, Int>::random([batch, len], Distribution::Uniform(3.0, 39.0), &device);
+    time("encoder fwd", || {
+        let _ = model.encoder.forward(images.clone()).into_data();
+    });
+    time("encoder fwd+bwd", || {
+        let _ = model.encoder.forward(images.clone()).sum().backward();
+    });
+    let features = Tensor::<B, 3>::random([batch, 64, 64], Distribution::Default, &device);
+    time("decoder fwd", || {
+        let _ = model.decoder.forward(features.clone(), tokens.clone().narrow(1, 0, len - 1)).logits.into_data();
+    });
+    time("decoder fwd+bwd", || {
+        let _ = model.decoder.forward(features.clone(), tokens.clone().narrow(1, 0, len - 1)).logits.sum().backward();
+    });
+    time("whole step fwd+bwd", || {
+        let out = model.forward(CaptionBatch { images: images.clone(), tokens: tokens.clone() });
+        let _ = out.loss.backward();
+    });
+}

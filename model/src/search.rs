@@ -1,0 +1,236 @@
+//! Decoding captions at inference: greedy, and batched beam search.
+//!
+//! Both run the decoder on the device for a whole batch at a time and keep only the small
+//! bookkeeping (which beams survive) on the host. A caption is at most `max_len` words long:
+//! when `<end>` never comes, the best hypothesis at the cap is returned, so decoding always
+//! yields a caption.
+
+use burn::prelude::*;
+
+use crate::captioner::Captioner;
+use crate::decoder::{DecodeState, Decoder};
+use crate::tokens::{END, START};
+
+/// How to decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchConfig {
+    /// Beams kept per image; 1 is greedy decoding.
+    pub beam_size: usize,
+    /// Most words in a caption (`<end>` not counted).
+    pub max_len: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self { beam_size: 3, max_len: 20 }
+    }
+}
+
+/// A decoded caption.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Caption {
+    /// Word ids, without `<start>` and `<end>`.
+    pub tokens: Vec<u32>,
+    /// Sum of the log-probabilities of the words (and of `<end>` when it was emitted).
+    pub score: f32,
+    /// True when the caption ended with `<end>`, false when it was cut at the length cap.
+    pub finished: bool,
+    /// For each word of `tokens`, the attention weights over the grid positions that
+    /// produced it.
+    pub alphas: Vec<Vec<f32>>,
+}
+
+impl<B: Backend> Captioner<B> {
+    /// Captions a batch of normalised images `[batch, 3, size, size]`.
+    pub fn caption(&self, images: Tensor<B, 4>, search: &SearchConfig) -> Vec<Caption> {
+        let features = self.encoder.forward(images);
+        if search.beam_size <= 1 {
+            greedy(&self.decoder, features, search.max_len)
+        } else {
+            beam_search(&self.decoder, features, search)
+        }
+    }
+}
+
+fn host_rows<B: Backend>(tensor: Tensor<B, 2>) -> (Vec<f32>, usize) {
+    let width = tensor.dims()[1];
+    let values = tensor
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("float tensor data");
+    (values, width)
+}
+
+fn token_tensor<B: Backend>(tokens: &[u32], device: &B::Device) -> Tensor<B, 1, Int> {
+    let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+    Tensor::from_data(TensorData::new(ids, [tokens.len()]), device)
+}
+
+fn row_tensor<B: Backend>(rows: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+    Tensor::from_data(TensorData::new(ids, [rows.len()]), device)
+}
+
+/// Greedy decoding: the most likely word at every step (the lowest id on a tie).
+pub fn greedy<B: Backend>(
+    decoder: &Decoder<B>,
+    features: Tensor<B, 3>,
+    max_len: usize,
+) -> Vec<Caption> {
+    let device = features.device();
+    let n = features.dims()[0];
+    let mut captions = vec![
+        Caption { tokens: Vec::new(), score: 0.0, finished: false, alphas: Vec::new() };
+        n
+    ];
+    let mut state = decoder.start(features);
+    let mut previous = vec![START; n];
+    for _ in 0..max_len {
+        let (log_probs, next, alpha) = decoder.step(state, token_tensor(&previous, &device));
+        state = next;
+        let (log_probs, vocab) = host_rows(log_probs);
+        let (alpha, positions) = host_rows(alpha);
+        for (i, caption) in captions.iter_mut().enumerate() {
+            if caption.finished {
+                continue;
+            }
+            let row = &log_probs[i * vocab..(i + 1) * vocab];
+            let best = (0..vocab).fold(0, |b, v| if row[v] > row[b] { v } else { b });
+            caption.score += row[best];
+            if best as u32 == END {
+                caption.finished = true;
+            } else {
+                caption.tokens.push(best as u32);
+                caption.alphas.push(alpha[i * positions..(i + 1) * positions].to_vec());
+            }
+            previous[i] = best as u32;
+        }
+        if captions.iter().all(|c| c.finished) {
+            break;
+        }
+    }
+    captions
+}
+
+#[derive(Debug, Clone)]
+struct Hypothesis {
+    tokens: Vec<u32>,
+    alphas: Vec<Vec<f32>>,
+    score: f32,
+}
+
+impl Hypothesis {
+    fn into_caption(self, finished: bool) -> Caption {
+        Caption { tokens: self.tokens, score: self.score, finished, alphas: self.alphas }
+    }
+}
+
+/// The beams of one image.
+struct ImageBeams {
+    alive: Vec<Hypothesis>,
+    finished: Vec<Hypothesis>,
+    done: bool,
+}
+
+impl ImageBeams {
+    fn best_finished(&self) -> f32 {
+        self.finished.iter().map(|h| h.score).fold(f32::NEG_INFINITY, f32::max)
+    }
+}
+
+/// Beam search over a batch: `beam_size` hypotheses per image, ranked by the sum of their
+/// words' log-probabilities. An image is done once its best finished caption scores at least
+/// as well as its best unfinished one (scores only fall as captions grow). With a beam of 1
+/// this is exactly [`greedy`].
+pub fn beam_search<B: Backend>(
+    decoder: &Decoder<B>,
+    features: Tensor<B, 3>,
+    search: &SearchConfig,
+) -> Vec<Caption> {
+    let device = features.device();
+    let n = features.dims()[0];
+    let k = search.beam_size.max(1);
+    let expand: Vec<usize> = (0..n * k).map(|row| row / k).collect();
+    let mut state: DecodeState<B> = decoder.start(features).select(row_tensor(&expand, &device));
+    let mut beams: Vec<ImageBeams> = (0..n)
+        .map(|_| ImageBeams {
+            alive: vec![Hypothesis { tokens: Vec::new(), alphas: Vec::new(), score: 0.0 }],
+            finished: Vec::new(),
+            done: false,
+        })
+        .collect();
+    let mut previous = vec![START; n * k];
+
+    for _ in 0..search.max_len {
+        let (log_probs, next, alpha) = decoder.step(state, token_tensor(&previous, &device));
+        let (log_probs, vocab) = host_rows(log_probs);
+        let (alpha, positions) = host_rows(alpha);
+        let mut rows = Vec::with_capacity(n * k);
+        for (image, beams) in beams.iter_mut().enumerate() {
+            if beams.done {
+                rows.extend(std::iter::repeat_n(image * k, k));
+                continue;
+            }
+            // The best 2k continuations of each beam are enough to find the best k alive.
+            let mut candidates: Vec<(f32, usize, usize)> = Vec::new();
+            for (j, hyp) in beams.alive.iter().enumerate() {
+                let row = &log_probs[(image * k + j) * vocab..(image * k + j + 1) * vocab];
+                let mut order: Vec<usize> = (0..vocab).collect();
+                let keep = (2 * k).min(vocab);
+                order.select_nth_unstable_by(keep - 1, |&a, &b| {
+                    row[b].total_cmp(&row[a]).then(a.cmp(&b))
+                });
+                candidates.extend(order[..keep].iter().map(|&v| (hyp.score + row[v], j, v)));
+            }
+            candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+            let mut alive = Vec::with_capacity(k);
+            for (score, j, v) in candidates {
+                if alive.len() == k {
+                    break;
+                }
+                let parent = &beams.alive[j];
+                if v as u32 == END {
+                    beams.finished.push(Hypothesis { score, ..parent.clone() });
+                    continue;
+                }
+                let row = image * k + j;
+                let mut hyp = Hypothesis { score, ..parent.clone() };
+                hyp.tokens.push(v as u32);
+                hyp.alphas.push(alpha[row * positions..(row + 1) * positions].to_vec());
+                alive.push((hyp, row));
+            }
+            let best_alive = alive.first().map(|a| a.0.score).unwrap_or(f32::NEG_INFINITY);
+            beams.done = alive.is_empty() || beams.best_finished() >= best_alive;
+            for j in 0..k {
+                let (row, token) = alive
+                    .get(j)
+                    .map(|(h, row)| (*row, *h.tokens.last().expect("alive beams have a word")))
+                    .unwrap_or((image * k, END));
+                rows.push(row);
+                previous[image * k + j] = token;
+            }
+            beams.alive = alive.into_iter().map(|(h, _)| h).collect();
+        }
+        if beams.iter().all(|b| b.done) {
+            break;
+        }
+        state = next.select(row_tensor(&rows, &device));
+    }
+
+    beams
+        .into_iter()
+        .map(|beams| {
+            let finished = beams.finished.into_iter().map(|h| (h, true));
+            let cut = if beams.done { Vec::new() } else { beams.alive };
+            finished
+                .chain(cut.into_iter().map(|h| (h, false)))
+                .fold(None::<(Hypothesis, bool)>, |best, cand| match best {
+                    Some(b) if b.0.score >= cand.0.score => Some(b),
+                    _ => Some(cand),
+                })
+                .map(|(h, finished)| h.into_caption(finished))
+                .unwrap_or(Caption { tokens: Vec::new(), score: 0.0, finished: false, alphas: Vec::new() })
+        })
+        .collect()
+}

@@ -1,0 +1,158 @@
+//! The binaries as a user runs them: `train` (fresh run, then resume) and `infer` on good
+//! and bad pictures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use burn::backend::NdArray;
+use burn::config::Config;
+use burn::module::Module;
+use captioner_datasets::shapes::{ShapesConfig, Split};
+use captioner_datasets::Vocab;
+use captioner_training::run_dir::{RunDir, WeightsRecorder};
+use captioner_training::train::model_config;
+use captioner_training::TrainConfig;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("captioner-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn exec(bin: &str, args: &[&str]) -> Output {
+    let exe = match bin {
+        "train" => env!("CARGO_BIN_EXE_train"),
+        _ => env!("CARGO_BIN_EXE_infer"),
+    };
+    Command::new(exe).args(args).output().expect("binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A run folder holding an untrained model: enough for `infer` to load and caption.
+fn untrained_run(dir: &Path) -> RunDir {
+    let run = RunDir::new(dir.join("run"));
+    std::fs::create_dir_all(run.root()).unwrap();
+    let config = TrainConfig::default();
+    let scenes = config.shapes.scenes(Split::Valid);
+    let captions: Vec<String> = scenes.iter().flat_map(|s| s.captions()).collect();
+    let vocab = Vocab::build(captions.iter().map(String::as_str), 1);
+    vocab.save(&run.vocab()).unwrap();
+    let model = model_config(&config, vocab.len());
+    model.save(run.model_config()).unwrap();
+    run.save_train_config(&config).unwrap();
+    model
+        .init::<NdArray>(&Default::default())
+        .save_file(run.weights(), &WeightsRecorder::new())
+        .unwrap();
+    run
+}
+
+#[test]
+fn infer_captions_good_pictures_and_reports_bad_ones() {
+    let dir = temp_dir("infer");
+    let run = untrained_run(&dir);
+    let model = run.root().to_str().unwrap();
+    let scene = &ShapesConfig::default().scenes(Split::Test)[0];
+    let colour = dir.join("scene.png");
+    scene.render(64).save(&colour).unwrap();
+    let gray = dir.join("gray.png");
+    image::imageops::grayscale(&scene.render(100)).save(&gray).unwrap();
+    let not_image = dir.join("notes.jpg");
+    std::fs::write(&not_image, "this is not a picture").unwrap();
+    let missing = dir.join("missing.png");
+
+    // Good pictures, any size and grayscale included: one `path<TAB>caption` line each.
+    let out = exec("infer", &["--model", model, colour.to_str().unwrap(), gray.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with(&format!("{}\t", colour.display())));
+    assert!(lines[1].starts_with(&format!("{}\t", gray.display())));
+
+    // JSON lines with greedy decoding.
+    let out = exec(
+        "infer",
+        &["--model", model, "--json", "--beam-size", "1", colour.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(json["image"], colour.display().to_string());
+    let words: Vec<&str> =
+        json["tokens"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    assert_eq!(json["caption"], words.join(" "));
+    assert!(json["score"].as_f64().unwrap() <= 0.0);
+
+    // Bad pictures are named on stderr and skipped; the good one is still captioned; exit 1.
+    let out = exec(
+        "infer",
+        &[
+            "--model",
+            model,
+            missing.to_str().unwrap(),
+            not_image.to_str().unwrap(),
+            colour.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("missing.png") && stderr.contains("cannot read the file"), "{stderr}");
+    assert!(stderr.contains("notes.jpg") && stderr.contains("not a readable image"), "{stderr}");
+    assert_eq!(text(&out.stdout).lines().count(), 1);
+
+    // A folder that is not a run.
+    let out = exec("infer", &["--model", dir.to_str().unwrap(), colour.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no trained model"), "{}", text(&out.stderr));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn train_writes_a_run_that_resumes_and_that_infer_reads() {
+    let dir = temp_dir("train");
+    let out_dir = dir.join("run");
+    let out = out_dir.to_str().unwrap();
+    let small = ["--train-images", "16", "--valid-images", "8", "--test-images", "8"];
+    let first = exec("train", &[&["--epochs", "1", "--out", out][..], &small].concat());
+    assert!(first.status.success(), "{}\n{}", text(&first.stdout), text(&first.stderr));
+    let stdout = text(&first.stdout);
+    assert!(stdout.contains("BLEU-1..4"), "{stdout}");
+    for file in ["config.json", "model.json", "vocab.json", "model.mpk", "report.json"] {
+        assert!(out_dir.join(file).exists(), "{file} missing");
+    }
+    assert!(out_dir.join("checkpoint/model-1.mpk").exists());
+
+    // Same folder again without --resume: refused, nothing overwritten.
+    let again = exec("train", &["--epochs", "1", "--out", out]);
+    assert!(!again.status.success());
+    assert!(text(&again.stderr).contains("--resume"), "{}", text(&again.stderr));
+
+    let resumed = exec("train", &["--resume", "--epochs", "2", "--out", out]);
+    assert!(resumed.status.success(), "{}\n{}", text(&resumed.stdout), text(&resumed.stderr));
+    assert!(text(&resumed.stdout).contains("from epoch 1"));
+    assert!(out_dir.join("checkpoint/model-2.mpk").exists());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["epochs"], 2);
+
+    let picture = dir.join("scene.png");
+    ShapesConfig::default().scenes(Split::Test)[1].render(64).save(&picture).unwrap();
+    let captioned = exec("infer", &["--model", out, picture.to_str().unwrap()]);
+    assert!(captioned.status.success(), "{}", text(&captioned.stderr));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_backend_that_was_not_compiled_in_names_its_cargo_feature() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let out = exec("train", &["--device", "cuda", "--epochs", "1", "--out", "/nonexistent/x"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("--features cuda"), "{stderr}");
+}

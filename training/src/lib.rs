@@ -1,0 +1,17 @@
+//! Training and evaluation of the captioner through `burn-train`: data batching, the run folder
+//! layout, the `Learner` set-up with checkpoints and resume, a plain-text progress renderer,
+//! corpus BLEU, and the end-of-run report.
+
+pub mod batcher;
+pub mod bleu;
+pub mod config;
+pub mod evaluate;
+pub mod renderer;
+pub mod run_dir;
+pub mod train;
+
+pub use batcher::CaptionBatcher;
+pub use config::TrainConfig;
+pub use evaluate::ShapesReport;
+pub use run_dir::{LoadedRun, RunDir};
+pub use train::train;

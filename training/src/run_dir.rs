@@ -1,0 +1,162 @@
+//! The layout of a run folder: what training writes and what `infer` reads back.
+//!
+//! ```text
+//! <run>/config.json      the training settings (TrainConfig)
+//! <run>/model.json       the model's shape (CaptionerConfig)
+//! <run>/vocab.json       the vocabulary
+//! <run>/model.mpk        the final weights
+//! <run>/checkpoint/      burn-train's per-epoch model/optimiser/scheduler checkpoints
+//! <run>/report.json      held-out scores of the final model
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use captioner_datasets::Vocab;
+use captioner_model::{Captioner, CaptionerConfig};
+
+use crate::config::TrainConfig;
+
+/// The recorder of final weights and checkpoints: full precision, named MessagePack.
+pub type WeightsRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+/// A run folder.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+/// A trained model loaded from its run folder, ready to caption.
+#[derive(Debug)]
+pub struct LoadedRun<B: Backend> {
+    /// The model.
+    pub model: Captioner<B>,
+    /// Its vocabulary.
+    pub vocab: Vocab,
+    /// Its shape.
+    pub model_config: CaptionerConfig,
+    /// The settings it was trained with.
+    pub train_config: TrainConfig,
+}
+
+impl RunDir {
+    /// The run folder at `root` (not created).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// A new folder under `parent` named after `prefix` and the current UTC time.
+    pub fn timestamped(parent: &Path, prefix: &str) -> Self {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + (month <= 2) as i64;
+        let name = format!(
+            "{prefix}-{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        );
+        Self::new(parent.join(name))
+    }
+
+    /// The folder itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// `config.json`.
+    pub fn train_config(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+    /// `model.json`.
+    pub fn model_config(&self) -> PathBuf {
+        self.root.join("model.json")
+    }
+    /// `vocab.json`.
+    pub fn vocab(&self) -> PathBuf {
+        self.root.join("vocab.json")
+    }
+    /// `model.mpk` (the recorder adds the extension; this is the path without it).
+    pub fn weights(&self) -> PathBuf {
+        self.root.join("model")
+    }
+    /// `checkpoint/`.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoint")
+    }
+    /// `report.json`.
+    pub fn report(&self) -> PathBuf {
+        self.root.join("report.json")
+    }
+
+    /// The last epoch with a complete checkpoint (model, optimiser and scheduler), if any.
+    pub fn last_checkpoint(&self) -> Option<usize> {
+        let dir = self.checkpoints();
+        let epochs = std::fs::read_dir(&dir).ok()?.filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            name.strip_prefix("model-")?.strip_suffix(".mpk")?.parse::<usize>().ok()
+        });
+        epochs
+            .filter(|e| {
+                ["optim", "scheduler"]
+                    .iter()
+                    .all(|p| dir.join(format!("{p}-{e}.mpk")).exists())
+            })
+            .max()
+    }
+
+    /// Reads the training settings.
+    pub fn load_train_config(&self) -> Result<TrainConfig> {
+        let path = self.train_config();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{}: not a training config", path.display()))
+    }
+
+    /// Writes the training settings.
+    pub fn save_train_config(&self, config: &TrainConfig) -> Result<()> {
+        let path = self.train_config();
+        std::fs::write(&path, serde_json::to_string_pretty(config)?)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// Loads the final model, its vocabulary and settings onto `device`.
+    pub fn load<B: Backend>(&self, device: &B::Device) -> Result<LoadedRun<B>> {
+        if !self.root.is_dir() {
+            bail!(
+                "{} is not a run folder: pass the folder that `train` wrote (see `train --out`)",
+                self.root.display()
+            );
+        }
+        let weights = self.weights().with_extension("mpk");
+        if !weights.exists() {
+            bail!(
+                "{} has no trained model ({} is missing): did its training finish?",
+                self.root.display(),
+                weights.display()
+            );
+        }
+        let model_config = CaptionerConfig::load(self.model_config())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.model_config().display()))?;
+        let vocab = Vocab::load(&self.vocab()).map_err(anyhow::Error::msg)?;
+        let train_config = self.load_train_config()?;
+        let model = model_config
+            .init::<B>(device)
+            .load_file(self.weights(), &WeightsRecorder::new(), device)
+            .with_context(|| format!("cannot load the weights in {}", weights.display()))?;
+        Ok(LoadedRun { model, vocab, model_config, train_config })
+    }
+}

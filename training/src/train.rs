@@ -1,0 +1,144 @@
+//! One training run on the shapes dataset: data, model, `burn-train`'s `Learner` with the
+//! dashboard, per-epoch checkpoints and resume, then the held-out report.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::AdamConfig;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
+use burn::train::{Learner, SupervisedTraining};
+use captioner_datasets::shapes::Split;
+use captioner_datasets::vocab::PAD;
+use captioner_datasets::Vocab;
+use captioner_model::{
+    CaptionerConfig, DecoderConfig, EncoderConfig, SearchConfig, SmallCnnConfig,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::batcher::CaptionBatcher;
+use crate::config::TrainConfig;
+use crate::evaluate::{evaluate_shapes, ShapesReport};
+use crate::renderer::PlainRenderer;
+use crate::run_dir::{RunDir, WeightsRecorder};
+
+/// What a finished run reports; saved as `report.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// The run folder.
+    pub run: String,
+    /// Epochs trained in total.
+    pub epochs: usize,
+    /// Wall time of this invocation (data, training and evaluation), in seconds.
+    pub wall_seconds: f64,
+    /// Held-out test scores of the final model.
+    pub test: ShapesReport,
+    /// The settings of the run.
+    pub config: TrainConfig,
+}
+
+/// The model shape that `config` asks for, with a vocabulary of `vocab_size` words.
+pub fn model_config(config: &TrainConfig, vocab_size: usize) -> CaptionerConfig {
+    let encoder = SmallCnnConfig::new().with_image_size(config.shapes.image_size);
+    let decoder = DecoderConfig::new(vocab_size, encoder.feature_dim())
+        .with_embed_dim(config.embed_dim)
+        .with_attention_dim(config.attention_dim)
+        .with_hidden_dim(config.hidden_dim)
+        .with_dropout(config.dropout);
+    CaptionerConfig::new(EncoderConfig::SmallCnn(encoder), decoder)
+        .with_attention_regularization(config.attention_regularization)
+}
+
+/// Trains on the shapes dataset into `run`, resuming from checkpoint epoch `resume_from` when
+/// given, and returns the held-out report (also written to `report.json`).
+pub fn train<B: AutodiffBackend>(
+    device: B::Device,
+    config: TrainConfig,
+    run: &RunDir,
+    resume_from: Option<usize>,
+) -> Result<TrainReport> {
+    let started = Instant::now();
+    std::fs::create_dir_all(run.root())
+        .with_context(|| format!("cannot create the run folder {}", run.root().display()))?;
+    run.save_train_config(&config)?;
+
+    let shapes = config.shapes;
+    let train_scenes = shapes.scenes(Split::Train);
+    let vocab = if resume_from.is_some() {
+        Vocab::load(&run.vocab()).map_err(anyhow::Error::msg)?
+    } else {
+        let captions: Vec<String> = train_scenes.iter().flat_map(|s| s.captions()).collect();
+        let vocab = Vocab::build(captions.iter().map(String::as_str), config.min_word_freq);
+        vocab
+            .save(&run.vocab())
+            .with_context(|| format!("cannot write {}", run.vocab().display()))?;
+        vocab
+    };
+    let model_config = model_config(&config, vocab.len());
+    model_config
+        .save(run.model_config())
+        .with_context(|| format!("cannot write {}", run.model_config().display()))?;
+
+    B::seed(&device, config.seed);
+    let model = model_config.init::<B>(&device);
+    let batcher = CaptionBatcher::new(shapes.image_size);
+    let train_loader = DataLoaderBuilder::new(batcher.clone())
+        .batch_size(config.batch_size)
+        .shuffle(config.seed)
+        .num_workers(config.workers)
+        .build(shapes.dataset(&train_scenes, &vocab));
+    let valid_loader = DataLoaderBuilder::new(batcher)
+        .batch_size(config.batch_size)
+        .num_workers(config.workers)
+        .build(shapes.dataset(&shapes.scenes(Split::Valid), &vocab));
+
+    let pad = PAD as usize;
+    let mut training = SupervisedTraining::new(run.root(), train_loader, valid_loader)
+        .metric_train_numeric(LossMetric::new())
+        .metric_valid_numeric(LossMetric::new())
+        .metric_train_numeric(AccuracyMetric::new().with_pad_token(pad))
+        .metric_valid_numeric(AccuracyMetric::new().with_pad_token(pad))
+        .metric_train_numeric(LearningRateMetric::new())
+        .with_file_checkpointer(WeightsRecorder::new())
+        .num_epochs(config.epochs)
+        .summary();
+    if let Some(epoch) = resume_from {
+        training = training.checkpoint(epoch);
+    }
+    if !std::io::stdout().is_terminal() {
+        training = training.renderer(PlainRenderer::new(Duration::from_secs(10)));
+    }
+    let optimizer = AdamConfig::new()
+        .with_grad_clipping(Some(GradientClippingConfig::Value(config.grad_clip)))
+        .init();
+    let result = training.launch(Learner::new(model, optimizer, config.lr));
+    let model = result.model;
+    model
+        .clone()
+        .save_file(run.weights(), &WeightsRecorder::new())
+        .with_context(|| format!("cannot write the weights to {}", run.root().display()))?;
+
+    let search = SearchConfig { beam_size: config.beam_size, max_len: config.max_caption_len };
+    let test = evaluate_shapes(
+        &model,
+        &vocab,
+        &shapes.scenes(Split::Test),
+        shapes.image_size,
+        &search,
+        &device,
+    );
+    let report = TrainReport {
+        run: run.root().display().to_string(),
+        epochs: config.epochs,
+        wall_seconds: started.elapsed().as_secs_f64(),
+        test,
+        config,
+    };
+    std::fs::write(run.report(), serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", run.report().display()))?;
+    Ok(report)
+}
