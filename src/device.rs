@@ -51,7 +51,10 @@ fn check_device<B: Backend>(device: &B::Device, what: &str, hint: &str) -> Resul
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-        Tensor::<B, 1>::ones([4], &device).sum().into_scalar().elem::<f32>()
+        Tensor::<B, 1>::ones([4], &device)
+            .sum()
+            .into_scalar()
+            .elem::<f32>()
     }));
     std::panic::set_hook(hook);
     match result {

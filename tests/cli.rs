@@ -60,13 +60,23 @@ fn infer_captions_good_pictures_and_reports_bad_ones() {
     let colour = dir.join("scene.png");
     scene.render(64).save(&colour).unwrap();
     let gray = dir.join("gray.png");
-    image::imageops::grayscale(&scene.render(100)).save(&gray).unwrap();
+    image::imageops::grayscale(&scene.render(100))
+        .save(&gray)
+        .unwrap();
     let not_image = dir.join("notes.jpg");
     std::fs::write(&not_image, "this is not a picture").unwrap();
     let missing = dir.join("missing.png");
 
     // Good pictures, any size and grayscale included: one `path<TAB>caption` line each.
-    let out = exec("infer", &["--model", model, colour.to_str().unwrap(), gray.to_str().unwrap()]);
+    let out = exec(
+        "infer",
+        &[
+            "--model",
+            model,
+            colour.to_str().unwrap(),
+            gray.to_str().unwrap(),
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
     assert_eq!(lines.len(), 2, "{lines:?}");
@@ -76,13 +86,24 @@ fn infer_captions_good_pictures_and_reports_bad_ones() {
     // JSON lines with greedy decoding.
     let out = exec(
         "infer",
-        &["--model", model, "--json", "--beam-size", "1", colour.to_str().unwrap()],
+        &[
+            "--model",
+            model,
+            "--json",
+            "--beam-size",
+            "1",
+            colour.to_str().unwrap(),
+        ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let json: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     assert_eq!(json["image"], colour.display().to_string());
-    let words: Vec<&str> =
-        json["tokens"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    let words: Vec<&str> = json["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
     assert_eq!(json["caption"], words.join(" "));
     assert!(json["score"].as_f64().unwrap() <= 0.0);
 
@@ -99,14 +120,27 @@ fn infer_captions_good_pictures_and_reports_bad_ones() {
     );
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("missing.png") && stderr.contains("cannot read the file"), "{stderr}");
-    assert!(stderr.contains("notes.jpg") && stderr.contains("not a readable image"), "{stderr}");
+    assert!(
+        stderr.contains("missing.png") && stderr.contains("cannot read the file"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("notes.jpg") && stderr.contains("not a readable image"),
+        "{stderr}"
+    );
     assert_eq!(text(&out.stdout).lines().count(), 1);
 
     // A folder that is not a run.
-    let out = exec("infer", &["--model", dir.to_str().unwrap(), colour.to_str().unwrap()]);
+    let out = exec(
+        "infer",
+        &["--model", dir.to_str().unwrap(), colour.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("no trained model"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no trained model"),
+        "{}",
+        text(&out.stderr)
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -115,12 +149,33 @@ fn train_writes_a_run_that_resumes_and_that_infer_reads() {
     let dir = temp_dir("train");
     let out_dir = dir.join("run");
     let out = out_dir.to_str().unwrap();
-    let small = ["--train-images", "16", "--valid-images", "8", "--test-images", "8"];
-    let first = exec("train", &[&["--epochs", "1", "--out", out][..], &small].concat());
-    assert!(first.status.success(), "{}\n{}", text(&first.stdout), text(&first.stderr));
+    let small = [
+        "--train-images",
+        "16",
+        "--valid-images",
+        "8",
+        "--test-images",
+        "8",
+    ];
+    let first = exec(
+        "train",
+        &[&["--epochs", "1", "--out", out][..], &small].concat(),
+    );
+    assert!(
+        first.status.success(),
+        "{}\n{}",
+        text(&first.stdout),
+        text(&first.stderr)
+    );
     let stdout = text(&first.stdout);
     assert!(stdout.contains("BLEU-1..4"), "{stdout}");
-    for file in ["config.json", "model.json", "vocab.json", "model.mpk", "report.json"] {
+    for file in [
+        "config.json",
+        "model.json",
+        "vocab.json",
+        "model.mpk",
+        "report.json",
+    ] {
         assert!(out_dir.join(file).exists(), "{file} missing");
     }
     assert!(out_dir.join("checkpoint/model-1.mpk").exists());
@@ -128,10 +183,19 @@ fn train_writes_a_run_that_resumes_and_that_infer_reads() {
     // Same folder again without --resume: refused, nothing overwritten.
     let again = exec("train", &["--epochs", "1", "--out", out]);
     assert!(!again.status.success());
-    assert!(text(&again.stderr).contains("--resume"), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("--resume"),
+        "{}",
+        text(&again.stderr)
+    );
 
     let resumed = exec("train", &["--resume", "--epochs", "2", "--out", out]);
-    assert!(resumed.status.success(), "{}\n{}", text(&resumed.stdout), text(&resumed.stderr));
+    assert!(
+        resumed.status.success(),
+        "{}\n{}",
+        text(&resumed.stdout),
+        text(&resumed.stderr)
+    );
     assert!(text(&resumed.stdout).contains("from epoch 1"));
     assert!(out_dir.join("checkpoint/model-2.mpk").exists());
     let report: serde_json::Value =
@@ -140,7 +204,10 @@ fn train_writes_a_run_that_resumes_and_that_infer_reads() {
     assert_eq!(report["epochs"], 2);
 
     let picture = dir.join("scene.png");
-    ShapesConfig::default().scenes(Split::Test)[1].render(64).save(&picture).unwrap();
+    ShapesConfig::default().scenes(Split::Test)[1]
+        .render(64)
+        .save(&picture)
+        .unwrap();
     let captioned = exec("infer", &["--model", out, picture.to_str().unwrap()]);
     assert!(captioned.status.success(), "{}", text(&captioned.stderr));
     std::fs::remove_dir_all(dir).ok();
@@ -151,7 +218,17 @@ fn a_backend_that_was_not_compiled_in_names_its_cargo_feature() {
     if cfg!(feature = "cuda") {
         return;
     }
-    let out = exec("train", &["--device", "cuda", "--epochs", "1", "--out", "/nonexistent/x"]);
+    let out = exec(
+        "train",
+        &[
+            "--device",
+            "cuda",
+            "--epochs",
+            "1",
+            "--out",
+            "/nonexistent/x",
+        ],
+    );
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(stderr.contains("--features cuda"), "{stderr}");

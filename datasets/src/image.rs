@@ -95,6 +95,9 @@ mod tests {
         let text = dir.join("notes.png");
         std::fs::write(&text, "hello").unwrap();
         let err = load_rgb(&text).unwrap_err().to_string();
-        assert!(err.contains("notes.png") && err.contains("not a readable image"), "{err}");
+        assert!(
+            err.contains("notes.png") && err.contains("not a readable image"),
+            "{err}"
+        );
     }
 }

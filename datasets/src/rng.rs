@@ -53,14 +53,22 @@ mod tests {
 
     #[test]
     fn same_seed_same_stream_and_streams_differ() {
-        let a: Vec<u64> = (0..4).map(|_| 0).scan(SplitMix64::new(7), |r, _| Some(r.next_u64())).collect();
-        let b: Vec<u64> = (0..4).map(|_| 0).scan(SplitMix64::new(7), |r, _| Some(r.next_u64())).collect();
+        let a: Vec<u64> = (0..4)
+            .map(|_| 0)
+            .scan(SplitMix64::new(7), |r, _| Some(r.next_u64()))
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map(|_| 0)
+            .scan(SplitMix64::new(7), |r, _| Some(r.next_u64()))
+            .collect();
         assert_eq!(a, b);
         let c = SplitMix64::for_item(7, 0, 1).next_u64();
         let d = SplitMix64::for_item(7, 1, 1).next_u64();
         let e = SplitMix64::for_item(7, 0, 2).next_u64();
         assert!(c != d && c != e && d != e);
         let mut r = SplitMix64::new(3);
-        assert!((0..1000).map(|_| r.next_f32()).all(|x| (0.0..1.0).contains(&x)));
+        assert!((0..1000)
+            .map(|_| r.next_f32())
+            .all(|x| (0.0..1.0).contains(&x)));
     }
 }

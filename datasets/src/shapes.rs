@@ -40,7 +40,7 @@ pub enum Colour {
 /// Object sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Size {
-    /// Radius about a tenth of the image.
+    /// Radius about an eighth of the image.
     Small,
     /// Radius about a fifth of the image.
     Large,
@@ -133,8 +133,8 @@ pub struct Object {
 impl Object {
     fn radius(&self) -> f32 {
         match self.size {
-            Size::Small => 0.10,
-            Size::Large => 0.17,
+            Size::Small => 0.12,
+            Size::Large => 0.19,
         }
     }
 
@@ -143,7 +143,12 @@ impl Object {
     }
 
     fn sized_noun_phrase(&self) -> String {
-        format!("a {} {} {}", self.size.word(), self.colour.word(), self.shape.word())
+        format!(
+            "a {} {} {}",
+            self.size.word(),
+            self.colour.word(),
+            self.shape.word()
+        )
     }
 
     /// The spatial relation of `self` to `other` along the axis where they lie furthest apart.
@@ -167,7 +172,7 @@ impl Object {
         let (dx, dy) = (px - self.x, py - self.y);
         match self.shape {
             Shape::Circle => dx * dx + dy * dy <= r * r,
-            Shape::Square => dx.abs() <= 0.85 * r && dy.abs() <= 0.85 * r,
+            Shape::Square => dx.abs() <= 0.9 * r && dy.abs() <= 0.9 * r,
             Shape::Triangle => {
                 // Apex at the top, base at 0.8 r below the centre.
                 let top = -r;
@@ -252,7 +257,11 @@ impl Scene {
             let candidate = Object {
                 shape: SHAPES[rng.below(SHAPES.len())],
                 colour: COLOURS[rng.below(COLOURS.len())],
-                size: if rng.below(2) == 0 { Size::Small } else { Size::Large },
+                size: if rng.below(2) == 0 {
+                    Size::Small
+                } else {
+                    Size::Large
+                },
                 x: 0.0,
                 y: 0.0,
             };
@@ -291,7 +300,10 @@ impl Scene {
         let mut rng = SplitMix64::new(self.noise_seed);
         let mut image = RgbImage::new(size as u32, size as u32);
         for (px, py, pixel) in image.enumerate_pixels_mut() {
-            let (fx, fy) = ((px as f32 + 0.5) / size as f32, (py as f32 + 0.5) / size as f32);
+            let (fx, fy) = (
+                (px as f32 + 0.5) / size as f32,
+                (py as f32 + 0.5) / size as f32,
+            );
             let base = self
                 .objects
                 .iter()
@@ -330,7 +342,13 @@ impl Scene {
             _ => vec![
                 format!("{}, {} and {}", np[0], np[1], np[2]),
                 format!("three shapes {}, {} and {}", np[0], np[1], np[2]),
-                format!("{} {} {} and {}", np[0], o[0].relation_to(&o[1]).words(), np[1], np[2]),
+                format!(
+                    "{} {} {} and {}",
+                    np[0],
+                    o[0].relation_to(&o[1]).words(),
+                    np[1],
+                    np[2]
+                ),
                 format!("{}, {} and {}", sized[0], sized[1], sized[2]),
                 format!("there are three shapes {}, {} and {}", np[0], np[1], np[2]),
             ],
@@ -355,13 +373,18 @@ impl Scene {
                 _ => {
                     // A lone colour or shape word is a broken mention.
                     if Colour::parse(&words[i]).is_some() || Shape::parse(&words[i]).is_some() {
-                        return CaptionCheck { objects: false, sizes: false, relations: false };
+                        return CaptionCheck {
+                            objects: false,
+                            sizes: false,
+                            relations: false,
+                        };
                     }
                     i += 1;
                 }
             }
         }
-        let find = |c: Colour, s: Shape| self.objects.iter().find(|o| o.colour == c && o.shape == s);
+        let find =
+            |c: Colour, s: Shape| self.objects.iter().find(|o| o.colour == c && o.shape == s);
         let mut named: Vec<(Colour, Shape)> = mentions.iter().map(|m| (m.1, m.2)).collect();
         let mut actual: Vec<(Colour, Shape)> =
             self.objects.iter().map(|o| (o.colour, o.shape)).collect();
@@ -379,9 +402,14 @@ impl Scene {
         for pair in mentions.windows(2) {
             let (a, b) = (&pair[0], &pair[1]);
             let between = words[a.3..].join(" ");
-            let relation = [Relation::LeftOf, Relation::RightOf, Relation::Above, Relation::Below]
-                .into_iter()
-                .find(|r| between.starts_with(r.words()));
+            let relation = [
+                Relation::LeftOf,
+                Relation::RightOf,
+                Relation::Above,
+                Relation::Below,
+            ]
+            .into_iter()
+            .find(|r| between.starts_with(r.words()));
             if let Some(r) = relation {
                 relations &= match (find(a.1, a.2), find(b.1, b.2)) {
                     (Some(oa), Some(ob)) => r.holds(oa, ob),
@@ -389,7 +417,11 @@ impl Scene {
                 };
             }
         }
-        CaptionCheck { objects, sizes, relations }
+        CaptionCheck {
+            objects,
+            sizes,
+            relations,
+        }
     }
 }
 
@@ -421,7 +453,13 @@ pub struct ShapesConfig {
 
 impl Default for ShapesConfig {
     fn default() -> Self {
-        Self { image_size: 64, train: 3000, valid: 200, test: 500, seed: 2015 }
+        Self {
+            image_size: 64,
+            train: 2000,
+            valid: 200,
+            test: 500,
+            seed: 2015,
+        }
     }
 }
 
@@ -456,21 +494,37 @@ mod tests {
     use super::*;
 
     fn scene(objects: Vec<Object>) -> Scene {
-        Scene { objects, background: [20.0; 3], noise_seed: 1 }
+        Scene {
+            objects,
+            background: [20.0; 3],
+            noise_seed: 1,
+        }
     }
 
     fn obj(shape: Shape, colour: Colour, size: Size, x: f32, y: f32) -> Object {
-        Object { shape, colour, size, x, y }
+        Object {
+            shape,
+            colour,
+            size,
+            x,
+            y,
+        }
     }
 
     #[test]
     fn scenes_are_deterministic_and_varied() {
-        let config = ShapesConfig { train: 200, ..Default::default() };
+        let config = ShapesConfig {
+            train: 200,
+            ..Default::default()
+        };
         let a = config.scenes(Split::Train);
         assert_eq!(a, config.scenes(Split::Train));
         assert_ne!(a[..10], config.scenes(Split::Test)[..10]);
         for n in 1..=3 {
-            assert!(a.iter().filter(|s| s.objects.len() == n).count() > 30, "{n} objects");
+            assert!(
+                a.iter().filter(|s| s.objects.len() == n).count() > 30,
+                "{n} objects"
+            );
         }
         assert_eq!(a[0].render(64), a[0].render(64));
     }
@@ -497,11 +551,17 @@ mod tests {
         ]);
         assert!(s.check_caption("a red circle left of a blue square").all());
         assert!(s.check_caption("a blue square right of a red circle").all());
-        assert!(!s.check_caption("a red circle right of a blue square").relations);
+        assert!(
+            !s.check_caption("a red circle right of a blue square")
+                .relations
+        );
         assert!(!s.check_caption("a green circle and a blue square").objects);
         assert!(!s.check_caption("a red triangle and a blue square").objects);
         assert!(!s.check_caption("a red circle").objects);
-        assert!(!s.check_caption("a red circle and a blue square and a red square").objects);
+        assert!(
+            !s.check_caption("a red circle and a blue square and a red square")
+                .objects
+        );
         assert!(!s.check_caption("a red circle and a blue").objects);
         let wrong_size = s.check_caption("a large red circle and a large blue square");
         assert!(wrong_size.objects && !wrong_size.sizes);
@@ -509,7 +569,13 @@ mod tests {
 
     #[test]
     fn render_draws_objects_in_their_colour() {
-        let s = scene(vec![obj(Shape::Square, Colour::Green, Size::Large, 0.5, 0.5)]);
+        let s = scene(vec![obj(
+            Shape::Square,
+            Colour::Green,
+            Size::Large,
+            0.5,
+            0.5,
+        )]);
         let img = s.render(64);
         let centre = img.get_pixel(32, 32);
         assert!(centre[1] > 150 && centre[0] < 90, "{centre:?}");

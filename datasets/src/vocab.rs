@@ -44,8 +44,10 @@ impl Vocab {
                 *counts.entry(word).or_default() += 1;
             }
         }
-        let mut kept: Vec<(String, usize)> =
-            counts.into_iter().filter(|(_, n)| *n >= min_freq.max(1)).collect();
+        let mut kept: Vec<(String, usize)> = counts
+            .into_iter()
+            .filter(|(_, n)| *n >= min_freq.max(1))
+            .collect();
         kept.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let words = SPECIALS
             .iter()
@@ -56,7 +58,11 @@ impl Vocab {
     }
 
     fn from_words(words: Vec<String>) -> Self {
-        let index = words.iter().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect();
+        let index = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), i as u32))
+            .collect();
         Self { words, index }
     }
 
@@ -77,7 +83,10 @@ impl Vocab {
 
     /// The word for `id` (`<unk>` for an id out of range).
     pub fn word(&self, id: u32) -> &str {
-        self.words.get(id as usize).map(String::as_str).unwrap_or(SPECIALS[UNK as usize])
+        self.words
+            .get(id as usize)
+            .map(String::as_str)
+            .unwrap_or(SPECIALS[UNK as usize])
     }
 
     /// `<start> w1 .. wn <end>` as ids.
@@ -126,7 +135,10 @@ mod tests {
 
     #[test]
     fn tokenize_lowercases_and_strips_punctuation() {
-        assert_eq!(tokenize("A dog, running!  Fast."), ["a", "dog", "running", "fast"]);
+        assert_eq!(
+            tokenize("A dog, running!  Fast."),
+            ["a", "dog", "running", "fast"]
+        );
         assert!(tokenize(" ,.; ").is_empty());
     }
 

@@ -17,12 +17,19 @@ fn time<F: FnMut()>(name: &str, mut f: F) {
     for _ in 0..n {
         f();
     }
-    println!("{name}: {:.1} ms", start.elapsed().as_secs_f64() * 1000.0 / n as f64);
+    println!(
+        "{name}: {:.1} ms",
+        start.elapsed().as_secs_f64() * 1000.0 / n as f64
+    );
 }
 
 fn main() {
     let device = NdArrayDevice::Cpu;
-    let (batch, len, vocab) = (32, 14, 40);
+    let batch: usize = std::env::var("BATCH")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(32);
+    let (len, vocab) = (14, 40);
     let encoder = SmallCnnConfig::new();
     let config = CaptionerConfig::new(
         EncoderConfig::SmallCnn(encoder.clone()),
@@ -33,7 +40,8 @@ fn main() {
     );
     let model = config.init::<B>(&device);
     let images = Tensor::<B, 4>::random([batch, 3, 64, 64], Distribution::Default, &device);
-    let tokens = Tensor::<B, 2, Int>::random([batch, len], Distribution::Uniform(3.0, 39.0), &device);
+    let tokens =
+        Tensor::<B, 2, Int>::random([batch, len], Distribution::Uniform(3.0, 39.0), &device);
     time("encoder fwd", || {
         let _ = model.encoder.forward(images.clone()).into_data();
     });
@@ -42,13 +50,27 @@ fn main() {
     });
     let features = Tensor::<B, 3>::random([batch, 64, 64], Distribution::Default, &device);
     time("decoder fwd", || {
-        let _ = model.decoder.forward(features.clone(), tokens.clone().narrow(1, 0, len - 1)).logits.into_data();
+        let _ = model
+            .decoder
+            .forward(features.clone(), tokens.clone().narrow(1, 0, len - 1))
+            .logits
+            .into_data();
     });
     time("decoder fwd+bwd", || {
-        let _ = model.decoder.forward(features.clone(), tokens.clone().narrow(1, 0, len - 1)).logits.sum().backward();
+        let _ = model
+            .decoder
+            .forward(features.clone(), tokens.clone().narrow(1, 0, len - 1))
+            .logits
+            .sum()
+            .backward();
     });
     time("whole step fwd+bwd", || {
-        let out = model.forward(CaptionBatch { images: images.clone(), tokens: tokens.clone() });
+        let image_of_caption = Tensor::arange(0..batch as i64, &device);
+        let out = model.forward(CaptionBatch {
+            images: images.clone(),
+            tokens: tokens.clone(),
+            image_of_caption,
+        });
         let _ = out.loss.backward();
     });
 }

@@ -72,7 +72,10 @@ impl<B: Backend> Captioner<B> {
         let [batch_size, len] = batch.tokens.dims();
         let inputs = batch.tokens.clone().narrow(1, 0, len - 1);
         let targets = batch.tokens.narrow(1, 1, len - 1);
-        let features = self.encoder.forward(batch.images);
+        let features = self
+            .encoder
+            .forward(batch.images)
+            .select(0, batch.image_of_caption);
         let out = self.decoder.forward(features, inputs);
 
         let mask = targets.clone().not_equal_elem(PAD as i32).float();

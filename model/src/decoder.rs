@@ -160,7 +160,9 @@ impl<B: Backend> Decoder<B> {
         let embedded = self.embedding.forward(previous.reshape([n, 1]));
         let gates = self.cell.embed_gates(embedded).squeeze_dim::<2>(1);
         let (state, alpha) = self.advance(state, gates);
-        let logits = self.output.forward(self.dropout.forward(state.lstm.hidden.clone()));
+        let logits = self
+            .output
+            .forward(self.dropout.forward(state.lstm.hidden.clone()));
         (log_softmax(logits, 1), state, alpha)
     }
 }

@@ -9,7 +9,7 @@ use burn::prelude::*;
 
 use crate::captioner::Captioner;
 use crate::decoder::{DecodeState, Decoder};
-use crate::tokens::{END, START};
+use crate::tokens::{END, PAD, START};
 
 /// How to decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +22,10 @@ pub struct SearchConfig {
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        Self { beam_size: 3, max_len: 20 }
+        Self {
+            beam_size: 3,
+            max_len: 20,
+        }
     }
 }
 
@@ -62,6 +65,17 @@ fn host_rows<B: Backend>(tensor: Tensor<B, 2>) -> (Vec<f32>, usize) {
     (values, width)
 }
 
+/// Host copy of the next-word log-probabilities, with `<pad>` and `<start>` ruled out: they
+/// are never a caption's word.
+fn next_word_log_probs<B: Backend>(log_probs: Tensor<B, 2>) -> (Vec<f32>, usize) {
+    let (mut values, vocab) = host_rows(log_probs);
+    for row in values.chunks_mut(vocab) {
+        row[PAD as usize] = f32::NEG_INFINITY;
+        row[START as usize] = f32::NEG_INFINITY;
+    }
+    (values, vocab)
+}
+
 fn token_tensor<B: Backend>(tokens: &[u32], device: &B::Device) -> Tensor<B, 1, Int> {
     let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
     Tensor::from_data(TensorData::new(ids, [tokens.len()]), device)
@@ -81,7 +95,12 @@ pub fn greedy<B: Backend>(
     let device = features.device();
     let n = features.dims()[0];
     let mut captions = vec![
-        Caption { tokens: Vec::new(), score: 0.0, finished: false, alphas: Vec::new() };
+        Caption {
+            tokens: Vec::new(),
+            score: 0.0,
+            finished: false,
+            alphas: Vec::new()
+        };
         n
     ];
     let mut state = decoder.start(features);
@@ -89,7 +108,7 @@ pub fn greedy<B: Backend>(
     for _ in 0..max_len {
         let (log_probs, next, alpha) = decoder.step(state, token_tensor(&previous, &device));
         state = next;
-        let (log_probs, vocab) = host_rows(log_probs);
+        let (log_probs, vocab) = next_word_log_probs(log_probs);
         let (alpha, positions) = host_rows(alpha);
         for (i, caption) in captions.iter_mut().enumerate() {
             if caption.finished {
@@ -102,7 +121,9 @@ pub fn greedy<B: Backend>(
                 caption.finished = true;
             } else {
                 caption.tokens.push(best as u32);
-                caption.alphas.push(alpha[i * positions..(i + 1) * positions].to_vec());
+                caption
+                    .alphas
+                    .push(alpha[i * positions..(i + 1) * positions].to_vec());
             }
             previous[i] = best as u32;
         }
@@ -122,7 +143,12 @@ struct Hypothesis {
 
 impl Hypothesis {
     fn into_caption(self, finished: bool) -> Caption {
-        Caption { tokens: self.tokens, score: self.score, finished, alphas: self.alphas }
+        Caption {
+            tokens: self.tokens,
+            score: self.score,
+            finished,
+            alphas: self.alphas,
+        }
     }
 }
 
@@ -135,7 +161,10 @@ struct ImageBeams {
 
 impl ImageBeams {
     fn best_finished(&self) -> f32 {
-        self.finished.iter().map(|h| h.score).fold(f32::NEG_INFINITY, f32::max)
+        self.finished
+            .iter()
+            .map(|h| h.score)
+            .fold(f32::NEG_INFINITY, f32::max)
     }
 }
 
@@ -155,7 +184,11 @@ pub fn beam_search<B: Backend>(
     let mut state: DecodeState<B> = decoder.start(features).select(row_tensor(&expand, &device));
     let mut beams: Vec<ImageBeams> = (0..n)
         .map(|_| ImageBeams {
-            alive: vec![Hypothesis { tokens: Vec::new(), alphas: Vec::new(), score: 0.0 }],
+            alive: vec![Hypothesis {
+                tokens: Vec::new(),
+                alphas: Vec::new(),
+                score: 0.0,
+            }],
             finished: Vec::new(),
             done: false,
         })
@@ -164,7 +197,7 @@ pub fn beam_search<B: Backend>(
 
     for _ in 0..search.max_len {
         let (log_probs, next, alpha) = decoder.step(state, token_tensor(&previous, &device));
-        let (log_probs, vocab) = host_rows(log_probs);
+        let (log_probs, vocab) = next_word_log_probs(log_probs);
         let (alpha, positions) = host_rows(alpha);
         let mut rows = Vec::with_capacity(n * k);
         for (image, beams) in beams.iter_mut().enumerate() {
@@ -191,16 +224,26 @@ pub fn beam_search<B: Backend>(
                 }
                 let parent = &beams.alive[j];
                 if v as u32 == END {
-                    beams.finished.push(Hypothesis { score, ..parent.clone() });
+                    beams.finished.push(Hypothesis {
+                        score,
+                        ..parent.clone()
+                    });
                     continue;
                 }
                 let row = image * k + j;
-                let mut hyp = Hypothesis { score, ..parent.clone() };
+                let mut hyp = Hypothesis {
+                    score,
+                    ..parent.clone()
+                };
                 hyp.tokens.push(v as u32);
-                hyp.alphas.push(alpha[row * positions..(row + 1) * positions].to_vec());
+                hyp.alphas
+                    .push(alpha[row * positions..(row + 1) * positions].to_vec());
                 alive.push((hyp, row));
             }
-            let best_alive = alive.first().map(|a| a.0.score).unwrap_or(f32::NEG_INFINITY);
+            let best_alive = alive
+                .first()
+                .map(|a| a.0.score)
+                .unwrap_or(f32::NEG_INFINITY);
             beams.done = alive.is_empty() || beams.best_finished() >= best_alive;
             for j in 0..k {
                 let (row, token) = alive
@@ -230,7 +273,12 @@ pub fn beam_search<B: Backend>(
                     _ => Some(cand),
                 })
                 .map(|(h, finished)| h.into_caption(finished))
-                .unwrap_or(Caption { tokens: Vec::new(), score: 0.0, finished: false, alphas: Vec::new() })
+                .unwrap_or(Caption {
+                    tokens: Vec::new(),
+                    score: 0.0,
+                    finished: false,
+                    alphas: Vec::new(),
+                })
         })
         .collect()
 }

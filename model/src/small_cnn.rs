@@ -16,21 +16,17 @@ pub struct SmallCnnConfig {
     /// Side of the square input images, in pixels (a multiple of 8).
     #[config(default = 64)]
     pub image_size: usize,
-    /// Channels after the 4x4 stride-4 stem.
-    #[config(default = 32)]
-    pub stem_channels: usize,
-    /// Channels of the output grid.
-    #[config(default = 64)]
-    pub channels: usize,
+    /// Output channels of the three 2x2 stride-2 convolutions; the last is the feature width.
+    #[config(default = "[16, 32, 64]")]
+    pub channels: [usize; 3],
 }
 
-/// Conv 4x4 stride 4 + ReLU, conv 2x2 stride 2 + ReLU, conv 3x3 (residual) + ReLU, layer
-/// norm: an `image_size / 8` square grid of features, plus a learned embedding per grid
+/// Three 2x2 stride-2 convolutions, then a 3x3 one (residual), each followed by a ReLU, then
+/// layer norm: an `image_size / 8` square grid of features, plus a learned embedding per grid
 /// position so that the decoder can tell left from right.
 #[derive(Module, Debug)]
 pub struct SmallCnn<B: Backend> {
-    stem: Linear<B>,
-    merge: Linear<B>,
+    downs: Vec<Linear<B>>,
     mix: Linear<B>,
     norm: LayerNorm<B>,
     positions: burn::module::Param<Tensor<B, 2>>,
@@ -49,7 +45,7 @@ impl SmallCnnConfig {
 
     /// Width of each grid feature.
     pub fn feature_dim(&self) -> usize {
-        self.channels
+        self.channels[2]
     }
 
     /// Builds the network with random weights.
@@ -59,13 +55,19 @@ impl SmallCnnConfig {
             "the small CNN needs an image size that is a multiple of 8, got {}",
             self.image_size
         );
-        let positions = burn::nn::Initializer::Normal { mean: 0.0, std: 0.1 }
-            .init([self.grid_positions(), self.channels], device);
+        let positions = burn::nn::Initializer::Normal {
+            mean: 0.0,
+            std: 0.1,
+        }
+        .init([self.grid_positions(), self.feature_dim()], device);
+        let widths = [3, self.channels[0], self.channels[1], self.channels[2]];
         SmallCnn {
-            stem: LinearConfig::new(3 * 16, self.stem_channels).init(device),
-            merge: LinearConfig::new(4 * self.stem_channels, self.channels).init(device),
-            mix: LinearConfig::new(9 * self.channels, self.channels).init(device),
-            norm: LayerNormConfig::new(self.channels).init(device),
+            downs: widths
+                .windows(2)
+                .map(|w| LinearConfig::new(4 * w[0], w[1]).init(device))
+                .collect(),
+            mix: LinearConfig::new(9 * self.feature_dim(), self.feature_dim()).init(device),
+            norm: LayerNormConfig::new(self.feature_dim()).init(device),
             positions,
         }
     }
@@ -101,9 +103,10 @@ fn neighbourhoods<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 impl<B: Backend> SmallCnn<B> {
     /// `[batch, 3, size, size]` images to `[batch, positions, channels]` features.
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
-        let x = images.permute([0, 2, 3, 1]);
-        let x = relu(self.stem.forward(space_to_depth(x, 4)));
-        let x = relu(self.merge.forward(space_to_depth(x, 2)));
+        let mut x = images.permute([0, 2, 3, 1]);
+        for down in &self.downs {
+            x = relu(down.forward(space_to_depth(x, 2)));
+        }
         let x = relu(self.mix.forward(neighbourhoods(x.clone())) + x);
         let [b, h, w, c] = x.dims();
         let grid = self.norm.forward(x.reshape([b, h * w, c]));
@@ -121,22 +124,39 @@ mod tests {
         let device = Default::default();
         // One channel, 4x4 image with values 0..16 (row-major): patch (0,1) of size 2 holds
         // pixels (0,2), (0,3), (1,2), (1,3) = 2, 3, 6, 7.
-        let x = Tensor::<NdArray, 1>::arange(0..16, &device).float().reshape([1, 4, 4, 1]);
+        let x = Tensor::<NdArray, 1, Int>::arange(0..16, &device)
+            .float()
+            .reshape([1, 4, 4, 1]);
         let y = space_to_depth(x, 2);
         assert_eq!(y.dims(), [1, 2, 2, 4]);
-        let patch: Vec<f32> = y.slice([0..1, 0..1, 1..2, 0..4]).into_data().to_vec().unwrap();
+        let patch: Vec<f32> = y
+            .slice([0..1, 0..1, 1..2, 0..4])
+            .into_data()
+            .to_vec()
+            .unwrap();
         assert_eq!(patch, [2.0, 3.0, 6.0, 7.0]);
     }
 
     #[test]
     fn neighbourhoods_are_zero_padded_3x3_windows() {
         let device = Default::default();
-        let x = Tensor::<NdArray, 1>::arange(1..10, &device).float().reshape([1, 3, 3, 1]);
+        let x = Tensor::<NdArray, 1, Int>::arange(1..10, &device)
+            .float()
+            .reshape([1, 3, 3, 1]);
         let y = neighbourhoods(x);
         assert_eq!(y.dims(), [1, 3, 3, 9]);
-        let centre: Vec<f32> = y.clone().slice([0..1, 1..2, 1..2, 0..9]).into_data().to_vec().unwrap();
+        let centre: Vec<f32> = y
+            .clone()
+            .slice([0..1, 1..2, 1..2, 0..9])
+            .into_data()
+            .to_vec()
+            .unwrap();
         assert_eq!(centre, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
-        let corner: Vec<f32> = y.slice([0..1, 0..1, 0..1, 0..9]).into_data().to_vec().unwrap();
+        let corner: Vec<f32> = y
+            .slice([0..1, 0..1, 0..1, 0..9])
+            .into_data()
+            .to_vec()
+            .unwrap();
         assert_eq!(corner, [0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 0.0, 4.0, 5.0]);
     }
 }

@@ -7,7 +7,10 @@ use burn::train::{InferenceStep, SequenceOutput, TrainOutput, TrainStep};
 use crate::batch::CaptionBatch;
 use crate::captioner::Captioner;
 
-fn to_sequence_output<B: Backend>(captioner: &Captioner<B>, batch: CaptionBatch<B>) -> SequenceOutput<B> {
+fn to_sequence_output<B: Backend>(
+    captioner: &Captioner<B>,
+    batch: CaptionBatch<B>,
+) -> SequenceOutput<B> {
     let out = captioner.forward(batch);
     SequenceOutput::new(out.loss, out.logits, None, out.targets)
 }

@@ -27,7 +27,8 @@ struct Args {
     /// Captions per optimiser step [default: 32].
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Adam learning rate [default: 0.002].
+    /// Adam learning rate at the start; it decays along a cosine to a twentieth of it by the
+    /// last epoch [default: 0.002].
     #[arg(long)]
     lr: Option<f64>,
     /// Seed of weight initialisation and data shuffling [default: 42].
@@ -51,7 +52,7 @@ struct Args {
     /// Element-wise gradient clipping threshold [default: 5].
     #[arg(long)]
     grad_clip: Option<f32>,
-    /// Number of training scenes of the shapes dataset (5 captions each) [default: 3000].
+    /// Number of training scenes of the shapes dataset (5 captions each) [default: 2000].
     #[arg(long)]
     train_images: Option<usize>,
     /// Number of validation scenes, scored after every epoch [default: 200].
@@ -140,8 +141,19 @@ fn main() -> Result<()> {
         }
         (run, args.apply(TrainConfig::default()), None)
     };
-    println!("Training on {:?}; run folder {}", args.device, run.root().display());
-    let report = run_on(args.device, TrainJob { config, run, resume_from })?;
+    println!(
+        "Training on {:?}; run folder {}",
+        args.device,
+        run.root().display()
+    );
+    let report = run_on(
+        args.device,
+        TrainJob {
+            config,
+            run,
+            resume_from,
+        },
+    )?;
     print_report(&report);
     Ok(())
 }

@@ -11,7 +11,9 @@ fn ngram_counts(words: &[&str], max_n: usize) -> HashMap<Vec<String>, usize> {
     let mut counts = HashMap::new();
     for n in 1..=max_n {
         for gram in words.windows(n) {
-            *counts.entry(gram.iter().map(|w| w.to_string()).collect()).or_default() += 1;
+            *counts
+                .entry(gram.iter().map(|w| w.to_string()).collect())
+                .or_default() += 1;
         }
     }
     counts
@@ -20,7 +22,11 @@ fn ngram_counts(words: &[&str], max_n: usize) -> HashMap<Vec<String>, usize> {
 /// Corpus BLEU-1..4 of `candidates[i]` against `references[i]` (already tokenised captions,
 /// words separated by spaces). Returns `[bleu1, bleu2, bleu3, bleu4]` as fractions.
 pub fn corpus_bleu(candidates: &[String], references: &[Vec<String>]) -> [f64; 4] {
-    assert_eq!(candidates.len(), references.len(), "one set of references per candidate");
+    assert_eq!(
+        candidates.len(),
+        references.len(),
+        "one set of references per candidate"
+    );
     let (mut test_len, mut ref_len) = (0usize, 0usize);
     let mut guess = [0usize; 4];
     let mut correct = [0usize; 4];
@@ -76,7 +82,10 @@ mod tests {
 
     #[test]
     fn identical_caption_scores_one() {
-        let b = corpus_bleu(&[s("a red circle left of a blue square")], &[vec![s("a red circle left of a blue square")]]);
+        let b = corpus_bleu(
+            &[s("a red circle left of a blue square")],
+            &[vec![s("a red circle left of a blue square")]],
+        );
         for v in b {
             assert!((v - 1.0).abs() < 1e-9, "{b:?}");
         }
@@ -87,12 +96,16 @@ mod tests {
         // candidate "the the cat" (3 words) against "the cat sat" and "a cat":
         // 1-grams: the x2 (max in any ref 1) + cat x1 -> 2 correct of 3
         // 2-grams: "the the" 0, "the cat" 1 -> 1 of 2; 3-grams: 0 of 1; 4-grams: 0 of 0
-        // closest reference length to 3 is 3: no brevity penalty.
+        // The closest reference length is 3, yet as in coco-caption the ratio
+        // (3 + tiny) / (3 + small) is a hair below 1, so a (tiny) brevity penalty applies.
         let b = corpus_bleu(&[s("the the cat")], &[vec![s("the cat sat"), s("a cat")]]);
+        let ratio: f64 = (3.0 + TINY) / (3.0 + SMALL);
+        let penalty = (1.0 - 1.0 / ratio).exp();
+        assert!(penalty < 1.0);
         let p1: f64 = (2.0 + TINY) / (3.0 + SMALL);
         let p2: f64 = p1 * (1.0 + TINY) / (2.0 + SMALL);
-        assert!((b[0] - p1).abs() < 1e-12);
-        assert!((b[1] - p2.sqrt()).abs() < 1e-12);
+        assert!((b[0] - p1 * penalty).abs() < 1e-15, "{b:?}");
+        assert!((b[1] - p2.sqrt() * penalty).abs() < 1e-15, "{b:?}");
         assert!(b[3] < 1e-3);
         // A short candidate gets the brevity penalty exp(1 - r/c).
         let short = corpus_bleu(&[s("a cat")], &[vec![s("a cat sat down")]]);

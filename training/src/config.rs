@@ -11,7 +11,8 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Captions per optimiser step.
     pub batch_size: usize,
-    /// Adam learning rate.
+    /// Adam learning rate at the start; it follows a cosine down to `lr / 20` at the last
+    /// epoch.
     pub lr: f64,
     /// Seed of weight initialisation and shuffling.
     pub seed: u64,
@@ -50,7 +51,7 @@ impl Default for TrainConfig {
             workers: 2,
             min_word_freq: 1,
             embed_dim: 64,
-            attention_dim: 64,
+            attention_dim: 32,
             hidden_dim: 128,
             dropout: 0.2,
             attention_regularization: 1.0,

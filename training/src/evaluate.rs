@@ -27,8 +27,10 @@ pub fn caption_images<B: Backend>(
         ProgressBar::hidden()
     };
     bar.set_style(
-        ProgressStyle::with_template("captioning {bar:30} {pos}/{len} images  {per_sec}  eta {eta}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "captioning {bar:30} {pos}/{len} images  {per_sec}  eta {eta}",
+        )
+        .expect("valid template"),
     );
     let mut captions = Vec::with_capacity(images.len());
     for chunk in images.chunks(batch_size.max(1)) {
@@ -84,7 +86,11 @@ pub fn evaluate_shapes<B: Backend>(
         .iter()
         .map(|s| s.captions().iter().map(|c| tokenize(c).join(" ")).collect())
         .collect();
-    let checks: Vec<_> = scenes.iter().zip(&texts).map(|(s, t)| s.check_caption(t)).collect();
+    let checks: Vec<_> = scenes
+        .iter()
+        .zip(&texts)
+        .map(|(s, t)| s.check_caption(t))
+        .collect();
     let share = |f: &dyn Fn(&captioner_datasets::shapes::CaptionCheck) -> bool| {
         checks.iter().filter(|c| f(c)).count() as f64 / checks.len().max(1) as f64
     };

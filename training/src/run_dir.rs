@@ -107,7 +107,10 @@ impl RunDir {
         let dir = self.checkpoints();
         let epochs = std::fs::read_dir(&dir).ok()?.filter_map(|entry| {
             let name = entry.ok()?.file_name().into_string().ok()?;
-            name.strip_prefix("model-")?.strip_suffix(".mpk")?.parse::<usize>().ok()
+            name.strip_prefix("model-")?
+                .strip_suffix(".mpk")?
+                .parse::<usize>()
+                .ok()
         });
         epochs
             .filter(|e| {
@@ -123,7 +126,8 @@ impl RunDir {
         let path = self.train_config();
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{}: not a training config", path.display()))
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a training config", path.display()))
     }
 
     /// Writes the training settings.
@@ -157,6 +161,11 @@ impl RunDir {
             .init::<B>(device)
             .load_file(self.weights(), &WeightsRecorder::new(), device)
             .with_context(|| format!("cannot load the weights in {}", weights.display()))?;
-        Ok(LoadedRun { model, vocab, model_config, train_config })
+        Ok(LoadedRun {
+            model,
+            vocab,
+            model_config,
+            train_config,
+        })
     }
 }

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataset::Dataset;
+use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::AdamConfig;
 use burn::prelude::*;
@@ -86,11 +88,23 @@ pub fn train<B: AutodiffBackend>(
     B::seed(&device, config.seed);
     let model = model_config.init::<B>(&device);
     let batcher = CaptionBatcher::new(shapes.image_size);
+    let train_data = shapes.dataset(&train_scenes, &vocab);
+    let steps = config.epochs * train_data.len().div_ceil(config.batch_size);
+    println!(
+        "{} training images ({} captions), vocabulary of {} words",
+        train_data.num_images(),
+        train_data.len(),
+        vocab.len()
+    );
+    let schedule = CosineAnnealingLrSchedulerConfig::new(config.lr, steps.max(1))
+        .with_min_lr(config.lr / 20.0)
+        .init()
+        .map_err(|e| anyhow::anyhow!("learning rate {}: {e}", config.lr))?;
     let train_loader = DataLoaderBuilder::new(batcher.clone())
         .batch_size(config.batch_size)
         .shuffle(config.seed)
         .num_workers(config.workers)
-        .build(shapes.dataset(&train_scenes, &vocab));
+        .build(train_data);
     let valid_loader = DataLoaderBuilder::new(batcher)
         .batch_size(config.batch_size)
         .num_workers(config.workers)
@@ -115,14 +129,17 @@ pub fn train<B: AutodiffBackend>(
     let optimizer = AdamConfig::new()
         .with_grad_clipping(Some(GradientClippingConfig::Value(config.grad_clip)))
         .init();
-    let result = training.launch(Learner::new(model, optimizer, config.lr));
+    let result = training.launch(Learner::new(model, optimizer, schedule));
     let model = result.model;
     model
         .clone()
         .save_file(run.weights(), &WeightsRecorder::new())
         .with_context(|| format!("cannot write the weights to {}", run.root().display()))?;
 
-    let search = SearchConfig { beam_size: config.beam_size, max_len: config.max_caption_len };
+    let search = SearchConfig {
+        beam_size: config.beam_size,
+        max_len: config.max_caption_len,
+    };
     let test = evaluate_shapes(
         &model,
         &vocab,

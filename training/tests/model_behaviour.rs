@@ -47,7 +47,7 @@ fn batch<B: Backend>(scenes: &[Scene], vocab: &Vocab, caption: usize) -> Caption
         .map(|(i, s)| CaptionItem {
             image: std::sync::Arc::new(s.render(IMAGE)),
             image_index: i,
-            tokens: vocab.encode(&s.captions()[caption]),
+            captions: vec![vocab.encode(&s.captions()[caption])],
         })
         .collect();
     CaptionBatcher::new(IMAGE).batch(items, &Default::default())
@@ -57,7 +57,11 @@ fn batch<B: Backend>(scenes: &[Scene], vocab: &Vocab, caption: usize) -> Caption
 fn overfitted() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let shapes = ShapesConfig { image_size: IMAGE, train: 6, ..Default::default() };
+        let shapes = ShapesConfig {
+            image_size: IMAGE,
+            train: 6,
+            ..Default::default()
+        };
         let scenes = shapes.scenes(Split::Train);
         let captions: Vec<String> = scenes.iter().flat_map(|s| s.captions()).collect();
         let vocab = Vocab::build(captions.iter().map(String::as_str), 1);
@@ -72,7 +76,12 @@ fn overfitted() -> &'static Fixture {
             let grads = GradientsParams::from_grads(out.loss.backward(), &model);
             model = optim.step(3e-3, model, grads);
         }
-        Fixture { model: model.valid(), vocab, scenes, final_loss }
+        Fixture {
+            model: model.valid(),
+            vocab,
+            scenes,
+            final_loss,
+        }
     })
 }
 
@@ -83,7 +92,11 @@ fn images<B: Backend>(scenes: &[Scene]) -> Tensor<B, 4> {
 #[test]
 fn overfits_a_handful_of_scenes_and_greedy_reproduces_their_captions() {
     let f = overfitted();
-    assert!(f.final_loss < 0.05, "cross-entropy after training: {}", f.final_loss);
+    assert!(
+        f.final_loss < 0.05,
+        "cross-entropy after training: {}",
+        f.final_loss
+    );
     let features = f.model.encoder.forward(images(&f.scenes));
     let decoded = greedy(&f.model.decoder, features, 20);
     for (scene, caption) in f.scenes.iter().zip(decoded) {
@@ -96,16 +109,35 @@ fn overfits_a_handful_of_scenes_and_greedy_reproduces_their_captions() {
 #[test]
 fn beam_of_one_equals_greedy_and_wider_beams_score_at_least_as_well() {
     let f = overfitted();
-    let scenes = ShapesConfig { image_size: IMAGE, ..Default::default() }.scenes(Split::Test);
+    let scenes = ShapesConfig {
+        image_size: IMAGE,
+        ..Default::default()
+    }
+    .scenes(Split::Test);
     let features = f.model.encoder.forward(images(&scenes[..12]));
     let greedy_captions = greedy(&f.model.decoder, features.clone(), 12);
-    let search = SearchConfig { beam_size: 1, max_len: 12 };
+    let search = SearchConfig {
+        beam_size: 1,
+        max_len: 12,
+    };
     let beam_captions = beam_search(&f.model.decoder, features.clone(), &search);
     assert_eq!(greedy_captions, beam_captions);
-    let wide = beam_search(&f.model.decoder, features, &SearchConfig { beam_size: 4, max_len: 12 });
+    let wide = beam_search(
+        &f.model.decoder,
+        features,
+        &SearchConfig {
+            beam_size: 4,
+            max_len: 12,
+        },
+    );
     for (g, w) in greedy_captions.iter().zip(&wide) {
         if g.finished {
-            assert!(w.score >= g.score - 1e-4, "beam {} < greedy {}", w.score, g.score);
+            assert!(
+                w.score >= g.score - 1e-4,
+                "beam {} < greedy {}",
+                w.score,
+                g.score
+            );
         }
     }
 }
@@ -114,7 +146,10 @@ fn beam_of_one_equals_greedy_and_wider_beams_score_at_least_as_well() {
 fn decoding_stops_at_the_length_cap_with_a_caption() {
     let f = overfitted();
     for beam_size in [1, 3] {
-        let search = SearchConfig { beam_size, max_len: 2 };
+        let search = SearchConfig {
+            beam_size,
+            max_len: 2,
+        };
         let captions = f.model.caption(images(&f.scenes), &search);
         assert_eq!(captions.len(), f.scenes.len());
         for c in captions {
@@ -145,8 +180,8 @@ fn extra_padding_does_not_change_the_loss() {
     let [n, len] = plain.tokens.dims();
     let pad = Tensor::<Infer, 2, Int>::zeros([n, 7], &Default::default());
     let padded = CaptionBatch {
-        images: plain.images.clone(),
         tokens: Tensor::cat(vec![plain.tokens.clone(), pad], 1),
+        ..plain.clone()
     };
     assert_eq!(padded.tokens.dims(), [n, len + 7]);
     let a: f32 = f.model.forward(plain).loss.into_scalar();
@@ -160,15 +195,23 @@ fn saved_and_loaded_weights_give_bit_identical_predictions() {
     let dir = std::env::temp_dir().join(format!("captioner-ckpt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("model");
-    f.model.clone().save_file(&path, &WeightsRecorder::new()).unwrap();
+    f.model
+        .clone()
+        .save_file(&path, &WeightsRecorder::new())
+        .unwrap();
     let device = Default::default();
     Infer::seed(&device, 99);
     let fresh = small_config(f.vocab.len()).init::<Infer>(&device);
-    let loaded = fresh.load_file(&path, &WeightsRecorder::new(), &device).unwrap();
+    let loaded = fresh
+        .load_file(&path, &WeightsRecorder::new(), &device)
+        .unwrap();
     let test = batch::<Infer>(&f.scenes, &f.vocab, 3);
     let before = f.model.forward(test.clone()).logits.into_data();
     let after = loaded.forward(test).logits.into_data();
-    assert_eq!(before.as_slice::<f32>().unwrap(), after.as_slice::<f32>().unwrap());
+    assert_eq!(
+        before.as_slice::<f32>().unwrap(),
+        after.as_slice::<f32>().unwrap()
+    );
     let search = SearchConfig::default();
     assert_eq!(
         f.model.caption(images(&f.scenes), &search),
