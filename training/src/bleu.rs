@@ -50,8 +50,8 @@ pub fn corpus_bleu(candidates: &[String], references: &[Vec<String>]) -> [f64; 4
             .min()
             .map(|(_, l)| l)
             .unwrap_or(0);
-        for k in 0..4 {
-            guess[k] += len.saturating_sub(k);
+        for (k, g) in guess.iter_mut().enumerate() {
+            *g += len.saturating_sub(k);
         }
         for (gram, count) in ngram_counts(&words, 4) {
             correct[gram.len() - 1] += count.min(max_counts.get(&gram).copied().unwrap_or(0));
