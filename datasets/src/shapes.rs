@@ -133,8 +133,8 @@ pub struct Object {
 impl Object {
     fn radius(&self) -> f32 {
         match self.size {
-            Size::Small => 0.12,
-            Size::Large => 0.19,
+            Size::Small => 0.15,
+            Size::Large => 0.22,
         }
     }
 
