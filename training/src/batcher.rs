@@ -67,6 +67,16 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
+    fn model_and_vocabulary_agree_on_the_special_tokens() {
+        use captioner_datasets::vocab;
+        use captioner_model::tokens;
+        assert_eq!(
+            (tokens::PAD, tokens::START, tokens::END),
+            (vocab::PAD, vocab::START, vocab::END)
+        );
+    }
+
+    #[test]
     fn every_caption_becomes_a_padded_row_pointing_at_its_image() {
         let image = Arc::new(captioner_datasets::image::RgbImage::new(8, 8));
         let items = vec![
