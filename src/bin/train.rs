@@ -21,7 +21,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
-    /// Passes over the training captions [default: 6].
+    /// Passes over the training captions [default: 8].
     #[arg(long)]
     epochs: Option<usize>,
     /// Captions per optimiser step [default: 32].

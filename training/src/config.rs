@@ -43,7 +43,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            epochs: 6,
+            epochs: 8,
             batch_size: 32,
             lr: 2e-3,
             seed: 42,
