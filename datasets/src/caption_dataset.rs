@@ -13,8 +13,6 @@ use crate::image::RgbImage;
 pub struct CaptionItem {
     /// The picture.
     pub image: Arc<RgbImage>,
-    /// Index of the image in its split.
-    pub image_index: usize,
     /// Its captions' token ids, `<start>` and `<end>` included.
     pub captions: Vec<Vec<u32>>,
 }
@@ -48,7 +46,6 @@ impl Dataset<CaptionItem> for CaptionDataset {
         let (image_index, caption) = self.captions.get(index)?;
         Some(CaptionItem {
             image: self.images[*image_index].clone(),
-            image_index: *image_index,
             captions: vec![caption.clone()],
         })
     }

@@ -82,12 +82,10 @@ mod tests {
         let items = vec![
             CaptionItem {
                 image: image.clone(),
-                image_index: 0,
                 captions: vec![vec![1, 5, 2]],
             },
             CaptionItem {
                 image,
-                image_index: 1,
                 captions: vec![vec![1, 6, 7, 2], vec![1, 2]],
             },
         ];

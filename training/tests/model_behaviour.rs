@@ -43,10 +43,8 @@ fn small_config(vocab_size: usize) -> CaptionerConfig {
 fn batch<B: Backend>(scenes: &[Scene], vocab: &Vocab, caption: usize) -> CaptionBatch<B> {
     let items = scenes
         .iter()
-        .enumerate()
-        .map(|(i, s)| CaptionItem {
+        .map(|s| CaptionItem {
             image: std::sync::Arc::new(s.render(IMAGE)),
-            image_index: i,
             captions: vec![vocab.encode(&s.captions()[caption])],
         })
         .collect();
