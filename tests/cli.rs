@@ -37,7 +37,7 @@ fn untrained_run(dir: &Path) -> RunDir {
     let run = RunDir::new(dir.join("run"));
     std::fs::create_dir_all(run.root()).unwrap();
     let config = TrainConfig::default();
-    let scenes = config.shapes.scenes(Split::Valid);
+    let scenes = ShapesConfig::default().scenes(Split::Valid);
     let captions: Vec<String> = scenes.iter().flat_map(|s| s.captions()).collect();
     let vocab = Vocab::build(captions.iter().map(String::as_str), 1);
     vocab.save(&run.vocab()).unwrap();

@@ -28,9 +28,9 @@ pub struct CaptionDataset {
 
 impl CaptionDataset {
     /// Adds an image with its encoded captions.
-    pub fn push(&mut self, image: RgbImage, captions: impl IntoIterator<Item = Vec<u32>>) {
+    pub fn push(&mut self, image: Arc<RgbImage>, captions: impl IntoIterator<Item = Vec<u32>>) {
         let index = self.images.len();
-        self.images.push(Arc::new(image));
+        self.images.push(image);
         self.captions
             .extend(captions.into_iter().map(|c| (index, c)));
     }

@@ -31,6 +31,17 @@ pub enum ImageLoadError {
     },
 }
 
+impl ImageLoadError {
+    /// The file that could not be read.
+    pub fn path(&self) -> &Path {
+        match self {
+            ImageLoadError::Io { path, .. } | ImageLoadError::Decode { path, .. } => {
+                Path::new(path)
+            }
+        }
+    }
+}
+
 /// Reads a JPEG or PNG file (grayscale, alpha and 16-bit included) as 8-bit RGB.
 pub fn load_rgb(path: &Path) -> Result<RgbImage, ImageLoadError> {
     let bytes = std::fs::read(path).map_err(|source| ImageLoadError::Io {
@@ -42,6 +53,11 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, ImageLoadError> {
         reason: e.to_string(),
     })?;
     Ok(decoded.to_rgb8())
+}
+
+/// `image` mirrored left-right (train-time augmentation).
+pub fn hflip(image: &RgbImage) -> RgbImage {
+    ::image::imageops::flip_horizontal(image)
 }
 
 /// Resizes `image` to `size` x `size` (when it is not already) and returns it as a

@@ -1,11 +1,25 @@
-//! Captioning data: the embedded synthetic "shapes" dataset, the vocabulary, image decoding and
-//! the in-memory caption dataset that the trainer's data loader reads.
+//! Captioning data: the embedded synthetic "shapes" dataset, the real datasets on disk
+//! (Flickr8k, Flickr30k, MS-COCO, Karpathy splits), the vocabulary, image decoding and the
+//! in-memory caption dataset that the trainer's data loader reads.
 
 pub mod caption_dataset;
+pub mod coco;
+pub mod corpus;
+pub mod decode;
+pub mod error;
+pub mod flickr;
+pub mod format;
 pub mod image;
+pub mod karpathy;
+pub mod problems;
 pub mod rng;
 pub mod shapes;
+pub mod split;
 pub mod vocab;
 
 pub use caption_dataset::{CaptionDataset, CaptionItem};
+pub use corpus::{Corpus, CorpusImage};
+pub use error::DatasetError;
+pub use format::{DatasetName, Format};
+pub use split::Split;
 pub use vocab::{tokenize, Vocab};

@@ -8,6 +8,7 @@
 
 use crate::image::RgbImage;
 use crate::rng::SplitMix64;
+pub use crate::split::Split;
 use crate::vocab::{tokenize, Vocab};
 use crate::CaptionDataset;
 
@@ -425,17 +426,6 @@ impl Scene {
     }
 }
 
-/// The three splits of the shapes dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Split {
-    /// Training scenes.
-    Train,
-    /// Validation scenes (metrics during training).
-    Valid,
-    /// Held-out test scenes (the final report).
-    Test,
-}
-
 /// How many scenes of each split, and the seed they derive from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShapesConfig {
@@ -481,7 +471,7 @@ impl ShapesConfig {
         let mut data = CaptionDataset::default();
         for scene in scenes {
             data.push(
-                scene.render(self.image_size),
+                std::sync::Arc::new(scene.render(self.image_size)),
                 scene.captions().iter().map(|c| vocab.encode(c)),
             );
         }

@@ -13,17 +13,18 @@ use burn::tensor::activation::relu;
 /// Shape of a [`SmallCnn`].
 #[derive(Config, Debug)]
 pub struct SmallCnnConfig {
-    /// Side of the square input images, in pixels (a multiple of 8).
+    /// Side of the square input images, in pixels (a multiple of `2^channels.len()`).
     #[config(default = 64)]
     pub image_size: usize,
-    /// Output channels of the three 2x2 stride-2 convolutions; the last is the feature width.
-    #[config(default = "[16, 32, 64]")]
-    pub channels: [usize; 3],
+    /// Output channels of the 2x2 stride-2 convolutions, one per halving of the image; the
+    /// last is the feature width.
+    #[config(default = "vec![16, 32, 64]")]
+    pub channels: Vec<usize>,
 }
 
-/// Three 2x2 stride-2 convolutions, then a 3x3 one (residual), each followed by a ReLU, then
-/// layer norm: an `image_size / 8` square grid of features, plus a learned embedding per grid
-/// position so that the decoder can tell left from right.
+/// 2x2 stride-2 convolutions (one per entry of `channels`), then a 3x3 one (residual), each
+/// followed by a ReLU, then layer norm: an `image_size / 2^stages` square grid of features,
+/// plus a learned embedding per grid position so that the decoder can tell left from right.
 #[derive(Module, Debug)]
 pub struct SmallCnn<B: Backend> {
     downs: Vec<Linear<B>>,
@@ -35,7 +36,7 @@ pub struct SmallCnn<B: Backend> {
 impl SmallCnnConfig {
     /// Side of the output grid.
     pub fn grid_size(&self) -> usize {
-        self.image_size / 8
+        self.image_size >> self.channels.len()
     }
 
     /// Number of grid positions of the output.
@@ -45,14 +46,16 @@ impl SmallCnnConfig {
 
     /// Width of each grid feature.
     pub fn feature_dim(&self) -> usize {
-        self.channels[2]
+        *self.channels.last().expect("at least one stage")
     }
 
     /// Builds the network with random weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> SmallCnn<B> {
+        let factor = 1 << self.channels.len();
         assert!(
-            self.image_size >= 8 && self.image_size % 8 == 0,
-            "the small CNN needs an image size that is a multiple of 8, got {}",
+            !self.channels.is_empty() && self.image_size >= factor && self.image_size % factor == 0,
+            "the small CNN with {} stages needs an image size that is a multiple of {factor}, got {}",
+            self.channels.len(),
             self.image_size
         );
         let positions = burn::nn::Initializer::Normal {
@@ -60,7 +63,9 @@ impl SmallCnnConfig {
             std: 0.1,
         }
         .init([self.grid_positions(), self.feature_dim()], device);
-        let widths = [3, self.channels[0], self.channels[1], self.channels[2]];
+        let widths: Vec<usize> = std::iter::once(3)
+            .chain(self.channels.iter().copied())
+            .collect();
         SmallCnn {
             downs: widths
                 .windows(2)

@@ -2,7 +2,7 @@
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::prelude::*;
-use captioner_datasets::image::to_normalized_chw;
+use captioner_datasets::image::{hflip, to_normalized_chw};
 use captioner_datasets::vocab::PAD;
 use captioner_datasets::CaptionItem;
 use captioner_model::CaptionBatch;
@@ -12,12 +12,21 @@ use captioner_model::CaptionBatch;
 #[derive(Debug, Clone)]
 pub struct CaptionBatcher {
     image_size: usize,
+    hflip: bool,
 }
 
 impl CaptionBatcher {
     /// A batcher for an encoder that takes `image_size` x `image_size` pictures.
     pub fn new(image_size: usize) -> Self {
-        Self { image_size }
+        Self {
+            image_size,
+            hflip: false,
+        }
+    }
+
+    /// Mirrors each picture left-right with probability 1/2 when `hflip` is true.
+    pub fn with_hflip(self, hflip: bool) -> Self {
+        Self { hflip, ..self }
     }
 }
 
@@ -37,7 +46,11 @@ impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
             .max(2);
         let mut pixels = Vec::with_capacity(items.len() * 3 * size * size);
         for item in &items {
-            pixels.extend(to_normalized_chw(&item.image, size));
+            if self.hflip && rand::random_bool(0.5) {
+                pixels.extend(to_normalized_chw(&hflip(&item.image), size));
+            } else {
+                pixels.extend(to_normalized_chw(&item.image, size));
+            }
         }
         let mut tokens = vec![PAD as i64; captions.len() * max_len];
         for (row, (_, caption)) in captions.iter().enumerate() {

@@ -1,7 +1,76 @@
 //! The settings of a training run, saved as `config.json` in its folder.
 
+use std::path::PathBuf;
+
 use captioner_datasets::shapes::ShapesConfig;
+use captioner_datasets::{DatasetName, Format};
 use serde::{Deserialize, Serialize};
+
+/// Where the images and captions of a run come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "lowercase")]
+pub enum DataSource {
+    /// The embedded synthetic shapes dataset.
+    Shapes(ShapesConfig),
+    /// A dataset on disk (Flickr8k, Flickr30k, MS-COCO, Karpathy split).
+    Files(FilesConfig),
+}
+
+/// A dataset on disk and how to read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilesConfig {
+    /// Which dataset.
+    pub dataset: DatasetName,
+    /// The folder that holds it.
+    pub data_dir: PathBuf,
+    /// Its annotation format; `None` detects it from the files in `data_dir`.
+    pub format: Option<Format>,
+    /// Side of the square encoder input, in pixels.
+    pub image_size: usize,
+    /// Scale the shorter side and cut the centre square (true), or squash the whole picture.
+    pub center_crop: bool,
+    /// Training and validation captions of more words are skipped (and counted).
+    pub max_caption_len: usize,
+    /// Turn every skipped line, caption or image into an error.
+    pub strict: bool,
+    /// Mirror training pictures left-right at random (note: captions that say "left" or
+    /// "right" are not changed).
+    pub hflip: bool,
+}
+
+impl FilesConfig {
+    /// The defaults for `dataset` in `data_dir`.
+    pub fn new(dataset: DatasetName, data_dir: PathBuf) -> Self {
+        Self {
+            dataset,
+            data_dir,
+            format: None,
+            image_size: 224,
+            center_crop: true,
+            max_caption_len: 50,
+            strict: false,
+            hflip: false,
+        }
+    }
+}
+
+impl DataSource {
+    /// The dataset's name, for run folders and messages.
+    pub fn name(&self) -> DatasetName {
+        match self {
+            DataSource::Shapes(_) => DatasetName::Shapes,
+            DataSource::Files(f) => f.dataset,
+        }
+    }
+
+    /// Side of the square encoder input.
+    pub fn image_size(&self) -> usize {
+        match self {
+            DataSource::Shapes(s) => s.image_size,
+            DataSource::Files(f) => f.image_size,
+        }
+    }
+}
 
 /// Everything that decides a run; the defaults train the shapes captioner in a few minutes on
 /// two CPU cores.
@@ -22,6 +91,8 @@ pub struct TrainConfig {
     pub workers: usize,
     /// Words seen fewer times in the training captions become `<unk>`.
     pub min_word_freq: usize,
+    /// Output channels of the small CNN's stride-2 stages (one per halving of the image).
+    pub cnn_channels: Vec<usize>,
     /// Width of the word embeddings.
     pub embed_dim: usize,
     /// Width of the attention space.
@@ -32,32 +103,53 @@ pub struct TrainConfig {
     pub dropout: f64,
     /// Weight of the doubly stochastic attention regularisation.
     pub attention_regularization: f32,
-    /// The embedded shapes dataset.
-    pub shapes: ShapesConfig,
+    /// The images and captions.
+    pub data: DataSource,
     /// Beam size of the final evaluation.
     pub beam_size: usize,
-    /// Longest caption decoded, in words.
-    pub max_caption_len: usize,
+    /// Longest caption decoded in the final evaluation, in words.
+    pub max_len: usize,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            epochs: 8,
+            epochs: 9,
             batch_size: 32,
             lr: 2e-3,
             seed: 42,
             grad_clip: 5.0,
             workers: 2,
             min_word_freq: 1,
+            cnn_channels: vec![16, 32, 64],
             embed_dim: 64,
             attention_dim: 32,
             hidden_dim: 128,
             dropout: 0.2,
             attention_regularization: 1.0,
-            shapes: ShapesConfig::default(),
+            data: DataSource::Shapes(ShapesConfig::default()),
             beam_size: 3,
-            max_caption_len: 20,
+            max_len: 20,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The defaults for real photos from `files`: a 224-pixel input to a four-stage small CNN
+    /// (14 x 14 grid), a wider decoder, rare words as `<unk>`, and longer captions.
+    pub fn for_files(files: FilesConfig) -> Self {
+        Self {
+            epochs: 10,
+            lr: 1e-3,
+            min_word_freq: 5,
+            cnn_channels: vec![16, 32, 64, 128],
+            embed_dim: 256,
+            attention_dim: 256,
+            hidden_dim: 512,
+            dropout: 0.5,
+            data: DataSource::Files(files),
+            max_len: 30,
+            ..Self::default()
         }
     }
 }

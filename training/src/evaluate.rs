@@ -2,7 +2,10 @@
 
 use burn::prelude::*;
 use captioner_datasets::image::{to_normalized_chw, RgbImage};
-use captioner_datasets::shapes::Scene;
+use std::sync::Arc;
+
+use captioner_datasets::shapes::{CaptionCheck, Scene, ShapesConfig};
+use captioner_datasets::Split;
 use captioner_datasets::{tokenize, Vocab};
 use captioner_model::{Caption, Captioner, SearchConfig};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -49,11 +52,41 @@ pub fn caption_images<B: Backend>(
     captions
 }
 
-/// How well a model captions held-out shapes scenes.
+/// The images a run is scored on, with their reference captions.
+#[derive(Debug, Clone)]
+pub struct HeldOut {
+    /// Which split they are.
+    pub split: Split,
+    /// The pictures.
+    pub images: Vec<Arc<RgbImage>>,
+    /// Each picture's reference captions, tokenised and joined by spaces.
+    pub references: Vec<Vec<String>>,
+    /// For the shapes dataset, the scenes themselves, so that captions can be checked.
+    pub scenes: Option<Vec<Scene>>,
+}
+
+impl HeldOut {
+    /// The `split` scenes of the shapes dataset.
+    pub fn shapes(config: &ShapesConfig, split: Split) -> Self {
+        let scenes = config.scenes(split);
+        Self {
+            split,
+            images: scenes
+                .iter()
+                .map(|s| Arc::new(s.render(config.image_size)))
+                .collect(),
+            references: scenes
+                .iter()
+                .map(|s| s.captions().iter().map(|c| tokenize(c).join(" ")).collect())
+                .collect(),
+            scenes: Some(scenes),
+        }
+    }
+}
+
+/// Shapes only: captions checked against the scenes they describe.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShapesReport {
-    /// Scenes captioned.
-    pub images: usize,
+pub struct ShapesScores {
     /// Share of captions that name every object with its right colour and shape, and nothing
     /// else.
     pub objects_accuracy: f64,
@@ -63,49 +96,104 @@ pub struct ShapesReport {
     pub relations_accuracy: f64,
     /// Share of captions right on all three counts.
     pub all_correct: f64,
-    /// Corpus BLEU-1..4 against the five reference captions of each scene.
+}
+
+/// How well a model captions held-out images.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// The split scored.
+    pub split: Split,
+    /// Images captioned.
+    pub images: usize,
+    /// Beams kept while decoding.
+    pub beam_size: usize,
+    /// Corpus BLEU-1..4 against each image's reference captions.
     pub bleu: [f64; 4],
+    /// Shapes only: the captions checked against the scenes.
+    pub shapes: Option<ShapesScores>,
     /// A few (generated caption, first reference) pairs.
     pub examples: Vec<(String, String)>,
 }
 
-/// Captions `scenes` with `model` and grades the captions against the scenes themselves.
-pub fn evaluate_shapes<B: Backend>(
+impl std::fmt::Display for EvalReport {
+    /// The scores as the binaries print them, one item a line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if self.shapes.is_some() {
+            "scenes"
+        } else {
+            "images"
+        };
+        writeln!(
+            f,
+            "Held-out {} {what}: {} (beam size {})",
+            self.split, self.images, self.beam_size
+        )?;
+        if let Some(s) = &self.shapes {
+            writeln!(
+                f,
+                "  captions naming every object's colour and shape: {:.1}%",
+                100.0 * s.objects_accuracy
+            )?;
+            writeln!(
+                f,
+                "  sizes right: {:.1}%   relations right: {:.1}%   all right: {:.1}%",
+                100.0 * s.sizes_accuracy,
+                100.0 * s.relations_accuracy,
+                100.0 * s.all_correct
+            )?;
+        }
+        let b = &self.bleu;
+        writeln!(
+            f,
+            "  BLEU-1..4: {:.3} {:.3} {:.3} {:.3}",
+            b[0], b[1], b[2], b[3]
+        )?;
+        for (generated, reference) in &self.examples {
+            writeln!(f, "  \"{generated}\"   (reference: \"{reference}\")")?;
+        }
+        Ok(())
+    }
+}
+
+/// Captions `held_out` with `model` and scores the captions.
+pub fn evaluate<B: Backend>(
     model: &Captioner<B>,
     vocab: &Vocab,
-    scenes: &[Scene],
+    held_out: &HeldOut,
     image_size: usize,
     search: &SearchConfig,
     device: &B::Device,
-) -> ShapesReport {
-    let rendered: Vec<RgbImage> = scenes.iter().map(|s| s.render(image_size)).collect();
-    let images: Vec<&RgbImage> = rendered.iter().collect();
+) -> EvalReport {
+    let images: Vec<&RgbImage> = held_out.images.iter().map(|i| i.as_ref()).collect();
     let captions = caption_images(model, &images, image_size, search, 64, device, true);
     let texts: Vec<String> = captions.iter().map(|c| vocab.decode(&c.tokens)).collect();
-    let references: Vec<Vec<String>> = scenes
-        .iter()
-        .map(|s| s.captions().iter().map(|c| tokenize(c).join(" ")).collect())
-        .collect();
-    let checks: Vec<_> = scenes
-        .iter()
-        .zip(&texts)
-        .map(|(s, t)| s.check_caption(t))
-        .collect();
-    let share = |f: &dyn Fn(&captioner_datasets::shapes::CaptionCheck) -> bool| {
-        checks.iter().filter(|c| f(c)).count() as f64 / checks.len().max(1) as f64
-    };
-    ShapesReport {
-        images: scenes.len(),
-        objects_accuracy: share(&|c| c.objects),
-        sizes_accuracy: share(&|c| c.sizes),
-        relations_accuracy: share(&|c| c.relations),
-        all_correct: share(&|c| c.all()),
-        bleu: corpus_bleu(&texts, &references),
+    let shapes = held_out.scenes.as_ref().map(|scenes| {
+        let checks: Vec<CaptionCheck> = scenes
+            .iter()
+            .zip(&texts)
+            .map(|(s, t)| s.check_caption(t))
+            .collect();
+        let share = |f: &dyn Fn(&CaptionCheck) -> bool| {
+            checks.iter().filter(|c| f(c)).count() as f64 / checks.len().max(1) as f64
+        };
+        ShapesScores {
+            objects_accuracy: share(&|c| c.objects),
+            sizes_accuracy: share(&|c| c.sizes),
+            relations_accuracy: share(&|c| c.relations),
+            all_correct: share(&|c| c.all()),
+        }
+    });
+    EvalReport {
+        split: held_out.split,
+        images: images.len(),
+        beam_size: search.beam_size,
+        bleu: corpus_bleu(&texts, &held_out.references),
+        shapes,
         examples: texts
             .iter()
-            .zip(&references)
+            .zip(&held_out.references)
             .take(5)
-            .map(|(t, r)| (t.clone(), r[0].clone()))
+            .map(|(t, r)| (t.clone(), r.first().cloned().unwrap_or_default()))
             .collect(),
     }
 }

@@ -5,6 +5,7 @@
 pub mod batcher;
 pub mod bleu;
 pub mod config;
+pub mod data;
 pub mod evaluate;
 pub mod renderer;
 pub mod run_dir;
@@ -12,6 +13,6 @@ pub mod train;
 
 pub use batcher::CaptionBatcher;
 pub use config::TrainConfig;
-pub use evaluate::ShapesReport;
+pub use evaluate::EvalReport;
 pub use run_dir::{LoadedRun, RunDir};
 pub use train::train;

@@ -1,4 +1,4 @@
-//! One training run on the shapes dataset: data, model, `burn-train`'s `Learner` with the
+//! One training run: data, model, `burn-train`'s `Learner` with the
 //! dashboard, per-epoch checkpoints and resume, then the held-out report.
 
 use std::io::IsTerminal;
@@ -14,7 +14,6 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
-use captioner_datasets::shapes::Split;
 use captioner_datasets::vocab::PAD;
 use captioner_datasets::Vocab;
 use captioner_model::{
@@ -23,8 +22,10 @@ use captioner_model::{
 use serde::{Deserialize, Serialize};
 
 use crate::batcher::CaptionBatcher;
+use crate::config::DataSource;
 use crate::config::TrainConfig;
-use crate::evaluate::{evaluate_shapes, ShapesReport};
+use crate::data::{prepare, DataSummary};
+use crate::evaluate::{evaluate, EvalReport};
 use crate::renderer::PlainRenderer;
 use crate::run_dir::{RunDir, WeightsRecorder};
 
@@ -37,15 +38,19 @@ pub struct TrainReport {
     pub epochs: usize,
     /// Wall time of this invocation (data, training and evaluation), in seconds.
     pub wall_seconds: f64,
-    /// Held-out test scores of the final model.
-    pub test: ShapesReport,
+    /// What the data held and what was skipped.
+    pub data: DataSummary,
+    /// Held-out scores of the final model.
+    pub eval: EvalReport,
     /// The settings of the run.
     pub config: TrainConfig,
 }
 
 /// The model shape that `config` asks for, with a vocabulary of `vocab_size` words.
 pub fn model_config(config: &TrainConfig, vocab_size: usize) -> CaptionerConfig {
-    let encoder = SmallCnnConfig::new().with_image_size(config.shapes.image_size);
+    let encoder = SmallCnnConfig::new()
+        .with_image_size(config.data.image_size())
+        .with_channels(config.cnn_channels.clone());
     let decoder = DecoderConfig::new(vocab_size, encoder.feature_dim())
         .with_embed_dim(config.embed_dim)
         .with_attention_dim(config.attention_dim)
@@ -55,8 +60,8 @@ pub fn model_config(config: &TrainConfig, vocab_size: usize) -> CaptionerConfig 
         .with_attention_regularization(config.attention_regularization)
 }
 
-/// Trains on the shapes dataset into `run`, resuming from checkpoint epoch `resume_from` when
-/// given, and returns the held-out report (also written to `report.json`).
+/// Trains on the data of `config` into `run`, resuming from checkpoint epoch `resume_from`
+/// when given, and returns the held-out report (also written to `report.json`).
 pub fn train<B: AutodiffBackend>(
     device: B::Device,
     config: TrainConfig,
@@ -68,18 +73,15 @@ pub fn train<B: AutodiffBackend>(
         .with_context(|| format!("cannot create the run folder {}", run.root().display()))?;
     run.save_train_config(&config)?;
 
-    let shapes = config.shapes;
-    let train_scenes = shapes.scenes(Split::Train);
-    let vocab = if resume_from.is_some() {
-        Vocab::load(&run.vocab()).map_err(anyhow::Error::msg)?
-    } else {
-        let captions: Vec<String> = train_scenes.iter().flat_map(|s| s.captions()).collect();
-        let vocab = Vocab::build(captions.iter().map(String::as_str), config.min_word_freq);
-        vocab
-            .save(&run.vocab())
-            .with_context(|| format!("cannot write {}", run.vocab().display()))?;
-        vocab
+    let saved_vocab = match resume_from {
+        Some(_) => Some(Vocab::load(&run.vocab()).map_err(anyhow::Error::msg)?),
+        None => None,
     };
+    let data = prepare(&config.data, saved_vocab, config.min_word_freq)?;
+    let vocab = data.vocab;
+    vocab
+        .save(&run.vocab())
+        .with_context(|| format!("cannot write {}", run.vocab().display()))?;
     let model_config = model_config(&config, vocab.len());
     model_config
         .save(run.model_config())
@@ -87,28 +89,28 @@ pub fn train<B: AutodiffBackend>(
 
     B::seed(&device, config.seed);
     let model = model_config.init::<B>(&device);
-    let batcher = CaptionBatcher::new(shapes.image_size);
-    let train_data = shapes.dataset(&train_scenes, &vocab);
-    let steps = config.epochs * train_data.len().div_ceil(config.batch_size);
+    let image_size = config.data.image_size();
+    let hflip = matches!(&config.data, DataSource::Files(f) if f.hflip);
+    let steps = config.epochs * data.train.len().div_ceil(config.batch_size);
     println!(
         "{} training images ({} captions), vocabulary of {} words",
-        train_data.num_images(),
-        train_data.len(),
+        data.train.num_images(),
+        data.train.len(),
         vocab.len()
     );
     let schedule = CosineAnnealingLrSchedulerConfig::new(config.lr, steps.max(1))
         .with_min_lr(config.lr / 20.0)
         .init()
         .map_err(|e| anyhow::anyhow!("learning rate {}: {e}", config.lr))?;
-    let train_loader = DataLoaderBuilder::new(batcher.clone())
+    let train_loader = DataLoaderBuilder::new(CaptionBatcher::new(image_size).with_hflip(hflip))
         .batch_size(config.batch_size)
         .shuffle(config.seed)
         .num_workers(config.workers)
-        .build(train_data);
-    let valid_loader = DataLoaderBuilder::new(batcher)
+        .build(data.train);
+    let valid_loader = DataLoaderBuilder::new(CaptionBatcher::new(image_size))
         .batch_size(config.batch_size)
         .num_workers(config.workers)
-        .build(shapes.dataset(&shapes.scenes(Split::Valid), &vocab));
+        .build(data.valid);
 
     let pad = PAD as usize;
     let mut training = SupervisedTraining::new(run.root(), train_loader, valid_loader)
@@ -138,21 +140,15 @@ pub fn train<B: AutodiffBackend>(
 
     let search = SearchConfig {
         beam_size: config.beam_size,
-        max_len: config.max_caption_len,
+        max_len: config.max_len,
     };
-    let test = evaluate_shapes(
-        &model,
-        &vocab,
-        &shapes.scenes(Split::Test),
-        shapes.image_size,
-        &search,
-        &device,
-    );
+    let eval = evaluate(&model, &vocab, &data.held_out, image_size, &search, &device);
     let report = TrainReport {
         run: run.root().display().to_string(),
         epochs: config.epochs,
         wall_seconds: started.elapsed().as_secs_f64(),
-        test,
+        data: data.summary,
+        eval,
         config,
     };
     std::fs::write(run.report(), serde_json::to_string_pretty(&report)?)

@@ -1,0 +1,221 @@
+//! The data of a run: the embedded shapes scenes, or a dataset on disk read, checked (the
+//! preflight), decoded on every core and turned into the data loader's datasets.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use burn::data::dataset::Dataset;
+use captioner_datasets::decode::{decode_all, Resize};
+use captioner_datasets::format::{detect, load};
+use captioner_datasets::problems::{ProblemKind, Problems};
+use captioner_datasets::{tokenize, CaptionDataset, Corpus, DatasetError, Split, Vocab};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DataSource, FilesConfig};
+use crate::evaluate::HeldOut;
+
+/// What the data of a run held, and what was skipped; part of `report.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DataSummary {
+    /// The annotation files read.
+    pub sources: Vec<String>,
+    /// Images and captions per split (train, dev, test), after skipping.
+    pub splits: BTreeMap<Split, (usize, usize)>,
+    /// Captioned images in no split (left out).
+    pub unsplit_images: usize,
+    /// Problems skipped, by kind.
+    pub skipped: BTreeMap<String, usize>,
+    /// Pictures decoded and resized per second, on all cores.
+    pub images_per_second: Option<f64>,
+}
+
+/// Everything training needs from the data.
+#[derive(Debug)]
+pub struct RunData {
+    /// The vocabulary (built from the training captions, or the run's saved one).
+    pub vocab: Vocab,
+    /// Training items, one per caption.
+    pub train: CaptionDataset,
+    /// Validation items, scored after every epoch.
+    pub valid: CaptionDataset,
+    /// The images of the final report (shapes: the test scenes; files: the dev split).
+    pub held_out: HeldOut,
+    /// What the data held.
+    pub summary: DataSummary,
+}
+
+/// Builds the data of `source`; `vocab` is the run's saved vocabulary when resuming, else one
+/// is built from the training captions with `min_word_freq`.
+pub fn prepare(source: &DataSource, vocab: Option<Vocab>, min_word_freq: usize) -> Result<RunData> {
+    match source {
+        DataSource::Shapes(shapes) => {
+            let train_scenes = shapes.scenes(Split::Train);
+            let vocab = vocab.unwrap_or_else(|| {
+                let captions: Vec<String> =
+                    train_scenes.iter().flat_map(|s| s.captions()).collect();
+                Vocab::build(captions.iter().map(String::as_str), min_word_freq)
+            });
+            let train = shapes.dataset(&train_scenes, &vocab);
+            let valid = shapes.dataset(&shapes.scenes(Split::Valid), &vocab);
+            let mut summary = DataSummary::default();
+            summary
+                .splits
+                .insert(Split::Train, (train.num_images(), train.len()));
+            summary
+                .splits
+                .insert(Split::Valid, (valid.num_images(), valid.len()));
+            summary
+                .splits
+                .insert(Split::Test, (shapes.test, 5 * shapes.test));
+            Ok(RunData {
+                vocab,
+                train,
+                valid,
+                held_out: HeldOut::shapes(shapes, Split::Test),
+                summary,
+            })
+        }
+        DataSource::Files(files) => prepare_files(files, vocab, min_word_freq),
+    }
+}
+
+/// Reads, checks and decodes a dataset on disk, printing the preflight report.
+fn prepare_files(
+    files: &FilesConfig,
+    vocab: Option<Vocab>,
+    min_word_freq: usize,
+) -> Result<RunData> {
+    let located = detect(&files.data_dir, Some(files.dataset), files.format)?;
+    println!(
+        "Reading {} ({} format) from {}",
+        files.dataset,
+        located.format,
+        located.annotations.display()
+    );
+    let mut corpus = load(&files.data_dir, &located)?;
+    corpus.drop_long_captions(files.max_caption_len);
+    // The test split is not needed to train; `eval` reads it.
+    corpus.images.retain(|i| i.split != Split::Test);
+
+    let resize = Resize {
+        size: files.image_size,
+        center_crop: files.center_crop,
+    };
+    let paths: Vec<_> = corpus.images.iter().map(|i| i.path.clone()).collect();
+    let decoded = decode_all(&paths, &resize, true);
+    println!(
+        "Decoded {} pictures at {:.0} images/s",
+        paths.len(),
+        decoded.images_per_second
+    );
+    let mut bad = Vec::new();
+    for error in &decoded.errors {
+        let path = error.path();
+        corpus
+            .problems
+            .push(ProblemKind::UnreadableImage, path, None, error.to_string());
+        bad.push(path.to_path_buf());
+    }
+    let images: Vec<_> = decoded.images.into_iter().flatten().collect();
+    corpus.remove_images(&bad);
+    debug_assert_eq!(images.len(), corpus.images.len());
+
+    let summary = summarize(&corpus, decoded.images_per_second);
+    print_preflight(&corpus, &summary);
+    if files.strict && !corpus.problems.is_empty() {
+        return Err(DatasetError::Strict {
+            count: corpus.problems.len(),
+            summary: corpus.problems.summary(20),
+        }
+        .into());
+    }
+    let train_captions = corpus.split(Split::Train).flat_map(|i| i.captions.iter());
+    let vocab =
+        vocab.unwrap_or_else(|| Vocab::build(train_captions.map(String::as_str), min_word_freq));
+
+    let mut train = CaptionDataset::default();
+    let mut valid = CaptionDataset::default();
+    let mut held_out = HeldOut {
+        split: Split::Valid,
+        images: Vec::new(),
+        references: Vec::new(),
+        scenes: None,
+    };
+    for (entry, image) in corpus.images.iter().zip(images) {
+        let encoded = entry.captions.iter().map(|c| vocab.encode(c));
+        match entry.split {
+            Split::Train => train.push(image, encoded),
+            Split::Valid => {
+                valid.push(image.clone(), encoded);
+                held_out.images.push(image);
+                held_out.references.push(
+                    entry
+                        .captions
+                        .iter()
+                        .map(|c| tokenize(c).join(" "))
+                        .collect(),
+                );
+            }
+            Split::Test => {}
+        }
+    }
+    if train.num_images() == 0 {
+        anyhow::bail!(
+            "{}: no usable training image (see the problems above)",
+            files.data_dir.display()
+        );
+    }
+    Ok(RunData {
+        vocab,
+        train,
+        valid,
+        held_out,
+        summary,
+    })
+}
+
+fn summarize(corpus: &Corpus, images_per_second: f64) -> DataSummary {
+    let counts = |p: &Problems| {
+        p.counts()
+            .into_iter()
+            .map(|(k, n)| (k.describe().to_string(), n))
+            .collect()
+    };
+    DataSummary {
+        sources: corpus
+            .sources
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        splits: Split::ALL
+            .into_iter()
+            .map(|s| (s, corpus.counts(s)))
+            .filter(|(_, (images, _))| *images > 0)
+            .collect(),
+        unsplit_images: corpus.unsplit_images,
+        skipped: counts(&corpus.problems),
+        images_per_second: Some(images_per_second),
+    }
+}
+
+fn print_preflight(corpus: &Corpus, summary: &DataSummary) {
+    println!("Preflight:");
+    for (split, (images, captions)) in &summary.splits {
+        println!("  {split}: {images} images, {captions} captions");
+    }
+    if corpus.unsplit_images > 0 {
+        println!(
+            "  {} captioned images are in no split (left out)",
+            corpus.unsplit_images
+        );
+    }
+    if corpus.problems.is_empty() {
+        println!("  nothing to skip");
+    } else {
+        println!(
+            "Skipped ({} in all; --strict makes them errors):",
+            corpus.problems.len()
+        );
+        print!("{}", corpus.problems.summary(3));
+    }
+}
