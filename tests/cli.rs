@@ -233,3 +233,156 @@ fn a_backend_that_was_not_compiled_in_names_its_cargo_feature() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("--features cuda"), "{stderr}");
 }
+
+/// A Flickr8k-shaped folder: eight photos of two kinds, a truncated JPEG, a bogus name.
+fn flickr8k_fixture(dir: &Path) {
+    let images = dir.join("Flicker8k_Dataset");
+    std::fs::create_dir_all(&images).unwrap();
+    let text_dir = dir.join("Flickr8k_text");
+    std::fs::create_dir_all(&text_dir).unwrap();
+    let mut tokens = String::new();
+    let mut train = String::new();
+    for i in 0..8 {
+        let (colour, word) = if i % 2 == 0 {
+            ([220, 30, 30], "red")
+        } else {
+            ([30, 30, 220], "blue")
+        };
+        let name = format!("{i}.jpg");
+        // Odd sizes, as real photos have.
+        captioner_datasets::image::RgbImage::from_pixel(40 + i, 30, ::image::Rgb(colour))
+            .save(images.join(&name))
+            .unwrap();
+        for n in 0..2 {
+            tokens.push_str(&format!("{name}#{n}\tA {word} wall .\n"));
+        }
+        let list = if i < 6 {
+            &mut train
+        } else {
+            &mut String::new()
+        };
+        list.push_str(&format!("{name}\n"));
+    }
+    let jpeg = std::fs::read(images.join("0.jpg")).unwrap();
+    std::fs::write(images.join("broken.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
+    tokens.push_str("broken.jpg#0\tA broken picture .\n");
+    tokens.push_str("0.jpg.1#0\tA bogus name .\n");
+    train.push_str("broken.jpg\n");
+    std::fs::write(text_dir.join("Flickr8k.token.txt"), tokens).unwrap();
+    std::fs::write(text_dir.join("Flickr_8k.trainImages.txt"), train).unwrap();
+    std::fs::write(text_dir.join("Flickr_8k.devImages.txt"), "6.jpg\n7.jpg\n").unwrap();
+}
+
+#[test]
+fn train_on_a_flickr8k_folder_lists_what_it_skips_and_strict_refuses() {
+    let dir = temp_dir("flickr8k");
+    let data = dir.join("flickr8k");
+    flickr8k_fixture(&data);
+    let out_dir = dir.join("run");
+    let small = [
+        "--dataset",
+        "flickr8k",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--embed-dim",
+        "16",
+        "--attention-dim",
+        "16",
+        "--hidden-dim",
+        "32",
+        "--min-word-freq",
+        "1",
+    ];
+    let run = exec(
+        "train",
+        &[&small[..], &["--out", out_dir.to_str().unwrap()]].concat(),
+    );
+    let stdout = text(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", text(&run.stderr));
+    assert!(stdout.contains("train: 6 images, 12 captions"), "{stdout}");
+    assert!(stdout.contains("dev: 2 images, 4 captions"), "{stdout}");
+    assert!(stdout.contains("1 unreadable images"), "{stdout}");
+    assert!(stdout.contains("broken.jpg"), "{stdout}");
+    assert!(stdout.contains("Flickr8k.token.txt:18:"), "{stdout}");
+    assert!(stdout.contains("Held-out dev images: 2"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["data"]["skipped"]["unreadable images"], 1);
+
+    let picture = data.join("Flicker8k_Dataset/1.jpg");
+    let out = exec(
+        "infer",
+        &[
+            "--model",
+            out_dir.to_str().unwrap(),
+            picture.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with(picture.to_str().unwrap()));
+
+    let strict = exec(
+        "train",
+        &[
+            &small[..],
+            &["--strict", "--out", dir.join("strict").to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert!(!strict.status.success());
+    let stderr = text(&strict.stderr);
+    assert!(stderr.contains("--strict"), "{stderr}");
+    assert!(stderr.contains("Flickr8k.token.txt:18:"), "{stderr}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn cache_features_builds_once_and_is_reused_by_the_next_run() {
+    let dir = temp_dir("cache");
+    let data = dir.join("flickr8k");
+    flickr8k_fixture(&data);
+    let cache = dir.join("cache");
+    let train = |out: &str| {
+        let out = dir.join(out);
+        let run = exec(
+            "train",
+            &[
+                "--dataset",
+                "flickr8k",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--epochs",
+                "1",
+                "--image-size",
+                "32",
+                "--hidden-dim",
+                "32",
+                "--cache-features",
+                "--cache-dir",
+                cache.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        let stdout = text(&run.stdout);
+        assert!(run.status.success(), "{stdout}\n{}", text(&run.stderr));
+        stdout
+    };
+    let first = train("first");
+    assert!(first.contains("Feature cache built"), "{first}");
+    assert!(first.contains("1 unreadable images"), "{first}");
+    assert!(first.contains("Held-out dev images: 2"), "{first}");
+    let second = train("second");
+    assert!(!second.contains("Feature cache built"), "{second}");
+    assert!(second.contains("Feature cache: "), "{second}");
+    // Read back from the cache's manifest, the broken picture is still reported.
+    assert!(second.contains("broken.jpg"), "{second}");
+    let caches = std::fs::read_dir(&cache).unwrap().count();
+    assert_eq!(caches, 1);
+    std::fs::remove_dir_all(dir).ok();
+}

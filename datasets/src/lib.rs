@@ -7,6 +7,7 @@ pub mod coco;
 pub mod corpus;
 pub mod decode;
 pub mod error;
+pub mod feature_cache;
 pub mod flickr;
 pub mod format;
 pub mod image;
@@ -17,7 +18,7 @@ pub mod shapes;
 pub mod split;
 pub mod vocab;
 
-pub use caption_dataset::{CaptionDataset, CaptionItem};
+pub use caption_dataset::{CaptionDataset, CaptionItem, ItemImage};
 pub use corpus::{Corpus, CorpusImage};
 pub use error::DatasetError;
 pub use format::{DatasetName, Format};

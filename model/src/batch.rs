@@ -6,10 +6,20 @@ use burn::prelude::*;
 /// one pass of the encoder, as `seq_per_img` does in the reference PyTorch trainers).
 #[derive(Debug, Clone)]
 pub struct CaptionBatch<B: Backend> {
-    /// Normalised images, `[images, 3, height, width]`.
-    pub images: Tensor<B, 4>,
+    /// The images, as pixels or as cached encoder features.
+    pub input: EncoderInput<B>,
     /// Caption token ids `<start> w1 .. wn <end> <pad>..`, `[captions, max_len]`.
     pub tokens: Tensor<B, 2, Int>,
-    /// For each caption, the row of its image in `images`, `[captions]`.
+    /// For each caption, the row of its image in `input`, `[captions]`.
     pub image_of_caption: Tensor<B, 1, Int>,
+}
+
+/// What the encoder side of a batch holds.
+#[derive(Debug, Clone)]
+pub enum EncoderInput<B: Backend> {
+    /// Normalised images, `[images, 3, height, width]`: the encoder runs on them.
+    Images(Tensor<B, 4>),
+    /// Encoder features computed beforehand (a feature cache), `[images, positions,
+    /// channels]`: the encoder is skipped.
+    Features(Tensor<B, 3>),
 }

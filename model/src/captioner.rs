@@ -3,7 +3,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
-use crate::batch::CaptionBatch;
+use crate::batch::{CaptionBatch, EncoderInput};
 use crate::decoder::{Decoder, DecoderConfig};
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::tokens::PAD;
@@ -48,13 +48,23 @@ pub struct CaptionerOutput<B: Backend> {
 impl CaptionerConfig {
     /// Builds the model with fresh weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Captioner<B> {
+        self.init_with_encoder(self.encoder.init(device), device)
+    }
+
+    /// Builds the model around an existing `encoder` (made from `self.encoder`), with a fresh
+    /// decoder.
+    pub fn init_with_encoder<B: Backend>(
+        &self,
+        encoder: Encoder<B>,
+        device: &B::Device,
+    ) -> Captioner<B> {
         assert_eq!(
             self.encoder.feature_dim(),
             self.decoder.feature_dim,
             "the decoder's feature_dim must match the encoder's output width"
         );
         Captioner {
-            encoder: self.encoder.init(device),
+            encoder,
             decoder: self.decoder.init(device),
             attention_regularization: self.attention_regularization,
         }
@@ -62,6 +72,14 @@ impl CaptionerConfig {
 }
 
 impl<B: Backend> Captioner<B> {
+    /// The feature grid of a batch: the encoder's output, or the cached features as they are.
+    pub fn encode(&self, input: EncoderInput<B>) -> Tensor<B, 3> {
+        match input {
+            EncoderInput::Images(images) => self.encoder.forward(images),
+            EncoderInput::Features(features) => features,
+        }
+    }
+
     /// Teacher-forced pass and loss: cross-entropy over the non-padding targets plus
     /// `lambda * mean_{b,p} (1 - sum_t alpha_tp)^2`, the doubly stochastic regularisation of
     /// Xu et al. (the paper sums over positions; dividing by their number, as the widely used
@@ -72,10 +90,7 @@ impl<B: Backend> Captioner<B> {
         let [batch_size, len] = batch.tokens.dims();
         let inputs = batch.tokens.clone().narrow(1, 0, len - 1);
         let targets = batch.tokens.narrow(1, 1, len - 1);
-        let features = self
-            .encoder
-            .forward(batch.images)
-            .select(0, batch.image_of_caption);
+        let features = self.encode(batch.input).select(0, batch.image_of_caption);
         let out = self.decoder.forward(features, inputs);
 
         let mask = targets.clone().not_equal_elem(PAD as i32).float();

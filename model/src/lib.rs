@@ -14,7 +14,7 @@ pub mod search;
 pub mod small_cnn;
 mod step;
 
-pub use batch::CaptionBatch;
+pub use batch::{CaptionBatch, EncoderInput};
 pub use captioner::{Captioner, CaptionerConfig, CaptionerOutput};
 pub use decoder::{Decoder, DecoderConfig};
 pub use encoder::{Encoder, EncoderConfig};

@@ -46,7 +46,11 @@ pub struct Caption {
 impl<B: Backend> Captioner<B> {
     /// Captions a batch of normalised images `[batch, 3, size, size]`.
     pub fn caption(&self, images: Tensor<B, 4>, search: &SearchConfig) -> Vec<Caption> {
-        let features = self.encoder.forward(images);
+        self.caption_features(self.encoder.forward(images), search)
+    }
+
+    /// Captions a batch of encoder feature grids `[batch, positions, channels]`.
+    pub fn caption_features(&self, features: Tensor<B, 3>, search: &SearchConfig) -> Vec<Caption> {
         if search.beam_size <= 1 {
             greedy(&self.decoder, features, search.max_len)
         } else {

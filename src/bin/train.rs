@@ -58,6 +58,18 @@ struct Args {
     /// Mirror training pictures left-right at random (captions are not changed).
     #[arg(long)]
     hflip: bool,
+    /// Keep the encoder's weights fixed (only the decoder learns).
+    #[arg(long)]
+    freeze_encoder: bool,
+    /// Run the frozen encoder once over every picture, store the feature grids on disk
+    /// (half precision, memory-mapped) and train the decoder from them: much faster epochs.
+    /// A cache is reused only if made by the same encoder weights from the same files.
+    /// Implies --freeze-encoder.
+    #[arg(long)]
+    cache_features: bool,
+    /// Folder of feature caches [default: artifacts/cache].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
     /// Passes over the training captions [default: 9; real datasets: 10].
     #[arg(long)]
     epochs: Option<usize>,
@@ -98,6 +110,18 @@ struct Args {
     /// Number of held-out test scenes in the final report [default: 500].
     #[arg(long)]
     test_images: Option<usize>,
+    /// Dropout before the vocabulary projection [default: 0.2; real datasets: 0.5].
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Width of the word embeddings [default: 64; real datasets: 256].
+    #[arg(long)]
+    embed_dim: Option<usize>,
+    /// Width of the attention space [default: 32; real datasets: 256].
+    #[arg(long)]
+    attention_dim: Option<usize>,
+    /// Width of the LSTM state [default: 128; real datasets: 512].
+    #[arg(long)]
+    hidden_dim: Option<usize>,
     /// Beam size of the final evaluation (1 = greedy) [default: 3].
     #[arg(long)]
     beam_size: Option<usize>,
@@ -126,7 +150,9 @@ impl Args {
         }
         set!(epochs => epochs, batch_size => batch_size, lr => lr, seed => seed,
              workers => workers, grad_clip => grad_clip, beam_size => beam_size,
-             min_word_freq => min_word_freq);
+             min_word_freq => min_word_freq, dropout => dropout, embed_dim => embed_dim,
+             attention_dim => attention_dim, hidden_dim => hidden_dim);
+        config.freeze_encoder |= self.freeze_encoder || self.cache_features;
         match &mut config.data {
             DataSource::Shapes(shapes) => {
                 let shapes_set = |flag: Option<usize>, field: &mut usize| {
@@ -152,6 +178,10 @@ impl Args {
                 if let Some(len) = self.max_caption_len {
                     files.max_caption_len = len;
                 }
+                if let Some(dir) = &self.cache_dir {
+                    files.cache_dir = dir.clone();
+                }
+                files.cache_features |= self.cache_features;
                 files.center_crop &= !self.squash;
                 files.strict |= self.strict;
                 files.hflip |= self.hflip;

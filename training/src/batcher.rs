@@ -4,8 +4,11 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::prelude::*;
 use captioner_datasets::image::{hflip, to_normalized_chw};
 use captioner_datasets::vocab::PAD;
-use captioner_datasets::CaptionItem;
-use captioner_model::CaptionBatch;
+use std::sync::Arc;
+
+use captioner_datasets::feature_cache::FeatureCache;
+use captioner_datasets::{CaptionItem, ItemImage};
+use captioner_model::{CaptionBatch, EncoderInput};
 
 /// Normalises the images to the encoder's input size, lays out every caption of every image
 /// as one row padded to the longest, and records which image each caption belongs to.
@@ -13,6 +16,7 @@ use captioner_model::CaptionBatch;
 pub struct CaptionBatcher {
     image_size: usize,
     hflip: bool,
+    cache: Option<Arc<FeatureCache>>,
 }
 
 impl CaptionBatcher {
@@ -21,7 +25,13 @@ impl CaptionBatcher {
         Self {
             image_size,
             hflip: false,
+            cache: None,
         }
+    }
+
+    /// Reads cached items' encoder features from `cache`.
+    pub fn with_cache(self, cache: Option<Arc<FeatureCache>>) -> Self {
+        Self { cache, ..self }
     }
 
     /// Mirrors each picture left-right with probability 1/2 when `hflip` is true.
@@ -44,14 +54,43 @@ impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
             .max()
             .unwrap_or(2)
             .max(2);
-        let mut pixels = Vec::with_capacity(items.len() * 3 * size * size);
-        for item in &items {
-            if self.hflip && rand::random_bool(0.5) {
-                pixels.extend(to_normalized_chw(&hflip(&item.image), size));
-            } else {
-                pixels.extend(to_normalized_chw(&item.image, size));
+        let input = match &items.first().map(|i| &i.image) {
+            Some(ItemImage::Cached(_)) => {
+                let cache = self
+                    .cache
+                    .as_ref()
+                    .expect("cached items need the batcher's cache");
+                let (positions, channels) = cache.grid();
+                let mut values = Vec::with_capacity(items.len() * positions * channels);
+                for item in &items {
+                    match item.image {
+                        ItemImage::Cached(row) => cache.read_row(row, &mut values),
+                        ItemImage::Pixels(_) => panic!("a batch mixes pixels and cached features"),
+                    }
+                }
+                EncoderInput::Features(Tensor::from_data(
+                    TensorData::new(values, [items.len(), positions, channels]),
+                    device,
+                ))
             }
-        }
+            _ => {
+                let mut pixels = Vec::with_capacity(items.len() * 3 * size * size);
+                for item in &items {
+                    let ItemImage::Pixels(image) = &item.image else {
+                        panic!("a batch mixes pixels and cached features");
+                    };
+                    if self.hflip && rand::random_bool(0.5) {
+                        pixels.extend(to_normalized_chw(&hflip(image), size));
+                    } else {
+                        pixels.extend(to_normalized_chw(image, size));
+                    }
+                }
+                EncoderInput::Images(Tensor::from_data(
+                    TensorData::new(pixels, [items.len(), 3, size, size]),
+                    device,
+                ))
+            }
+        };
         let mut tokens = vec![PAD as i64; captions.len() * max_len];
         for (row, (_, caption)) in captions.iter().enumerate() {
             for (col, &t) in caption.iter().enumerate() {
@@ -60,10 +99,7 @@ impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
         }
         let image_of_caption: Vec<i64> = captions.iter().map(|(i, _)| *i as i64).collect();
         CaptionBatch {
-            images: Tensor::from_data(
-                TensorData::new(pixels, [items.len(), 3, size, size]),
-                device,
-            ),
+            input,
             tokens: Tensor::from_data(TensorData::new(tokens, [captions.len(), max_len]), device),
             image_of_caption: Tensor::from_data(
                 TensorData::new(image_of_caption, [captions.len()]),
@@ -94,16 +130,19 @@ mod tests {
         let image = Arc::new(captioner_datasets::image::RgbImage::new(8, 8));
         let items = vec![
             CaptionItem {
-                image: image.clone(),
+                image: image.clone().into(),
                 captions: vec![vec![1, 5, 2]],
             },
             CaptionItem {
-                image,
+                image: image.into(),
                 captions: vec![vec![1, 6, 7, 2], vec![1, 2]],
             },
         ];
         let batch: CaptionBatch<NdArray> = CaptionBatcher::new(8).batch(items, &Default::default());
-        assert_eq!(batch.images.dims(), [2, 3, 8, 8]);
+        let EncoderInput::Images(images) = &batch.input else {
+            panic!("pixels expected");
+        };
+        assert_eq!(images.dims(), [2, 3, 8, 8]);
         let tokens: Vec<i64> = batch.tokens.into_data().convert::<i64>().to_vec().unwrap();
         assert_eq!(tokens, [1, 5, 2, 0, 1, 6, 7, 2, 1, 2, 0, 0]);
         let rows: Vec<i64> = batch

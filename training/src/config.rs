@@ -36,6 +36,11 @@ pub struct FilesConfig {
     /// Mirror training pictures left-right at random (note: captions that say "left" or
     /// "right" are not changed).
     pub hflip: bool,
+    /// Run the (frozen) encoder once over every picture, store the grids under `cache_dir`,
+    /// and train the decoder from them.
+    pub cache_features: bool,
+    /// Where feature caches live; each is a folder named after what it was made from.
+    pub cache_dir: PathBuf,
 }
 
 impl FilesConfig {
@@ -50,6 +55,8 @@ impl FilesConfig {
             max_caption_len: 50,
             strict: false,
             hflip: false,
+            cache_features: false,
+            cache_dir: PathBuf::from("artifacts/cache"),
         }
     }
 }
@@ -99,6 +106,8 @@ pub struct TrainConfig {
     pub attention_dim: usize,
     /// Width of the LSTM state.
     pub hidden_dim: usize,
+    /// Keep the encoder's weights as they are (implied by a feature cache).
+    pub freeze_encoder: bool,
     /// Dropout before the vocabulary projection.
     pub dropout: f64,
     /// Weight of the doubly stochastic attention regularisation.
@@ -125,6 +134,7 @@ impl Default for TrainConfig {
             embed_dim: 64,
             attention_dim: 32,
             hidden_dim: 128,
+            freeze_encoder: false,
             dropout: 0.2,
             attention_regularization: 1.0,
             data: DataSource::Shapes(ShapesConfig::default()),

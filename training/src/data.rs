@@ -2,13 +2,16 @@
 //! preflight), decoded on every core and turned into the data loader's datasets.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Result;
 use burn::data::dataset::Dataset;
 use captioner_datasets::decode::{decode_all, Resize};
+use captioner_datasets::feature_cache::FeatureCache;
 use captioner_datasets::format::{detect, load};
 use captioner_datasets::problems::{ProblemKind, Problems};
-use captioner_datasets::{tokenize, CaptionDataset, Corpus, DatasetError, Split, Vocab};
+use captioner_datasets::{tokenize, CaptionDataset, Corpus, DatasetError, ItemImage, Split, Vocab};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{DataSource, FilesConfig};
@@ -25,7 +28,8 @@ pub struct DataSummary {
     pub unsplit_images: usize,
     /// Problems skipped, by kind.
     pub skipped: BTreeMap<String, usize>,
-    /// Pictures decoded and resized per second, on all cores.
+    /// Pictures decoded and resized per second, on all cores (none when read from a feature
+    /// cache).
     pub images_per_second: Option<f64>,
 }
 
@@ -44,9 +48,18 @@ pub struct RunData {
     pub summary: DataSummary,
 }
 
+/// Opens or builds the feature cache of the given picture files.
+pub type OpenCache<'a> = &'a dyn Fn(&[PathBuf]) -> Result<Arc<FeatureCache>>;
+
 /// Builds the data of `source`; `vocab` is the run's saved vocabulary when resuming, else one
-/// is built from the training captions with `min_word_freq`.
-pub fn prepare(source: &DataSource, vocab: Option<Vocab>, min_word_freq: usize) -> Result<RunData> {
+/// is built from the training captions with `min_word_freq`. With `cache`, datasets on disk
+/// are read through a feature cache instead of being decoded.
+pub fn prepare(
+    source: &DataSource,
+    vocab: Option<Vocab>,
+    min_word_freq: usize,
+    cache: Option<OpenCache>,
+) -> Result<RunData> {
     match source {
         DataSource::Shapes(shapes) => {
             let train_scenes = shapes.scenes(Split::Train);
@@ -75,7 +88,7 @@ pub fn prepare(source: &DataSource, vocab: Option<Vocab>, min_word_freq: usize) 
                 summary,
             })
         }
-        DataSource::Files(files) => prepare_files(files, vocab, min_word_freq),
+        DataSource::Files(files) => prepare_files(files, vocab, min_word_freq, cache),
     }
 }
 
@@ -84,6 +97,7 @@ fn prepare_files(
     files: &FilesConfig,
     vocab: Option<Vocab>,
     min_word_freq: usize,
+    cache: Option<OpenCache>,
 ) -> Result<RunData> {
     let located = detect(&files.data_dir, Some(files.dataset), files.format)?;
     println!(
@@ -97,30 +111,58 @@ fn prepare_files(
     // The test split is not needed to train; `eval` reads it.
     corpus.images.retain(|i| i.split != Split::Test);
 
-    let resize = Resize {
-        size: files.image_size,
-        center_crop: files.center_crop,
-    };
-    let paths: Vec<_> = corpus.images.iter().map(|i| i.path.clone()).collect();
-    let decoded = decode_all(&paths, &resize, true);
-    println!(
-        "Decoded {} pictures at {:.0} images/s",
-        paths.len(),
-        decoded.images_per_second
-    );
+    let paths: Vec<PathBuf> = corpus.images.iter().map(|i| i.path.clone()).collect();
     let mut bad = Vec::new();
-    for error in &decoded.errors {
-        let path = error.path();
-        corpus
-            .problems
-            .push(ProblemKind::UnreadableImage, path, None, error.to_string());
-        bad.push(path.to_path_buf());
-    }
-    let images: Vec<_> = decoded.images.into_iter().flatten().collect();
+    let (images, images_per_second, cache) = match cache {
+        Some(open) => {
+            let cache = open(&paths)?;
+            let unreadable: std::collections::HashMap<usize, &String> = cache
+                .unreadable()
+                .iter()
+                .map(|(row, why)| (*row, why))
+                .collect();
+            let mut rows = Vec::new();
+            for (row, path) in paths.iter().enumerate() {
+                match unreadable.get(&row) {
+                    Some(why) => {
+                        corpus
+                            .problems
+                            .push(ProblemKind::UnreadableImage, path, None, *why);
+                        bad.push(path.clone());
+                    }
+                    None => rows.push(ItemImage::Cached(row)),
+                }
+            }
+            (rows, None, Some(cache))
+        }
+        None => {
+            let resize = Resize {
+                size: files.image_size,
+                center_crop: files.center_crop,
+            };
+            let decoded = decode_all(&paths, &resize, true);
+            println!(
+                "Decoded {} pictures at {:.0} images/s",
+                paths.len(),
+                decoded.images_per_second
+            );
+            for error in &decoded.errors {
+                corpus.problems.push(
+                    ProblemKind::UnreadableImage,
+                    error.path(),
+                    None,
+                    error.to_string(),
+                );
+                bad.push(error.path().to_path_buf());
+            }
+            let images = decoded.images.into_iter().flatten().map(ItemImage::Pixels);
+            (images.collect(), Some(decoded.images_per_second), None)
+        }
+    };
     corpus.remove_images(&bad);
     debug_assert_eq!(images.len(), corpus.images.len());
 
-    let summary = summarize(&corpus, decoded.images_per_second);
+    let summary = summarize(&corpus, images_per_second);
     print_preflight(&corpus, &summary);
     if files.strict && !corpus.problems.is_empty() {
         return Err(DatasetError::Strict {
@@ -140,6 +182,7 @@ fn prepare_files(
         images: Vec::new(),
         references: Vec::new(),
         scenes: None,
+        cache,
     };
     for (entry, image) in corpus.images.iter().zip(images) {
         let encoded = entry.captions.iter().map(|c| vocab.encode(c));
@@ -174,7 +217,7 @@ fn prepare_files(
     })
 }
 
-fn summarize(corpus: &Corpus, images_per_second: f64) -> DataSummary {
+fn summarize(corpus: &Corpus, images_per_second: Option<f64>) -> DataSummary {
     let counts = |p: &Problems| {
         p.counts()
             .into_iter()
@@ -194,7 +237,7 @@ fn summarize(corpus: &Corpus, images_per_second: f64) -> DataSummary {
             .collect(),
         unsplit_images: corpus.unsplit_images,
         skipped: counts(&corpus.problems),
-        images_per_second: Some(images_per_second),
+        images_per_second,
     }
 }
 

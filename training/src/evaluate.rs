@@ -4,9 +4,10 @@ use burn::prelude::*;
 use captioner_datasets::image::{to_normalized_chw, RgbImage};
 use std::sync::Arc;
 
+use captioner_datasets::feature_cache::FeatureCache;
 use captioner_datasets::shapes::{CaptionCheck, Scene, ShapesConfig};
 use captioner_datasets::Split;
-use captioner_datasets::{tokenize, Vocab};
+use captioner_datasets::{tokenize, ItemImage, Vocab};
 use captioner_model::{Caption, Captioner, SearchConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -52,17 +53,46 @@ pub fn caption_images<B: Backend>(
     captions
 }
 
+/// Captions pictures from their cached encoder features.
+fn caption_cached<B: Backend>(
+    model: &Captioner<B>,
+    cache: &FeatureCache,
+    images: &[ItemImage],
+    search: &SearchConfig,
+    device: &B::Device,
+) -> Vec<Caption> {
+    let (positions, channels) = cache.grid();
+    let mut captions = Vec::with_capacity(images.len());
+    for chunk in images.chunks(64) {
+        let mut values = Vec::with_capacity(chunk.len() * positions * channels);
+        for image in chunk {
+            match image {
+                ItemImage::Cached(row) => cache.read_row(*row, &mut values),
+                ItemImage::Pixels(_) => panic!("pixels where cached features were expected"),
+            }
+        }
+        let features = Tensor::from_data(
+            TensorData::new(values, [chunk.len(), positions, channels]),
+            device,
+        );
+        captions.extend(model.caption_features(features, search));
+    }
+    captions
+}
+
 /// The images a run is scored on, with their reference captions.
 #[derive(Debug, Clone)]
 pub struct HeldOut {
     /// Which split they are.
     pub split: Split,
-    /// The pictures.
-    pub images: Vec<Arc<RgbImage>>,
+    /// The pictures (or their rows in `cache`).
+    pub images: Vec<ItemImage>,
     /// Each picture's reference captions, tokenised and joined by spaces.
     pub references: Vec<Vec<String>>,
     /// For the shapes dataset, the scenes themselves, so that captions can be checked.
     pub scenes: Option<Vec<Scene>>,
+    /// The feature cache that `images` point into, if they are cached.
+    pub cache: Option<Arc<FeatureCache>>,
 }
 
 impl HeldOut {
@@ -73,13 +103,14 @@ impl HeldOut {
             split,
             images: scenes
                 .iter()
-                .map(|s| Arc::new(s.render(config.image_size)))
+                .map(|s| Arc::new(s.render(config.image_size)).into())
                 .collect(),
             references: scenes
                 .iter()
                 .map(|s| s.captions().iter().map(|c| tokenize(c).join(" ")).collect())
                 .collect(),
             scenes: Some(scenes),
+            cache: None,
         }
     }
 }
@@ -164,8 +195,20 @@ pub fn evaluate<B: Backend>(
     search: &SearchConfig,
     device: &B::Device,
 ) -> EvalReport {
-    let images: Vec<&RgbImage> = held_out.images.iter().map(|i| i.as_ref()).collect();
-    let captions = caption_images(model, &images, image_size, search, 64, device, true);
+    let captions = match &held_out.cache {
+        Some(cache) => caption_cached(model, cache, &held_out.images, search, device),
+        None => {
+            let images: Vec<&RgbImage> = held_out
+                .images
+                .iter()
+                .map(|i| match i {
+                    ItemImage::Pixels(image) => image.as_ref(),
+                    ItemImage::Cached(_) => panic!("cached pictures without their cache"),
+                })
+                .collect();
+            caption_images(model, &images, image_size, search, 64, device, true)
+        }
+    };
     let texts: Vec<String> = captions.iter().map(|c| vocab.decode(&c.tokens)).collect();
     let shapes = held_out.scenes.as_ref().map(|scenes| {
         let checks: Vec<CaptionCheck> = scenes
@@ -185,7 +228,7 @@ pub fn evaluate<B: Backend>(
     });
     EvalReport {
         split: held_out.split,
-        images: images.len(),
+        images: held_out.images.len(),
         beam_size: search.beam_size,
         bleu: corpus_bleu(&texts, &held_out.references),
         shapes,

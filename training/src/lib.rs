@@ -7,6 +7,7 @@ pub mod bleu;
 pub mod config;
 pub mod data;
 pub mod evaluate;
+pub mod feature_cache;
 pub mod renderer;
 pub mod run_dir;
 pub mod train;

@@ -8,12 +8,14 @@ use anyhow::{Context, Result};
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataset::Dataset;
 use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
+use burn::module::AutodiffModule;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::AdamConfig;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
+use captioner_datasets::decode::Resize;
 use captioner_datasets::vocab::PAD;
 use captioner_datasets::Vocab;
 use captioner_model::{
@@ -24,8 +26,9 @@ use serde::{Deserialize, Serialize};
 use crate::batcher::CaptionBatcher;
 use crate::config::DataSource;
 use crate::config::TrainConfig;
-use crate::data::{prepare, DataSummary};
+use crate::data::{prepare, DataSummary, OpenCache};
 use crate::evaluate::{evaluate, EvalReport};
+use crate::feature_cache::CacheEncoder;
 use crate::renderer::PlainRenderer;
 use crate::run_dir::{RunDir, WeightsRecorder};
 
@@ -46,17 +49,24 @@ pub struct TrainReport {
     pub config: TrainConfig,
 }
 
+/// The encoder that `config` asks for.
+pub fn encoder_config(config: &TrainConfig) -> EncoderConfig {
+    EncoderConfig::SmallCnn(
+        SmallCnnConfig::new()
+            .with_image_size(config.data.image_size())
+            .with_channels(config.cnn_channels.clone()),
+    )
+}
+
 /// The model shape that `config` asks for, with a vocabulary of `vocab_size` words.
 pub fn model_config(config: &TrainConfig, vocab_size: usize) -> CaptionerConfig {
-    let encoder = SmallCnnConfig::new()
-        .with_image_size(config.data.image_size())
-        .with_channels(config.cnn_channels.clone());
+    let encoder = encoder_config(config);
     let decoder = DecoderConfig::new(vocab_size, encoder.feature_dim())
         .with_embed_dim(config.embed_dim)
         .with_attention_dim(config.attention_dim)
         .with_hidden_dim(config.hidden_dim)
         .with_dropout(config.dropout);
-    CaptionerConfig::new(EncoderConfig::SmallCnn(encoder), decoder)
+    CaptionerConfig::new(encoder, decoder)
         .with_attention_regularization(config.attention_regularization)
 }
 
@@ -77,7 +87,38 @@ pub fn train<B: AutodiffBackend>(
         Some(_) => Some(Vocab::load(&run.vocab()).map_err(anyhow::Error::msg)?),
         None => None,
     };
-    let data = prepare(&config.data, saved_vocab, config.min_word_freq)?;
+    // The encoder comes first: a feature cache is made with its weights, before the
+    // vocabulary (and so the decoder's size) is known.
+    B::seed(&device, config.seed);
+    let encoder_config = encoder_config(&config);
+    let mut encoder = encoder_config.init::<B>(&device);
+    let cached = match &config.data {
+        DataSource::Files(files) if files.cache_features => Some(files),
+        _ => None,
+    };
+    if config.freeze_encoder || cached.is_some() {
+        encoder = encoder.no_grad();
+    }
+    let inner_encoder = encoder.valid();
+    let open_cache = |paths: &[std::path::PathBuf]| {
+        let files = cached.expect("only called for cached runs");
+        CacheEncoder {
+            encoder: &inner_encoder,
+            config: &encoder_config,
+            resize: Resize {
+                size: files.image_size,
+                center_crop: files.center_crop,
+            },
+            device: device.clone(),
+        }
+        .open_or_build(paths, &files.cache_dir, files.dataset.name())
+    };
+    let data = prepare(
+        &config.data,
+        saved_vocab,
+        config.min_word_freq,
+        cached.map(|_| &open_cache as OpenCache),
+    )?;
     let vocab = data.vocab;
     vocab
         .save(&run.vocab())
@@ -86,9 +127,7 @@ pub fn train<B: AutodiffBackend>(
     model_config
         .save(run.model_config())
         .with_context(|| format!("cannot write {}", run.model_config().display()))?;
-
-    B::seed(&device, config.seed);
-    let model = model_config.init::<B>(&device);
+    let model = model_config.init_with_encoder(encoder, &device);
     let image_size = config.data.image_size();
     let hflip = matches!(&config.data, DataSource::Files(f) if f.hflip);
     let steps = config.epochs * data.train.len().div_ceil(config.batch_size);
@@ -102,12 +141,14 @@ pub fn train<B: AutodiffBackend>(
         .with_min_lr(config.lr / 20.0)
         .init()
         .map_err(|e| anyhow::anyhow!("learning rate {}: {e}", config.lr))?;
-    let train_loader = DataLoaderBuilder::new(CaptionBatcher::new(image_size).with_hflip(hflip))
+    let cache = data.held_out.cache.clone();
+    let batcher = CaptionBatcher::new(image_size).with_cache(cache);
+    let train_loader = DataLoaderBuilder::new(batcher.clone().with_hflip(hflip))
         .batch_size(config.batch_size)
         .shuffle(config.seed)
         .num_workers(config.workers)
         .build(data.train);
-    let valid_loader = DataLoaderBuilder::new(CaptionBatcher::new(image_size))
+    let valid_loader = DataLoaderBuilder::new(batcher)
         .batch_size(config.batch_size)
         .num_workers(config.workers)
         .build(data.valid);

@@ -13,7 +13,7 @@ use captioner_datasets::shapes::{Scene, ShapesConfig, Split};
 use captioner_datasets::{CaptionItem, Vocab};
 use captioner_model::{
     beam_search, greedy, CaptionBatch, Captioner, CaptionerConfig, DecoderConfig, EncoderConfig,
-    SearchConfig, SmallCnnConfig,
+    EncoderInput, SearchConfig, SmallCnnConfig,
 };
 use captioner_training::run_dir::WeightsRecorder;
 use captioner_training::CaptionBatcher;
@@ -44,7 +44,7 @@ fn batch<B: Backend>(scenes: &[Scene], vocab: &Vocab, caption: usize) -> Caption
     let items = scenes
         .iter()
         .map(|s| CaptionItem {
-            image: std::sync::Arc::new(s.render(IMAGE)),
+            image: std::sync::Arc::new(s.render(IMAGE)).into(),
             captions: vec![vocab.encode(&s.captions()[caption])],
         })
         .collect();
@@ -84,7 +84,10 @@ fn overfitted() -> &'static Fixture {
 }
 
 fn images<B: Backend>(scenes: &[Scene]) -> Tensor<B, 4> {
-    batch::<B>(scenes, &Vocab::build(["a"], 1), 0).images
+    match batch::<B>(scenes, &Vocab::build(["a"], 1), 0).input {
+        EncoderInput::Images(images) => images,
+        EncoderInput::Features(_) => unreachable!("the batcher gives pixels without a cache"),
+    }
 }
 
 #[test]

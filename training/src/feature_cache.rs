@@ -1,0 +1,137 @@
+//! Filling a feature cache with a frozen encoder: decode the pictures in chunks on every core,
+//! run the encoder over them in batches, and store the grids (see
+//! [`captioner_datasets::feature_cache`] for the format and the staleness rules).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::*;
+use captioner_datasets::decode::{decode_all, Resize};
+use captioner_datasets::feature_cache::{CacheKey, FeatureCache, FeatureCacheWriter};
+use captioner_datasets::image::to_normalized_chw;
+use captioner_model::{Encoder, EncoderConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Collects the values of every float parameter, in module order.
+struct WeightBytes(Vec<u8>);
+
+impl<B: Backend> ModuleVisitor<B> for WeightBytes {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let data = param.val().into_data().convert::<f32>();
+        self.0.extend_from_slice(&data.bytes);
+    }
+}
+
+/// SHA-256 of a module's weights (values only: parameter ids, which are random, do not count).
+pub fn weights_sha256<B: Backend, M: Module<B>>(module: &M) -> String {
+    let mut bytes = WeightBytes(Vec::new());
+    module.visit(&mut bytes);
+    CacheKey::hash_bytes(&bytes.0)
+}
+
+/// A frozen encoder ready to fill or open a cache.
+#[derive(Debug)]
+pub struct CacheEncoder<'a, B: Backend> {
+    /// The encoder (its weights decide the key).
+    pub encoder: &'a Encoder<B>,
+    /// Its settings.
+    pub config: &'a EncoderConfig,
+    /// How pictures are resized for it.
+    pub resize: Resize,
+    /// Where it runs.
+    pub device: B::Device,
+}
+
+impl<B: Backend> CacheEncoder<'_, B> {
+    /// The cache of `files` under `root` (a folder named after `prefix` and the key): opened if
+    /// a complete one made by this very encoder from these very files is there, built otherwise.
+    /// Prints which, and how long building took.
+    pub fn open_or_build(
+        &self,
+        files: &[PathBuf],
+        root: &Path,
+        prefix: &str,
+    ) -> Result<Arc<FeatureCache>> {
+        let key = CacheKey {
+            encoder: serde_json::to_value(self.config)?,
+            weights_sha256: weights_sha256(self.encoder),
+            resize: self.resize,
+            images_sha256: CacheKey::hash_files(files)?,
+            images: files.len(),
+        };
+        let dir = root.join(key.folder_name(prefix));
+        if let Some(cache) = FeatureCache::open(&dir, &key) {
+            println!(
+                "Feature cache: {} ({} pictures, {} KiB each)",
+                dir.display(),
+                cache.len(),
+                cache.bytes_per_image() / 1024
+            );
+            return Ok(Arc::new(cache));
+        }
+        let started = Instant::now();
+        let positions = self.config.grid_positions();
+        let channels = self.config.feature_dim();
+        let mut writer = FeatureCacheWriter::create(&dir, key, positions, channels)?;
+        let bar = ProgressBar::new(files.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "caching features {bar:30} {pos}/{len} images  {per_sec}  eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        let size = self.resize.size;
+        for chunk in files.chunks(256) {
+            let decoded = decode_all(chunk, &self.resize, false);
+            let mut errors = decoded.errors.into_iter();
+            for batch in decoded.images.chunks(32) {
+                let good: Vec<_> = batch.iter().flatten().collect();
+                let mut grids = Vec::new().into_iter();
+                if !good.is_empty() {
+                    let mut pixels = Vec::with_capacity(good.len() * 3 * size * size);
+                    for image in &good {
+                        pixels.extend(to_normalized_chw(image, size));
+                    }
+                    let images = Tensor::<B, 4>::from_data(
+                        TensorData::new(pixels, [good.len(), 3, size, size]),
+                        &self.device,
+                    );
+                    let values: Vec<f32> = self
+                        .encoder
+                        .forward(images)
+                        .into_data()
+                        .convert::<f32>()
+                        .to_vec()
+                        .expect("float features");
+                    grids = values
+                        .chunks(positions * channels)
+                        .map(<[f32]>::to_vec)
+                        .collect::<Vec<_>>()
+                        .into_iter();
+                }
+                for image in batch {
+                    match image {
+                        Some(_) => writer.push(&grids.next().expect("one grid a picture"))?,
+                        None => writer.push_unreadable(
+                            errors.next().expect("one error a failure").to_string(),
+                        )?,
+                    }
+                }
+            }
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        let cache = writer.finish()?;
+        println!(
+            "Feature cache built in {:.1}s: {} ({} pictures, {} KiB each)",
+            started.elapsed().as_secs_f64(),
+            dir.display(),
+            cache.len(),
+            cache.bytes_per_image() / 1024
+        );
+        Ok(Arc::new(cache))
+    }
+}
