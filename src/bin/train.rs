@@ -77,7 +77,7 @@ struct Args {
     #[arg(long)]
     batch_size: Option<usize>,
     /// Adam learning rate at the start; it decays along a cosine to a twentieth of it by the
-    /// last epoch [default: 0.002; real datasets: 0.001].
+    /// last epoch [default: 0.003; real datasets: 0.001].
     #[arg(long)]
     lr: Option<f64>,
     /// Seed of weight initialisation and data shuffling [default: 42].

@@ -125,7 +125,7 @@ impl Default for TrainConfig {
         Self {
             epochs: 9,
             batch_size: 32,
-            lr: 2e-3,
+            lr: 3e-3,
             seed: 42,
             grad_clip: 5.0,
             workers: 2,
