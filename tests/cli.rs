@@ -326,6 +326,28 @@ fn train_on_a_flickr8k_folder_lists_what_it_skips_and_strict_refuses() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with(picture.to_str().unwrap()));
 
+    // Pictures over the memory budget are decoded by the loader every epoch instead.
+    let lazy = exec(
+        "train",
+        &[
+            &small[..],
+            &[
+                "--image-memory-gb",
+                "0",
+                "--out",
+                dir.join("lazy").to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
+    let lazy_out = text(&lazy.stdout);
+    assert!(lazy.status.success(), "{lazy_out}\n{}", text(&lazy.stderr));
+    assert!(
+        lazy_out.contains("decodes them again every epoch"),
+        "{lazy_out}"
+    );
+    assert!(lazy_out.contains("Held-out dev images: 2"), "{lazy_out}");
+
     let strict = exec(
         "train",
         &[

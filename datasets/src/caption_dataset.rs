@@ -1,18 +1,41 @@
 //! The in-memory dataset of images and their captions that the data loader draws from.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use burn::data::dataset::Dataset;
 
-use crate::image::RgbImage;
+use crate::decode::Resize;
+use crate::image::{load_rgb, RgbImage};
 
-/// The picture of an item: decoded pixels, or a row of a feature cache.
+/// The picture of an item: decoded pixels, its file, or a row of a feature cache.
 #[derive(Debug, Clone)]
 pub enum ItemImage {
     /// The picture, already resized for the encoder.
     Pixels(Arc<RgbImage>),
+    /// The picture's file, decoded when a batch needs it (datasets too large for memory).
+    File(Arc<Path>),
     /// Row of the picture's encoder features in the run's [`crate::feature_cache::FeatureCache`].
     Cached(usize),
+}
+
+impl ItemImage {
+    /// The picture resized by `resize`: as kept, or decoded from its file now; `None` for a
+    /// cached item. A file that became unreadable since the preflight gives a black picture
+    /// and a warning on stderr rather than stopping a long run.
+    pub fn pixels(&self, resize: &Resize) -> Option<Arc<RgbImage>> {
+        match self {
+            ItemImage::Pixels(image) => Some(image.clone()),
+            ItemImage::File(path) => Some(Arc::new(match load_rgb(path) {
+                Ok(image) => resize.apply(&image),
+                Err(e) => {
+                    eprintln!("warning: {e} (a black picture stands in)");
+                    RgbImage::new(resize.size as u32, resize.size as u32)
+                }
+            })),
+            ItemImage::Cached(_) => None,
+        }
+    }
 }
 
 impl From<Arc<RgbImage>> for ItemImage {

@@ -53,7 +53,8 @@ impl Resize {
 /// What decoding a set of pictures gave.
 #[derive(Debug)]
 pub struct Decoded {
-    /// The pictures resized for the encoder, `None` where decoding failed.
+    /// The pictures resized for the encoder, `None` where decoding failed (or when they were
+    /// not kept).
     pub images: Vec<Option<Arc<RgbImage>>>,
     /// The failures, in input order.
     pub errors: Vec<ImageLoadError>,
@@ -62,8 +63,9 @@ pub struct Decoded {
 }
 
 /// Decodes and resizes every file of `paths` on all cores (rayon), with a progress bar on
-/// stderr when `progress` is true.
-pub fn decode_all(paths: &[PathBuf], resize: &Resize, progress: bool) -> Decoded {
+/// stderr when `progress` is true. With `keep` false the pictures are only checked (all come
+/// back `None`; the errors are still listed).
+pub fn decode_all(paths: &[PathBuf], resize: &Resize, progress: bool, keep: bool) -> Decoded {
     let bar = if progress {
         ProgressBar::new(paths.len() as u64)
     } else {
@@ -74,10 +76,10 @@ pub fn decode_all(paths: &[PathBuf], resize: &Resize, progress: bool) -> Decoded
             .expect("valid template"),
     );
     let started = Instant::now();
-    let results: Vec<Result<RgbImage, ImageLoadError>> = paths
+    let results: Vec<Result<Option<RgbImage>, ImageLoadError>> = paths
         .par_iter()
         .map(|path| {
-            let image = load_rgb(path).map(|image| resize.apply(&image));
+            let image = load_rgb(path).map(|image| keep.then(|| resize.apply(&image)));
             bar.inc(1);
             image
         })
@@ -88,7 +90,7 @@ pub fn decode_all(paths: &[PathBuf], resize: &Resize, progress: bool) -> Decoded
     let mut errors = Vec::new();
     for result in results {
         match result {
-            Ok(image) => images.push(Some(Arc::new(image))),
+            Ok(image) => images.push(image.map(Arc::new)),
             Err(e) => {
                 images.push(None);
                 errors.push(e);
@@ -148,7 +150,11 @@ mod tests {
             size: 8,
             center_crop: true,
         };
-        let decoded = decode_all(&[good, truncated, dir.join("missing.jpg")], &resize, false);
+        let paths = [good, truncated, dir.join("missing.jpg")];
+        let checked = decode_all(&paths, &resize, false, false);
+        assert!(checked.images.iter().all(Option::is_none));
+        assert_eq!(checked.errors.len(), 2);
+        let decoded = decode_all(&paths, &resize, false, true);
         assert_eq!(decoded.images[0].as_ref().unwrap().dimensions(), (8, 8));
         assert!(decoded.images[1].is_none() && decoded.images[2].is_none());
         assert_eq!(decoded.errors.len(), 2);

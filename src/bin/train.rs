@@ -67,6 +67,11 @@ struct Args {
     /// Implies --freeze-encoder.
     #[arg(long)]
     cache_features: bool,
+    /// Keep decoded pictures in memory up to this many gigabytes (a 224-pixel picture takes
+    /// 150 KB); a larger dataset is decoded again every epoch by the data loader's workers
+    /// [default: 8].
+    #[arg(long, value_name = "GB")]
+    image_memory_gb: Option<f64>,
     /// Folder of feature caches [default: artifacts/cache].
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -182,6 +187,9 @@ impl Args {
                     files.cache_dir = dir.clone();
                 }
                 files.cache_features |= self.cache_features;
+                if let Some(gb) = self.image_memory_gb {
+                    files.image_memory_gb = gb;
+                }
                 files.center_crop &= !self.squash;
                 files.strict |= self.strict;
                 files.hflip |= self.hflip;

@@ -6,6 +6,7 @@ use captioner_datasets::image::{hflip, to_normalized_chw};
 use captioner_datasets::vocab::PAD;
 use std::sync::Arc;
 
+use captioner_datasets::decode::Resize;
 use captioner_datasets::feature_cache::FeatureCache;
 use captioner_datasets::{CaptionItem, ItemImage};
 use captioner_model::{CaptionBatch, EncoderInput};
@@ -14,7 +15,7 @@ use captioner_model::{CaptionBatch, EncoderInput};
 /// as one row padded to the longest, and records which image each caption belongs to.
 #[derive(Debug, Clone)]
 pub struct CaptionBatcher {
-    image_size: usize,
+    resize: Resize,
     hflip: bool,
     cache: Option<Arc<FeatureCache>>,
 }
@@ -23,7 +24,10 @@ impl CaptionBatcher {
     /// A batcher for an encoder that takes `image_size` x `image_size` pictures.
     pub fn new(image_size: usize) -> Self {
         Self {
-            image_size,
+            resize: Resize {
+                size: image_size,
+                center_crop: true,
+            },
             hflip: false,
             cache: None,
         }
@@ -34,6 +38,11 @@ impl CaptionBatcher {
         Self { cache, ..self }
     }
 
+    /// How pictures read from their files are resized (centre crop by default).
+    pub fn with_resize(self, resize: Resize) -> Self {
+        Self { resize, ..self }
+    }
+
     /// Mirrors each picture left-right with probability 1/2 when `hflip` is true.
     pub fn with_hflip(self, hflip: bool) -> Self {
         Self { hflip, ..self }
@@ -42,7 +51,7 @@ impl CaptionBatcher {
 
 impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
     fn batch(&self, items: Vec<CaptionItem>, device: &B::Device) -> CaptionBatch<B> {
-        let size = self.image_size;
+        let size = self.resize.size;
         let captions: Vec<(usize, &Vec<u32>)> = items
             .iter()
             .enumerate()
@@ -65,7 +74,7 @@ impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
                 for item in &items {
                     match item.image {
                         ItemImage::Cached(row) => cache.read_row(row, &mut values),
-                        ItemImage::Pixels(_) => panic!("a batch mixes pixels and cached features"),
+                        _ => panic!("a batch mixes pixels and cached features"),
                     }
                 }
                 EncoderInput::Features(Tensor::from_data(
@@ -76,13 +85,14 @@ impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
             _ => {
                 let mut pixels = Vec::with_capacity(items.len() * 3 * size * size);
                 for item in &items {
-                    let ItemImage::Pixels(image) = &item.image else {
-                        panic!("a batch mixes pixels and cached features");
-                    };
+                    let image = item
+                        .image
+                        .pixels(&self.resize)
+                        .expect("a batch mixes pixels and cached features");
                     if self.hflip && rand::random_bool(0.5) {
-                        pixels.extend(to_normalized_chw(&hflip(image), size));
+                        pixels.extend(to_normalized_chw(&hflip(&image), size));
                     } else {
-                        pixels.extend(to_normalized_chw(image, size));
+                        pixels.extend(to_normalized_chw(&image, size));
                     }
                 }
                 EncoderInput::Images(Tensor::from_data(

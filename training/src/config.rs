@@ -41,6 +41,9 @@ pub struct FilesConfig {
     pub cache_features: bool,
     /// Where feature caches live; each is a folder named after what it was made from.
     pub cache_dir: PathBuf,
+    /// Decoded pictures are kept in memory when they take at most this many gigabytes;
+    /// beyond, the data loader decodes them from their files every epoch.
+    pub image_memory_gb: f64,
 }
 
 impl FilesConfig {
@@ -57,6 +60,7 @@ impl FilesConfig {
             hflip: false,
             cache_features: false,
             cache_dir: PathBuf::from("artifacts/cache"),
+            image_memory_gb: 8.0,
         }
     }
 }

@@ -140,11 +140,22 @@ fn prepare_files(
                 size: files.image_size,
                 center_crop: files.center_crop,
             };
-            let decoded = decode_all(&paths, &resize, true);
+            let gigabytes = (paths.len() * 3 * files.image_size.pow(2)) as f64 / 1e9;
+            let keep = gigabytes <= files.image_memory_gb;
+            let decoded = decode_all(&paths, &resize, true, keep);
             println!(
-                "Decoded {} pictures at {:.0} images/s",
+                "Decoded {} pictures at {:.0} images/s; {}",
                 paths.len(),
-                decoded.images_per_second
+                decoded.images_per_second,
+                if keep {
+                    format!("kept in memory ({gigabytes:.1} GB)")
+                } else {
+                    format!(
+                        "at {gigabytes:.1} GB they exceed --image-memory-gb {}: the data loader \
+                         decodes them again every epoch",
+                        files.image_memory_gb
+                    )
+                }
             );
             for error in &decoded.errors {
                 corpus.problems.push(
@@ -155,7 +166,14 @@ fn prepare_files(
                 );
                 bad.push(error.path().to_path_buf());
             }
-            let images = decoded.images.into_iter().flatten().map(ItemImage::Pixels);
+            let images = paths
+                .iter()
+                .zip(decoded.images)
+                .filter(|(path, _)| !bad.contains(path))
+                .map(|(path, image)| match image {
+                    Some(image) => ItemImage::Pixels(image),
+                    None => ItemImage::File(path.as_path().into()),
+                });
             (images.collect(), Some(decoded.images_per_second), None)
         }
     };
@@ -183,6 +201,10 @@ fn prepare_files(
         references: Vec::new(),
         scenes: None,
         cache,
+        resize: Resize {
+            size: files.image_size,
+            center_crop: files.center_crop,
+        },
     };
     for (entry, image) in corpus.images.iter().zip(images) {
         let encoded = entry.captions.iter().map(|c| vocab.encode(c));

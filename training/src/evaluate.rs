@@ -4,6 +4,7 @@ use burn::prelude::*;
 use captioner_datasets::image::{to_normalized_chw, RgbImage};
 use std::sync::Arc;
 
+use captioner_datasets::decode::Resize;
 use captioner_datasets::feature_cache::FeatureCache;
 use captioner_datasets::shapes::{CaptionCheck, Scene, ShapesConfig};
 use captioner_datasets::Split;
@@ -68,7 +69,7 @@ fn caption_cached<B: Backend>(
         for image in chunk {
             match image {
                 ItemImage::Cached(row) => cache.read_row(*row, &mut values),
-                ItemImage::Pixels(_) => panic!("pixels where cached features were expected"),
+                _ => panic!("pictures where cached features were expected"),
             }
         }
         let features = Tensor::from_data(
@@ -93,6 +94,8 @@ pub struct HeldOut {
     pub scenes: Option<Vec<Scene>>,
     /// The feature cache that `images` point into, if they are cached.
     pub cache: Option<Arc<FeatureCache>>,
+    /// How pictures read from files are resized.
+    pub resize: Resize,
 }
 
 impl HeldOut {
@@ -111,6 +114,10 @@ impl HeldOut {
                 .collect(),
             scenes: Some(scenes),
             cache: None,
+            resize: Resize {
+                size: config.image_size,
+                center_crop: false,
+            },
         }
     }
 }
@@ -198,14 +205,15 @@ pub fn evaluate<B: Backend>(
     let captions = match &held_out.cache {
         Some(cache) => caption_cached(model, cache, &held_out.images, search, device),
         None => {
-            let images: Vec<&RgbImage> = held_out
+            let pictures: Vec<Arc<RgbImage>> = held_out
                 .images
                 .iter()
-                .map(|i| match i {
-                    ItemImage::Pixels(image) => image.as_ref(),
-                    ItemImage::Cached(_) => panic!("cached pictures without their cache"),
+                .map(|i| {
+                    i.pixels(&held_out.resize)
+                        .expect("cached pictures come with their cache")
                 })
                 .collect();
+            let images: Vec<&RgbImage> = pictures.iter().map(|p| p.as_ref()).collect();
             caption_images(model, &images, image_size, search, 64, device, true)
         }
     };

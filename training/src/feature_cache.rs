@@ -85,7 +85,7 @@ impl<B: Backend> CacheEncoder<'_, B> {
         );
         let size = self.resize.size;
         for chunk in files.chunks(256) {
-            let decoded = decode_all(chunk, &self.resize, false);
+            let decoded = decode_all(chunk, &self.resize, false, true);
             let mut errors = decoded.errors.into_iter();
             for batch in decoded.images.chunks(32) {
                 let good: Vec<_> = batch.iter().flatten().collect();

@@ -142,7 +142,9 @@ pub fn train<B: AutodiffBackend>(
         .init()
         .map_err(|e| anyhow::anyhow!("learning rate {}: {e}", config.lr))?;
     let cache = data.held_out.cache.clone();
-    let batcher = CaptionBatcher::new(image_size).with_cache(cache);
+    let batcher = CaptionBatcher::new(image_size)
+        .with_resize(data.held_out.resize)
+        .with_cache(cache);
     let train_loader = DataLoaderBuilder::new(batcher.clone().with_hflip(hflip))
         .batch_size(config.batch_size)
         .shuffle(config.seed)
