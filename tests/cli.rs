@@ -273,13 +273,9 @@ fn flickr8k_fixture(dir: &Path) {
     std::fs::write(text_dir.join("Flickr_8k.devImages.txt"), "6.jpg\n7.jpg\n").unwrap();
 }
 
-#[test]
-fn train_on_a_flickr8k_folder_lists_what_it_skips_and_strict_refuses() {
-    let dir = temp_dir("flickr8k");
-    let data = dir.join("flickr8k");
-    flickr8k_fixture(&data);
-    let out_dir = dir.join("run");
-    let small = [
+/// `train` flags for one quick epoch of a tiny model on the fixture folder `data`.
+fn quick_flickr8k_flags(data: &Path) -> Vec<String> {
+    [
         "--dataset",
         "flickr8k",
         "--data-dir",
@@ -296,7 +292,19 @@ fn train_on_a_flickr8k_folder_lists_what_it_skips_and_strict_refuses() {
         "32",
         "--min-word-freq",
         "1",
-    ];
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[test]
+fn train_on_a_flickr8k_folder_lists_what_it_skips_and_strict_refuses() {
+    let dir = temp_dir("flickr8k");
+    let data = dir.join("flickr8k");
+    flickr8k_fixture(&data);
+    let out_dir = dir.join("run");
+    let flags = quick_flickr8k_flags(&data);
+    let small: Vec<&str> = flags.iter().map(String::as_str).collect();
     let run = exec(
         "train",
         &[&small[..], &["--out", out_dir.to_str().unwrap()]].concat(),
@@ -371,25 +379,13 @@ fn cache_features_builds_once_and_is_reused_by_the_next_run() {
     let cache = dir.join("cache");
     let train = |out: &str| {
         let out = dir.join(out);
+        let mut flags = quick_flickr8k_flags(&data);
+        flags.extend(["--cache-features", "--cache-dir"].map(String::from));
+        flags.push(cache.to_str().unwrap().into());
+        flags.extend(["--out".into(), out.to_str().unwrap().into()]);
         let run = exec(
             "train",
-            &[
-                "--dataset",
-                "flickr8k",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--epochs",
-                "1",
-                "--image-size",
-                "32",
-                "--hidden-dim",
-                "32",
-                "--cache-features",
-                "--cache-dir",
-                cache.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ],
+            &flags.iter().map(String::as_str).collect::<Vec<_>>(),
         );
         let stdout = text(&run.stdout);
         assert!(run.status.success(), "{stdout}\n{}", text(&run.stderr));
