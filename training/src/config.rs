@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use captioner_datasets::decode::Resize;
 use captioner_datasets::shapes::ShapesConfig;
 use captioner_datasets::{DatasetName, Format};
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,14 @@ pub struct FilesConfig {
 }
 
 impl FilesConfig {
+    /// How a picture becomes the encoder's input.
+    pub fn resize(&self) -> Resize {
+        Resize {
+            size: self.image_size,
+            center_crop: self.center_crop,
+        }
+    }
+
     /// The defaults for `dataset` in `data_dir`.
     pub fn new(dataset: DatasetName, data_dir: PathBuf) -> Self {
         Self {

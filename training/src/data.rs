@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use burn::data::dataset::Dataset;
-use captioner_datasets::decode::{decode_all, Resize};
+use captioner_datasets::decode::decode_all;
 use captioner_datasets::feature_cache::FeatureCache;
 use captioner_datasets::format::{detect, load};
 use captioner_datasets::problems::{ProblemKind, Problems};
@@ -77,14 +77,16 @@ pub fn prepare(
             summary
                 .splits
                 .insert(Split::Valid, (valid.num_images(), valid.len()));
+            let held_out = HeldOut::shapes(shapes, Split::Test);
+            let test_captions = held_out.references.iter().map(Vec::len).sum();
             summary
                 .splits
-                .insert(Split::Test, (shapes.test, 5 * shapes.test));
+                .insert(Split::Test, (held_out.images.len(), test_captions));
             Ok(RunData {
                 vocab,
                 train,
                 valid,
-                held_out: HeldOut::shapes(shapes, Split::Test),
+                held_out,
                 summary,
             })
         }
@@ -136,10 +138,7 @@ fn prepare_files(
             (rows, None, Some(cache))
         }
         None => {
-            let resize = Resize {
-                size: files.image_size,
-                center_crop: files.center_crop,
-            };
+            let resize = files.resize();
             let gigabytes = (paths.len() * 3 * files.image_size.pow(2)) as f64 / 1e9;
             let keep = gigabytes <= files.image_memory_gb;
             let decoded = decode_all(&paths, &resize, true, keep);
@@ -201,10 +200,7 @@ fn prepare_files(
         references: Vec::new(),
         scenes: None,
         cache,
-        resize: Resize {
-            size: files.image_size,
-            center_crop: files.center_crop,
-        },
+        resize: files.resize(),
     };
     for (entry, image) in corpus.images.iter().zip(images) {
         let encoded = entry.captions.iter().map(|c| vocab.encode(c));

@@ -15,7 +15,6 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
-use captioner_datasets::decode::Resize;
 use captioner_datasets::vocab::PAD;
 use captioner_datasets::Vocab;
 use captioner_model::{
@@ -99,16 +98,12 @@ pub fn train<B: AutodiffBackend>(
     if config.freeze_encoder || cached.is_some() {
         encoder = encoder.no_grad();
     }
-    let inner_encoder = encoder.valid();
     let open_cache = |paths: &[std::path::PathBuf]| {
         let files = cached.expect("only called for cached runs");
         CacheEncoder {
-            encoder: &inner_encoder,
+            encoder: &encoder.valid(),
             config: &encoder_config,
-            resize: Resize {
-                size: files.image_size,
-                center_crop: files.center_crop,
-            },
+            resize: files.resize(),
             device: device.clone(),
         }
         .open_or_build(paths, &files.cache_dir, files.dataset.name())
