@@ -69,16 +69,9 @@ impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
                     .cache
                     .as_ref()
                     .expect("cached items need the batcher's cache");
-                let (positions, channels) = cache.grid();
-                let mut values = Vec::with_capacity(items.len() * positions * channels);
-                for item in &items {
-                    match item.image {
-                        ItemImage::Cached(row) => cache.read_row(row, &mut values),
-                        _ => panic!("a batch mixes pixels and cached features"),
-                    }
-                }
-                EncoderInput::Features(Tensor::from_data(
-                    TensorData::new(values, [items.len(), positions, channels]),
+                EncoderInput::Features(cached_features(
+                    cache,
+                    items.iter().map(|i| &i.image),
                     device,
                 ))
             }
@@ -117,6 +110,28 @@ impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
             ),
         }
     }
+}
+
+/// The cached feature grids of `images`, `[images, positions, channels]`; every image must be
+/// a row of `cache`.
+pub fn cached_features<'a, B: Backend>(
+    cache: &FeatureCache,
+    images: impl ExactSizeIterator<Item = &'a ItemImage>,
+    device: &B::Device,
+) -> Tensor<B, 3> {
+    let (positions, channels) = cache.grid();
+    let count = images.len();
+    let mut values = Vec::with_capacity(count * positions * channels);
+    for image in images {
+        match image {
+            ItemImage::Cached(row) => cache.read_row(*row, &mut values),
+            _ => panic!("pictures mixed with cached features"),
+        }
+    }
+    Tensor::from_data(
+        TensorData::new(values, [count, positions, channels]),
+        device,
+    )
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use captioner_model::{Caption, Captioner, SearchConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
+use crate::batcher::cached_features;
 use crate::bleu::corpus_bleu;
 
 /// Captions `images` in batches of `batch_size` with a progress bar (hidden when
@@ -62,20 +63,9 @@ fn caption_cached<B: Backend>(
     search: &SearchConfig,
     device: &B::Device,
 ) -> Vec<Caption> {
-    let (positions, channels) = cache.grid();
     let mut captions = Vec::with_capacity(images.len());
     for chunk in images.chunks(64) {
-        let mut values = Vec::with_capacity(chunk.len() * positions * channels);
-        for image in chunk {
-            match image {
-                ItemImage::Cached(row) => cache.read_row(*row, &mut values),
-                _ => panic!("pictures where cached features were expected"),
-            }
-        }
-        let features = Tensor::from_data(
-            TensorData::new(values, [chunk.len(), positions, channels]),
-            device,
-        );
+        let features = cached_features(cache, chunk.iter(), device);
         captions.extend(model.caption_features(features, search));
     }
     captions
