@@ -1,15 +1,25 @@
 //! The encoder seam: every CNN that turns images into a grid of features is a variant here,
 //! so the decoder, the training loop and inference never depend on which one is used.
 
-use burn::prelude::*;
+use std::path::Path;
 
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::inception_v3::{InceptionV3, InceptionV3Config};
+use crate::resnet::{ResNet, ResNetConfig};
 use crate::small_cnn::{SmallCnn, SmallCnnConfig};
+use crate::torchvision_weights::{load_torchvision, LoadedWeights, WeightsError};
 
 /// Which encoder to build, and its settings.
 #[derive(Config, Debug)]
 pub enum EncoderConfig {
     /// The small CNN trained from scratch.
     SmallCnn(SmallCnnConfig),
+    /// A torchvision ResNet.
+    ResNet(ResNetConfig),
+    /// torchvision's Inception v3.
+    InceptionV3(InceptionV3Config),
 }
 
 /// An image encoder: `[batch, 3, size, size]` images to `[batch, positions, channels]`.
@@ -17,6 +27,122 @@ pub enum EncoderConfig {
 pub enum Encoder<B: Backend> {
     /// The small CNN trained from scratch.
     SmallCnn(SmallCnn<B>),
+    /// A torchvision ResNet.
+    ResNet(ResNet<B>),
+    /// torchvision's Inception v3.
+    InceptionV3(InceptionV3<B>),
+}
+
+/// The encoders a user picks by name (`--encoder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EncoderName {
+    /// [`SmallCnn`], trained from scratch.
+    SmallCnn,
+    /// ResNet-18.
+    ResNet18,
+    /// ResNet-34.
+    ResNet34,
+    /// ResNet-50.
+    ResNet50,
+    /// ResNet-101.
+    ResNet101,
+    /// ResNet-152.
+    ResNet152,
+    /// Inception v3.
+    InceptionV3,
+}
+
+impl EncoderName {
+    /// Every encoder, in the order `--help` lists them.
+    pub const ALL: [EncoderName; 7] = [
+        EncoderName::SmallCnn,
+        EncoderName::ResNet18,
+        EncoderName::ResNet34,
+        EncoderName::ResNet50,
+        EncoderName::ResNet101,
+        EncoderName::ResNet152,
+        EncoderName::InceptionV3,
+    ];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            EncoderName::SmallCnn => "small-cnn",
+            EncoderName::ResNet18 => "resnet18",
+            EncoderName::ResNet34 => "resnet34",
+            EncoderName::ResNet50 => "resnet50",
+            EncoderName::ResNet101 => "resnet101",
+            EncoderName::ResNet152 => "resnet152",
+            EncoderName::InceptionV3 => "inception-v3",
+        }
+    }
+
+    /// The ResNet depth, for the ResNets.
+    pub fn resnet_depth(self) -> Option<usize> {
+        match self {
+            EncoderName::ResNet18 => Some(18),
+            EncoderName::ResNet34 => Some(34),
+            EncoderName::ResNet50 => Some(50),
+            EncoderName::ResNet101 => Some(101),
+            EncoderName::ResNet152 => Some(152),
+            _ => None,
+        }
+    }
+
+    /// Whether ImageNet weights exist for it (everything but the small CNN).
+    pub fn is_pretrained(self) -> bool {
+        self != EncoderName::SmallCnn
+    }
+
+    /// The ImageNet weights torchvision publishes, under `https://download.pytorch.org/models/`.
+    pub fn torchvision_file(self) -> Option<&'static str> {
+        match self {
+            EncoderName::SmallCnn => None,
+            EncoderName::ResNet18 => Some("resnet18-f37072fd.pth"),
+            EncoderName::ResNet34 => Some("resnet34-b627a593.pth"),
+            EncoderName::ResNet50 => Some("resnet50-0676ba61.pth"),
+            EncoderName::ResNet101 => Some("resnet101-63fe2227.pth"),
+            EncoderName::ResNet152 => Some("resnet152-394f9c45.pth"),
+            EncoderName::InceptionV3 => Some("inception_v3_google-0cc3c7bd.pth"),
+        }
+    }
+
+    /// The input size its weights were trained at (224, or 299 for Inception v3).
+    pub fn default_image_size(self) -> usize {
+        match self {
+            EncoderName::InceptionV3 => 299,
+            _ => 224,
+        }
+    }
+
+    /// The attention grid side it is pooled to by default (14 for ResNet, 8 for Inception v3).
+    pub fn default_grid(self) -> usize {
+        match self {
+            EncoderName::InceptionV3 => 8,
+            _ => 14,
+        }
+    }
+}
+
+impl std::fmt::Display for EncoderName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for EncoderName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.to_ascii_lowercase().replace('_', "-");
+        EncoderName::ALL
+            .into_iter()
+            .find(|e| e.name() == wanted || e.name().replace('-', "") == wanted)
+            .ok_or_else(|| {
+                let names: Vec<&str> = EncoderName::ALL.iter().map(|e| e.name()).collect();
+                format!("unknown encoder `{s}`; choose one of {}", names.join(", "))
+            })
+    }
 }
 
 impl EncoderConfig {
@@ -24,6 +150,17 @@ impl EncoderConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> Encoder<B> {
         match self {
             EncoderConfig::SmallCnn(c) => Encoder::SmallCnn(c.init(device)),
+            EncoderConfig::ResNet(c) => Encoder::ResNet(c.init(device)),
+            EncoderConfig::InceptionV3(c) => Encoder::InceptionV3(c.init(device)),
+        }
+    }
+
+    /// Its name, as `--encoder` spells it (`resnet50`, ...).
+    pub fn name(&self) -> String {
+        match self {
+            EncoderConfig::SmallCnn(_) => EncoderName::SmallCnn.name().into(),
+            EncoderConfig::ResNet(c) => format!("resnet{}", c.depth),
+            EncoderConfig::InceptionV3(_) => EncoderName::InceptionV3.name().into(),
         }
     }
 
@@ -31,6 +168,8 @@ impl EncoderConfig {
     pub fn image_size(&self) -> usize {
         match self {
             EncoderConfig::SmallCnn(c) => c.image_size,
+            EncoderConfig::ResNet(c) => c.image_size,
+            EncoderConfig::InceptionV3(c) => c.image_size,
         }
     }
 
@@ -38,6 +177,8 @@ impl EncoderConfig {
     pub fn feature_dim(&self) -> usize {
         match self {
             EncoderConfig::SmallCnn(c) => c.feature_dim(),
+            EncoderConfig::ResNet(c) => c.feature_dim(),
+            EncoderConfig::InceptionV3(c) => c.feature_dim(),
         }
     }
 
@@ -45,6 +186,8 @@ impl EncoderConfig {
     pub fn grid_positions(&self) -> usize {
         match self {
             EncoderConfig::SmallCnn(c) => c.grid_positions(),
+            EncoderConfig::ResNet(c) => c.grid_positions(),
+            EncoderConfig::InceptionV3(c) => c.grid_positions(),
         }
     }
 }
@@ -54,6 +197,40 @@ impl<B: Backend> Encoder<B> {
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
         match self {
             Encoder::SmallCnn(m) => m.forward(images),
+            Encoder::ResNet(m) => m.forward(images),
+            Encoder::InceptionV3(m) => m.forward(images),
+        }
+    }
+
+    /// Loads torchvision's ImageNet weights (`.pth`, or `.safetensors` with the same keys)
+    /// into a ResNet or Inception v3; `network` names it in errors.
+    pub fn load_torchvision(
+        &mut self,
+        path: &Path,
+        network: &str,
+    ) -> Result<LoadedWeights, WeightsError> {
+        match self {
+            Encoder::SmallCnn(_) => Err(WeightsError::Read {
+                path: path.to_path_buf(),
+                message: "the small CNN has no published weights; pick a ResNet or \
+                          inception-v3 with --encoder"
+                    .into(),
+            }),
+            Encoder::ResNet(m) => load_torchvision(m, path, &ResNet::<B>::KEY_REMAPS, network),
+            Encoder::InceptionV3(m) => {
+                load_torchvision(m, path, &InceptionV3::<B>::KEY_REMAPS, network)
+            }
+        }
+    }
+
+    /// For fine-tuning: stops gradients into the early layers (ResNet's stem and `layer1`,
+    /// Inception's layers before `Mixed_6a`) and leaves the rest trainable. The small CNN is
+    /// returned as it is.
+    pub fn freeze_early_layers(self) -> Self {
+        match self {
+            Encoder::SmallCnn(m) => Encoder::SmallCnn(m),
+            Encoder::ResNet(m) => Encoder::ResNet(m.freeze_early_layers()),
+            Encoder::InceptionV3(m) => Encoder::InceptionV3(m.freeze_early_layers()),
         }
     }
 }

@@ -1,25 +1,36 @@
 //! The captioning model: a CNN encoder giving a grid of features, and an LSTM decoder with soft
 //! (additive) attention over that grid, as in "Show, Attend and Tell" (Xu et al. 2015).
 //!
+//! Encoders: a small CNN trained from scratch, and torchvision's ResNet-18..152 and Inception v3
+//! that load the ImageNet `.pth` files users already have.
+//!
 //! Everything is generic over Burn's `Backend`: the same code runs on the CPU (ndarray, flex)
 //! and on GPUs (CUDA, WGPU).
 
 pub mod attention;
 pub mod batch;
 pub mod captioner;
+pub mod conv_bn;
 pub mod decoder;
 pub mod encoder;
+pub mod frozen_batch_norm;
+pub mod inception_v3;
 pub mod lstm_cell;
+pub mod resnet;
 pub mod search;
 pub mod small_cnn;
 mod step;
+pub mod torchvision_weights;
 
 pub use batch::{CaptionBatch, EncoderInput};
 pub use captioner::{Captioner, CaptionerConfig, CaptionerOutput};
 pub use decoder::{Decoder, DecoderConfig};
-pub use encoder::{Encoder, EncoderConfig};
+pub use encoder::{Encoder, EncoderConfig, EncoderName};
+pub use inception_v3::{InceptionV3, InceptionV3Config};
+pub use resnet::{ResNet, ResNetConfig};
 pub use search::{beam_search, greedy, Caption, SearchConfig};
 pub use small_cnn::{SmallCnn, SmallCnnConfig};
+pub use torchvision_weights::{LoadedWeights, WeightsError};
 
 /// Token ids that the model treats specially; they match `captioner_datasets::vocab`.
 pub mod tokens {
