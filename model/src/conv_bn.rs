@@ -1,9 +1,11 @@
 //! A convolution without bias followed by frozen batch normalisation: the unit that the
-//! torchvision CNNs are built from.
+//! torchvision CNNs are built from, and [`conv_forward`], which runs their stride-1
+//! convolutions as matrix products.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
 use burn::prelude::*;
+use burn::tensor::ops::PadMode;
 
 use crate::frozen_batch_norm::FrozenBatchNorm2d;
 
@@ -67,6 +69,136 @@ impl<B: Backend> ConvBn<B> {
 
     /// Convolution and normalisation, no activation.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.bn.forward(self.conv.forward(x))
+        self.bn.forward(conv_forward(&self.conv, x))
+    }
+}
+
+/// Runs a convolution as matrix products, one per kernel tap, each over a shifted copy of the
+/// input (for stride `s`, over one of the `s*s` phases of the input, so that nothing is
+/// computed and thrown away). Burn's ndarray backend runs this several times faster than its
+/// direct convolution: ResNet-50's forward pass went from 1.1 to about 2 images/s on two
+/// cores. Grouped or dilated convolutions go through `Conv2d` as they are.
+pub fn conv_forward<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
+        return conv.forward(x);
+    };
+    if conv.dilation != [1, 1] || conv.groups != 1 || conv.stride[0] != conv.stride[1] {
+        return conv.forward(x);
+    }
+    let [kh, kw] = conv.kernel_size;
+    let s = conv.stride[0];
+    let [batch, channels, h, w] = x.dims();
+    let (ho, wo) = (
+        (h + top + bottom - kh) / s + 1,
+        (w + left + right - kw) / s + 1,
+    );
+    let weight = conv.weight.val();
+    let out = weight.dims()[0];
+    let tap_weight = |dy: usize, dx: usize| {
+        weight
+            .clone()
+            .narrow(2, dy, 1)
+            .narrow(3, dx, 1)
+            .reshape([1, out, channels])
+    };
+    let mut y = if kh * kw == 1 && s == 1 && top + left + bottom + right == 0 {
+        tap_weight(0, 0).matmul(x.reshape([batch, channels, h * w]))
+    } else {
+        // Pad to whole phases: rows s*(ho-1)+kh at least, a multiple of s.
+        let hp = (s * (ho - 1) + kh).max(h + top).next_multiple_of(s);
+        let wp = (s * (wo - 1) + kw).max(w + left).next_multiple_of(s);
+        let padded = x.pad(
+            (left, wp - w - left, top, hp - h - top),
+            PadMode::Constant(0.0),
+        );
+        let phases: Vec<Tensor<B, 4>> = if s == 1 {
+            vec![padded]
+        } else {
+            let split = padded.reshape([batch, channels, hp / s, s, wp / s, s]);
+            (0..s * s)
+                .map(|p| {
+                    split
+                        .clone()
+                        .narrow(3, p / s, 1)
+                        .narrow(5, p % s, 1)
+                        .reshape([batch, channels, hp / s, wp / s])
+                })
+                .collect()
+        };
+        let columns = |dy: usize, dx: usize| {
+            phases[(dy % s) * s + dx % s]
+                .clone()
+                .narrow(2, dy / s, ho)
+                .narrow(3, dx / s, wo)
+                .reshape([batch, channels, ho * wo])
+        };
+        if channels < 16 {
+            // Few channels (the stem): one tall matrix of all taps, one product.
+            let taps = (0..kh * kw).map(|t| columns(t / kw, t % kw)).collect();
+            let all = weight
+                .permute([0, 2, 3, 1])
+                .reshape([1, out, kh * kw * channels]);
+            all.matmul(Tensor::cat(taps, 1))
+        } else {
+            let mut sum: Option<Tensor<B, 3>> = None;
+            for dy in 0..kh {
+                for dx in 0..kw {
+                    let part = tap_weight(dy, dx).matmul(columns(dy, dx));
+                    sum = Some(match sum {
+                        Some(sum) => sum + part,
+                        None => part,
+                    });
+                }
+            }
+            sum.expect("a kernel has at least one tap")
+        }
+    };
+    if let Some(bias) = &conv.bias {
+        y = y + bias.val().reshape([1, out, 1]);
+    }
+    y.reshape([batch, out, ho, wo])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn matmul_form_equals_direct_convolution() {
+        let device = Default::default();
+        let x = Tensor::<NdArray, 4>::random([2, 5, 7, 6], Distribution::Default, &device);
+        for (kernel, stride, padding) in [
+            ([1, 1], 1, [0, 0]),
+            ([3, 3], 1, [1, 1]),
+            ([1, 7], 1, [0, 3]),
+            ([5, 5], 1, [2, 2]),
+            ([7, 7], 2, [3, 3]),
+            ([3, 3], 2, [1, 1]),
+            ([3, 3], 2, [0, 0]),
+            ([1, 1], 2, [0, 0]),
+            ([3, 3], 1, [0, 0]),
+        ] {
+            let shape = ConvShape {
+                channels: [5, 4],
+                kernel,
+                stride,
+                padding,
+            };
+            let conv = shape.init::<NdArray>(&device);
+            let direct: Vec<f32> = conv.forward(x.clone()).into_data().to_vec().unwrap();
+            let ours: Vec<f32> = conv_forward(&conv, x.clone()).into_data().to_vec().unwrap();
+            assert_eq!(direct.len(), ours.len());
+            let worst = direct
+                .iter()
+                .zip(&ours)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst < 1e-4,
+                "kernel {kernel:?} stride {stride}: differs by {worst}"
+            );
+        }
     }
 }

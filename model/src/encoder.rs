@@ -34,9 +34,10 @@ pub enum Encoder<B: Backend> {
 }
 
 /// The encoders a user picks by name (`--encoder`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EncoderName {
     /// [`SmallCnn`], trained from scratch.
+    #[default]
     SmallCnn,
     /// ResNet-18.
     ResNet18,

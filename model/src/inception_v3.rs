@@ -134,7 +134,13 @@ impl<B: Backend> Builder<'_, B> {
     }
 
     /// A `kh x kw` convolution with padding `[ph, pw]`.
-    fn conv(&self, c: [usize; 2], kernel: [usize; 2], stride: usize, padding: [usize; 2]) -> BasicConv<B> {
+    fn conv(
+        &self,
+        c: [usize; 2],
+        kernel: [usize; 2],
+        stride: usize,
+        padding: [usize; 2],
+    ) -> BasicConv<B> {
         let shape = ConvShape {
             channels: [self.width(c[0]), self.width(c[1])],
             kernel,
@@ -312,7 +318,11 @@ impl<B: Backend> InceptionD<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let b3 = basic(&self.branch3x3_2, basic(&self.branch3x3_1, x.clone()));
         let mut b7 = basic(&self.branch7x7x3_1, x.clone());
-        for conv in [&self.branch7x7x3_2, &self.branch7x7x3_3, &self.branch7x7x3_4] {
+        for conv in [
+            &self.branch7x7x3_2,
+            &self.branch7x7x3_3,
+            &self.branch7x7x3_4,
+        ] {
             b7 = basic(conv, b7);
         }
         Tensor::cat(vec![b3, b7, max_pool_3x3_s2(x)], 1)
@@ -358,10 +368,7 @@ impl<B: Backend> InceptionV3<B> {
         let mean = [0.485f32, 0.456, 0.406];
         let std = [0.229f32, 0.224, 0.225];
         let scale = Tensor::<B, 1>::from_floats(std.map(|s| s / 0.5), &device);
-        let shift = Tensor::<B, 1>::from_floats(
-            [0, 1, 2].map(|c| (mean[c] - 0.5) / 0.5),
-            &device,
-        );
+        let shift = Tensor::<B, 1>::from_floats([0, 1, 2].map(|c| (mean[c] - 0.5) / 0.5), &device);
         images * scale.reshape([1, 3, 1, 1]) + shift.reshape([1, 3, 1, 1])
     }
 

@@ -64,7 +64,12 @@ impl std::fmt::Display for WeightsError {
             } => {
                 write!(f, "the weights {} do not fit {network}:", path.display())?;
                 if !misshaped.is_empty() {
-                    write!(f, "\n  wrong shape ({}): {}", misshaped.len(), some_of(misshaped))?;
+                    write!(
+                        f,
+                        "\n  wrong shape ({}): {}",
+                        misshaped.len(),
+                        some_of(misshaped)
+                    )?;
                 }
                 if !missing.is_empty() {
                     write!(f, "\n  missing ({}): {}", missing.len(), some_of(missing))?;

@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use burn::backend::NdArray;
 use burn::prelude::*;
 use burn_store::{ModuleStore, SafetensorsStore};
-use captioner_model::{
-    Encoder, EncoderConfig, InceptionV3Config, ResNetConfig, WeightsError,
-};
+use captioner_model::{Encoder, EncoderConfig, InceptionV3Config, ResNetConfig, WeightsError};
 
 type B = NdArray;
 
@@ -31,7 +29,8 @@ fn fixed_input(shape: [usize; 4]) -> Tensor<B, 4> {
 
 /// PyTorch's output `name` from `<fixture>.expected.safetensors`.
 fn expected(fixture_name: &str, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let mut store = SafetensorsStore::from_file(fixture(&format!("{fixture_name}.expected.safetensors")));
+    let mut store =
+        SafetensorsStore::from_file(fixture(&format!("{fixture_name}.expected.safetensors")));
     let snapshot = store
         .get_snapshot(name)
         .expect("readable fixture")
@@ -41,7 +40,11 @@ fn expected(fixture_name: &str, name: &str) -> (Vec<usize>, Vec<f32>) {
 }
 
 /// Largest difference, relative to the largest reference value (or 1).
-fn assert_close<const D: usize>(ours: Tensor<B, D>, (shape, reference): (Vec<usize>, Vec<f32>), what: &str) {
+fn assert_close<const D: usize>(
+    ours: Tensor<B, D>,
+    (shape, reference): (Vec<usize>, Vec<f32>),
+    what: &str,
+) {
     assert_eq!(ours.dims().to_vec(), shape, "{what}: shape");
     let ours: Vec<f32> = ours.into_data().to_vec().unwrap();
     let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
@@ -75,7 +78,11 @@ fn check_resnet(encoder: &Encoder<B>, fixture_name: &str, batch: usize) {
         expected(fixture_name, "feature_map"),
         "layer4 map",
     );
-    assert_close(encoder.forward(input), expected(fixture_name, "grid"), "14x14 grid");
+    assert_close(
+        encoder.forward(input),
+        expected(fixture_name, "grid"),
+        "14x14 grid",
+    );
 }
 
 #[test]
@@ -97,7 +104,9 @@ fn resnet50_bottleneck_blocks_match_pytorch() {
 #[test]
 fn inception_v3_matches_pytorch_with_transform_input() {
     let config = EncoderConfig::InceptionV3(
-        InceptionV3Config::new().with_width_divisor(8).with_image_size(160),
+        InceptionV3Config::new()
+            .with_width_divisor(8)
+            .with_image_size(160),
     );
     let encoder = loaded(config, "inception_v3_d8.pth", "inception-v3");
     let Encoder::InceptionV3(inception) = &encoder else {
@@ -109,7 +118,11 @@ fn inception_v3_matches_pytorch_with_transform_input() {
         expected("inception_v3_d8", "feature_map"),
         "Mixed_7c map",
     );
-    assert_close(encoder.forward(input), expected("inception_v3_d8", "grid"), "8x8 grid");
+    assert_close(
+        encoder.forward(input),
+        expected("inception_v3_d8", "grid"),
+        "8x8 grid",
+    );
 }
 
 #[test]
@@ -122,8 +135,14 @@ fn weights_of_another_network_are_refused_with_the_keys_named() {
         .unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, WeightsError::Mismatch { .. }), "{text}");
-    assert!(text.contains("resnet50_w8.pth") && text.contains("do not fit resnet18"), "{text}");
-    assert!(text.contains("not in resnet18") && text.contains("conv3.weight"), "{text}");
+    assert!(
+        text.contains("resnet50_w8.pth") && text.contains("do not fit resnet18"),
+        "{text}"
+    );
+    assert!(
+        text.contains("not in resnet18") && text.contains("conv3.weight"),
+        "{text}"
+    );
 
     // Full-width ResNet-18 against the narrow file: shapes named, model's then file's.
     let mut wide = EncoderConfig::ResNet(ResNetConfig::new(18)).init::<B>(&Default::default());
@@ -131,14 +150,20 @@ fn weights_of_another_network_are_refused_with_the_keys_named() {
         .load_torchvision(&fixture("resnet18_w8.pth"), "resnet18")
         .unwrap_err()
         .to_string();
-    assert!(text.contains("conv1.weight: resnet18 has [64, 3, 7, 7], the file [8, 3, 7, 7]"), "{text}");
+    assert!(
+        text.contains("conv1.weight: resnet18 has [64, 3, 7, 7], the file [8, 3, 7, 7]"),
+        "{text}"
+    );
 
     // Not a weights file at all.
     let text = wide
         .load_torchvision(&fixture("make_encoders.py"), "resnet18")
         .unwrap_err()
         .to_string();
-    assert!(text.contains("cannot read the weights") && text.contains("make_encoders.py"), "{text}");
+    assert!(
+        text.contains("cannot read the weights") && text.contains("make_encoders.py"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -146,10 +171,14 @@ fn a_deeper_resnets_file_is_not_silently_truncated() {
     // ResNet-50's keys are a subset of ResNet-101's with the same shapes: the extra blocks
     // must make it an error rather than load the first blocks and drop the rest. A ResNet-18
     // file into a ResNet-34 is the missing-key side of the same mistake.
-    let mut resnet34 = EncoderConfig::ResNet(ResNetConfig::new(34).with_width(8)).init::<B>(&Default::default());
+    let mut resnet34 =
+        EncoderConfig::ResNet(ResNetConfig::new(34).with_width(8)).init::<B>(&Default::default());
     let text = resnet34
         .load_torchvision(&fixture("resnet18_w8.pth"), "resnet34")
         .unwrap_err()
         .to_string();
-    assert!(text.contains("missing (80)") && text.contains("layer1.2."), "{text}");
+    assert!(
+        text.contains("missing (80)") && text.contains("layer1.2."),
+        "{text}"
+    );
 }

@@ -52,12 +52,20 @@ struct InferJob {
 impl BackendJob for InferJob {
     type Output = ();
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
-        let run = RunDir::new(&self.args.model).load::<B::InnerBackend>(&device)?;
+        let run_dir = RunDir::new(&self.args.model);
+        let run = run_dir.load::<B::InnerBackend>(&device)?;
+        // The pictures are prepared as in training (centre crop for photo datasets).
+        let resize = run_dir.load_train_config()?.data.resize();
         let search = SearchConfig {
             beam_size: self.args.beam_size as usize,
             max_len: self.args.max_len,
         };
-        let images: Vec<&RgbImage> = self.pictures.iter().map(|(_, img)| img).collect();
+        let resized: Vec<RgbImage> = self
+            .pictures
+            .iter()
+            .map(|(_, img)| resize.apply(img))
+            .collect();
+        let images: Vec<&RgbImage> = resized.iter().collect();
         let captions = caption_images(
             &run.model,
             &images,

@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use burn::tensor::backend::AutodiffBackend;
 use captioner::device::{run_on, BackendJob, DeviceKind};
 use captioner_datasets::{DatasetName, Format};
+use captioner_model::EncoderName;
 use captioner_training::config::{DataSource, FilesConfig};
 use captioner_training::run_dir::RunDir;
 use captioner_training::train::{train, TrainReport};
@@ -39,7 +40,31 @@ struct Args {
     /// (annotations/captions_*.json) or karpathy (dataset_*.json) [default: detected].
     #[arg(long)]
     format: Option<Format>,
-    /// Side of the square encoder input in pixels [default: 224; shapes: 64].
+    /// Image encoder: small-cnn (trained from scratch), resnet18, resnet34, resnet50,
+    /// resnet101, resnet152 or inception-v3 (torchvision's networks; give their ImageNet
+    /// weights with --encoder-weights) [default: small-cnn].
+    #[arg(long, value_name = "NAME")]
+    encoder: Option<EncoderName>,
+    /// torchvision's ImageNet weights for --encoder, as published (e.g. resnet101-63fe2227.pth
+    /// from https://download.pytorch.org/models/) or a .safetensors file with the same keys.
+    /// Pretrained encoders are frozen unless --fine-tune-encoder.
+    #[arg(long, value_name = "FILE")]
+    encoder_weights: Option<PathBuf>,
+    /// Side of the attention grid a pretrained encoder's last feature map is average-pooled to
+    /// [default: 14 for ResNet, 8 for Inception v3].
+    #[arg(long)]
+    grid: Option<usize>,
+    /// Also train a pretrained encoder's later layers (ResNet layer2..layer4, Inception v3 from
+    /// Mixed_6a) at --encoder-lr; the stem stays frozen and batch norm keeps its ImageNet
+    /// statistics.
+    #[arg(long)]
+    fine_tune_encoder: bool,
+    /// Learning rate of the encoder's trained layers; it follows the same schedule as --lr
+    /// [default: 0.0001 when fine-tuning; the small CNN learns at --lr].
+    #[arg(long)]
+    encoder_lr: Option<f64>,
+    /// Side of the square encoder input in pixels [default: 224; Inception v3: 299; shapes
+    /// with the small CNN: 64].
     #[arg(long)]
     image_size: Option<usize>,
     /// Squash whole pictures to the input size instead of scaling the shorter side and cutting
@@ -143,7 +168,37 @@ impl Args {
             (name, None) => bail!("--dataset {name} needs --data-dir <folder holding it>"),
             (name, Some(dir)) => TrainConfig::for_files(FilesConfig::new(name, dir.clone())),
         };
-        Ok(self.apply(config))
+        let mut config = self.with_encoder(config);
+        config = self.apply(config);
+        config.check().map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
+
+    /// The encoder flags, which only a new run takes.
+    fn with_encoder(&self, mut config: TrainConfig) -> TrainConfig {
+        if let Some(encoder) = self.encoder {
+            config.encoder = encoder;
+            if encoder.is_pretrained() && self.image_size.is_none() {
+                match &mut config.data {
+                    DataSource::Shapes(shapes) => shapes.image_size = encoder.default_image_size(),
+                    DataSource::Files(files) => files.image_size = encoder.default_image_size(),
+                }
+            }
+        }
+        config.encoder_weights = self.encoder_weights.clone();
+        config.grid = self.grid;
+        config.fine_tune_encoder = self.fine_tune_encoder;
+        config.encoder_lr = self.encoder_lr;
+        config
+    }
+
+    /// The flags that describe the encoder and cannot change when a run resumes.
+    fn encoder_flags_given(&self) -> bool {
+        self.encoder.is_some()
+            || self.encoder_weights.is_some()
+            || self.grid.is_some()
+            || self.fine_tune_encoder
+            || self.encoder_lr.is_some()
     }
 
     /// Applies the flags that were given on top of `config`.
@@ -230,6 +285,14 @@ fn main() -> Result<()> {
             bail!("--resume needs a run to continue: pass --out <run folder>");
         };
         let run = RunDir::new(root);
+        if args.encoder_flags_given() {
+            bail!(
+                "a resumed run keeps its encoder settings (in {}/config.json): drop --encoder, \
+                 --encoder-weights, --grid, --fine-tune-encoder and --encoder-lr, or start a new \
+                 run",
+                run.root().display()
+            );
+        }
         let saved = run.load_train_config()?;
         let Some(epoch) = run.last_checkpoint() else {
             bail!(

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use captioner_datasets::decode::Resize;
 use captioner_datasets::shapes::ShapesConfig;
 use captioner_datasets::{DatasetName, Format};
+use captioner_model::EncoderName;
 use serde::{Deserialize, Serialize};
 
 /// Where the images and captions of a run come from.
@@ -90,6 +91,17 @@ impl DataSource {
             DataSource::Files(f) => f.image_size,
         }
     }
+
+    /// How a picture becomes the encoder's input in this run (training and inference alike).
+    pub fn resize(&self) -> Resize {
+        match self {
+            DataSource::Shapes(s) => Resize {
+                size: s.image_size,
+                center_crop: false,
+            },
+            DataSource::Files(f) => f.resize(),
+        }
+    }
 }
 
 /// Everything that decides a run; the defaults train the shapes captioner in a few minutes on
@@ -119,8 +131,27 @@ pub struct TrainConfig {
     pub attention_dim: usize,
     /// Width of the LSTM state.
     pub hidden_dim: usize,
-    /// Keep the encoder's weights as they are (implied by a feature cache).
+    /// Keep the encoder's weights as they are (implied by a feature cache; pretrained
+    /// encoders are frozen unless `fine_tune_encoder`).
     pub freeze_encoder: bool,
+    /// The image encoder.
+    #[serde(default)]
+    pub encoder: EncoderName,
+    /// torchvision's ImageNet weights for a pretrained encoder (`.pth` or `.safetensors`).
+    #[serde(default)]
+    pub encoder_weights: Option<PathBuf>,
+    /// Side of the attention grid a pretrained encoder is pooled to [default: 14 for ResNet,
+    /// 8 for Inception v3].
+    #[serde(default)]
+    pub grid: Option<usize>,
+    /// Train a pretrained encoder's later layers too (ResNet `layer2`..`layer4`, Inception
+    /// from `Mixed_6a`), at `encoder_lr`.
+    #[serde(default)]
+    pub fine_tune_encoder: bool,
+    /// Learning rate of the encoder's trainable layers [default: 1e-4 for a fine-tuned
+    /// pretrained encoder; the small CNN learns at `lr`]; it follows the same schedule.
+    #[serde(default)]
+    pub encoder_lr: Option<f64>,
     /// Dropout before the vocabulary projection.
     pub dropout: f64,
     /// Weight of the doubly stochastic attention regularisation.
@@ -148,6 +179,11 @@ impl Default for TrainConfig {
             attention_dim: 32,
             hidden_dim: 128,
             freeze_encoder: false,
+            encoder: EncoderName::SmallCnn,
+            encoder_weights: None,
+            grid: None,
+            fine_tune_encoder: false,
+            encoder_lr: None,
             dropout: 0.2,
             attention_regularization: 1.0,
             data: DataSource::Shapes(ShapesConfig::default()),
@@ -157,7 +193,77 @@ impl Default for TrainConfig {
     }
 }
 
+/// Which of the encoder's weights a run trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncoderTraining {
+    /// None: the encoder only computes features.
+    Frozen,
+    /// All of them (the small CNN trained from scratch).
+    Whole,
+    /// The later layers of a pretrained encoder.
+    LaterLayers,
+}
+
+/// Pretrained encoders learn ten times slower than this by default when fine-tuned.
+pub const DEFAULT_ENCODER_LR: f64 = 1e-4;
+
 impl TrainConfig {
+    /// Whether the encoder's features can be cached: the run never changes its weights.
+    fn features_cached(&self) -> bool {
+        matches!(&self.data, DataSource::Files(f) if f.cache_features)
+    }
+
+    /// Which encoder weights this run trains.
+    pub fn encoder_training(&self) -> EncoderTraining {
+        if self.freeze_encoder || self.features_cached() {
+            EncoderTraining::Frozen
+        } else if !self.encoder.is_pretrained() {
+            EncoderTraining::Whole
+        } else if self.fine_tune_encoder {
+            EncoderTraining::LaterLayers
+        } else {
+            EncoderTraining::Frozen
+        }
+    }
+
+    /// The encoder's learning rate at the start of the schedule.
+    pub fn encoder_lr(&self) -> f64 {
+        match (self.encoder_lr, self.encoder.is_pretrained()) {
+            (Some(lr), _) => lr,
+            (None, true) => DEFAULT_ENCODER_LR,
+            (None, false) => self.lr,
+        }
+    }
+
+    /// Refuses combinations of settings that contradict each other.
+    pub fn check(&self) -> Result<(), String> {
+        if self.fine_tune_encoder && !self.encoder.is_pretrained() {
+            return Err(
+                "--fine-tune-encoder is for pretrained encoders (--encoder resnet50, ...); \
+                        the small CNN is trained whole unless --freeze-encoder"
+                    .into(),
+            );
+        }
+        if self.fine_tune_encoder && (self.freeze_encoder || self.features_cached()) {
+            return Err(
+                "--fine-tune-encoder trains the encoder, so it cannot be frozen or its \
+                        features cached (--freeze-encoder, --cache-features)"
+                    .into(),
+            );
+        }
+        if self.encoder_weights.is_some() && !self.encoder.is_pretrained() {
+            return Err(
+                "--encoder-weights loads torchvision's ImageNet weights: pick their \
+                        network with --encoder (resnet18, ..., resnet152, inception-v3)"
+                    .into(),
+            );
+        }
+        if self.grid == Some(0) {
+            return Err("--grid must be at least 1".into());
+        }
+        Ok(())
+    }
+
     /// The defaults for real photos from `files`: a 224-pixel input to a four-stage small CNN
     /// (14 x 14 grid), a wider decoder, rare words as `<unk>`, and longer captions.
     pub fn for_files(files: FilesConfig) -> Self {

@@ -18,16 +18,18 @@ use burn::train::{Learner, SupervisedTraining};
 use captioner_datasets::vocab::PAD;
 use captioner_datasets::Vocab;
 use captioner_model::{
-    CaptionerConfig, DecoderConfig, EncoderConfig, SearchConfig, SmallCnnConfig,
+    CaptionerConfig, DecoderConfig, Encoder, EncoderConfig, EncoderName, InceptionV3Config,
+    ResNetConfig, SearchConfig, SmallCnnConfig,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::batcher::CaptionBatcher;
 use crate::config::DataSource;
-use crate::config::TrainConfig;
+use crate::config::{EncoderTraining, TrainConfig};
 use crate::data::{prepare, DataSummary, OpenCache};
 use crate::evaluate::{evaluate, EvalReport};
 use crate::feature_cache::CacheEncoder;
+use crate::optimizer::EncoderDecoderAdam;
 use crate::renderer::PlainRenderer;
 use crate::run_dir::{RunDir, WeightsRecorder};
 
@@ -50,11 +52,76 @@ pub struct TrainReport {
 
 /// The encoder that `config` asks for.
 pub fn encoder_config(config: &TrainConfig) -> EncoderConfig {
-    EncoderConfig::SmallCnn(
-        SmallCnnConfig::new()
-            .with_image_size(config.data.image_size())
-            .with_channels(config.cnn_channels.clone()),
-    )
+    let image_size = config.data.image_size();
+    let grid = config.grid.unwrap_or(config.encoder.default_grid());
+    match config.encoder {
+        EncoderName::SmallCnn => EncoderConfig::SmallCnn(
+            SmallCnnConfig::new()
+                .with_image_size(image_size)
+                .with_channels(config.cnn_channels.clone()),
+        ),
+        EncoderName::InceptionV3 => EncoderConfig::InceptionV3(
+            InceptionV3Config::new()
+                .with_image_size(image_size)
+                .with_grid(grid),
+        ),
+        name => EncoderConfig::ResNet(
+            ResNetConfig::new(name.resnet_depth().expect("the other encoders are ResNets"))
+                .with_image_size(image_size)
+                .with_grid(grid),
+        ),
+    }
+}
+
+/// The encoder of a new run: built, its ImageNet weights loaded when given, and frozen as far
+/// as `config` asks.
+pub fn build_encoder<B: AutodiffBackend>(
+    config: &TrainConfig,
+    encoder_config: &EncoderConfig,
+    device: &B::Device,
+) -> Result<Encoder<B>> {
+    let mut encoder = encoder_config.init::<B>(device);
+    let name = config.encoder.name();
+    match &config.encoder_weights {
+        Some(path) => {
+            let loaded = encoder
+                .load_torchvision(path, name)
+                .map_err(anyhow::Error::msg)?;
+            println!(
+                "Encoder {name}: {} tensors loaded from {} ({} left out: classifier, counters)",
+                loaded.applied,
+                path.display(),
+                loaded.ignored
+            );
+        }
+        None if config.encoder.is_pretrained() => eprintln!(
+            "warning: no --encoder-weights: {name} starts from random weights. For ImageNet \
+             features download https://download.pytorch.org/models/{} and pass it with \
+             --encoder-weights (see README)",
+            config.encoder.torchvision_file().unwrap_or_default()
+        ),
+        None => {}
+    }
+    let training = config.encoder_training();
+    let what = match training {
+        EncoderTraining::Frozen => "frozen".to_string(),
+        EncoderTraining::Whole => format!("trained whole at lr {}", config.encoder_lr()),
+        EncoderTraining::LaterLayers => {
+            format!("later layers fine-tuned at lr {}", config.encoder_lr())
+        }
+    };
+    println!(
+        "Encoder {name}: {}x{} input, {} grid positions of {} features, {what}",
+        encoder_config.image_size(),
+        encoder_config.image_size(),
+        encoder_config.grid_positions(),
+        encoder_config.feature_dim()
+    );
+    Ok(match training {
+        EncoderTraining::Frozen => encoder.no_grad(),
+        EncoderTraining::Whole => encoder,
+        EncoderTraining::LaterLayers => encoder.freeze_early_layers(),
+    })
 }
 
 /// The model shape that `config` asks for, with a vocabulary of `vocab_size` words.
@@ -88,16 +155,14 @@ pub fn train<B: AutodiffBackend>(
     };
     // The encoder comes first: a feature cache is made with its weights, before the
     // vocabulary (and so the decoder's size) is known.
+    config.check().map_err(anyhow::Error::msg)?;
     B::seed(&device, config.seed);
     let encoder_config = encoder_config(&config);
-    let mut encoder = encoder_config.init::<B>(&device);
+    let encoder = build_encoder::<B>(&config, &encoder_config, &device)?;
     let cached = match &config.data {
         DataSource::Files(files) if files.cache_features => Some(files),
         _ => None,
     };
-    if config.freeze_encoder || cached.is_some() {
-        encoder = encoder.no_grad();
-    }
     let open_cache = |paths: &[std::path::PathBuf]| {
         let files = cached.expect("only called for cached runs");
         CacheEncoder {
@@ -166,9 +231,9 @@ pub fn train<B: AutodiffBackend>(
     if !std::io::stdout().is_terminal() {
         training = training.renderer(PlainRenderer::new(Duration::from_secs(10)));
     }
-    let optimizer = AdamConfig::new()
-        .with_grad_clipping(Some(GradientClippingConfig::Value(config.grad_clip)))
-        .init();
+    let adam =
+        AdamConfig::new().with_grad_clipping(Some(GradientClippingConfig::Value(config.grad_clip)));
+    let optimizer = EncoderDecoderAdam::new(&adam, config.encoder_lr() / config.lr);
     let result = training.launch(Learner::new(model, optimizer, schedule));
     let model = result.model;
     model

@@ -1,0 +1,236 @@
+//! `features`: runs a pretrained encoder alone and writes each picture's feature grid as a
+//! NumPy file, for users who train their decoder elsewhere.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use captioner::device::{run_on, BackendJob, DeviceKind};
+use captioner::npy;
+use captioner_datasets::decode::{decode_all, Resize};
+use captioner_datasets::image::{to_normalized_chw, RgbImage};
+use captioner_model::{EncoderConfig, EncoderName, InceptionV3Config, ResNetConfig};
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Write the feature grid of each picture as `OUT/<picture stem>.npy`.
+///
+/// Each file holds a float32 array `[grid*grid, channels]` (positions in row-major order: the
+/// top row of the grid first), computed after exactly the preprocessing that `train` uses:
+/// the shorter side scaled to 256/224 of the input size and the centre square cut (or, with
+/// --resize plain, the picture squashed to the input size), ImageNet mean/std normalisation,
+/// the network up to its last convolutional stage, and average pooling to the grid.
+/// Pictures that cannot be read are reported and skipped (exit status 1).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Encoder: resnet18, resnet34, resnet50, resnet101, resnet152 or inception-v3.
+    #[arg(long, value_name = "NAME")]
+    encoder: EncoderName,
+    /// torchvision's ImageNet weights for --encoder (.pth as published, or .safetensors with
+    /// the same keys); without it the weights are random, which is only good for testing.
+    #[arg(long, value_name = "FILE")]
+    encoder_weights: Option<PathBuf>,
+    /// Folder the .npy files are written to (created if needed).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// How pictures become the square input: crop (scale the shorter side, cut the centre)
+    /// or plain (squash the whole picture).
+    #[arg(long, value_enum, default_value_t = ResizeMode::Crop)]
+    resize: ResizeMode,
+    /// Side of the square input [default: 224; Inception v3: 299].
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Side of the output grid [default: 14 for ResNet, 8 for Inception v3].
+    #[arg(long)]
+    grid: Option<usize>,
+    /// Pictures encoded together.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Backend to run on; GPU backends need the matching cargo feature.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Ndarray)]
+    device: DeviceKind,
+    /// Pictures (JPEG or PNG, any size).
+    #[arg(value_name = "IMAGE", required = true)]
+    images: Vec<PathBuf>,
+}
+
+/// `--resize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ResizeMode {
+    /// Shorter side to 256/224 of the input size, then the centre square (torchvision's
+    /// evaluation transform).
+    Crop,
+    /// The whole picture squashed to the input size.
+    Plain,
+}
+
+impl Args {
+    fn encoder_config(&self) -> Result<EncoderConfig> {
+        let size = self.image_size.unwrap_or(self.encoder.default_image_size());
+        let grid = self.grid.unwrap_or(self.encoder.default_grid());
+        if grid == 0 {
+            bail!("--grid must be at least 1");
+        }
+        Ok(match self.encoder {
+            EncoderName::SmallCnn => bail!(
+                "features runs a pretrained encoder: pick resnet18, ..., resnet152 or inception-v3"
+            ),
+            EncoderName::InceptionV3 => EncoderConfig::InceptionV3(
+                InceptionV3Config::new()
+                    .with_image_size(size)
+                    .with_grid(grid),
+            ),
+            name => EncoderConfig::ResNet(
+                ResNetConfig::new(name.resnet_depth().expect("a ResNet"))
+                    .with_image_size(size)
+                    .with_grid(grid),
+            ),
+        })
+    }
+}
+
+struct FeaturesJob {
+    args: Args,
+    config: EncoderConfig,
+    /// Output file and resized picture, in input order.
+    pictures: Vec<(PathBuf, std::sync::Arc<RgbImage>)>,
+}
+
+impl BackendJob for FeaturesJob {
+    type Output = ();
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+        let mut encoder = self.config.init::<B::InnerBackend>(&device);
+        let name = self.args.encoder.name();
+        match &self.args.encoder_weights {
+            Some(path) => {
+                let loaded = encoder
+                    .load_torchvision(path, name)
+                    .map_err(anyhow::Error::msg)?;
+                eprintln!(
+                    "{name}: {} tensors loaded from {}",
+                    loaded.applied,
+                    path.display()
+                );
+            }
+            None => eprintln!(
+                "warning: no --encoder-weights: {name} has random weights (ImageNet weights: \
+                 https://download.pytorch.org/models/{})",
+                self.args.encoder.torchvision_file().unwrap_or_default()
+            ),
+        }
+        let size = self.config.image_size();
+        let (positions, channels) = (self.config.grid_positions(), self.config.feature_dim());
+        let bar = ProgressBar::new(self.pictures.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "encoding {bar:30} {pos}/{len} images  {per_sec}  eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        let started = Instant::now();
+        for chunk in self.pictures.chunks(self.args.batch_size.max(1)) {
+            let mut pixels = Vec::with_capacity(chunk.len() * 3 * size * size);
+            for (_, image) in chunk {
+                pixels.extend(to_normalized_chw(image, size));
+            }
+            let images = Tensor::<B::InnerBackend, 4>::from_data(
+                TensorData::new(pixels, [chunk.len(), 3, size, size]),
+                &device,
+            );
+            let features: Vec<f32> = encoder
+                .forward(images)
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .map_err(|e| anyhow::anyhow!("reading the features back: {e:?}"))?;
+            for ((path, _), grid) in chunk.iter().zip(features.chunks(positions * channels)) {
+                npy::write_f32(path, &[positions, channels], grid)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!(
+            "wrote {} files of [{positions}, {channels}] float32 to {} ({:.1} images/s)",
+            self.pictures.len(),
+            self.args.out.display(),
+            self.pictures.len() as f64 / seconds.max(1e-9)
+        );
+        Ok(())
+    }
+}
+
+/// Output paths, refusing two pictures that would write the same file.
+fn output_paths(args: &Args) -> Result<Vec<PathBuf>> {
+    let mut seen: HashMap<PathBuf, &PathBuf> = HashMap::new();
+    let mut outputs = Vec::with_capacity(args.images.len());
+    for image in &args.images {
+        let stem = image
+            .file_stem()
+            .with_context(|| format!("{} is not a file name", image.display()))?;
+        let out = args.out.join(stem).with_extension("npy");
+        if let Some(first) = seen.insert(out.clone(), image) {
+            bail!(
+                "{} and {} would both be written to {}: give pictures with distinct names",
+                first.display(),
+                image.display(),
+                out.display()
+            );
+        }
+        outputs.push(out);
+    }
+    Ok(outputs)
+}
+
+fn run(args: Args) -> Result<usize> {
+    let config = args.encoder_config()?;
+    let outputs = output_paths(&args)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let resize = Resize {
+        size: config.image_size(),
+        center_crop: args.resize == ResizeMode::Crop,
+    };
+    let decoded = decode_all(&args.images, &resize, args.images.len() > 1, true);
+    for error in &decoded.errors {
+        eprintln!("error: {error} (skipped)");
+    }
+    let pictures: Vec<_> = outputs
+        .into_iter()
+        .zip(decoded.images)
+        .filter_map(|(out, image)| image.map(|image| (out, image)))
+        .collect();
+    let failed = decoded.errors.len();
+    if !pictures.is_empty() {
+        let device = args.device;
+        run_on(
+            device,
+            FeaturesJob {
+                args,
+                config,
+                pictures,
+            },
+        )?;
+    }
+    Ok(failed)
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(failed) => {
+            eprintln!("{failed} picture(s) could not be read");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
