@@ -2,7 +2,6 @@
 //! and bad pictures.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use burn::backend::NdArray;
 use burn::config::Config;
@@ -13,24 +12,8 @@ use captioner_training::run_dir::{RunDir, WeightsRecorder};
 use captioner_training::train::model_config;
 use captioner_training::TrainConfig;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("captioner-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn exec(bin: &str, args: &[&str]) -> Output {
-    let exe = match bin {
-        "train" => env!("CARGO_BIN_EXE_train"),
-        _ => env!("CARGO_BIN_EXE_infer"),
-    };
-    Command::new(exe).args(args).output().expect("binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod common;
+use common::{exec, temp_dir, text};
 
 /// A run folder holding an untrained model: enough for `infer` to load and caption.
 fn untrained_run(dir: &Path) -> RunDir {

@@ -1,8 +1,11 @@
 //! torchvision's Inception v3 (Szegedy et al. 2016) as a feature-grid encoder: everything up to
 //! `Mixed_7c` (2048 channels, 8x8 at 299x299), then average pooling to the attention grid.
 //!
-//! Module names are torchvision's in snake case (`Mixed_5b` is `mixed_5b`, `Conv2d_1a_3x3` is
-//! `conv2d_1a_3x3`); [`InceptionV3::KEY_REMAPS`] maps the `.pth` keys onto them.
+//! Module names are torchvision's in snake case (`Conv2d_1a_3x3` is `conv2d_1a_3x3`), with the
+//! repeated blocks of a stage in a list (`Mixed_5b`..`5d` are `mixed_5.0`..`2`, `Mixed_6b`..`6e`
+//! are `mixed_6.0`..`3`, `Mixed_7b`, `7c` are `mixed_7.0`, `1`): a list keeps the weights'
+//! record off the stack when a checkpoint is read. [`InceptionV3::KEY_REMAPS`] maps the `.pth`
+//! keys onto these names.
 
 use burn::prelude::*;
 use burn::tensor::activation::relu;
@@ -103,17 +106,11 @@ pub struct InceptionV3<B: Backend> {
     conv2d_2b_3x3: BasicConv<B>,
     conv2d_3b_1x1: BasicConv<B>,
     conv2d_4a_3x3: BasicConv<B>,
-    mixed_5b: InceptionA<B>,
-    mixed_5c: InceptionA<B>,
-    mixed_5d: InceptionA<B>,
+    mixed_5: Vec<InceptionA<B>>,
     mixed_6a: InceptionB<B>,
-    mixed_6b: InceptionC<B>,
-    mixed_6c: InceptionC<B>,
-    mixed_6d: InceptionC<B>,
-    mixed_6e: InceptionC<B>,
+    mixed_6: Vec<InceptionC<B>>,
     mixed_7a: InceptionD<B>,
-    mixed_7b: InceptionE<B>,
-    mixed_7c: InceptionE<B>,
+    mixed_7: Vec<InceptionE<B>>,
     grid: usize,
     transform_input: bool,
 }
@@ -245,17 +242,11 @@ impl InceptionV3Config {
             conv2d_2b_3x3: b.square([32, 64], 3, 1, 1),
             conv2d_3b_1x1: b.square([64, 80], 1, 1, 0),
             conv2d_4a_3x3: b.square([80, 192], 3, 1, 0),
-            mixed_5b: b.a(192, 32),
-            mixed_5c: b.a(256, 64),
-            mixed_5d: b.a(288, 64),
+            mixed_5: vec![b.a(192, 32), b.a(256, 64), b.a(288, 64)],
             mixed_6a: b.b(288),
-            mixed_6b: b.c(768, 128),
-            mixed_6c: b.c(768, 160),
-            mixed_6d: b.c(768, 160),
-            mixed_6e: b.c(768, 192),
+            mixed_6: vec![b.c(768, 128), b.c(768, 160), b.c(768, 160), b.c(768, 192)],
             mixed_7a: b.d(768),
-            mixed_7b: b.e(1280),
-            mixed_7c: b.e(2048),
+            mixed_7: vec![b.e(1280), b.e(2048)],
             grid: self.grid,
             transform_input: self.transform_input,
         }
@@ -356,8 +347,19 @@ impl<B: Backend> InceptionE<B> {
 
 impl<B: Backend> InceptionV3<B> {
     /// How torchvision's `.pth` keys map onto this module's names.
-    pub const KEY_REMAPS: [(&'static str, &'static str); 2] =
-        [(r"^Conv2d_", "conv2d_"), (r"^Mixed_", "mixed_")];
+    pub const KEY_REMAPS: [(&'static str, &'static str); 11] = [
+        (r"^Conv2d_", "conv2d_"),
+        (r"^Mixed_5b\.", "mixed_5.0."),
+        (r"^Mixed_5c\.", "mixed_5.1."),
+        (r"^Mixed_5d\.", "mixed_5.2."),
+        (r"^Mixed_6b\.", "mixed_6.0."),
+        (r"^Mixed_6c\.", "mixed_6.1."),
+        (r"^Mixed_6d\.", "mixed_6.2."),
+        (r"^Mixed_6e\.", "mixed_6.3."),
+        (r"^Mixed_7b\.", "mixed_7.0."),
+        (r"^Mixed_7c\.", "mixed_7.1."),
+        (r"^Mixed_", "mixed_"),
+    ];
 
     /// ImageNet-normalised input rescaled to `(x - 0.5) / 0.5` of the 0..1 pixel values.
     fn transform(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -380,17 +382,11 @@ impl<B: Backend> InceptionV3<B> {
         let x = max_pool_3x3_s2(basic(&self.conv2d_2b_3x3, x));
         let x = basic(&self.conv2d_3b_1x1, x);
         let x = max_pool_3x3_s2(basic(&self.conv2d_4a_3x3, x));
-        let x = self.mixed_5b.forward(x);
-        let x = self.mixed_5c.forward(x);
-        let x = self.mixed_5d.forward(x);
+        let x = self.mixed_5.iter().fold(x, |x, block| block.forward(x));
         let x = self.mixed_6a.forward(x);
-        let x = self.mixed_6b.forward(x);
-        let x = self.mixed_6c.forward(x);
-        let x = self.mixed_6d.forward(x);
-        let x = self.mixed_6e.forward(x);
+        let x = self.mixed_6.iter().fold(x, |x, block| block.forward(x));
         let x = self.mixed_7a.forward(x);
-        let x = self.mixed_7b.forward(x);
-        self.mixed_7c.forward(x)
+        self.mixed_7.iter().fold(x, |x, block| block.forward(x))
     }
 
     /// `[batch, 3, size, size]` normalised images to `[batch, grid*grid, 2048]`.
@@ -407,9 +403,7 @@ impl<B: Backend> InceptionV3<B> {
             conv2d_2b_3x3: self.conv2d_2b_3x3.no_grad(),
             conv2d_3b_1x1: self.conv2d_3b_1x1.no_grad(),
             conv2d_4a_3x3: self.conv2d_4a_3x3.no_grad(),
-            mixed_5b: self.mixed_5b.no_grad(),
-            mixed_5c: self.mixed_5c.no_grad(),
-            mixed_5d: self.mixed_5d.no_grad(),
+            mixed_5: self.mixed_5.no_grad(),
             ..self
         }
     }
