@@ -64,7 +64,9 @@ mod tests {
         write_f32(&path, &[2, 2], &[1.0, -2.0, 0.5, 3.25]).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
-        let data: Vec<f32> = bytes[64..]
+        let start = 10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        assert_eq!(start % 64, 0);
+        let data: Vec<f32> = bytes[start..]
             .chunks(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
             .collect();

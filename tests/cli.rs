@@ -1,7 +1,7 @@
 //! The binaries as a user runs them: `train` (fresh run, then resume) and `infer` on good
 //! and bad pictures.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::backend::NdArray;
 use burn::config::Config;

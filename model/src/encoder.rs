@@ -23,6 +23,8 @@ pub enum EncoderConfig {
 }
 
 /// An image encoder: `[batch, 3, size, size]` images to `[batch, positions, channels]`.
+// Burn's `Module` cannot be derived through a `Box`, and a model holds one encoder.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Encoder<B: Backend> {
     /// The small CNN trained from scratch.

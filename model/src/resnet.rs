@@ -55,6 +55,8 @@ pub struct Bottleneck<B: Backend> {
 }
 
 /// One residual block of either kind.
+// Burn's `Module` cannot be derived through a `Box`; a network's blocks are all of one kind.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Block<B: Backend> {
     /// ResNet-18/34 block.

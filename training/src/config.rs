@@ -258,6 +258,13 @@ impl TrainConfig {
                     .into(),
             );
         }
+        if self.grid.is_some() && !self.encoder.is_pretrained() {
+            return Err(
+                "--grid sets a pretrained encoder's grid; the small CNN's grid follows \
+                        from --image-size (a 16th of it for photos, an 8th for shapes)"
+                    .into(),
+            );
+        }
         if self.grid == Some(0) {
             return Err("--grid must be at least 1".into());
         }

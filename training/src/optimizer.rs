@@ -92,7 +92,7 @@ impl<B: AutodiffBackend> Optimizer<Captioner<B>, B> for EncoderDecoderAdam<B> {
             grads: grads
                 .grads
                 .iter_mut()
-                .map(|(g, device)| (take_encoder_grads(&module.encoder, g), device.clone()))
+                .map(|(g, device)| (take_encoder_grads(&module.encoder, g), *device))
                 .collect(),
         };
         let module = self.rest.step_multi(lr, module, grads);
