@@ -10,14 +10,11 @@ use std::time::Instant;
 use burn::backend::NdArray;
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use captioner_model::{EncoderConfig, EncoderName, InceptionV3Config, ResNetConfig};
+use captioner_model::{EncoderConfig, EncoderName};
 
 fn config(name: EncoderName) -> EncoderConfig {
-    match name {
-        EncoderName::InceptionV3 => EncoderConfig::InceptionV3(InceptionV3Config::new()),
-        EncoderName::SmallCnn => panic!("time a pretrained architecture"),
-        other => EncoderConfig::ResNet(ResNetConfig::new(other.resnet_depth().unwrap())),
-    }
+    name.pretrained_config(name.default_image_size(), name.default_grid())
+        .expect("time a pretrained architecture")
 }
 
 fn env(name: &str, default: usize) -> usize {

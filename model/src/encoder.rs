@@ -125,6 +125,24 @@ impl EncoderName {
             _ => 14,
         }
     }
+
+    /// A pretrained architecture taking `image_size` pictures, pooled to `grid x grid`; `None`
+    /// for the small CNN, whose shape has settings of its own.
+    pub fn pretrained_config(self, image_size: usize, grid: usize) -> Option<EncoderConfig> {
+        match self {
+            EncoderName::SmallCnn => None,
+            EncoderName::InceptionV3 => Some(EncoderConfig::InceptionV3(
+                InceptionV3Config::new()
+                    .with_image_size(image_size)
+                    .with_grid(grid),
+            )),
+            name => Some(EncoderConfig::ResNet(
+                ResNetConfig::new(name.resnet_depth().expect("the others are ResNets"))
+                    .with_image_size(image_size)
+                    .with_grid(grid),
+            )),
+        }
+    }
 }
 
 impl std::fmt::Display for EncoderName {

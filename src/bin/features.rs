@@ -13,7 +13,7 @@ use captioner::device::{run_on, BackendJob, DeviceKind};
 use captioner::npy;
 use captioner_datasets::decode::{decode_all, Resize};
 use captioner_datasets::image::{to_normalized_chw, RgbImage};
-use captioner_model::{EncoderConfig, EncoderName, InceptionV3Config, ResNetConfig};
+use captioner_model::{EncoderConfig, EncoderName};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -76,20 +76,8 @@ impl Args {
         if grid == 0 {
             bail!("--grid must be at least 1");
         }
-        Ok(match self.encoder {
-            EncoderName::SmallCnn => bail!(
-                "features runs a pretrained encoder: pick resnet18, ..., resnet152 or inception-v3"
-            ),
-            EncoderName::InceptionV3 => EncoderConfig::InceptionV3(
-                InceptionV3Config::new()
-                    .with_image_size(size)
-                    .with_grid(grid),
-            ),
-            name => EncoderConfig::ResNet(
-                ResNetConfig::new(name.resnet_depth().expect("a ResNet"))
-                    .with_image_size(size)
-                    .with_grid(grid),
-            ),
+        self.encoder.pretrained_config(size, grid).with_context(|| {
+            "features runs a pretrained encoder: pick resnet18, ..., resnet152 or inception-v3"
         })
     }
 }

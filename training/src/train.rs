@@ -18,8 +18,8 @@ use burn::train::{Learner, SupervisedTraining};
 use captioner_datasets::vocab::PAD;
 use captioner_datasets::Vocab;
 use captioner_model::{
-    CaptionerConfig, DecoderConfig, Encoder, EncoderConfig, EncoderName, InceptionV3Config,
-    ResNetConfig, SearchConfig, SmallCnnConfig,
+    CaptionerConfig, DecoderConfig, Encoder, EncoderConfig, EncoderName, SearchConfig,
+    SmallCnnConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -60,16 +60,9 @@ pub fn encoder_config(config: &TrainConfig) -> EncoderConfig {
                 .with_image_size(image_size)
                 .with_channels(config.cnn_channels.clone()),
         ),
-        EncoderName::InceptionV3 => EncoderConfig::InceptionV3(
-            InceptionV3Config::new()
-                .with_image_size(image_size)
-                .with_grid(grid),
-        ),
-        name => EncoderConfig::ResNet(
-            ResNetConfig::new(name.resnet_depth().expect("the other encoders are ResNets"))
-                .with_image_size(image_size)
-                .with_grid(grid),
-        ),
+        name => name
+            .pretrained_config(image_size, grid)
+            .expect("every other encoder is pretrained"),
     }
 }
 
