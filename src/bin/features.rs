@@ -14,6 +14,7 @@ use captioner::npy;
 use captioner_datasets::decode::{decode_all, Resize};
 use captioner_datasets::image::{to_normalized_chw, RgbImage};
 use captioner_model::{EncoderConfig, EncoderName};
+use captioner_training::train::load_encoder_weights;
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -93,24 +94,11 @@ impl BackendJob for FeaturesJob {
     type Output = ();
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
         let mut encoder = self.config.init::<B::InnerBackend>(&device);
-        let name = self.args.encoder.name();
-        match &self.args.encoder_weights {
-            Some(path) => {
-                let loaded = encoder
-                    .load_torchvision(path, name)
-                    .map_err(anyhow::Error::msg)?;
-                eprintln!(
-                    "{name}: {} tensors loaded from {}",
-                    loaded.applied,
-                    path.display()
-                );
-            }
-            None => eprintln!(
-                "warning: no --encoder-weights: {name} has random weights (ImageNet weights: \
-                 https://download.pytorch.org/models/{})",
-                self.args.encoder.torchvision_file().unwrap_or_default()
-            ),
-        }
+        load_encoder_weights(
+            &mut encoder,
+            self.args.encoder,
+            self.args.encoder_weights.as_deref(),
+        )?;
         let size = self.config.image_size();
         let (positions, channels) = (self.config.grid_positions(), self.config.feature_dim());
         let bar = ProgressBar::new(self.pictures.len() as u64);

@@ -2,6 +2,7 @@
 //! dashboard, per-epoch checkpoints and resume, then the held-out report.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -66,6 +67,36 @@ pub fn encoder_config(config: &TrainConfig) -> EncoderConfig {
     }
 }
 
+/// Loads `weights` into `encoder` (named `name`) and says so on stderr, or warns that a
+/// pretrained architecture keeps its random weights.
+pub fn load_encoder_weights<B: Backend>(
+    encoder: &mut Encoder<B>,
+    name: EncoderName,
+    weights: Option<&Path>,
+) -> Result<()> {
+    match weights {
+        Some(path) => {
+            let loaded = encoder
+                .load_torchvision(path, name.name())
+                .map_err(anyhow::Error::msg)?;
+            eprintln!(
+                "Encoder {name}: {} tensors loaded from {} ({} left out: classifier, counters)",
+                loaded.applied,
+                path.display(),
+                loaded.ignored
+            );
+        }
+        None if name.is_pretrained() => eprintln!(
+            "warning: no --encoder-weights: {name} starts from random weights. For ImageNet \
+             features download https://download.pytorch.org/models/{} and pass it with \
+             --encoder-weights (see README)",
+            name.torchvision_file().unwrap_or_default()
+        ),
+        None => {}
+    }
+    Ok(())
+}
+
 /// The encoder of a new run: built, its ImageNet weights loaded when given, and frozen as far
 /// as `config` asks.
 pub fn build_encoder<B: AutodiffBackend>(
@@ -75,26 +106,11 @@ pub fn build_encoder<B: AutodiffBackend>(
 ) -> Result<Encoder<B>> {
     let mut encoder = encoder_config.init::<B>(device);
     let name = config.encoder.name();
-    match &config.encoder_weights {
-        Some(path) => {
-            let loaded = encoder
-                .load_torchvision(path, name)
-                .map_err(anyhow::Error::msg)?;
-            println!(
-                "Encoder {name}: {} tensors loaded from {} ({} left out: classifier, counters)",
-                loaded.applied,
-                path.display(),
-                loaded.ignored
-            );
-        }
-        None if config.encoder.is_pretrained() => eprintln!(
-            "warning: no --encoder-weights: {name} starts from random weights. For ImageNet \
-             features download https://download.pytorch.org/models/{} and pass it with \
-             --encoder-weights (see README)",
-            config.encoder.torchvision_file().unwrap_or_default()
-        ),
-        None => {}
-    }
+    load_encoder_weights(
+        &mut encoder,
+        config.encoder,
+        config.encoder_weights.as_deref(),
+    )?;
     let training = config.encoder_training();
     let what = match training {
         EncoderTraining::Frozen => "frozen".to_string(),
