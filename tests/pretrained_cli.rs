@@ -32,7 +32,7 @@ fn features_writes_a_grid_per_picture_and_skips_unreadable_ones() {
     let dir = temp_dir("features");
     let (wide, tall, broken) = (
         dir.join("wide.png"),
-        dir.join("tall.png"),
+        dir.join("tall.v2.png"),
         dir.join("broken.jpg"),
     );
     picture(&wide, 300, 200);
@@ -58,7 +58,7 @@ fn features_writes_a_grid_per_picture_and_skips_unreadable_ones() {
         "{stderr}"
     );
     assert!(stderr.contains("random weights"), "{stderr}");
-    for name in ["wide.npy", "tall.npy"] {
+    for name in ["wide.npy", "tall.v2.npy"] {
         assert_eq!(
             npy_shape(&out.join(name)),
             ("(196, 512)".into(), 196 * 512),

@@ -118,6 +118,16 @@ impl EncoderName {
         }
     }
 
+    /// The smallest input it can take (Inception v3's valid convolutions need 75 pixels; a
+    /// ResNet halves the picture five times).
+    pub fn min_image_size(self) -> usize {
+        match self {
+            EncoderName::InceptionV3 => 75,
+            EncoderName::SmallCnn => 1,
+            _ => 32,
+        }
+    }
+
     /// The attention grid side it is pooled to by default (14 for ResNet, 8 for Inception v3).
     pub fn default_grid(self) -> usize {
         match self {

@@ -77,6 +77,13 @@ impl Args {
         if grid == 0 {
             bail!("--grid must be at least 1");
         }
+        let min = self.encoder.min_image_size();
+        if size < min {
+            bail!(
+                "{} needs pictures of at least {min}x{min} (--image-size {size} given)",
+                self.encoder
+            );
+        }
         self.encoder.pretrained_config(size, grid).with_context(|| {
             "features runs a pretrained encoder: pick resnet18, ..., resnet152 or inception-v3"
         })
@@ -150,7 +157,7 @@ fn output_paths(args: &Args) -> Result<Vec<PathBuf>> {
         let stem = image
             .file_stem()
             .with_context(|| format!("{} is not a file name", image.display()))?;
-        let out = args.out.join(stem).with_extension("npy");
+        let out = args.out.join(format!("{}.npy", stem.to_string_lossy()));
         if let Some(first) = seen.insert(out.clone(), image) {
             bail!(
                 "{} and {} would both be written to {}: give pictures with distinct names",

@@ -301,6 +301,7 @@ fn main() -> Result<()> {
             );
         };
         let config = args.apply(saved);
+        config.check().map_err(anyhow::Error::msg)?;
         if epoch >= config.epochs {
             bail!(
                 "{} has already trained {epoch} epochs: pass --epochs N with N > {epoch} to train more",

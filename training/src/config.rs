@@ -268,6 +268,24 @@ impl TrainConfig {
         if self.grid == Some(0) {
             return Err("--grid must be at least 1".into());
         }
+        let positive = |lr: f64| lr.is_finite() && lr > 0.0;
+        if !positive(self.lr) || self.encoder_lr.is_some_and(|lr| !positive(lr)) {
+            return Err("learning rates must be positive".into());
+        }
+        if self.encoder_lr.is_some() && self.encoder_training() == EncoderTraining::Frozen {
+            return Err(
+                "--encoder-lr sets the rate of trained encoder layers, but this run's \
+                        encoder is frozen: add --fine-tune-encoder, or drop --encoder-lr"
+                    .into(),
+            );
+        }
+        let (size, min) = (self.data.image_size(), self.encoder.min_image_size());
+        if size < min {
+            return Err(format!(
+                "{} needs pictures of at least {min}x{min} (--image-size {size} given)",
+                self.encoder
+            ));
+        }
         Ok(())
     }
 
@@ -287,5 +305,72 @@ impl TrainConfig {
             max_len: 30,
             ..Self::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pretrained(name: EncoderName) -> TrainConfig {
+        TrainConfig {
+            encoder: name,
+            ..TrainConfig::default()
+        }
+    }
+
+    #[test]
+    fn contradicting_settings_are_refused_with_the_flag_named() {
+        let err = |c: TrainConfig| c.check().unwrap_err();
+        assert!(TrainConfig::default().check().is_ok());
+        let small_cnn_fine_tune = TrainConfig {
+            fine_tune_encoder: true,
+            ..TrainConfig::default()
+        };
+        assert!(err(small_cnn_fine_tune).contains("--fine-tune-encoder"));
+        let frozen_with_rate = TrainConfig {
+            encoder_lr: Some(1e-4),
+            ..pretrained(EncoderName::ResNet50)
+        };
+        assert!(err(frozen_with_rate).contains("--encoder-lr"));
+        let fine_tuned = TrainConfig {
+            encoder_lr: Some(1e-4),
+            fine_tune_encoder: true,
+            ..pretrained(EncoderName::ResNet50)
+        };
+        assert!(fine_tuned.check().is_ok());
+        assert_eq!(fine_tuned.encoder_training(), EncoderTraining::LaterLayers);
+        // The shapes default of 64 pixels is too small for Inception v3.
+        assert!(err(pretrained(EncoderName::InceptionV3)).contains("at least 75x75"));
+        let no_rate = TrainConfig {
+            lr: 0.0,
+            ..TrainConfig::default()
+        };
+        assert!(err(no_rate).contains("positive"));
+        let grid_for_small_cnn = TrainConfig {
+            grid: Some(7),
+            ..TrainConfig::default()
+        };
+        assert!(err(grid_for_small_cnn).contains("--grid"));
+    }
+
+    #[test]
+    fn pretrained_encoders_are_frozen_unless_fine_tuned() {
+        assert_eq!(
+            pretrained(EncoderName::ResNet18).encoder_training(),
+            EncoderTraining::Frozen
+        );
+        assert_eq!(
+            TrainConfig::default().encoder_training(),
+            EncoderTraining::Whole
+        );
+        assert_eq!(
+            pretrained(EncoderName::ResNet18).encoder_lr(),
+            DEFAULT_ENCODER_LR
+        );
+        assert_eq!(
+            TrainConfig::default().encoder_lr(),
+            TrainConfig::default().lr
+        );
     }
 }

@@ -97,20 +97,25 @@ pub fn load_encoder_weights<B: Backend>(
     Ok(())
 }
 
-/// The encoder of a new run: built, its ImageNet weights loaded when given, and frozen as far
-/// as `config` asks.
+/// The encoder of a run: built, its ImageNet weights loaded when given, and frozen as far as
+/// `config` asks. When `resuming`, a weights file that is gone is only a warning unless the
+/// run caches features (the cache is keyed by the loaded weights): the checkpoint holds them.
 pub fn build_encoder<B: AutodiffBackend>(
     config: &TrainConfig,
     encoder_config: &EncoderConfig,
+    resuming: bool,
     device: &B::Device,
 ) -> Result<Encoder<B>> {
     let mut encoder = encoder_config.init::<B>(device);
     let name = config.encoder.name();
-    load_encoder_weights(
-        &mut encoder,
-        config.encoder,
-        config.encoder_weights.as_deref(),
-    )?;
+    let cached = matches!(&config.data, DataSource::Files(f) if f.cache_features);
+    match config.encoder_weights.as_deref() {
+        Some(path) if resuming && !cached && !path.exists() => eprintln!(
+            "warning: {} is gone; the checkpoint holds the encoder's weights",
+            path.display()
+        ),
+        weights => load_encoder_weights(&mut encoder, config.encoder, weights)?,
+    }
     let training = config.encoder_training();
     let what = match training {
         EncoderTraining::Frozen => "frozen".to_string(),
@@ -156,6 +161,7 @@ pub fn train<B: AutodiffBackend>(
     let started = Instant::now();
     std::fs::create_dir_all(run.root())
         .with_context(|| format!("cannot create the run folder {}", run.root().display()))?;
+    config.check().map_err(anyhow::Error::msg)?;
     run.save_train_config(&config)?;
 
     let saved_vocab = match resume_from {
@@ -164,10 +170,9 @@ pub fn train<B: AutodiffBackend>(
     };
     // The encoder comes first: a feature cache is made with its weights, before the
     // vocabulary (and so the decoder's size) is known.
-    config.check().map_err(anyhow::Error::msg)?;
     B::seed(&device, config.seed);
     let encoder_config = encoder_config(&config);
-    let encoder = build_encoder::<B>(&config, &encoder_config, &device)?;
+    let encoder = build_encoder::<B>(&config, &encoder_config, resume_from.is_some(), &device)?;
     let cached = match &config.data {
         DataSource::Files(files) if files.cache_features => Some(files),
         _ => None,
