@@ -168,10 +168,7 @@ impl Args {
             (name, None) => bail!("--dataset {name} needs --data-dir <folder holding it>"),
             (name, Some(dir)) => TrainConfig::for_files(FilesConfig::new(name, dir.clone())),
         };
-        let mut config = self.with_encoder(config);
-        config = self.apply(config);
-        config.check().map_err(anyhow::Error::msg)?;
-        Ok(config)
+        Ok(self.apply(self.with_encoder(config)))
     }
 
     /// The encoder flags, which only a new run takes.
@@ -301,7 +298,6 @@ fn main() -> Result<()> {
             );
         };
         let config = args.apply(saved);
-        config.check().map_err(anyhow::Error::msg)?;
         if epoch >= config.epochs {
             bail!(
                 "{} has already trained {epoch} epochs: pass --epochs N with N > {epoch} to train more",

@@ -208,8 +208,9 @@ pub enum EncoderTraining {
 pub const DEFAULT_ENCODER_LR: f64 = 1e-4;
 
 impl TrainConfig {
-    /// Whether the encoder's features can be cached: the run never changes its weights.
-    fn features_cached(&self) -> bool {
+    /// Whether the run reads the encoder's features from a cache (so never changes its
+    /// weights).
+    pub fn features_cached(&self) -> bool {
         matches!(&self.data, DataSource::Files(f) if f.cache_features)
     }
 

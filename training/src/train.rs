@@ -108,9 +108,8 @@ pub fn build_encoder<B: AutodiffBackend>(
 ) -> Result<Encoder<B>> {
     let mut encoder = encoder_config.init::<B>(device);
     let name = config.encoder.name();
-    let cached = matches!(&config.data, DataSource::Files(f) if f.cache_features);
     match config.encoder_weights.as_deref() {
-        Some(path) if resuming && !cached && !path.exists() => eprintln!(
+        Some(path) if resuming && !config.features_cached() && !path.exists() => eprintln!(
             "warning: {} is gone; the checkpoint holds the encoder's weights",
             path.display()
         ),
@@ -159,9 +158,9 @@ pub fn train<B: AutodiffBackend>(
     resume_from: Option<usize>,
 ) -> Result<TrainReport> {
     let started = Instant::now();
+    config.check().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(run.root())
         .with_context(|| format!("cannot create the run folder {}", run.root().display()))?;
-    config.check().map_err(anyhow::Error::msg)?;
     run.save_train_config(&config)?;
 
     let saved_vocab = match resume_from {
