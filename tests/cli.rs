@@ -13,7 +13,7 @@ use captioner_training::train::model_config;
 use captioner_training::TrainConfig;
 
 mod common;
-use common::{exec, temp_dir, text};
+use common::{exec, flickr8k_fixture, quick_flickr8k_flags, temp_dir, text};
 
 /// A run folder holding an untrained model: enough for `infer` to load and caption.
 fn untrained_run(dir: &Path) -> RunDir {
@@ -218,68 +218,6 @@ fn a_backend_that_was_not_compiled_in_names_its_cargo_feature() {
 }
 
 /// A Flickr8k-shaped folder: eight photos of two kinds, a truncated JPEG, a bogus name.
-fn flickr8k_fixture(dir: &Path) {
-    let images = dir.join("Flicker8k_Dataset");
-    std::fs::create_dir_all(&images).unwrap();
-    let text_dir = dir.join("Flickr8k_text");
-    std::fs::create_dir_all(&text_dir).unwrap();
-    let mut tokens = String::new();
-    let mut train = String::new();
-    for i in 0..8 {
-        let (colour, word) = if i % 2 == 0 {
-            ([220, 30, 30], "red")
-        } else {
-            ([30, 30, 220], "blue")
-        };
-        let name = format!("{i}.jpg");
-        // Odd sizes, as real photos have.
-        captioner_datasets::image::RgbImage::from_pixel(40 + i, 30, ::image::Rgb(colour))
-            .save(images.join(&name))
-            .unwrap();
-        for n in 0..2 {
-            tokens.push_str(&format!("{name}#{n}\tA {word} wall .\n"));
-        }
-        let list = if i < 6 {
-            &mut train
-        } else {
-            &mut String::new()
-        };
-        list.push_str(&format!("{name}\n"));
-    }
-    let jpeg = std::fs::read(images.join("0.jpg")).unwrap();
-    std::fs::write(images.join("broken.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
-    tokens.push_str("broken.jpg#0\tA broken picture .\n");
-    tokens.push_str("0.jpg.1#0\tA bogus name .\n");
-    train.push_str("broken.jpg\n");
-    std::fs::write(text_dir.join("Flickr8k.token.txt"), tokens).unwrap();
-    std::fs::write(text_dir.join("Flickr_8k.trainImages.txt"), train).unwrap();
-    std::fs::write(text_dir.join("Flickr_8k.devImages.txt"), "6.jpg\n7.jpg\n").unwrap();
-}
-
-/// `train` flags for one quick epoch of a tiny model on the fixture folder `data`.
-fn quick_flickr8k_flags(data: &Path) -> Vec<String> {
-    [
-        "--dataset",
-        "flickr8k",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--epochs",
-        "1",
-        "--image-size",
-        "32",
-        "--embed-dim",
-        "16",
-        "--attention-dim",
-        "16",
-        "--hidden-dim",
-        "32",
-        "--min-word-freq",
-        "1",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 #[test]
 fn train_on_a_flickr8k_folder_lists_what_it_skips_and_strict_refuses() {
     let dir = temp_dir("flickr8k");
@@ -370,9 +308,9 @@ fn cache_features_builds_once_and_is_reused_by_the_next_run() {
             "train",
             &flags.iter().map(String::as_str).collect::<Vec<_>>(),
         );
-        let stdout = text(&run.stdout);
-        assert!(run.status.success(), "{stdout}\n{}", text(&run.stderr));
-        stdout
+        let output = text(&run.stdout) + &text(&run.stderr);
+        assert!(run.status.success(), "{output}");
+        output
     };
     let first = train("first");
     assert!(first.contains("Feature cache built"), "{first}");

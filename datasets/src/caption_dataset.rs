@@ -51,6 +51,8 @@ impl From<Arc<RgbImage>> for ItemImage {
 pub struct CaptionItem {
     /// The picture.
     pub image: ItemImage,
+    /// The picture's index in its dataset (the order images were pushed).
+    pub image_id: usize,
     /// Its captions' token ids, `<start>` and `<end>` included.
     pub captions: Vec<Vec<u32>>,
 }
@@ -81,6 +83,40 @@ impl CaptionDataset {
     pub fn num_images(&self) -> usize {
         self.images.len()
     }
+
+    /// The same images, one item per image with all of its captions (validation: one encoder
+    /// pass and one searched caption per image).
+    pub fn per_image(&self) -> PerImageDataset {
+        let mut captions = vec![Vec::new(); self.images.len()];
+        for (image, caption) in &self.captions {
+            captions[*image].push(caption.clone());
+        }
+        PerImageDataset {
+            images: self.images.clone(),
+            captions,
+        }
+    }
+}
+
+/// Images with all of their captions, one item per image; see [`CaptionDataset::per_image`].
+#[derive(Debug, Clone, Default)]
+pub struct PerImageDataset {
+    images: Vec<ItemImage>,
+    captions: Vec<Vec<Vec<u32>>>,
+}
+
+impl Dataset<CaptionItem> for PerImageDataset {
+    fn get(&self, index: usize) -> Option<CaptionItem> {
+        Some(CaptionItem {
+            image: self.images.get(index)?.clone(),
+            image_id: index,
+            captions: self.captions[index].clone(),
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.images.len()
+    }
 }
 
 impl Dataset<CaptionItem> for CaptionDataset {
@@ -88,6 +124,7 @@ impl Dataset<CaptionItem> for CaptionDataset {
         let (image_index, caption) = self.captions.get(index)?;
         Some(CaptionItem {
             image: self.images[*image_index].clone(),
+            image_id: *image_index,
             captions: vec![caption.clone()],
         })
     }

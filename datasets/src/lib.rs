@@ -13,12 +13,13 @@ pub mod format;
 pub mod image;
 pub mod karpathy;
 pub mod problems;
+pub mod ptb_tokenizer;
 pub mod rng;
 pub mod shapes;
 pub mod split;
 pub mod vocab;
 
-pub use caption_dataset::{CaptionDataset, CaptionItem, ItemImage};
+pub use caption_dataset::{CaptionDataset, CaptionItem, ItemImage, PerImageDataset};
 pub use corpus::{Corpus, CorpusImage};
 pub use error::DatasetError;
 pub use format::{DatasetName, Format};

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ptb_tokenizer::ptb_tokenize;
+
 /// Padding token id: fills captions up to the batch's longest one and never counts in the loss.
 pub const PAD: u32 = 0;
 /// Start-of-caption token id: the decoder's first input.
@@ -16,14 +18,11 @@ pub const UNK: u32 = 3;
 
 const SPECIALS: [&str; 4] = ["<pad>", "<start>", "<end>", "<unk>"];
 
-/// Splits a caption into lowercase words, dropping punctuation (as Karpathy's split tokens do).
+/// Splits a caption into lowercase words as coco-caption's PTB tokenizer does (clitics such as
+/// `'s` and `n't` split off, punctuation dropped), so that the vocabulary and the scores share
+/// one tokenisation. See [`crate::ptb_tokenizer`].
 pub fn tokenize(caption: &str) -> Vec<String> {
-    caption
-        .to_lowercase()
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect()
+    ptb_tokenize(caption)
 }
 
 /// Word <-> id mapping, built from the training captions only and saved as `vocab.json`.
@@ -138,6 +137,23 @@ mod tests {
         assert_eq!(
             tokenize("A dog, running!  Fast."),
             ["a", "dog", "running", "fast"]
+        );
+        assert_eq!(
+            tokenize("The dog's ball isn't red-and-white (3.5 cm)?!"),
+            [
+                "the",
+                "dog",
+                "'s",
+                "ball",
+                "is",
+                "n't",
+                "red-and-white",
+                "-lrb-",
+                "3.5",
+                "cm",
+                "-rrb-",
+                "?!"
+            ]
         );
         assert!(tokenize(" ,.; ").is_empty());
     }

@@ -84,6 +84,7 @@ fn main() {
             input: EncoderInput::Images(images.clone()),
             tokens: tokens.clone(),
             image_of_caption,
+            decode: None,
         });
         let _ = out.loss.backward();
     });

@@ -2,6 +2,8 @@
 
 use burn::prelude::*;
 
+use crate::search::SearchConfig;
+
 /// A batch of images with one or more captions each (all five of an image's captions share
 /// one pass of the encoder, as `seq_per_img` does in the reference PyTorch trainers).
 #[derive(Debug, Clone)]
@@ -12,6 +14,20 @@ pub struct CaptionBatch<B: Backend> {
     pub tokens: Tensor<B, 2, Int>,
     /// For each caption, the row of its image in `input`, `[captions]`.
     pub image_of_caption: Tensor<B, 1, Int>,
+    /// Validation only: images of the batch to caption by search as well (their scores are
+    /// the validation metric).
+    pub decode: Option<DecodeRequest>,
+}
+
+/// Which images of a validation batch to caption, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeRequest {
+    /// Rows of the batch's images.
+    pub rows: Vec<usize>,
+    /// The same images' ids in their dataset, handed back with the captions.
+    pub image_ids: Vec<usize>,
+    /// Beam width and length cap.
+    pub search: SearchConfig,
 }
 
 /// What the encoder side of a batch holds.

@@ -87,10 +87,22 @@ impl<B: Backend> Captioner<B> {
     /// Steps after a caption's end are masked out of both terms, so padding never changes
     /// the loss.
     pub fn forward(&self, batch: CaptionBatch<B>) -> CaptionerOutput<B> {
-        let [batch_size, len] = batch.tokens.dims();
-        let inputs = batch.tokens.clone().narrow(1, 0, len - 1);
-        let targets = batch.tokens.narrow(1, 1, len - 1);
-        let features = self.encode(batch.input).select(0, batch.image_of_caption);
+        let features = self.encode(batch.input);
+        self.forward_features(features, batch.tokens, batch.image_of_caption)
+    }
+
+    /// [`Captioner::forward`] from the images' feature grids `[images, positions, channels]`,
+    /// for callers that use the grids for something else too.
+    pub fn forward_features(
+        &self,
+        features: Tensor<B, 3>,
+        tokens: Tensor<B, 2, Int>,
+        image_of_caption: Tensor<B, 1, Int>,
+    ) -> CaptionerOutput<B> {
+        let [batch_size, len] = tokens.dims();
+        let inputs = tokens.clone().narrow(1, 0, len - 1);
+        let targets = tokens.narrow(1, 1, len - 1);
+        let features = features.select(0, image_of_caption);
         let out = self.decoder.forward(features, inputs);
 
         let mask = targets.clone().not_equal_elem(PAD as i32).float();

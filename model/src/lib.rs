@@ -19,10 +19,10 @@ pub mod lstm_cell;
 pub mod resnet;
 pub mod search;
 pub mod small_cnn;
-mod step;
+pub mod step;
 pub mod torchvision_weights;
 
-pub use batch::{CaptionBatch, EncoderInput};
+pub use batch::{CaptionBatch, DecodeRequest, EncoderInput};
 pub use captioner::{Captioner, CaptionerConfig, CaptionerOutput};
 pub use decoder::{Decoder, DecoderConfig};
 pub use encoder::{Encoder, EncoderConfig, EncoderName};
@@ -30,6 +30,7 @@ pub use inception_v3::{InceptionV3, InceptionV3Config};
 pub use resnet::{ResNet, ResNetConfig};
 pub use search::{beam_search, greedy, Caption, SearchConfig};
 pub use small_cnn::{SmallCnn, SmallCnnConfig};
+pub use step::{ImageCaption, ValidationOutput};
 pub use torchvision_weights::{LoadedWeights, WeightsError};
 
 /// Token ids that the model treats specially; they match `captioner_datasets::vocab`.

@@ -1,25 +1,66 @@
-//! `eval`: scores a trained run on held-out images of its dataset.
+//! `eval`: the coco-caption scores (BLEU-1..4, ROUGE-L, CIDEr-D) of a results file, or of a
+//! trained run captioning a whole split.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use captioner::device::{run_on, BackendJob, DeviceKind};
+use captioner_datasets::{tokenize, DatasetName, Split};
 use captioner_model::SearchConfig;
-use captioner_training::config::DataSource;
-use captioner_training::evaluate::{evaluate, EvalReport, HeldOut};
+use captioner_training::coco_files::{read_and_pair, write_references, write_results};
+use captioner_training::config::{DataSource, FilesConfig};
+use captioner_training::data::held_out_split;
+use captioner_training::evaluate::{caption_held_out, score_captions, EvalReport, HeldOut};
+use captioner_training::feature_cache::CacheEncoder;
+use captioner_training::metrics::coco_scores;
 use captioner_training::RunDir;
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
-/// Score a model trained by `train` on held-out images of the dataset it was trained on.
-///
-/// Prints the scores and writes them as JSON with --json.
+/// Score captions as the coco-caption toolkit (pycocoevalcap) does: corpus BLEU-1..4,
+/// ROUGE-L and CIDEr-D, after its PTB tokenisation.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
-struct Args {
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Score a COCO results file against a COCO annotation file; prints one JSON object with
+    /// pycocoevalcap's names and scales (Bleu_1..Bleu_4, ROUGE_L, CIDEr).
+    Score(ScoreArgs),
+    /// Caption a whole split with a trained run (batched beam search) and score it against all
+    /// of its references.
+    Model(ModelArgs),
+}
+
+#[derive(Debug, Args)]
+struct ScoreArgs {
+    /// Captions to score: `[{"image_id": .., "caption": ".."}]`, one per image.
+    #[arg(long, value_name = "FILE")]
+    results: PathBuf,
+    /// Reference captions: `{"images": [{"id": ..}], "annotations": [{"image_id": ..,
+    /// "caption": ".."}]}`. Every image needs a result, and every result an image here.
+    #[arg(long, value_name = "FILE")]
+    references: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct ModelArgs {
     /// Run folder written by `train`.
     #[arg(long, value_name = "DIR")]
     model: PathBuf,
+    /// The dataset to caption [default: the run's own].
+    #[arg(long, value_name = "NAME")]
+    dataset: Option<DatasetName>,
+    /// Where that dataset is [default: where the run read it from].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The split to caption: test, dev or train (shapes runs: their scenes of that split).
+    #[arg(long, default_value = "test", value_parser = parse_split)]
+    split: Split,
     /// Beams kept while decoding; 1 is greedy decoding. Several values (`--beam-size 1,3,5`)
     /// score each in turn.
     #[arg(long, default_value = "3", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
@@ -27,6 +68,17 @@ struct Args {
     /// Longest caption, in words; longer ones are cut.
     #[arg(long, default_value_t = 20)]
     max_len: usize,
+    /// Images captioned together.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Write the captions here in the COCO results format (with several beam sizes, the
+    /// beam size is added to the file name: results.beam3.json).
+    #[arg(long, value_name = "FILE")]
+    results_out: Option<PathBuf>,
+    /// Write the split's reference captions here in the COCO annotation format, so that the
+    /// results can be scored again with pycocoevalcap.
+    #[arg(long, value_name = "FILE")]
+    references_out: Option<PathBuf>,
     /// Print one JSON object per beam size instead of text.
     #[arg(long)]
     json: bool,
@@ -35,53 +87,148 @@ struct Args {
     device: DeviceKind,
 }
 
-struct EvalJob {
-    args: Args,
+fn parse_split(s: &str) -> Result<Split, String> {
+    Split::ALL
+        .into_iter()
+        .find(|split| split.name() == s || (s == "val" && *split == Split::Valid))
+        .ok_or_else(|| format!("unknown split {s:?}: train, dev or test"))
 }
 
-impl BackendJob for EvalJob {
+struct ModelJob {
+    args: ModelArgs,
+}
+
+impl ModelJob {
+    /// The images to caption with their references: the run's data unless the flags name
+    /// other data.
+    fn held_out<B: AutodiffBackend>(
+        &self,
+        run: &captioner_training::LoadedRun<B::InnerBackend>,
+        device: &B::Device,
+    ) -> Result<HeldOut> {
+        let args = &self.args;
+        let files = match (&run.train_config.data, args.dataset, &args.data_dir) {
+            (DataSource::Shapes(shapes), None | Some(DatasetName::Shapes), None) => {
+                return Ok(HeldOut::shapes(shapes, args.split));
+            }
+            (DataSource::Files(files), dataset, data_dir) => FilesConfig {
+                dataset: dataset.unwrap_or(files.dataset),
+                data_dir: data_dir.clone().unwrap_or_else(|| files.data_dir.clone()),
+                format: if dataset.is_some() || data_dir.is_some() {
+                    None
+                } else {
+                    files.format
+                },
+                ..files.clone()
+            },
+            (DataSource::Shapes(_), _, _) => anyhow::bail!(
+                "this run was trained on the shapes scenes: it can only caption those (leave \
+                 out --dataset and --data-dir)"
+            ),
+        };
+        if !files.cache_features {
+            return held_out_split(&files, args.split, None);
+        }
+        // A run that learned from cached features reads the split through a cache of its
+        // own (built once; later evaluations reuse it).
+        let open = |paths: &[PathBuf]| {
+            CacheEncoder {
+                encoder: &run.model.encoder,
+                config: &run.model_config.encoder,
+                resize: files.resize(),
+                device: device.clone(),
+            }
+            .open_or_build(paths, &files.cache_dir, files.dataset.name())
+        };
+        held_out_split(&files, args.split, Some(&open))
+    }
+}
+
+impl BackendJob for ModelJob {
     type Output = Vec<EvalReport>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Self::Output> {
         let run = RunDir::new(&self.args.model).load::<B::InnerBackend>(&device)?;
-        let DataSource::Shapes(shapes) = &run.train_config.data else {
-            anyhow::bail!(
-                "eval of runs on datasets from disk is not there yet: the report.json of the run \
-                 holds the dev-split scores of its training"
+        let held_out = self.held_out::<B>(&run, &device)?;
+        let args = &self.args;
+        eprintln!(
+            "Captioning {} {} images of {}",
+            held_out.images.len(),
+            held_out.split,
+            run.train_config.data.name()
+        );
+        if let Some(path) = &args.references_out {
+            write_references(path, &held_out.ids, None, &held_out.references)?;
+
+            eprintln!("References: {}", path.display());
+        }
+        let mut reports = Vec::new();
+        for &beam in &args.beam_size {
+            let search = SearchConfig {
+                beam_size: beam as usize,
+                max_len: args.max_len,
+            };
+            let texts = caption_held_out(
+                &run.model,
+                &run.vocab,
+                &held_out,
+                run.train_config.data.image_size(),
+                &search,
+                args.batch_size,
+                &device,
             );
-        };
-        let held_out = HeldOut::shapes(shapes, captioner_datasets::Split::Test);
-        Ok(self
-            .args
-            .beam_size
-            .iter()
-            .map(|&beam| {
-                let search = SearchConfig {
-                    beam_size: beam as usize,
-                    max_len: self.args.max_len,
+            if let Some(path) = &args.results_out {
+                let path = if args.beam_size.len() > 1 {
+                    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+                    path.with_file_name(format!("{stem}.beam{beam}.json"))
+                } else {
+                    path.clone()
                 };
-                evaluate(
-                    &run.model,
-                    &run.vocab,
-                    &held_out,
-                    shapes.image_size,
-                    &search,
-                    &device,
-                )
-            })
-            .collect())
+                write_results(&path, &held_out.ids, &texts)?;
+                eprintln!("Results: {}", path.display());
+            }
+            reports.push(score_captions(&held_out, &texts, beam as usize));
+        }
+        Ok(reports)
     }
 }
 
+fn score(args: &ScoreArgs) -> Result<()> {
+    let paired = read_and_pair(&args.results, &args.references)?;
+    let tokenized = |captions: &[String]| -> Vec<String> {
+        captions.iter().map(|c| tokenize(c).join(" ")).collect()
+    };
+    let candidates = tokenized(&paired.candidates);
+    let references: Vec<Vec<String>> = paired.references.iter().map(|r| tokenized(r)).collect();
+    let scores = coco_scores(&candidates, &references);
+    eprintln!(
+        "Scored {} images against {} reference captions",
+        candidates.len(),
+        references.iter().map(Vec::len).sum::<usize>()
+    );
+    println!("{}", serde_json::to_string_pretty(&scores.to_coco_json())?);
+    Ok(())
+}
+
 fn main() -> Result<()> {
-    let args = Args::parse();
-    let json = args.json;
-    let device = args.device;
-    for report in run_on(device, EvalJob { args })? {
-        if json {
-            println!("{}", serde_json::to_string(&report)?);
-        } else {
-            print!("{report}");
+    match Cli::parse().command {
+        Command::Score(args) => score(&args),
+        Command::Model(args) => {
+            let (json, device) = (args.json, args.device);
+            for report in run_on(device, ModelJob { args })? {
+                if json {
+                    let mut value = report.scores.to_coco_json();
+                    value["split"] = serde_json::json!(report.split);
+                    value["images"] = serde_json::json!(report.images);
+                    value["beam_size"] = serde_json::json!(report.beam_size);
+                    if let Some(shapes) = &report.shapes {
+                        value["shapes"] = serde_json::to_value(shapes)?;
+                    }
+                    println!("{value}");
+                } else {
+                    print!("{report}");
+                }
+            }
+            Ok(())
         }
     }
-    Ok(())
 }

@@ -9,7 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use captioner::device::{run_on, BackendJob, DeviceKind};
 use captioner_datasets::{DatasetName, Format};
 use captioner_model::EncoderName;
-use captioner_training::config::{DataSource, FilesConfig};
+use captioner_training::config::{DataSource, FilesConfig, LrSchedule, SelectBy};
 use captioner_training::run_dir::RunDir;
 use captioner_training::train::{train, TrainReport};
 use captioner_training::TrainConfig;
@@ -106,10 +106,35 @@ struct Args {
     /// Captions per optimiser step [default: 32].
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Adam learning rate at the start; it decays along a cosine to a twentieth of it by the
-    /// last epoch [default: 0.003; real datasets: 0.001].
+    /// Adam learning rate at the start [default: 0.003; real datasets: 0.001]. With the
+    /// cosine schedule it falls to a twentieth of it by the last epoch; plateaus of the
+    /// validation score multiply it by --lr-decay-factor.
     #[arg(long)]
     lr: Option<f64>,
+    /// Learning-rate schedule between plateau decays: cosine (to lr/20 by the last epoch) or
+    /// constant (the Show-Attend-Tell recipe) [default: cosine].
+    #[arg(long, value_name = "cosine|constant")]
+    lr_schedule: Option<LrSchedule>,
+    /// Epochs without a better validation score after which the learning rate is multiplied
+    /// by --lr-decay-factor (again after as many more); 0 never decays [default: 8].
+    #[arg(long, value_name = "EPOCHS")]
+    lr_decay_patience: Option<usize>,
+    /// Factor of each plateau decay of the learning rate [default: 0.8].
+    #[arg(long)]
+    lr_decay_factor: Option<f64>,
+    /// Epochs without a better validation score after which training stops; 0 never stops
+    /// early [default: 20].
+    #[arg(long, value_name = "EPOCHS")]
+    early_stop_patience: Option<usize>,
+    /// The validation score that picks the best epoch (whose weights become the run's model),
+    /// decays the learning rate and stops training: bleu4 or cider [default: bleu4].
+    #[arg(long, value_name = "bleu4|cider")]
+    select_by: Option<SelectBy>,
+    /// Validation images captioned by beam search after every epoch for the BLEU-4 and
+    /// CIDEr-D on the dashboard (a fixed sample spread over the split); fewer make epochs
+    /// quicker [default: all].
+    #[arg(long, value_name = "N")]
+    val_caption_images: Option<usize>,
     /// Seed of weight initialisation and data shuffling [default: 42].
     #[arg(long)]
     seed: Option<u64>,
@@ -152,7 +177,8 @@ struct Args {
     /// Width of the LSTM state [default: 128; real datasets: 512].
     #[arg(long)]
     hidden_dim: Option<usize>,
-    /// Beam size of the final evaluation (1 = greedy) [default: 3].
+    /// Beam size of the validation captions and of the final evaluation (1 = greedy)
+    /// [default: 3].
     #[arg(long)]
     beam_size: Option<usize>,
 }
@@ -208,7 +234,15 @@ impl Args {
         set!(epochs => epochs, batch_size => batch_size, lr => lr, seed => seed,
              workers => workers, grad_clip => grad_clip, beam_size => beam_size,
              min_word_freq => min_word_freq, dropout => dropout, embed_dim => embed_dim,
-             attention_dim => attention_dim, hidden_dim => hidden_dim);
+             attention_dim => attention_dim, hidden_dim => hidden_dim,
+             lr_schedule => lr_schedule,
+             lr_decay_patience => validation.lr_decay_patience,
+             lr_decay_factor => validation.lr_decay_factor,
+             early_stop_patience => validation.early_stop_patience,
+             select_by => validation.select_by);
+        if self.val_caption_images.is_some() {
+            config.validation.caption_images = self.val_caption_images;
+        }
         config.freeze_encoder |= self.freeze_encoder || self.cache_features;
         match &mut config.data {
             DataSource::Shapes(shapes) => {

@@ -1,6 +1,6 @@
 //! Helpers shared by the command-line tests.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A fresh, empty folder for one test.
@@ -26,4 +26,70 @@ pub fn exec(bin: &str, args: &[&str]) -> Output {
 /// Output bytes as text.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A Flickr8k folder in the original layout: 6 train pictures (red or blue walls, odd sizes),
+/// 2 dev ones, a broken JPEG and a caption line for a bogus file name.
+#[allow(dead_code)]
+pub fn flickr8k_fixture(dir: &Path) {
+    let images = dir.join("Flicker8k_Dataset");
+    std::fs::create_dir_all(&images).unwrap();
+    let text_dir = dir.join("Flickr8k_text");
+    std::fs::create_dir_all(&text_dir).unwrap();
+    let mut tokens = String::new();
+    let mut train = String::new();
+    for i in 0..8 {
+        let (colour, word) = if i % 2 == 0 {
+            ([220, 30, 30], "red")
+        } else {
+            ([30, 30, 220], "blue")
+        };
+        let name = format!("{i}.jpg");
+        // Odd sizes, as real photos have.
+        captioner_datasets::image::RgbImage::from_pixel(40 + i, 30, ::image::Rgb(colour))
+            .save(images.join(&name))
+            .unwrap();
+        for n in 0..2 {
+            tokens.push_str(&format!("{name}#{n}\tA {word} wall .\n"));
+        }
+        let list = if i < 6 {
+            &mut train
+        } else {
+            &mut String::new()
+        };
+        list.push_str(&format!("{name}\n"));
+    }
+    let jpeg = std::fs::read(images.join("0.jpg")).unwrap();
+    std::fs::write(images.join("broken.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
+    tokens.push_str("broken.jpg#0\tA broken picture .\n");
+    tokens.push_str("0.jpg.1#0\tA bogus name .\n");
+    train.push_str("broken.jpg\n");
+    std::fs::write(text_dir.join("Flickr8k.token.txt"), tokens).unwrap();
+    std::fs::write(text_dir.join("Flickr_8k.trainImages.txt"), train).unwrap();
+    std::fs::write(text_dir.join("Flickr_8k.devImages.txt"), "6.jpg\n7.jpg\n").unwrap();
+}
+
+/// `train` flags for one quick epoch of a tiny model on the fixture folder `data`.
+#[allow(dead_code)]
+pub fn quick_flickr8k_flags(data: &Path) -> Vec<String> {
+    [
+        "--dataset",
+        "flickr8k",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--embed-dim",
+        "16",
+        "--attention-dim",
+        "16",
+        "--hidden-dim",
+        "32",
+        "--min-word-freq",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec()
 }

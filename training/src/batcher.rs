@@ -4,12 +4,13 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::prelude::*;
 use captioner_datasets::image::{hflip, to_normalized_chw};
 use captioner_datasets::vocab::PAD;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use captioner_datasets::decode::Resize;
 use captioner_datasets::feature_cache::FeatureCache;
 use captioner_datasets::{CaptionItem, ItemImage};
-use captioner_model::{CaptionBatch, EncoderInput};
+use captioner_model::{CaptionBatch, DecodeRequest, EncoderInput, SearchConfig};
 
 /// Normalises the images to the encoder's input size, lays out every caption of every image
 /// as one row padded to the longest, and records which image each caption belongs to.
@@ -18,6 +19,7 @@ pub struct CaptionBatcher {
     resize: Resize,
     hflip: bool,
     cache: Option<Arc<FeatureCache>>,
+    decode: Option<(SearchConfig, Arc<HashSet<usize>>)>,
 }
 
 impl CaptionBatcher {
@@ -30,6 +32,16 @@ impl CaptionBatcher {
             },
             hflip: false,
             cache: None,
+            decode: None,
+        }
+    }
+
+    /// Asks the model to caption, with `search`, the images of every batch whose ids are in
+    /// `image_ids` (validation's decoded sample).
+    pub fn with_decode(self, search: SearchConfig, image_ids: Arc<HashSet<usize>>) -> Self {
+        Self {
+            decode: Some((search, image_ids)),
+            ..self
         }
     }
 
@@ -101,6 +113,19 @@ impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
             }
         }
         let image_of_caption: Vec<i64> = captions.iter().map(|(i, _)| *i as i64).collect();
+        let decode = self.decode.as_ref().map(|(search, wanted)| {
+            let (rows, image_ids) = items
+                .iter()
+                .enumerate()
+                .filter(|(_, item)| wanted.contains(&item.image_id))
+                .map(|(row, item)| (row, item.image_id))
+                .unzip();
+            DecodeRequest {
+                rows,
+                image_ids,
+                search: *search,
+            }
+        });
         CaptionBatch {
             input,
             tokens: Tensor::from_data(TensorData::new(tokens, [captions.len(), max_len]), device),
@@ -108,6 +133,7 @@ impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
                 TensorData::new(image_of_caption, [captions.len()]),
                 device,
             ),
+            decode,
         }
     }
 }
@@ -156,10 +182,12 @@ mod tests {
         let items = vec![
             CaptionItem {
                 image: image.clone().into(),
+                image_id: 0,
                 captions: vec![vec![1, 5, 2]],
             },
             CaptionItem {
                 image: image.into(),
+                image_id: 1,
                 captions: vec![vec![1, 6, 7, 2], vec![1, 2]],
             },
         ];

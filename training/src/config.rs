@@ -45,7 +45,12 @@ pub struct FilesConfig {
     pub cache_dir: PathBuf,
     /// Decoded pictures are kept in memory when they take at most this many gigabytes;
     /// beyond, the data loader decodes them from their files every epoch.
+    #[serde(default = "default_image_memory_gb")]
     pub image_memory_gb: f64,
+}
+
+fn default_image_memory_gb() -> f64 {
+    8.0
 }
 
 impl FilesConfig {
@@ -70,7 +75,7 @@ impl FilesConfig {
             hflip: false,
             cache_features: false,
             cache_dir: PathBuf::from("artifacts/cache"),
-            image_memory_gb: 8.0,
+            image_memory_gb: default_image_memory_gb(),
         }
     }
 }
@@ -112,9 +117,13 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Captions per optimiser step.
     pub batch_size: usize,
-    /// Adam learning rate at the start; it follows a cosine down to `lr / 20` at the last
-    /// epoch.
+    /// Adam learning rate at the start; with the cosine schedule it falls to `lr / 20` by
+    /// the last epoch, and every plateau of the validation score multiplies it by
+    /// `validation.lr_decay_factor`.
     pub lr: f64,
+    /// How the learning rate moves between plateau decays.
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
     /// Seed of weight initialisation and shuffling.
     pub seed: u64,
     /// Gradients are clipped to `[-grad_clip, grad_clip]` element-wise.
@@ -158,10 +167,98 @@ pub struct TrainConfig {
     pub attention_regularization: f32,
     /// The images and captions.
     pub data: DataSource,
-    /// Beam size of the final evaluation.
+    /// Beam size of the validation captions and of the final evaluation.
     pub beam_size: usize,
-    /// Longest caption decoded in the final evaluation, in words.
+    /// Longest caption decoded, in words.
     pub max_len: usize,
+    /// The validation metric and what follows from it.
+    #[serde(default)]
+    pub validation: ValidationConfig,
+}
+
+/// The learning-rate schedule, before plateau decays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// Cosine from `lr` to `lr / 20` over the run.
+    #[default]
+    Cosine,
+    /// `lr` throughout (the Show-Attend-Tell recipe: only plateaus lower it).
+    Constant,
+}
+
+impl std::str::FromStr for LrSchedule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cosine" => Ok(Self::Cosine),
+            "constant" => Ok(Self::Constant),
+            _ => Err(format!("unknown schedule {s:?}: cosine or constant")),
+        }
+    }
+}
+
+/// The validation score that picks the best epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SelectBy {
+    /// Corpus BLEU-4.
+    #[default]
+    Bleu4,
+    /// CIDEr-D.
+    Cider,
+}
+
+impl SelectBy {
+    /// The score's name as the dashboard and messages show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SelectBy::Bleu4 => "BLEU-4",
+            SelectBy::Cider => "CIDEr-D",
+        }
+    }
+}
+
+impl std::str::FromStr for SelectBy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_lowercase().as_str() {
+            "bleu4" | "bleu-4" | "bleu_4" => Ok(Self::Bleu4),
+            "cider" | "cider-d" => Ok(Self::Cider),
+            _ => Err(format!("unknown score {s:?}: bleu4 or cider")),
+        }
+    }
+}
+
+/// After every epoch the validation images (or an evenly spread sample of them) are captioned
+/// by beam search and scored against their references; the best epoch by `select_by` is the
+/// run's model, plateaus decay the learning rate, and a long one stops the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ValidationConfig {
+    /// Validation images captioned every epoch; `None`: all of them.
+    pub caption_images: Option<usize>,
+    /// The score that picks the best epoch.
+    pub select_by: SelectBy,
+    /// Epochs without a better score after which the learning rate is multiplied by
+    /// `lr_decay_factor` (again after as many more); 0: never.
+    pub lr_decay_patience: usize,
+    /// Factor of each plateau decay.
+    pub lr_decay_factor: f64,
+    /// Epochs without a better score after which training stops; 0: never.
+    pub early_stop_patience: usize,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self {
+            caption_images: None,
+            select_by: SelectBy::Bleu4,
+            lr_decay_patience: 8,
+            lr_decay_factor: 0.8,
+            early_stop_patience: 20,
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -170,6 +267,7 @@ impl Default for TrainConfig {
             epochs: 9,
             batch_size: 32,
             lr: 3e-3,
+            lr_schedule: LrSchedule::Cosine,
             seed: 42,
             grad_clip: 5.0,
             workers: 2,
@@ -189,6 +287,7 @@ impl Default for TrainConfig {
             data: DataSource::Shapes(ShapesConfig::default()),
             beam_size: 3,
             max_len: 20,
+            validation: ValidationConfig::default(),
         }
     }
 }
@@ -286,6 +385,19 @@ impl TrainConfig {
                 "{} needs pictures of at least {min}x{min} (--image-size {size} given)",
                 self.encoder
             ));
+        }
+        let factor = self.validation.lr_decay_factor;
+        if !(factor > 0.0 && factor <= 1.0) {
+            return Err(format!(
+                "--lr-decay-factor must be in (0, 1] ({factor} given)"
+            ));
+        }
+        if self.validation.caption_images == Some(0) {
+            return Err(
+                "--val-caption-images must be at least 1 (leave it out to caption every \
+                        validation image)"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! preflight), decoded on every core and turned into the data loader's datasets.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -14,6 +14,7 @@ use captioner_datasets::problems::{ProblemKind, Problems};
 use captioner_datasets::{tokenize, CaptionDataset, Corpus, DatasetError, ItemImage, Split, Vocab};
 use serde::{Deserialize, Serialize};
 
+use crate::coco_files::ImageId;
 use crate::config::{DataSource, FilesConfig};
 use crate::evaluate::HeldOut;
 
@@ -42,6 +43,9 @@ pub struct RunData {
     pub train: CaptionDataset,
     /// Validation items, scored after every epoch.
     pub valid: CaptionDataset,
+    /// The reference captions of each validation image (tokenised, joined by spaces), in the
+    /// order of `valid`'s images.
+    pub valid_references: Vec<Vec<String>>,
     /// The images of the final report (shapes: the test scenes; files: the dev split).
     pub held_out: HeldOut,
     /// What the data held.
@@ -69,7 +73,14 @@ pub fn prepare(
                 Vocab::build(captions.iter().map(String::as_str), min_word_freq)
             });
             let train = shapes.dataset(&train_scenes, &vocab);
-            let valid = shapes.dataset(&shapes.scenes(Split::Valid), &vocab);
+            let valid_scenes = shapes.scenes(Split::Valid);
+            let valid = shapes.dataset(&valid_scenes, &vocab);
+            let valid_references = tokenized(
+                &valid_scenes
+                    .iter()
+                    .map(|s| s.captions())
+                    .collect::<Vec<_>>(),
+            );
             let mut summary = DataSummary::default();
             summary
                 .splits
@@ -86,6 +97,7 @@ pub fn prepare(
                 vocab,
                 train,
                 valid,
+                valid_references,
                 held_out,
                 summary,
             })
@@ -197,6 +209,7 @@ fn prepare_files(
     let mut held_out = HeldOut {
         split: Split::Valid,
         images: Vec::new(),
+        ids: Vec::new(),
         references: Vec::new(),
         scenes: None,
         cache,
@@ -209,13 +222,8 @@ fn prepare_files(
             Split::Valid => {
                 valid.push(image.clone(), encoded);
                 held_out.images.push(image);
-                held_out.references.push(
-                    entry
-                        .captions
-                        .iter()
-                        .map(|c| tokenize(c).join(" "))
-                        .collect(),
-                );
+                held_out.ids.push(image_id(&entry.path));
+                held_out.references.push(entry.captions.clone());
             }
             Split::Test => {}
         }
@@ -230,9 +238,120 @@ fn prepare_files(
         vocab,
         train,
         valid,
+        valid_references: tokenized(&held_out.references),
         held_out,
         summary,
     })
+}
+
+/// Captions tokenised as the scores need them (words joined by one space).
+fn tokenized(captions: &[Vec<String>]) -> Vec<Vec<String>> {
+    captions
+        .iter()
+        .map(|c| c.iter().map(|c| tokenize(c).join(" ")).collect())
+        .collect()
+}
+
+/// A picture's id in results files: its file name.
+fn image_id(path: &Path) -> ImageId {
+    ImageId::Name(
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string()),
+    )
+}
+
+/// The `split` images of a dataset on disk with all of their captions as references (none
+/// dropped for length, as coco-caption scores against all), for `eval`. Pictures are read
+/// through `cache` when given, decoded otherwise; unreadable ones are left out with a
+/// warning.
+pub fn held_out_split(
+    files: &FilesConfig,
+    split: Split,
+    cache: Option<OpenCache>,
+) -> Result<HeldOut> {
+    let located = detect(&files.data_dir, Some(files.dataset), files.format)?;
+    eprintln!(
+        "Reading {} ({} format) from {}",
+        files.dataset,
+        located.format,
+        located.annotations.display()
+    );
+    let mut corpus = load(&files.data_dir, &located)?;
+    corpus.images.retain(|i| i.split == split);
+    if corpus.images.is_empty() {
+        anyhow::bail!(
+            "{}: the {split} split has no captioned image here (pick another with --split)",
+            files.data_dir.display()
+        );
+    }
+    if !corpus.problems.is_empty() {
+        eprintln!(
+            "warning: {} lines or captions of the annotations skipped:",
+            corpus.problems.len()
+        );
+        eprint!("{}", corpus.problems.summary(3));
+    }
+    let paths: Vec<PathBuf> = corpus.images.iter().map(|i| i.path.clone()).collect();
+    let resize = files.resize();
+    let (images, unreadable, cache): (Vec<Option<ItemImage>>, Vec<String>, _) = match cache {
+        Some(open) => {
+            let cache = open(&paths)?;
+            let bad: std::collections::HashMap<usize, &String> = cache
+                .unreadable()
+                .iter()
+                .map(|(r, why)| (*r, why))
+                .collect();
+            let images = (0..paths.len())
+                .map(|row| (!bad.contains_key(&row)).then_some(ItemImage::Cached(row)))
+                .collect();
+            let why = bad.values().map(|w| w.to_string()).collect();
+            (images, why, Some(cache))
+        }
+        None => {
+            let gigabytes = (paths.len() * 3 * files.image_size.pow(2)) as f64 / 1e9;
+            let keep = gigabytes <= files.image_memory_gb;
+            let decoded = decode_all(&paths, &resize, true, keep);
+            let failed: std::collections::HashSet<&Path> =
+                decoded.errors.iter().map(|e| e.path()).collect();
+            let images = paths
+                .iter()
+                .zip(decoded.images)
+                .map(|(path, image)| {
+                    (!failed.contains(path.as_path())).then(|| match image {
+                        Some(image) => ItemImage::Pixels(image),
+                        None => ItemImage::File(path.as_path().into()),
+                    })
+                })
+                .collect();
+            let why = decoded.errors.iter().map(|e| e.to_string()).collect();
+            (images, why, None)
+        }
+    };
+    if !unreadable.is_empty() {
+        eprintln!(
+            "warning: {} unreadable pictures left out of the scores, e.g. {}",
+            unreadable.len(),
+            unreadable[0]
+        );
+    }
+    let mut held_out = HeldOut {
+        split,
+        images: Vec::new(),
+        ids: Vec::new(),
+        references: Vec::new(),
+        scenes: None,
+        cache,
+        resize,
+    };
+    for (entry, image) in corpus.images.iter().zip(images) {
+        if let Some(image) = image {
+            held_out.images.push(image);
+            held_out.ids.push(image_id(&entry.path));
+            held_out.references.push(entry.captions.clone());
+        }
+    }
+    Ok(held_out)
 }
 
 fn summarize(corpus: &Corpus, images_per_second: Option<f64>) -> DataSummary {

@@ -14,7 +14,25 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::batcher::cached_features;
-use crate::bleu::corpus_bleu;
+use crate::coco_files::ImageId;
+use crate::metrics::{coco_scores, CocoScores};
+
+/// A "captioning" progress bar on stderr (hidden when `show` is false; indicatif hides it
+/// when stderr is not a terminal).
+fn progress_bar(len: usize, show: bool) -> ProgressBar {
+    let bar = if show {
+        ProgressBar::new(len as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "captioning {bar:30} {pos}/{len} images  {per_sec}  eta {eta}",
+        )
+        .expect("valid template"),
+    );
+    bar
+}
 
 /// Captions `images` in batches of `batch_size` with a progress bar (hidden when
 /// `show_progress` is false or stderr is not a terminal).
@@ -27,17 +45,7 @@ pub fn caption_images<B: Backend>(
     device: &B::Device,
     show_progress: bool,
 ) -> Vec<Caption> {
-    let bar = if show_progress {
-        ProgressBar::new(images.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "captioning {bar:30} {pos}/{len} images  {per_sec}  eta {eta}",
-        )
-        .expect("valid template"),
-    );
+    let bar = progress_bar(images.len(), show_progress);
     let mut captions = Vec::with_capacity(images.len());
     for chunk in images.chunks(batch_size.max(1)) {
         let mut pixels = Vec::with_capacity(chunk.len() * 3 * image_size * image_size);
@@ -61,13 +69,17 @@ fn caption_cached<B: Backend>(
     cache: &FeatureCache,
     images: &[ItemImage],
     search: &SearchConfig,
+    batch_size: usize,
     device: &B::Device,
 ) -> Vec<Caption> {
+    let bar = progress_bar(images.len(), true);
     let mut captions = Vec::with_capacity(images.len());
-    for chunk in images.chunks(64) {
+    for chunk in images.chunks(batch_size.max(1)) {
         let features = cached_features(cache, chunk.iter(), device);
         captions.extend(model.caption_features(features, search));
+        bar.inc(chunk.len() as u64);
     }
+    bar.finish_and_clear();
     captions
 }
 
@@ -78,7 +90,9 @@ pub struct HeldOut {
     pub split: Split,
     /// The pictures (or their rows in `cache`).
     pub images: Vec<ItemImage>,
-    /// Each picture's reference captions, tokenised and joined by spaces.
+    /// Their ids in results files: the file name of a picture on disk, the index of a scene.
+    pub ids: Vec<ImageId>,
+    /// Each picture's reference captions, as the annotations write them.
     pub references: Vec<Vec<String>>,
     /// For the shapes dataset, the scenes themselves, so that captions can be checked.
     pub scenes: Option<Vec<Scene>>,
@@ -98,10 +112,8 @@ impl HeldOut {
                 .iter()
                 .map(|s| Arc::new(s.render(config.image_size)).into())
                 .collect(),
-            references: scenes
-                .iter()
-                .map(|s| s.captions().iter().map(|c| tokenize(c).join(" ")).collect())
-                .collect(),
+            ids: (0..scenes.len() as u64).map(ImageId::Number).collect(),
+            references: scenes.iter().map(|s| s.captions()).collect(),
             scenes: Some(scenes),
             cache: None,
             resize: Resize {
@@ -135,8 +147,9 @@ pub struct EvalReport {
     pub images: usize,
     /// Beams kept while decoding.
     pub beam_size: usize,
-    /// Corpus BLEU-1..4 against each image's reference captions.
-    pub bleu: [f64; 4],
+    /// BLEU-1..4, ROUGE-L and CIDEr-D against each image's reference captions, as
+    /// coco-caption computes them.
+    pub scores: CocoScores,
     /// Shapes only: the captions checked against the scenes.
     pub shapes: Option<ShapesScores>,
     /// A few (generated caption, first reference) pairs.
@@ -170,11 +183,11 @@ impl std::fmt::Display for EvalReport {
                 100.0 * s.all_correct
             )?;
         }
-        let b = &self.bleu;
+        let s = &self.scores;
         writeln!(
             f,
-            "  BLEU-1..4: {:.3} {:.3} {:.3} {:.3}",
-            b[0], b[1], b[2], b[3]
+            "  BLEU-1..4: {:.3} {:.3} {:.3} {:.3}   ROUGE-L: {:.3}   CIDEr-D: {:.3}",
+            s.bleu[0], s.bleu[1], s.bleu[2], s.bleu[3], s.rouge_l, s.cider
         )?;
         for (generated, reference) in &self.examples {
             writeln!(f, "  \"{generated}\"   (reference: \"{reference}\")")?;
@@ -183,17 +196,19 @@ impl std::fmt::Display for EvalReport {
     }
 }
 
-/// Captions `held_out` with `model` and scores the captions.
-pub fn evaluate<B: Backend>(
+/// Captions every image of `held_out` with `model`, `batch_size` at a time, with a progress
+/// bar; returns the captions as words joined by spaces.
+pub fn caption_held_out<B: Backend>(
     model: &Captioner<B>,
     vocab: &Vocab,
     held_out: &HeldOut,
     image_size: usize,
     search: &SearchConfig,
+    batch_size: usize,
     device: &B::Device,
-) -> EvalReport {
+) -> Vec<String> {
     let captions = match &held_out.cache {
-        Some(cache) => caption_cached(model, cache, &held_out.images, search, device),
+        Some(cache) => caption_cached(model, cache, &held_out.images, search, batch_size, device),
         None => {
             let pictures: Vec<Arc<RgbImage>> = held_out
                 .images
@@ -204,14 +219,18 @@ pub fn evaluate<B: Backend>(
                 })
                 .collect();
             let images: Vec<&RgbImage> = pictures.iter().map(|p| p.as_ref()).collect();
-            caption_images(model, &images, image_size, search, 64, device, true)
+            caption_images(model, &images, image_size, search, batch_size, device, true)
         }
     };
-    let texts: Vec<String> = captions.iter().map(|c| vocab.decode(&c.tokens)).collect();
+    captions.iter().map(|c| vocab.decode(&c.tokens)).collect()
+}
+
+/// Scores `texts`, the captions of `held_out`'s images found with `beam_size` beams.
+pub fn score_captions(held_out: &HeldOut, texts: &[String], beam_size: usize) -> EvalReport {
     let shapes = held_out.scenes.as_ref().map(|scenes| {
         let checks: Vec<CaptionCheck> = scenes
             .iter()
-            .zip(&texts)
+            .zip(texts)
             .map(|(s, t)| s.check_caption(t))
             .collect();
         let share = |f: &dyn Fn(&CaptionCheck) -> bool| {
@@ -224,11 +243,18 @@ pub fn evaluate<B: Backend>(
             all_correct: share(&|c| c.all()),
         }
     });
+    let tokenized = |t: &String| tokenize(t).join(" ");
+    let candidates: Vec<String> = texts.iter().map(tokenized).collect();
+    let references: Vec<Vec<String>> = held_out
+        .references
+        .iter()
+        .map(|r| r.iter().map(tokenized).collect())
+        .collect();
     EvalReport {
         split: held_out.split,
         images: held_out.images.len(),
-        beam_size: search.beam_size,
-        bleu: corpus_bleu(&texts, &held_out.references),
+        beam_size,
+        scores: coco_scores(&candidates, &references),
         shapes,
         examples: texts
             .iter()
@@ -237,4 +263,17 @@ pub fn evaluate<B: Backend>(
             .map(|(t, r)| (t.clone(), r.first().cloned().unwrap_or_default()))
             .collect(),
     }
+}
+
+/// Captions `held_out` with `model` and scores the captions.
+pub fn evaluate<B: Backend>(
+    model: &Captioner<B>,
+    vocab: &Vocab,
+    held_out: &HeldOut,
+    image_size: usize,
+    search: &SearchConfig,
+    device: &B::Device,
+) -> EvalReport {
+    let texts = caption_held_out(model, vocab, held_out, image_size, search, 64, device);
+    score_captions(held_out, &texts, search.beam_size)
 }

@@ -64,7 +64,7 @@ impl<B: Backend> CacheEncoder<'_, B> {
         };
         let dir = root.join(key.folder_name(prefix));
         if let Some(cache) = FeatureCache::open(&dir, &key) {
-            println!(
+            eprintln!(
                 "Feature cache: {} ({} pictures, {} KiB each)",
                 dir.display(),
                 cache.len(),
@@ -125,7 +125,7 @@ impl<B: Backend> CacheEncoder<'_, B> {
         }
         bar.finish_and_clear();
         let cache = writer.finish()?;
-        println!(
+        eprintln!(
             "Feature cache built in {:.1}s: {} ({} pictures, {} KiB each)",
             started.elapsed().as_secs_f64(),
             dir.display(),

@@ -3,15 +3,18 @@
 //! corpus BLEU, and the end-of-run report.
 
 pub mod batcher;
-pub mod bleu;
+pub mod coco_files;
 pub mod config;
 pub mod data;
 pub mod evaluate;
 pub mod feature_cache;
+pub mod metrics;
 pub mod optimizer;
 pub mod renderer;
 pub mod run_dir;
+pub mod schedule;
 pub mod train;
+pub mod validation;
 
 pub use batcher::CaptionBatcher;
 pub use config::TrainConfig;

@@ -3,17 +3,18 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataset::Dataset;
-use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::module::AutodiffModule;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::AdamConfig;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use burn::train::checkpoint::{ComposedCheckpointingStrategy, KeepLastNCheckpoints};
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
 use captioner_datasets::vocab::PAD;
@@ -33,19 +34,30 @@ use crate::feature_cache::CacheEncoder;
 use crate::optimizer::EncoderDecoderAdam;
 use crate::renderer::PlainRenderer;
 use crate::run_dir::{RunDir, WeightsRecorder};
+use crate::schedule::{BaseSchedule, PlateauDecay};
+use crate::validation::{
+    caption_sample, BestCheckpoint, CaptionScoreMetric, EpochScores, PlateauStop, ShownScore,
+    ValidationHistory,
+};
 
 /// What a finished run reports; saved as `report.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainReport {
     /// The run folder.
     pub run: String,
-    /// Epochs trained in total.
+    /// Epochs trained in total (fewer than asked when early stopping ended the run).
     pub epochs: usize,
     /// Wall time of this invocation (data, training and evaluation), in seconds.
     pub wall_seconds: f64,
     /// What the data held and what was skipped.
     pub data: DataSummary,
-    /// Held-out scores of the final model.
+    /// The best epoch's validation scores (the model saved is that epoch's), if any epoch
+    /// captioned validation images.
+    pub best: Option<EpochScores>,
+    /// The validation scores of every epoch.
+    pub validation: Vec<EpochScores>,
+    /// Held-out scores of the final model (the best epoch's): the dev split of a dataset on
+    /// disk, the test scenes of shapes.
     pub eval: EvalReport,
     /// The settings of the run.
     pub config: TrainConfig,
@@ -210,10 +222,15 @@ pub fn train<B: AutodiffBackend>(
         data.train.len(),
         vocab.len()
     );
-    let schedule = CosineAnnealingLrSchedulerConfig::new(config.lr, steps.max(1))
-        .with_min_lr(config.lr / 20.0)
-        .init()
-        .map_err(|e| anyhow::anyhow!("learning rate {}: {e}", config.lr))?;
+    let search = SearchConfig {
+        beam_size: config.beam_size,
+        max_len: config.max_len,
+    };
+    let history = ValidationHistory::new(config.validation.clone());
+    let schedule = PlateauDecay::new(
+        BaseSchedule::new(config.lr_schedule, config.lr, steps).map_err(anyhow::Error::msg)?,
+        history.clone(),
+    );
     let cache = data.held_out.cache.clone();
     let batcher = CaptionBatcher::new(image_size)
         .with_resize(data.held_out.resize)
@@ -223,10 +240,27 @@ pub fn train<B: AutodiffBackend>(
         .shuffle(config.seed)
         .num_workers(config.workers)
         .build(data.train);
-    let valid_loader = DataLoaderBuilder::new(batcher)
+    let sample = caption_sample(data.valid.num_images(), config.validation.caption_images);
+    println!(
+        "Validation: every epoch {} of {} images captioned (beam {}), best epoch by {}",
+        sample.len(),
+        data.valid.num_images(),
+        config.beam_size,
+        config.validation.select_by.name()
+    );
+    let valid_loader = DataLoaderBuilder::new(batcher.with_decode(search, Arc::new(sample)))
         .batch_size(config.batch_size)
         .num_workers(config.workers)
-        .build(data.valid);
+        .build(data.valid.per_image());
+    let caption_metric = |shown| {
+        CaptionScoreMetric::new(
+            shown,
+            config.beam_size,
+            Arc::new(vocab.clone()),
+            Arc::new(data.valid_references.clone()),
+            history.clone(),
+        )
+    };
 
     let pad = PAD as usize;
     let mut training = SupervisedTraining::new(run.root(), train_loader, valid_loader)
@@ -234,8 +268,17 @@ pub fn train<B: AutodiffBackend>(
         .metric_valid_numeric(LossMetric::new())
         .metric_train_numeric(AccuracyMetric::new().with_pad_token(pad))
         .metric_valid_numeric(AccuracyMetric::new().with_pad_token(pad))
+        .metric_valid_numeric(caption_metric(ShownScore::Bleu4))
+        .metric_valid_numeric(caption_metric(ShownScore::Cider))
         .metric_train_numeric(LearningRateMetric::new())
         .with_file_checkpointer(WeightsRecorder::new())
+        .with_checkpointing_strategy(
+            ComposedCheckpointingStrategy::builder()
+                .add(KeepLastNCheckpoints::new(2))
+                .add(BestCheckpoint::new(history.clone()))
+                .build(),
+        )
+        .early_stopping(PlateauStop::new(history.clone()))
         .num_epochs(config.epochs)
         .summary();
     if let Some(epoch) = resume_from {
@@ -248,22 +291,35 @@ pub fn train<B: AutodiffBackend>(
         AdamConfig::new().with_grad_clipping(Some(GradientClippingConfig::Value(config.grad_clip)));
     let optimizer = EncoderDecoderAdam::new(&adam, config.encoder_lr() / config.lr);
     let result = training.launch(Learner::new(model, optimizer, schedule));
-    let model = result.model;
+    let mut model = result.model;
+    let epochs = history.epochs();
+    let trained = epochs.last().map_or(config.epochs, |e| e.epoch);
+    let best = history.best();
+    if let Some(best) = best.filter(|b| b.epoch != trained) {
+        let path = run.checkpoints().join(format!("model-{}", best.epoch));
+        model = model
+            .load_file(&path, &WeightsRecorder::new(), &device)
+            .with_context(|| format!("cannot load the best checkpoint {}", path.display()))?;
+    }
+    if let Some(best) = &best {
+        println!(
+            "Best epoch: {} (validation BLEU-4 {:.4}, CIDEr-D {:.4}); its weights are the run's",
+            best.epoch, best.scores.bleu[3], best.scores.cider
+        );
+    }
     model
         .clone()
         .save_file(run.weights(), &WeightsRecorder::new())
         .with_context(|| format!("cannot write the weights to {}", run.root().display()))?;
 
-    let search = SearchConfig {
-        beam_size: config.beam_size,
-        max_len: config.max_len,
-    };
     let eval = evaluate(&model, &vocab, &data.held_out, image_size, &search, &device);
     let report = TrainReport {
         run: run.root().display().to_string(),
-        epochs: config.epochs,
+        epochs: trained,
         wall_seconds: started.elapsed().as_secs_f64(),
         data: data.summary,
+        best,
+        validation: epochs,
         eval,
         config,
     };

@@ -74,6 +74,7 @@ fn cached_features_match_the_encoder_and_stale_caches_are_rebuilt() {
             .zip(&decoded)
             .zip(&tokens)
             .map(|((&row, image), caption)| CaptionItem {
+                image_id: row,
                 image: if cached {
                     ItemImage::Cached(row)
                 } else {

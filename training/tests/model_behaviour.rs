@@ -43,8 +43,10 @@ fn small_config(vocab_size: usize) -> CaptionerConfig {
 fn batch<B: Backend>(scenes: &[Scene], vocab: &Vocab, caption: usize) -> CaptionBatch<B> {
     let items = scenes
         .iter()
-        .map(|s| CaptionItem {
+        .enumerate()
+        .map(|(image_id, s)| CaptionItem {
             image: std::sync::Arc::new(s.render(IMAGE)).into(),
+            image_id,
             captions: vec![vocab.encode(&s.captions()[caption])],
         })
         .collect();

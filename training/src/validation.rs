@@ -1,0 +1,498 @@
+//! The validation metric that is the real thing: every epoch the validation images (or a fixed
+//! sample of them) are captioned by beam search in the validation steps, and the captions get
+//! corpus BLEU-4 and CIDEr-D against all of their references, on the dashboard. The scores of
+//! every epoch go into a [`ValidationHistory`], from which the best checkpoint is kept
+//! ([`BestCheckpoint`]), the learning rate decays on plateaus
+//! ([`crate::schedule::PlateauDecay`]) and a long
+//! plateau stops the run ([`PlateauStop`]).
+//!
+//! `burn-train` computes metrics on a thread of its own, while the checkpointer and the early
+//! stopping run on the training thread right after the validation epoch; so the strategies
+//! wait (a bounded time) until the metric has recorded the epoch's scores.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use burn::train::checkpoint::{CheckpointingAction, CheckpointingStrategy};
+use burn::train::metric::store::EventStoreClient;
+use burn::train::metric::{
+    Metric, MetricAttributes, MetricMetadata, MetricName, Numeric, NumericAttributes, NumericEntry,
+    SerializedEntry,
+};
+use burn::train::EarlyStoppingStrategy;
+use captioner_datasets::Vocab;
+use captioner_model::ImageCaption;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{SelectBy, ValidationConfig};
+use crate::metrics::{coco_scores, CocoScores};
+
+/// How long the training thread waits for an epoch's scores before going on without them.
+const WAIT_FOR_SCORES: Duration = Duration::from_secs(600);
+
+/// The ids of the `sample` images (all when `None` or at least `total`) evenly spread over
+/// `0..total`: the validation images captioned every epoch.
+pub fn caption_sample(total: usize, sample: Option<usize>) -> HashSet<usize> {
+    match sample {
+        Some(n) if n < total => (0..n).map(|k| k * total / n).collect(),
+        _ => (0..total).collect(),
+    }
+}
+
+/// One epoch's validation scores.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpochScores {
+    /// The epoch (from 1).
+    pub epoch: usize,
+    /// Images captioned.
+    pub images: usize,
+    /// Their scores against their references.
+    pub scores: CocoScores,
+}
+
+impl EpochScores {
+    /// The score that `select_by` names.
+    pub fn select(&self, select_by: SelectBy) -> f64 {
+        match select_by {
+            SelectBy::Bleu4 => self.scores.bleu[3],
+            SelectBy::Cider => self.scores.cider,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct History {
+    /// Every finished validation epoch; `None` when it captioned nothing.
+    epochs: BTreeMap<usize, Option<EpochScores>>,
+}
+
+/// The validation scores of every epoch so far, shared by the metric that records them and
+/// the strategies that act on them; saved with the learning-rate scheduler's checkpoint so
+/// that a resumed run knows its best epoch.
+#[derive(Debug, Clone)]
+pub struct ValidationHistory {
+    inner: Arc<(Mutex<History>, Condvar)>,
+    rule: ValidationConfig,
+}
+
+impl ValidationHistory {
+    /// An empty history judged by `rule`.
+    pub fn new(rule: ValidationConfig) -> Self {
+        Self {
+            inner: Arc::default(),
+            rule,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, History> {
+        self.inner.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the scores of `epoch` (none when it captioned nothing).
+    pub fn record(&self, epoch: usize, scores: Option<EpochScores>) {
+        self.lock().epochs.insert(epoch, scores);
+        self.inner.1.notify_all();
+    }
+
+    /// Waits until `epoch` is recorded, at most [`WAIT_FOR_SCORES`]; false on time-out.
+    fn wait_for(&self, epoch: usize) -> bool {
+        let (lock, ready) = &*self.inner;
+        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = ready
+            .wait_timeout_while(guard, WAIT_FOR_SCORES, |h| !h.epochs.contains_key(&epoch))
+            .unwrap_or_else(|e| e.into_inner());
+        let found = guard.epochs.contains_key(&epoch);
+        if !found {
+            eprintln!("warning: no validation scores for epoch {epoch}; going on without them");
+        }
+        found
+    }
+
+    /// The scores of every epoch so far, in order.
+    pub fn epochs(&self) -> Vec<EpochScores> {
+        self.lock().epochs.values().flatten().copied().collect()
+    }
+
+    /// The epoch with the highest score (the earliest of equals).
+    pub fn best(&self) -> Option<EpochScores> {
+        let by = self.rule.select_by;
+        self.epochs()
+            .into_iter()
+            .fold(None, |best: Option<EpochScores>, e| match best {
+                Some(b) if b.select(by) >= e.select(by) => Some(b),
+                _ => Some(e),
+            })
+    }
+
+    /// Walks the epochs up to `epoch`: (epochs since the best, plateau decays so far).
+    fn plateau(&self, epoch: usize) -> (usize, i32) {
+        let by = self.rule.select_by;
+        let (mut best, mut since, mut decays) = (f64::NEG_INFINITY, 0, 0);
+        for e in self.epochs().iter().filter(|e| e.epoch <= epoch) {
+            if e.select(by) > best {
+                best = e.select(by);
+                since = 0;
+            } else {
+                since += 1;
+                let patience = self.rule.lr_decay_patience;
+                if patience > 0 && since % patience == 0 {
+                    decays += 1;
+                }
+            }
+        }
+        (since, decays)
+    }
+
+    /// The factor plateaus have multiplied the learning rate by.
+    pub fn lr_factor(&self) -> f64 {
+        let (_, decays) = self.plateau(usize::MAX);
+        self.rule.lr_decay_factor.powi(decays)
+    }
+
+    pub(crate) fn to_json(&self) -> String {
+        let epochs: Vec<(usize, Option<EpochScores>)> =
+            self.lock().epochs.iter().map(|(k, v)| (*k, *v)).collect();
+        serde_json::to_string(&epochs).expect("scores serialise")
+    }
+
+    pub(crate) fn restore(&self, json: &str) {
+        match serde_json::from_str::<Vec<(usize, Option<EpochScores>)>>(json) {
+            Ok(epochs) => {
+                self.lock().epochs = epochs.into_iter().collect();
+                self.inner.1.notify_all();
+            }
+            Err(e) => eprintln!(
+                "warning: the checkpoint's validation history is unreadable ({e}); the best \
+                 epoch is chosen among the epochs from here on"
+            ),
+        }
+    }
+}
+
+/// What a [`CaptionScoreMetric`] shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShownScore {
+    /// Corpus BLEU-4.
+    Bleu4,
+    /// CIDEr-D.
+    Cider,
+}
+
+/// BLEU-4 or CIDEr-D of the captions searched during validation, against all references of
+/// each image. Within an epoch it shows the score of the captions so far; the epoch's value
+/// (what burn-train's summary and logs hold) is the score of all of them, and it is recorded
+/// in the run's [`ValidationHistory`].
+#[derive(Clone)]
+pub struct CaptionScoreMetric {
+    shown: ShownScore,
+    name: MetricName,
+    vocab: Arc<Vocab>,
+    references: Arc<Vec<Vec<String>>>,
+    history: ValidationHistory,
+    captions: BTreeMap<usize, String>,
+    epoch: usize,
+    recorded: bool,
+    current: f64,
+}
+
+impl CaptionScoreMetric {
+    /// Scores captions (word ids of `vocab`) of image `i` against `references[i]` (tokenised,
+    /// joined by spaces), recording each epoch's scores in `history`.
+    pub fn new(
+        shown: ShownScore,
+        beam_size: usize,
+        vocab: Arc<Vocab>,
+        references: Arc<Vec<Vec<String>>>,
+        history: ValidationHistory,
+    ) -> Self {
+        let name = match shown {
+            ShownScore::Bleu4 => format!("BLEU-4 (beam {beam_size})"),
+            ShownScore::Cider => format!("CIDEr-D (beam {beam_size})"),
+        };
+        Self {
+            shown,
+            name: Arc::new(name),
+            vocab,
+            references,
+            history,
+            captions: BTreeMap::new(),
+            epoch: 0,
+            recorded: false,
+            current: 0.0,
+        }
+    }
+
+    fn scores(&self) -> Option<CocoScores> {
+        if self.captions.is_empty() {
+            return None;
+        }
+        let (candidates, references): (Vec<String>, Vec<Vec<String>>) = self
+            .captions
+            .iter()
+            .map(|(id, caption)| (caption.clone(), self.references[*id].clone()))
+            .unzip();
+        Some(coco_scores(&candidates, &references))
+    }
+
+    fn shown_value(&self, scores: &CocoScores) -> f64 {
+        match self.shown {
+            ShownScore::Bleu4 => scores.bleu[3],
+            ShownScore::Cider => scores.cider,
+        }
+    }
+
+    /// Records the epoch's scores once.
+    fn finish_epoch(&mut self) -> Option<CocoScores> {
+        let scores = self.scores();
+        if !self.recorded {
+            self.recorded = true;
+            self.history.record(
+                self.epoch,
+                scores.map(|scores| EpochScores {
+                    epoch: self.epoch,
+                    images: self.captions.len(),
+                    scores,
+                }),
+            );
+        }
+        scores
+    }
+}
+
+impl Metric for CaptionScoreMetric {
+    type Input = Vec<ImageCaption>;
+
+    fn name(&self) -> MetricName {
+        self.name.clone()
+    }
+
+    fn description(&self) -> Option<String> {
+        Some("Corpus score of the validation captions found by beam search".into())
+    }
+
+    fn attributes(&self) -> MetricAttributes {
+        NumericAttributes {
+            unit: None,
+            higher_is_better: true,
+        }
+        .into()
+    }
+
+    fn update(
+        &mut self,
+        captions: &Vec<ImageCaption>,
+        metadata: &MetricMetadata,
+    ) -> SerializedEntry {
+        self.epoch = metadata.global_progress.items_processed;
+        for caption in captions {
+            let words = self.vocab.decode(&caption.tokens);
+            self.captions.insert(caption.image_id, words);
+        }
+        let done = metadata.progress.items_processed >= metadata.progress.items_total;
+        let scores = if done {
+            self.finish_epoch()
+        } else {
+            self.scores()
+        };
+        self.current = scores.map(|s| self.shown_value(&s)).unwrap_or(0.0);
+        let formatted = format!("{}: {:.4}", self.name, self.current);
+        // Only the epoch's last entry carries weight, so that burn-train's epoch mean of
+        // the entries is the corpus score of all captions, not a mean of partial ones.
+        let serialized = if done {
+            NumericEntry::Aggregated {
+                aggregated_value: self.current,
+                count: 1,
+            }
+        } else {
+            NumericEntry::Aggregated {
+                aggregated_value: 0.0,
+                count: 0,
+            }
+        };
+        SerializedEntry::new(formatted, serialized.serialize())
+    }
+
+    fn clear(&mut self) {
+        self.finish_epoch();
+        self.captions.clear();
+        self.recorded = false;
+        self.current = 0.0;
+    }
+}
+
+impl Numeric for CaptionScoreMetric {
+    fn value(&self) -> NumericEntry {
+        NumericEntry::Value(self.current)
+    }
+
+    fn running_value(&self) -> NumericEntry {
+        NumericEntry::Value(self.current)
+    }
+}
+
+/// Keeps the checkpoint of the best epoch by the validation score (composed with
+/// burn-train's `KeepLastNCheckpoints`, which keeps the latest for resuming).
+pub struct BestCheckpoint {
+    history: ValidationHistory,
+    kept: Option<usize>,
+}
+
+impl BestCheckpoint {
+    /// Judges epochs by `history`.
+    pub fn new(history: ValidationHistory) -> Self {
+        Self {
+            history,
+            kept: None,
+        }
+    }
+}
+
+impl BestCheckpoint {
+    /// What to do with the checkpoints once `epoch` is validated.
+    fn actions(&mut self, epoch: usize) -> Vec<CheckpointingAction> {
+        if !self.history.wait_for(epoch) {
+            return Vec::new();
+        }
+        let Some(best) = self.history.best() else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        if let Some(kept) = self.kept.filter(|&k| k != best.epoch) {
+            actions.push(CheckpointingAction::Delete(kept));
+        }
+        if best.epoch == epoch {
+            actions.push(CheckpointingAction::Save);
+        }
+        self.kept = Some(best.epoch);
+        actions
+    }
+}
+
+impl CheckpointingStrategy for BestCheckpoint {
+    fn checkpointing(&mut self, epoch: usize, _: &EventStoreClient) -> Vec<CheckpointingAction> {
+        self.actions(epoch)
+    }
+}
+
+/// Stops training after `validation.early_stop_patience` epochs without a better score.
+#[derive(Clone)]
+pub struct PlateauStop {
+    history: ValidationHistory,
+}
+
+impl PlateauStop {
+    /// Judges epochs by `history`.
+    pub fn new(history: ValidationHistory) -> Self {
+        Self { history }
+    }
+}
+
+impl PlateauStop {
+    /// Whether to stop once `epoch` is validated.
+    fn stop_after(&self, epoch: usize) -> bool {
+        let patience = self.history.rule.early_stop_patience;
+        if patience == 0 || !self.history.wait_for(epoch) {
+            return false;
+        }
+        let (since, _) = self.history.plateau(epoch);
+        if since >= patience {
+            println!(
+                "Stopping: validation {} has not improved for {since} epochs",
+                self.history.rule.select_by.name()
+            );
+        }
+        since >= patience
+    }
+}
+
+impl EarlyStoppingStrategy for PlateauStop {
+    fn should_stop(&mut self, epoch: usize, _: &EventStoreClient) -> bool {
+        self.stop_after(epoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scores(epoch: usize, bleu4: f64) -> EpochScores {
+        EpochScores {
+            epoch,
+            images: 10,
+            scores: CocoScores {
+                bleu: [0.5, 0.4, 0.3, bleu4],
+                rouge_l: 0.4,
+                cider: 1.0 - bleu4,
+            },
+        }
+    }
+
+    fn history(values: &[f64], patience: usize) -> ValidationHistory {
+        let h = ValidationHistory::new(ValidationConfig {
+            lr_decay_patience: patience,
+            early_stop_patience: 5,
+            ..ValidationConfig::default()
+        });
+        for (i, v) in values.iter().enumerate() {
+            h.record(i + 1, Some(scores(i + 1, *v)));
+        }
+        h
+    }
+
+    #[test]
+    fn sample_is_evenly_spread_and_all_by_default() {
+        assert_eq!(caption_sample(5, None).len(), 5);
+        assert_eq!(caption_sample(5, Some(9)).len(), 5);
+        let mut ids: Vec<usize> = caption_sample(10, Some(4)).into_iter().collect();
+        ids.sort();
+        assert_eq!(ids, [0, 2, 5, 7]);
+    }
+
+    #[test]
+    fn best_epoch_follows_the_chosen_score() {
+        let h = history(&[0.1, 0.3, 0.2, 0.3], 8);
+        assert_eq!(h.best().unwrap().epoch, 2, "ties keep the earlier epoch");
+        let by_cider = ValidationHistory::new(ValidationConfig {
+            select_by: SelectBy::Cider,
+            ..ValidationConfig::default()
+        });
+        for e in h.epochs() {
+            by_cider.record(e.epoch, Some(e));
+        }
+        assert_eq!(by_cider.best().unwrap().epoch, 1);
+    }
+
+    #[test]
+    fn learning_rate_decays_after_each_plateau_of_patience_epochs() {
+        // Best at epoch 1, then 2 worse (decay), 2 more worse (decay), then a new best.
+        let h = history(&[0.5, 0.4, 0.4, 0.3, 0.2, 0.6, 0.1], 2);
+        assert!((h.lr_factor() - 0.8f64.powi(2)).abs() < 1e-12);
+        assert_eq!(h.plateau(7), (1, 2));
+        assert_eq!(h.plateau(3), (2, 1));
+        assert_eq!(history(&[0.1, 0.2, 0.3], 2).lr_factor(), 1.0);
+    }
+
+    #[test]
+    fn early_stop_after_patience_epochs_without_improvement() {
+        let h = history(&[0.5, 0.1, 0.1, 0.1, 0.1], 8);
+        let stop = PlateauStop::new(h.clone());
+        assert!(!stop.stop_after(5), "4 epochs since the best");
+        h.record(6, Some(scores(6, 0.1)));
+        assert!(stop.stop_after(6));
+    }
+
+    #[test]
+    fn best_checkpoint_keeps_only_the_best_epoch() {
+        let h = history(&[0.2], 8);
+        let mut strategy = BestCheckpoint::new(h.clone());
+        assert_eq!(strategy.actions(1), [CheckpointingAction::Save]);
+        h.record(2, Some(scores(2, 0.1)));
+        assert!(strategy.actions(2).is_empty());
+        h.record(3, Some(scores(3, 0.4)));
+        assert_eq!(
+            strategy.actions(3),
+            [CheckpointingAction::Delete(1), CheckpointingAction::Save]
+        );
+    }
+}
