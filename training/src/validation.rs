@@ -296,7 +296,7 @@ impl Metric for CaptionScoreMetric {
             self.scores()
         };
         self.current = scores.map(|s| self.shown_value(&s)).unwrap_or(0.0);
-        let formatted = format!("{}: {:.4}", self.name, self.current);
+        let formatted = format!("{:.4} ({} images)", self.current, self.captions.len());
         // Only the epoch's last entry carries weight, so that burn-train's epoch mean of
         // the entries is the corpus score of all captions, not a mean of partial ones.
         let serialized = if done {
