@@ -15,6 +15,15 @@ fn json_file(path: &Path) -> Value {
 
 const METRICS: [&str; 6] = ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"];
 
+/// `eval score` of two files.
+fn score(results: &Path, references: &Path) -> std::process::Output {
+    let (results, references) = (results.to_str().unwrap(), references.to_str().unwrap());
+    exec(
+        "eval",
+        &["score", "--results", results, "--references", references],
+    )
+}
+
 fn run_ok(bin: &str, args: &[&str]) -> (String, String) {
     let out = exec(bin, args);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
@@ -93,17 +102,9 @@ fn a_shapes_run_is_scored_and_its_files_score_the_same_again() {
         40
     );
 
-    let (stdout, _) = run_ok(
-        "eval",
-        &[
-            "score",
-            "--results",
-            results.to_str().unwrap(),
-            "--references",
-            references.to_str().unwrap(),
-        ],
-    );
-    let rescored: Value = serde_json::from_str(&stdout).unwrap();
+    let out = score(&results, &references);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rescored: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
     for name in METRICS {
         let (a, b) = (
             rescored[name].as_f64().unwrap(),
@@ -116,16 +117,7 @@ fn a_shapes_run_is_scored_and_its_files_score_the_same_again() {
     let mut fewer = written.as_array().unwrap().clone();
     let dropped = fewer.remove(3)["image_id"].clone();
     std::fs::write(&results, serde_json::to_string(&fewer).unwrap()).unwrap();
-    let out = exec(
-        "eval",
-        &[
-            "score",
-            "--results",
-            results.to_str().unwrap(),
-            "--references",
-            references.to_str().unwrap(),
-        ],
-    );
+    let out = score(&results, &references);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(
@@ -134,16 +126,7 @@ fn a_shapes_run_is_scored_and_its_files_score_the_same_again() {
     );
     // A broken file: named with its line.
     std::fs::write(&results, "[{\"image_id\": 1,\n  \"caption\": }]").unwrap();
-    let out = exec(
-        "eval",
-        &[
-            "score",
-            "--results",
-            results.to_str().unwrap(),
-            "--references",
-            references.to_str().unwrap(),
-        ],
-    );
+    let out = score(&results, &references);
     let stderr = text(&out.stderr);
     assert!(stderr.contains("results.json:2:"), "{stderr}");
     std::fs::remove_dir_all(dir).ok();

@@ -106,6 +106,18 @@ pub fn prepare(
     }
 }
 
+/// Finds and reads the annotations of `files`; also says what was read, for the user.
+fn read_corpus(files: &FilesConfig) -> Result<(Corpus, String)> {
+    let located = detect(&files.data_dir, Some(files.dataset), files.format)?;
+    let reading = format!(
+        "Reading {} ({} format) from {}",
+        files.dataset,
+        located.format,
+        located.annotations.display()
+    );
+    Ok((load(&files.data_dir, &located)?, reading))
+}
+
 /// Reads, checks and decodes a dataset on disk, printing the preflight report.
 fn prepare_files(
     files: &FilesConfig,
@@ -113,14 +125,8 @@ fn prepare_files(
     min_word_freq: usize,
     cache: Option<OpenCache>,
 ) -> Result<RunData> {
-    let located = detect(&files.data_dir, Some(files.dataset), files.format)?;
-    println!(
-        "Reading {} ({} format) from {}",
-        files.dataset,
-        located.format,
-        located.annotations.display()
-    );
-    let mut corpus = load(&files.data_dir, &located)?;
+    let (mut corpus, reading) = read_corpus(files)?;
+    println!("{reading}");
     corpus.drop_long_captions(files.max_caption_len);
     // The test split is not needed to train; `eval` reads it.
     corpus.images.retain(|i| i.split != Split::Test);
@@ -270,14 +276,8 @@ pub fn held_out_split(
     split: Split,
     cache: Option<OpenCache>,
 ) -> Result<HeldOut> {
-    let located = detect(&files.data_dir, Some(files.dataset), files.format)?;
-    eprintln!(
-        "Reading {} ({} format) from {}",
-        files.dataset,
-        located.format,
-        located.annotations.display()
-    );
-    let mut corpus = load(&files.data_dir, &located)?;
+    let (mut corpus, reading) = read_corpus(files)?;
+    eprintln!("{reading}");
     corpus.images.retain(|i| i.split == split);
     if corpus.images.is_empty() {
         anyhow::bail!(
