@@ -21,7 +21,7 @@
 //!   (`1/2`, `12/25/2014`), `and/or`, acronyms (`u.s.a.`, `e.g.`, `p.m.`) and the common
 //!   abbreviations (`mr.`, `dr.`, `st.`, `etc.`, ...) stay whole; `AT&T` stays whole (`at&t`
 //!   written in lowercase does not); `$5` -> `$ 5`, `50%` -> `50 %`, `£` -> `#`, `€` -> `$`,
-//!   `¢` -> `cents`, `a*b` -> `a * b`; `@name` and `#tag` stay whole;
+//!   `¢` -> `cents`, `a*b` -> `a * b`; `@name`, `#tag` and `site.com` stay whole;
 //! - letters of any script make words; characters outside the Basic Multilingual Plane
 //!   (emoji) are deleted.
 //!
@@ -99,10 +99,21 @@ fn joins(chars: &[char], i: usize) -> bool {
     };
     match chars[i] {
         '-' | '/' => is_word(before) && is_word(after),
+        '.' if is_word(before) && is_domain_end(&chars[i + 1..]) => true,
         '.' | ',' | ':' => before.is_ascii_digit() && after.is_ascii_digit(),
         '&' => before.is_uppercase() && after.is_uppercase(),
         _ => false,
     }
+}
+
+/// Whether `rest` is a domain's last label (`statefarm.com`): CoreNLP keeps such names whole.
+fn is_domain_end(rest: &[char]) -> bool {
+    let label: String = rest
+        .iter()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect();
+    let ends = !rest.get(label.len()).is_some_and(|c| is_word(*c));
+    ends && ["com", "org", "net", "edu", "gov"].contains(&label.to_lowercase().as_str())
 }
 
 /// Length of an acronym with periods at `chars[i..]` (`u.s.a.`, `e.g.`), if one starts there.
@@ -263,7 +274,13 @@ fn apostrophe(chars: &[char], i: usize, out: &mut Vec<String>) -> usize {
     let rest: String = chars[i + 1..].iter().take_while(|c| is_word(**c)).collect();
     let after = i + 1 + rest.chars().count();
     let lower = rest.to_lowercase();
-    if (lower == "tis" || lower == "twas") && !chars.get(after).is_some_and(|c| is_word(*c)) {
+    let ends = !chars.get(after).is_some_and(|c| is_word(*c));
+    if ends && APOSTROPHE_CLITICS.contains(&lower.as_str()) {
+        // Already split, as in Flickr8k's captions: `man 's`.
+        out.push(format!("'{rest}"));
+        return after;
+    }
+    if (lower == "tis" || lower == "twas") && ends {
         out.push(format!("'{}", &rest[..1]));
         out.push(rest[1..].to_string());
         return after;
@@ -374,6 +391,11 @@ mod tests {
             (
                 "don't won't can't shouldn't ain't y'all 'tis",
                 "do n't wo n't ca n't should n't ai n't y' all 't is",
+            ),
+            ("A statefarm.com hat.", "a statefarm.com hat"),
+            (
+                "a man 's face , he 's here and we 'll go",
+                "a man 's face he 's here and we 'll go",
             ),
             (
                 "dogs' toys and the boys' 'quoted' ok'",
