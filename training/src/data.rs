@@ -106,6 +106,92 @@ pub fn prepare(
     }
 }
 
+/// The pictures of a dataset on disk, as [`read_pictures`] found them.
+struct ReadPictures {
+    /// One per path: a row of the feature cache, the decoded pixels, or the file when the
+    /// pictures exceed the memory budget; `None` when unreadable.
+    images: Vec<Option<ItemImage>>,
+    /// The unreadable pictures and why.
+    unreadable: Vec<(PathBuf, String)>,
+    /// Decoding speed on all cores (none when read from a cache).
+    images_per_second: Option<f64>,
+    /// The feature cache the rows point into.
+    cache: Option<Arc<FeatureCache>>,
+    /// What decoding did, for the user (none when read from a cache).
+    decoded: Option<String>,
+}
+
+/// Reads the pictures at `paths` through the feature cache that `cache` opens, or decodes
+/// them on every core (kept in memory when they fit in `files.image_memory_gb`).
+fn read_pictures(
+    files: &FilesConfig,
+    paths: &[PathBuf],
+    cache: Option<OpenCache>,
+) -> Result<ReadPictures> {
+    if let Some(open) = cache {
+        let cache = open(paths)?;
+        let bad: std::collections::HashMap<usize, &String> = cache
+            .unreadable()
+            .iter()
+            .map(|(row, why)| (*row, why))
+            .collect();
+        let unreadable = paths
+            .iter()
+            .enumerate()
+            .filter_map(|(row, path)| Some((path.clone(), bad.get(&row)?.to_string())))
+            .collect();
+        let images = (0..paths.len())
+            .map(|row| (!bad.contains_key(&row)).then_some(ItemImage::Cached(row)))
+            .collect();
+        return Ok(ReadPictures {
+            images,
+            unreadable,
+            images_per_second: None,
+            cache: Some(cache),
+            decoded: None,
+        });
+    }
+    let gigabytes = (paths.len() * 3 * files.image_size.pow(2)) as f64 / 1e9;
+    let keep = gigabytes <= files.image_memory_gb;
+    let decoded = decode_all(paths, &files.resize(), true, keep);
+    let message = format!(
+        "Decoded {} pictures at {:.0} images/s; {}",
+        paths.len(),
+        decoded.images_per_second,
+        if keep {
+            format!("kept in memory ({gigabytes:.1} GB)")
+        } else {
+            format!(
+                "at {gigabytes:.1} GB they exceed --image-memory-gb {}: the data loader \
+                 decodes them again every epoch",
+                files.image_memory_gb
+            )
+        }
+    );
+    let unreadable: Vec<(PathBuf, String)> = decoded
+        .errors
+        .iter()
+        .map(|e| (e.path().to_path_buf(), e.to_string()))
+        .collect();
+    let images = paths
+        .iter()
+        .zip(decoded.images)
+        .map(|(path, image)| {
+            (!unreadable.iter().any(|(bad, _)| bad == path)).then(|| match image {
+                Some(image) => ItemImage::Pixels(image),
+                None => ItemImage::File(path.as_path().into()),
+            })
+        })
+        .collect();
+    Ok(ReadPictures {
+        images,
+        unreadable,
+        images_per_second: Some(decoded.images_per_second),
+        cache: None,
+        decoded: Some(message),
+    })
+}
+
 /// Finds and reads the annotations of `files`; also says what was read, for the user.
 fn read_corpus(files: &FilesConfig) -> Result<(Corpus, String)> {
     let located = detect(&files.data_dir, Some(files.dataset), files.format)?;
@@ -132,68 +218,19 @@ fn prepare_files(
     corpus.images.retain(|i| i.split != Split::Test);
 
     let paths: Vec<PathBuf> = corpus.images.iter().map(|i| i.path.clone()).collect();
+    let pictures = read_pictures(files, &paths, cache)?;
+    if let Some(decoded) = &pictures.decoded {
+        println!("{decoded}");
+    }
     let mut bad = Vec::new();
-    let (images, images_per_second, cache) = match cache {
-        Some(open) => {
-            let cache = open(&paths)?;
-            let unreadable: std::collections::HashMap<usize, &String> = cache
-                .unreadable()
-                .iter()
-                .map(|(row, why)| (*row, why))
-                .collect();
-            let mut rows = Vec::new();
-            for (row, path) in paths.iter().enumerate() {
-                match unreadable.get(&row) {
-                    Some(why) => {
-                        corpus
-                            .problems
-                            .push(ProblemKind::UnreadableImage, path, None, *why);
-                        bad.push(path.clone());
-                    }
-                    None => rows.push(ItemImage::Cached(row)),
-                }
-            }
-            (rows, None, Some(cache))
-        }
-        None => {
-            let resize = files.resize();
-            let gigabytes = (paths.len() * 3 * files.image_size.pow(2)) as f64 / 1e9;
-            let keep = gigabytes <= files.image_memory_gb;
-            let decoded = decode_all(&paths, &resize, true, keep);
-            println!(
-                "Decoded {} pictures at {:.0} images/s; {}",
-                paths.len(),
-                decoded.images_per_second,
-                if keep {
-                    format!("kept in memory ({gigabytes:.1} GB)")
-                } else {
-                    format!(
-                        "at {gigabytes:.1} GB they exceed --image-memory-gb {}: the data loader \
-                         decodes them again every epoch",
-                        files.image_memory_gb
-                    )
-                }
-            );
-            for error in &decoded.errors {
-                corpus.problems.push(
-                    ProblemKind::UnreadableImage,
-                    error.path(),
-                    None,
-                    error.to_string(),
-                );
-                bad.push(error.path().to_path_buf());
-            }
-            let images = paths
-                .iter()
-                .zip(decoded.images)
-                .filter(|(path, _)| !bad.contains(path))
-                .map(|(path, image)| match image {
-                    Some(image) => ItemImage::Pixels(image),
-                    None => ItemImage::File(path.as_path().into()),
-                });
-            (images.collect(), Some(decoded.images_per_second), None)
-        }
-    };
+    for (path, why) in pictures.unreadable {
+        corpus
+            .problems
+            .push(ProblemKind::UnreadableImage, &path, None, why);
+        bad.push(path);
+    }
+    let images: Vec<ItemImage> = pictures.images.into_iter().flatten().collect();
+    let (images_per_second, cache) = (pictures.images_per_second, pictures.cache);
     corpus.remove_images(&bad);
     debug_assert_eq!(images.len(), corpus.images.len());
 
@@ -293,46 +330,17 @@ pub fn held_out_split(
         eprint!("{}", corpus.problems.summary(3));
     }
     let paths: Vec<PathBuf> = corpus.images.iter().map(|i| i.path.clone()).collect();
-    let resize = files.resize();
-    let (images, unreadable, cache): (Vec<Option<ItemImage>>, Vec<String>, _) = match cache {
-        Some(open) => {
-            let cache = open(&paths)?;
-            let bad: std::collections::HashMap<usize, &String> = cache
-                .unreadable()
-                .iter()
-                .map(|(r, why)| (*r, why))
-                .collect();
-            let images = (0..paths.len())
-                .map(|row| (!bad.contains_key(&row)).then_some(ItemImage::Cached(row)))
-                .collect();
-            let why = bad.values().map(|w| w.to_string()).collect();
-            (images, why, Some(cache))
-        }
-        None => {
-            let gigabytes = (paths.len() * 3 * files.image_size.pow(2)) as f64 / 1e9;
-            let keep = gigabytes <= files.image_memory_gb;
-            let decoded = decode_all(&paths, &resize, true, keep);
-            let failed: std::collections::HashSet<&Path> =
-                decoded.errors.iter().map(|e| e.path()).collect();
-            let images = paths
-                .iter()
-                .zip(decoded.images)
-                .map(|(path, image)| {
-                    (!failed.contains(path.as_path())).then(|| match image {
-                        Some(image) => ItemImage::Pixels(image),
-                        None => ItemImage::File(path.as_path().into()),
-                    })
-                })
-                .collect();
-            let why = decoded.errors.iter().map(|e| e.to_string()).collect();
-            (images, why, None)
-        }
-    };
+    let ReadPictures {
+        images,
+        unreadable,
+        cache,
+        ..
+    } = read_pictures(files, &paths, cache)?;
     if !unreadable.is_empty() {
         eprintln!(
             "warning: {} unreadable pictures left out of the scores, e.g. {}",
             unreadable.len(),
-            unreadable[0]
+            unreadable[0].1
         );
     }
     let mut held_out = HeldOut {
@@ -342,7 +350,7 @@ pub fn held_out_split(
         references: Vec::new(),
         scenes: None,
         cache,
-        resize,
+        resize: files.resize(),
     };
     for (entry, image) in corpus.images.iter().zip(images) {
         if let Some(image) = image {
