@@ -21,11 +21,13 @@ use burn::train::metric::{
     SerializedEntry,
 };
 use burn::train::EarlyStoppingStrategy;
-use captioner_datasets::Vocab;
+use captioner_datasets::{tokenize, Vocab};
 use captioner_model::ImageCaption;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{SelectBy, ValidationConfig};
+use crate::metrics::bleu::corpus_bleu;
+use crate::metrics::cider::cider_d;
 use crate::metrics::{coco_scores, CocoScores};
 
 /// How long the training thread waits for an epoch's scores before going on without them.
@@ -223,15 +225,19 @@ impl CaptionScoreMetric {
         }
     }
 
+    /// The captions so far and their references, paired.
+    fn pairs(&self) -> (Vec<String>, Vec<Vec<String>>) {
+        self.captions
+            .iter()
+            .map(|(id, caption)| (caption.clone(), self.references[*id].clone()))
+            .unzip()
+    }
+
     fn scores(&self) -> Option<CocoScores> {
         if self.captions.is_empty() {
             return None;
         }
-        let (candidates, references): (Vec<String>, Vec<Vec<String>>) = self
-            .captions
-            .iter()
-            .map(|(id, caption)| (caption.clone(), self.references[*id].clone()))
-            .unzip();
+        let (candidates, references) = self.pairs();
         Some(coco_scores(&candidates, &references))
     }
 
@@ -239,6 +245,19 @@ impl CaptionScoreMetric {
         match self.shown {
             ShownScore::Bleu4 => scores.bleu[3],
             ShownScore::Cider => scores.cider,
+        }
+    }
+
+    /// The shown score of the captions so far, computed alone (the running value shown
+    /// after every batch; the other scores wait for the epoch's end).
+    fn running_score(&self) -> f64 {
+        if self.captions.is_empty() {
+            return 0.0;
+        }
+        let (candidates, references) = self.pairs();
+        match self.shown {
+            ShownScore::Bleu4 => corpus_bleu(&candidates, &references)[3],
+            ShownScore::Cider => cider_d(&candidates, &references),
         }
     }
 
@@ -286,16 +305,17 @@ impl Metric for CaptionScoreMetric {
     ) -> SerializedEntry {
         self.epoch = metadata.global_progress.items_processed;
         for caption in captions {
-            let words = self.vocab.decode(&caption.tokens);
+            // Scored as `eval` scores a caption: its text through the scoring tokenizer.
+            let words = tokenize(&self.vocab.decode(&caption.tokens)).join(" ");
             self.captions.insert(caption.image_id, words);
         }
         let done = metadata.progress.items_processed >= metadata.progress.items_total;
-        let scores = if done {
-            self.finish_epoch()
+        self.current = if done {
+            let scores = self.finish_epoch();
+            scores.map(|s| self.shown_value(&s)).unwrap_or(0.0)
         } else {
-            self.scores()
+            self.running_score()
         };
-        self.current = scores.map(|s| self.shown_value(&s)).unwrap_or(0.0);
         let formatted = format!("{:.4} ({} images)", self.current, self.captions.len());
         // Only the epoch's last entry carries weight, so that burn-train's epoch mean of
         // the entries is the corpus score of all captions, not a mean of partial ones.
