@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use captioner::device::{run_on, BackendJob, DeviceKind};
-use captioner_datasets::{tokenize, DatasetName, Split};
+use captioner_datasets::{DatasetName, Split};
 use captioner_model::SearchConfig;
 use captioner_training::coco_files::{read_and_pair, write_references, write_results};
 use captioner_training::config::{DataSource, FilesConfig};
 use captioner_training::data::held_out_split;
 use captioner_training::evaluate::{caption_held_out, score_captions, EvalReport, HeldOut};
 use captioner_training::feature_cache::CacheEncoder;
-use captioner_training::metrics::coco_scores;
+use captioner_training::metrics::coco_scores_of_raw;
 use captioner_training::RunDir;
 use clap::{Args, Parser, Subcommand};
 
@@ -194,16 +194,11 @@ impl BackendJob for ModelJob {
 
 fn score(args: &ScoreArgs) -> Result<()> {
     let paired = read_and_pair(&args.results, &args.references)?;
-    let tokenized = |captions: &[String]| -> Vec<String> {
-        captions.iter().map(|c| tokenize(c).join(" ")).collect()
-    };
-    let candidates = tokenized(&paired.candidates);
-    let references: Vec<Vec<String>> = paired.references.iter().map(|r| tokenized(r)).collect();
-    let scores = coco_scores(&candidates, &references);
+    let scores = coco_scores_of_raw(&paired.candidates, &paired.references);
     eprintln!(
         "Scored {} images against {} reference captions",
-        candidates.len(),
-        references.iter().map(Vec::len).sum::<usize>()
+        paired.candidates.len(),
+        paired.references.iter().map(Vec::len).sum::<usize>()
     );
     println!("{}", serde_json::to_string_pretty(&scores.to_coco_json())?);
     Ok(())

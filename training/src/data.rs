@@ -11,12 +11,13 @@ use captioner_datasets::decode::decode_all;
 use captioner_datasets::feature_cache::FeatureCache;
 use captioner_datasets::format::{detect, load};
 use captioner_datasets::problems::{ProblemKind, Problems};
-use captioner_datasets::{tokenize, CaptionDataset, Corpus, DatasetError, ItemImage, Split, Vocab};
+use captioner_datasets::{CaptionDataset, Corpus, DatasetError, ItemImage, Split, Vocab};
 use serde::{Deserialize, Serialize};
 
 use crate::coco_files::ImageId;
 use crate::config::{DataSource, FilesConfig};
 use crate::evaluate::HeldOut;
+use crate::metrics::scoring_texts;
 
 /// What the data of a run held, and what was skipped; part of `report.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -75,7 +76,7 @@ pub fn prepare(
             let train = shapes.dataset(&train_scenes, &vocab);
             let valid_scenes = shapes.scenes(Split::Valid);
             let valid = shapes.dataset(&valid_scenes, &vocab);
-            let valid_references = tokenized(
+            let valid_references = scoring_texts(
                 &valid_scenes
                     .iter()
                     .map(|s| s.captions())
@@ -281,18 +282,10 @@ fn prepare_files(
         vocab,
         train,
         valid,
-        valid_references: tokenized(&held_out.references),
+        valid_references: scoring_texts(&held_out.references),
         held_out,
         summary,
     })
-}
-
-/// Captions tokenised as the scores need them (words joined by one space).
-fn tokenized(captions: &[Vec<String>]) -> Vec<Vec<String>> {
-    captions
-        .iter()
-        .map(|c| c.iter().map(|c| tokenize(c).join(" ")).collect())
-        .collect()
 }
 
 /// A picture's id in results files: its file name.

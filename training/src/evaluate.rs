@@ -8,14 +8,14 @@ use captioner_datasets::decode::Resize;
 use captioner_datasets::feature_cache::FeatureCache;
 use captioner_datasets::shapes::{CaptionCheck, Scene, ShapesConfig};
 use captioner_datasets::Split;
-use captioner_datasets::{tokenize, ItemImage, Vocab};
+use captioner_datasets::{ItemImage, Vocab};
 use captioner_model::{Caption, Captioner, SearchConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::batcher::cached_features;
 use crate::coco_files::ImageId;
-use crate::metrics::{coco_scores, CocoScores};
+use crate::metrics::{coco_scores_of_raw, CocoScores};
 
 /// A "captioning" progress bar on stderr (hidden when `show` is false; indicatif hides it
 /// when stderr is not a terminal).
@@ -243,18 +243,11 @@ pub fn score_captions(held_out: &HeldOut, texts: &[String], beam_size: usize) ->
             all_correct: share(&|c| c.all()),
         }
     });
-    let tokenized = |t: &String| tokenize(t).join(" ");
-    let candidates: Vec<String> = texts.iter().map(tokenized).collect();
-    let references: Vec<Vec<String>> = held_out
-        .references
-        .iter()
-        .map(|r| r.iter().map(tokenized).collect())
-        .collect();
     EvalReport {
         split: held_out.split,
         images: held_out.images.len(),
         beam_size,
-        scores: coco_scores(&candidates, &references),
+        scores: coco_scores_of_raw(texts, &held_out.references),
         shapes,
         examples: texts
             .iter()

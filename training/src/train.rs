@@ -252,12 +252,14 @@ pub fn train<B: AutodiffBackend>(
         .batch_size(config.batch_size)
         .num_workers(config.workers)
         .build(data.valid.per_image());
+    let (shared_vocab, valid_references) =
+        (Arc::new(vocab.clone()), Arc::new(data.valid_references));
     let caption_metric = |shown| {
         CaptionScoreMetric::new(
             shown,
             config.beam_size,
-            Arc::new(vocab.clone()),
-            Arc::new(data.valid_references.clone()),
+            shared_vocab.clone(),
+            valid_references.clone(),
             history.clone(),
         )
     };

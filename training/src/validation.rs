@@ -21,14 +21,14 @@ use burn::train::metric::{
     SerializedEntry,
 };
 use burn::train::EarlyStoppingStrategy;
-use captioner_datasets::{tokenize, Vocab};
+use captioner_datasets::Vocab;
 use captioner_model::ImageCaption;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{SelectBy, ValidationConfig};
 use crate::metrics::bleu::corpus_bleu;
 use crate::metrics::cider::cider_d;
-use crate::metrics::{coco_scores, CocoScores};
+use crate::metrics::{coco_scores, scoring_text, CocoScores};
 
 /// How long the training thread waits for an epoch's scores before going on without them.
 const WAIT_FOR_SCORES: Duration = Duration::from_secs(600);
@@ -306,7 +306,7 @@ impl Metric for CaptionScoreMetric {
         self.epoch = metadata.global_progress.items_processed;
         for caption in captions {
             // Scored as `eval` scores a caption: its text through the scoring tokenizer.
-            let words = tokenize(&self.vocab.decode(&caption.tokens)).join(" ");
+            let words = scoring_text(&self.vocab.decode(&caption.tokens));
             self.captions.insert(caption.image_id, words);
         }
         let done = metadata.progress.items_processed >= metadata.progress.items_total;

@@ -34,6 +34,26 @@ impl CocoScores {
     }
 }
 
+/// A caption as the scores read it: coco-caption's tokenisation, words joined by one space.
+pub fn scoring_text(caption: &str) -> String {
+    captioner_datasets::tokenize(caption).join(" ")
+}
+
+/// Each caption of each image through [`scoring_text`].
+pub fn scoring_texts(captions: &[Vec<String>]) -> Vec<Vec<String>> {
+    captions
+        .iter()
+        .map(|c| c.iter().map(|c| scoring_text(c)).collect())
+        .collect()
+}
+
+/// [`coco_scores`] of raw captions (as written, before tokenisation): what pycocoevalcap's
+/// `COCOEvalCap` computes from a results file and its annotations.
+pub fn coco_scores_of_raw(candidates: &[String], references: &[Vec<String>]) -> CocoScores {
+    let candidates: Vec<String> = candidates.iter().map(|c| scoring_text(c)).collect();
+    coco_scores(&candidates, &scoring_texts(references))
+}
+
 /// Scores `candidates[i]` against `references[i]` (tokenised, words joined by one space).
 pub fn coco_scores(candidates: &[String], references: &[Vec<String>]) -> CocoScores {
     CocoScores {
