@@ -14,6 +14,10 @@ pub struct CaptionBatch<B: Backend> {
     pub tokens: Tensor<B, 2, Int>,
     /// For each caption, the row of its image in `input`, `[captions]`.
     pub image_of_caption: Tensor<B, 1, Int>,
+    /// For each caption, its number of tokens, `<start>` and `<end>` included. The decoder
+    /// runs longest first; batches sorted by decreasing length (as the batcher makes them)
+    /// need no reordering.
+    pub lengths: Vec<usize>,
     /// Validation only: images of the batch to caption by search as well (their scores are
     /// the validation metric).
     pub decode: Option<DecodeRequest>,

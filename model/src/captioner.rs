@@ -4,9 +4,8 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
 use crate::batch::{CaptionBatch, EncoderInput};
-use crate::decoder::{Decoder, DecoderConfig};
+use crate::decoder::{packed_positions, Decoder, DecoderConfig};
 use crate::encoder::{Encoder, EncoderConfig};
-use crate::tokens::PAD;
 
 /// Everything needed to rebuild a [`Captioner`]; saved as `model.json` in each run folder.
 #[derive(Config, Debug)]
@@ -37,11 +36,13 @@ pub struct CaptionerOutput<B: Backend> {
     pub loss: Tensor<B, 1>,
     /// Cross-entropy over the real (non-padding) target tokens.
     pub cross_entropy: Tensor<B, 1>,
-    /// Scores of each next word, `[batch, steps, vocab]`.
+    /// Scores of every real next word (no padding), as one sequence in the decoder's packed
+    /// order (see [`packed_positions`]): `[1, words, vocab]`.
     pub logits: Tensor<B, 3>,
-    /// Target token ids (padding included), `[batch, steps]`.
+    /// The words they score, `[1, words]`.
     pub targets: Tensor<B, 2, Int>,
-    /// Attention weights, `[batch, steps, positions]`.
+    /// Attention weights, `[captions, steps, positions]`, zero after a caption's end, the
+    /// captions sorted by decreasing length.
     pub alphas: Tensor<B, 3>,
 }
 
@@ -88,7 +89,12 @@ impl<B: Backend> Captioner<B> {
     /// the loss.
     pub fn forward(&self, batch: CaptionBatch<B>) -> CaptionerOutput<B> {
         let features = self.encode(batch.input);
-        self.forward_features(features, batch.tokens, batch.image_of_caption)
+        self.forward_features(
+            features,
+            batch.tokens,
+            batch.image_of_caption,
+            &batch.lengths,
+        )
     }
 
     /// [`Captioner::forward`] from the images' feature grids `[images, positions, channels]`,
@@ -98,35 +104,77 @@ impl<B: Backend> Captioner<B> {
         features: Tensor<B, 3>,
         tokens: Tensor<B, 2, Int>,
         image_of_caption: Tensor<B, 1, Int>,
+        lengths: &[usize],
     ) -> CaptionerOutput<B> {
-        let [batch_size, len] = tokens.dims();
-        let inputs = tokens.clone().narrow(1, 0, len - 1);
-        let targets = tokens.narrow(1, 1, len - 1);
-        let features = features.select(0, image_of_caption);
-        let out = self.decoder.forward(features, inputs);
-
-        let mask = targets.clone().not_equal_elem(PAD as i32).float();
-        let log_probs = log_softmax(out.logits.clone(), 2);
-        let picked = log_probs
-            .gather(2, targets.clone().unsqueeze_dim::<3>(2))
-            .squeeze_dim::<2>(2);
-        let real_tokens = mask.clone().sum().clamp_min(1.0);
-        let cross_entropy = (picked * mask.clone()).sum().neg() / real_tokens;
-
-        let [_, _, positions] = out.alphas.dims();
-        let attention_total = (out.alphas.clone() * mask.unsqueeze_dim::<3>(2)).sum_dim(1);
-        let regularization = (attention_total.neg() + 1.0)
-            .powi_scalar(2)
-            .sum()
-            .div_scalar((batch_size * positions) as f32)
-            .mul_scalar(self.attention_regularization);
-
-        CaptionerOutput {
-            loss: cross_entropy.clone() + regularization,
-            cross_entropy,
-            logits: out.logits,
-            targets,
-            alphas: out.alphas,
-        }
+        teacher_forced_loss(
+            &self.decoder,
+            self.attention_regularization,
+            features.select(0, image_of_caption),
+            tokens,
+            lengths,
+        )
     }
+}
+
+/// The loss of [`Captioner::forward`] for `decoder` alone, given each caption's own feature
+/// grid `[captions, positions, channels]`, its tokens `[captions, max_len]` and its length
+/// (`<start>` and `<end>` included). Captions are decoded longest first; the output's
+/// `alphas` follow that order (the batcher already sorts them so).
+pub fn teacher_forced_loss<B: Backend>(
+    decoder: &Decoder<B>,
+    attention_regularization: f32,
+    features: Tensor<B, 3>,
+    tokens: Tensor<B, 2, Int>,
+    lengths: &[usize],
+) -> CaptionerOutput<B> {
+    let [batch_size, len] = tokens.dims();
+    assert_eq!(lengths.len(), batch_size, "one length per caption");
+    let width = len - 1;
+    let device = tokens.device();
+    let mut order: Vec<usize> = (0..batch_size).collect();
+    order.sort_by_key(|&row| std::cmp::Reverse(lengths[row]));
+    let (features, tokens) = if order.iter().enumerate().all(|(i, &row)| i == row) {
+        (features, tokens)
+    } else {
+        let rows = int_tensor::<B>(&order, &device);
+        (features.select(0, rows.clone()), tokens.select(0, rows))
+    };
+    let steps: Vec<usize> = order
+        .iter()
+        .map(|&row| lengths[row].saturating_sub(1).min(width))
+        .collect();
+
+    let inputs = tokens.clone().narrow(1, 0, width);
+    let out = decoder.forward(features, inputs, &steps);
+    let packed = packed_positions(&steps, width);
+    let targets = tokens
+        .narrow(1, 1, width)
+        .reshape([batch_size * width])
+        .select(0, int_tensor::<B>(&packed, &device));
+    let picked = log_softmax(out.logits.clone(), 1)
+        .gather(1, targets.clone().unsqueeze_dim::<2>(1))
+        .squeeze_dim::<1>(1);
+    let cross_entropy = picked.mean().neg();
+
+    let [_, _, positions] = out.alphas.dims();
+    let attention_total = out.alphas.clone().sum_dim(1);
+    let regularization = (attention_total.neg() + 1.0)
+        .powi_scalar(2)
+        .sum()
+        .div_scalar((batch_size * positions) as f32)
+        .mul_scalar(attention_regularization);
+
+    CaptionerOutput {
+        loss: cross_entropy.clone() + regularization,
+        cross_entropy,
+        logits: out.logits.unsqueeze_dim(0),
+        targets: targets.unsqueeze_dim(0),
+        alphas: out.alphas,
+    }
+}
+
+fn int_tensor<B: Backend>(values: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let values: Vec<i64> = values.iter().map(|&v| v as i64).collect();
+    let n = values.len();
+    Tensor::from_data(TensorData::new(values, [n]), device)
 }

@@ -41,13 +41,30 @@ pub struct Decoder<B: Backend> {
     output: Linear<B>,
 }
 
-/// Teacher-forced decoder output.
+/// Teacher-forced decoder output for captions sorted by decreasing length.
 #[derive(Debug, Clone)]
 pub struct DecoderOutput<B: Backend> {
-    /// Scores of the next word, `[batch, steps, vocab]`.
-    pub logits: Tensor<B, 3>,
-    /// Attention weights, `[batch, steps, positions]`.
+    /// Scores of the next word at every real step, packed step by step: all captions' first
+    /// step, then the second step of those still running, ..., `[steps in all, vocab]`
+    /// (the order of [`packed_positions`]).
+    pub logits: Tensor<B, 2>,
+    /// Attention weights, `[batch, steps, positions]`, zero after a caption's end.
     pub alphas: Tensor<B, 3>,
+}
+
+/// How many of the captions (sorted by decreasing `steps`) are still running at step `t`.
+fn running_at(steps: &[usize], t: usize) -> usize {
+    steps.partition_point(|&s| s > t)
+}
+
+/// For the packed order of [`DecoderOutput::logits`]: the index `row * width + t` of each
+/// (caption, step) pair in a `[batch, width]` layout, for captions of `steps` steps sorted
+/// by decreasing length.
+pub fn packed_positions(steps: &[usize], width: usize) -> Vec<usize> {
+    let longest = steps.first().copied().unwrap_or(0);
+    (0..longest)
+        .flat_map(|t| (0..running_at(steps, t)).map(move |row| row * width + t))
+        .collect()
 }
 
 /// What the decoder keeps between inference steps for a batch of images.
@@ -62,6 +79,18 @@ pub struct DecodeState<B: Backend> {
 }
 
 impl<B: Backend> DecodeState<B> {
+    /// Keeps the first `n` rows (the captions still running).
+    fn first(self, n: usize) -> Self {
+        Self {
+            features: self.features.narrow(0, 0, n),
+            projected: self.projected.narrow(0, 0, n),
+            lstm: LstmState {
+                hidden: self.lstm.hidden.narrow(0, 0, n),
+                cell: self.lstm.cell.narrow(0, 0, n),
+            },
+        }
+    }
+
     /// Keeps rows `rows` (e.g. the surviving beams), in that order.
     pub fn select(self, rows: Tensor<B, 1, Int>) -> Self {
         Self {
@@ -123,26 +152,53 @@ impl<B: Backend> Decoder<B> {
         (DecodeState { lstm, ..state }, alpha)
     }
 
-    /// Teacher forcing: feeds `inputs` `[batch, steps]` (a caption without its last token) and
-    /// scores the next word at every step.
-    pub fn forward(&self, features: Tensor<B, 3>, inputs: Tensor<B, 2, Int>) -> DecoderOutput<B> {
-        let [batch, steps] = inputs.dims();
+    /// Teacher forcing: feeds `inputs` `[batch, width]` (captions without their last token)
+    /// and scores the next word at each caption's `steps` (its length minus one), as the
+    /// reference implementations do: captions sorted by decreasing length, and at step `t`
+    /// only the captions still running are decoded.
+    ///
+    /// # Panics
+    /// If `steps` is not sorted in decreasing order, or asks for more than `width` steps.
+    pub fn forward(
+        &self,
+        features: Tensor<B, 3>,
+        inputs: Tensor<B, 2, Int>,
+        steps: &[usize],
+    ) -> DecoderOutput<B> {
+        let [batch, width] = inputs.dims();
+        let [_, positions, _] = features.dims();
+        assert_eq!(steps.len(), batch, "one step count per caption");
+        assert!(
+            steps.windows(2).all(|w| w[0] >= w[1]),
+            "captions must come sorted by decreasing length"
+        );
+        let longest = steps.first().copied().unwrap_or(0);
+        assert!(longest <= width, "a caption longer than its tokens");
+        let device = features.device();
         let embed_gates = self.cell.embed_gates(self.embedding.forward(inputs));
         let gate_width = embed_gates.dims()[2];
         let mut state = self.start(features);
-        let mut hiddens = Vec::with_capacity(steps);
-        let mut alphas = Vec::with_capacity(steps);
-        for t in 0..steps {
+        let mut running = batch;
+        let mut hiddens = Vec::with_capacity(longest);
+        let mut alphas = Vec::with_capacity(width);
+        for t in 0..longest {
+            let now = running_at(steps, t);
+            if now < running {
+                state = state.first(now);
+                running = now;
+            }
             let gates_t = embed_gates
                 .clone()
+                .narrow(0, 0, now)
                 .narrow(1, t, 1)
-                .reshape([batch, gate_width]);
+                .reshape([now, gate_width]);
             let (next, alpha) = self.advance(state, gates_t);
             hiddens.push(next.lstm.hidden.clone());
-            alphas.push(alpha);
+            alphas.push(pad_rows(alpha, batch));
             state = next;
         }
-        let hidden = Tensor::stack::<3>(hiddens, 1);
+        alphas.resize_with(width, || Tensor::zeros([batch, positions], &device));
+        let hidden = Tensor::cat(hiddens, 0);
         DecoderOutput {
             logits: self.output.forward(self.dropout.forward(hidden)),
             alphas: Tensor::stack(alphas, 1),
@@ -164,5 +220,28 @@ impl<B: Backend> Decoder<B> {
             .output
             .forward(self.dropout.forward(state.lstm.hidden.clone()));
         (log_softmax(logits, 1), state, alpha)
+    }
+}
+
+/// `rows` rows: `x` `[n, d]` followed by zeros.
+fn pad_rows<B: Backend>(x: Tensor<B, 2>, rows: usize) -> Tensor<B, 2> {
+    let [n, d] = x.dims();
+    if n == rows {
+        return x;
+    }
+    let zeros = Tensor::zeros([rows - n, d], &x.device());
+    Tensor::cat(vec![x, zeros], 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_order_is_step_by_step_over_the_running_captions() {
+        // Three captions of 3, 2 and 2 steps in a width of 4.
+        assert_eq!(packed_positions(&[3, 2, 2], 4), [0, 4, 8, 1, 5, 9, 2]);
+        assert_eq!(running_at(&[3, 2, 2], 2), 1);
+        assert_eq!(running_at(&[3, 2, 2], 3), 0);
     }
 }

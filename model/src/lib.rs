@@ -23,7 +23,7 @@ pub mod step;
 pub mod torchvision_weights;
 
 pub use batch::{CaptionBatch, DecodeRequest, EncoderInput};
-pub use captioner::{Captioner, CaptionerConfig, CaptionerOutput};
+pub use captioner::{teacher_forced_loss, Captioner, CaptionerConfig, CaptionerOutput};
 pub use decoder::{Decoder, DecoderConfig};
 pub use encoder::{Encoder, EncoderConfig, EncoderName};
 pub use inception_v3::{InceptionV3, InceptionV3Config};

@@ -95,7 +95,12 @@ impl<B: Backend> InferenceStep for Captioner<B> {
             }
             _ => Vec::new(),
         };
-        let out = self.forward_features(features, batch.tokens, batch.image_of_caption);
+        let out = self.forward_features(
+            features,
+            batch.tokens,
+            batch.image_of_caption,
+            &batch.lengths,
+        );
         ValidationOutput {
             sequence: SequenceOutput::new(out.loss, out.logits, None, out.targets),
             captions,

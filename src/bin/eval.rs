@@ -205,6 +205,7 @@ fn score(args: &ScoreArgs) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    captioner::keep_freed_memory();
     match Cli::parse().command {
         Command::Score(args) => score(&args),
         Command::Model(args) => {

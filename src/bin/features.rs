@@ -205,6 +205,7 @@ fn run(args: Args) -> Result<usize> {
 }
 
 fn main() -> ExitCode {
+    captioner::keep_freed_memory();
     match run(Args::parse()) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(failed) => {

@@ -95,6 +95,7 @@ impl BackendJob for InferJob {
 }
 
 fn main() -> ExitCode {
+    captioner::keep_freed_memory();
     let args = Args::parse();
     let mut pictures = Vec::new();
     let mut failed = 0;

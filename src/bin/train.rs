@@ -309,6 +309,7 @@ fn newest_run(parent: &Path) -> Option<PathBuf> {
 }
 
 fn main() -> Result<()> {
+    captioner::keep_freed_memory();
     let args = Args::parse();
     let artifacts = Path::new("artifacts");
     let (run, config, resume_from) = if args.resume {

@@ -13,7 +13,8 @@ use captioner_datasets::{CaptionItem, ItemImage};
 use captioner_model::{CaptionBatch, DecodeRequest, EncoderInput, SearchConfig};
 
 /// Normalises the images to the encoder's input size, lays out every caption of every image
-/// as one row padded to the longest, and records which image each caption belongs to.
+/// as one row padded to the longest (longest first), and records which image each caption
+/// belongs to.
 #[derive(Debug, Clone)]
 pub struct CaptionBatcher {
     resize: Resize,
@@ -64,11 +65,13 @@ impl CaptionBatcher {
 impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
     fn batch(&self, items: Vec<CaptionItem>, device: &B::Device) -> CaptionBatch<B> {
         let size = self.resize.size;
-        let captions: Vec<(usize, &Vec<u32>)> = items
+        let mut captions: Vec<(usize, &Vec<u32>)> = items
             .iter()
             .enumerate()
             .flat_map(|(row, item)| item.captions.iter().map(move |c| (row, c)))
             .collect();
+        // Longest first: the decoder then needs no reordering (see `CaptionBatch::lengths`).
+        captions.sort_by_key(|(_, c)| std::cmp::Reverse(c.len()));
         let max_len = captions
             .iter()
             .map(|(_, c)| c.len())
@@ -133,6 +136,7 @@ impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
                 TensorData::new(image_of_caption, [captions.len()]),
                 device,
             ),
+            lengths: captions.iter().map(|(_, c)| c.len()).collect(),
             decode,
         }
     }
@@ -177,7 +181,7 @@ mod tests {
     }
 
     #[test]
-    fn every_caption_becomes_a_padded_row_pointing_at_its_image() {
+    fn every_caption_becomes_a_padded_row_pointing_at_its_image_longest_first() {
         let image = Arc::new(captioner_datasets::image::RgbImage::new(8, 8));
         let items = vec![
             CaptionItem {
@@ -197,13 +201,14 @@ mod tests {
         };
         assert_eq!(images.dims(), [2, 3, 8, 8]);
         let tokens: Vec<i64> = batch.tokens.into_data().convert::<i64>().to_vec().unwrap();
-        assert_eq!(tokens, [1, 5, 2, 0, 1, 6, 7, 2, 1, 2, 0, 0]);
+        assert_eq!(tokens, [1, 6, 7, 2, 1, 5, 2, 0, 1, 2, 0, 0]);
         let rows: Vec<i64> = batch
             .image_of_caption
             .into_data()
             .convert::<i64>()
             .to_vec()
             .unwrap();
-        assert_eq!(rows, [0, 1, 1]);
+        assert_eq!(rows, [1, 0, 1]);
+        assert_eq!(batch.lengths, [4, 3, 2]);
     }
 }

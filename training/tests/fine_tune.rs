@@ -68,6 +68,7 @@ fn fine_tuning_moves_later_layers_at_the_encoder_rate_and_nothing_else() {
         )),
         tokens: Tensor::from_ints([[1, 5, 6, 7, 2], [1, 8, 9, 2, 0]], &device),
         image_of_caption: Tensor::from_ints([0, 1], &device),
+        lengths: vec![5, 4],
         decode: None,
     };
     let before = values(&model);

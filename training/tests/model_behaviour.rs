@@ -166,9 +166,20 @@ fn decoding_stops_at_the_length_cap_with_a_caption() {
 #[test]
 fn attention_weights_of_every_step_sum_to_one() {
     let f = overfitted();
-    let out = f.model.forward(batch(&f.scenes, &f.vocab, 0));
+    let batch = batch(&f.scenes, &f.vocab, 0);
+    let lengths = batch.lengths.clone();
+    let out = f.model.forward(batch);
+    let [_, steps, _] = out.alphas.dims();
     let sums: Vec<f32> = out.alphas.sum_dim(2).into_data().to_vec().unwrap();
-    assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
+    for (caption, len) in lengths.iter().enumerate() {
+        let row = &sums[caption * steps..(caption + 1) * steps];
+        // One distribution per word decoded, nothing after the caption's end.
+        assert!(
+            row[..len - 1].iter().all(|s| (s - 1.0).abs() < 1e-5),
+            "{row:?}"
+        );
+        assert!(row[len - 1..].iter().all(|&s| s == 0.0), "{row:?}");
+    }
     let captions = f.model.caption(images(&f.scenes), &SearchConfig::default());
     for alpha in captions.iter().flat_map(|c| &c.alphas) {
         assert_eq!(alpha.len(), (IMAGE / 8).pow(2));
