@@ -23,7 +23,7 @@ struct Args {
     #[arg(long, value_enum)]
     row: Row,
     /// Backend to run on (each must be compiled in with its cargo feature).
-    #[arg(long, value_enum, default_value = "ndarray")]
+    #[arg(long, value_enum, default_value = "flex")]
     device: DeviceKind,
     /// A short measurement: one warm-up step, then few timed runs.
     #[arg(long)]

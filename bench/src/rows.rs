@@ -193,8 +193,7 @@ fn fine_tuning<'a, B: AutodiffBackend>(device: &'a B::Device) -> Workload<'a> {
     let mut optimizer = EncoderDecoderAdam::<B>::new(&adam(), 0.25);
     let images = images::<B>(device);
     let (tokens, lengths) = captions::<B>(SAT.vocab, device);
-    let rows: Vec<i64> = (0..BATCH as i64).collect();
-    let image_of_caption = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [BATCH]), device);
+    let image_of_caption = Tensor::<B, 1, Int>::arange(0..BATCH as i64, device);
     Workload {
         items: BATCH,
         step: Box::new(move || {

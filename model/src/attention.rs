@@ -4,6 +4,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
+use crate::step_linear::StepLinear;
+
 /// Sizes of an [`Attention`] layer.
 #[derive(Config, Debug)]
 pub struct AttentionConfig {
@@ -41,20 +43,27 @@ impl<B: Backend> Attention<B> {
         self.feature_proj.forward(features)
     }
 
+    /// The decoder side of the scores, laid out for stepping: pass it to every
+    /// [`Attention::forward`] of a batch.
+    pub fn query_layer(&self) -> StepLinear<B> {
+        StepLinear::new(&self.hidden_proj)
+    }
+
     /// One step: the context vector `[batch, feature_dim]` and the weights
-    /// `[batch, positions]` (each row sums to 1) for decoder state `hidden` `[batch, hidden]`.
+    /// `[batch, positions]` (each row sums to 1) for decoder state `hidden` `[batch, hidden]`;
+    /// `query` is this layer's [`Attention::query_layer`].
     pub fn forward(
         &self,
         features: &Tensor<B, 3>,
         projected: &Tensor<B, 3>,
+        query: &StepLinear<B>,
         hidden: Tensor<B, 2>,
     ) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let [batch, positions, width] = projected.dims();
         // The query repeated over the positions, not broadcast: flex adds two contiguous
         // tensors in a vectorised loop but walks a broadcast one index by index (that add
         // was 12% of a decoder training step in the profile, bench/RESULTS.md).
-        let query = self
-            .hidden_proj
+        let query = query
             .forward(hidden)
             .unsqueeze_dim::<3>(1)
             .repeat_dim(1, positions);

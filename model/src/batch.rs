@@ -43,3 +43,9 @@ pub enum EncoderInput<B: Backend> {
     /// channels]`: the encoder is skipped.
     Features(Tensor<B, 3>),
 }
+
+/// Row indices as an Int tensor, for `select` on a batch dimension.
+pub(crate) fn index_tensor<B: Backend>(rows: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+    Tensor::from_data(TensorData::new(ids, [rows.len()]), device)
+}

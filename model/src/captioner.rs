@@ -3,7 +3,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
-use crate::batch::{CaptionBatch, EncoderInput};
+use crate::batch::{index_tensor, CaptionBatch, EncoderInput};
 use crate::decoder::{packed_positions, Decoder, DecoderConfig};
 use crate::encoder::{Encoder, EncoderConfig};
 
@@ -136,7 +136,7 @@ pub fn teacher_forced_loss<B: Backend>(
     let (features, tokens) = if order.iter().enumerate().all(|(i, &row)| i == row) {
         (features, tokens)
     } else {
-        let rows = int_tensor::<B>(&order, &device);
+        let rows = index_tensor::<B>(&order, &device);
         (features.select(0, rows.clone()), tokens.select(0, rows))
     };
     let steps: Vec<usize> = order
@@ -150,7 +150,7 @@ pub fn teacher_forced_loss<B: Backend>(
     let targets = tokens
         .narrow(1, 1, width)
         .reshape([batch_size * width])
-        .select(0, int_tensor::<B>(&packed, &device));
+        .select(0, index_tensor::<B>(&packed, &device));
     let picked = log_softmax(out.logits.clone(), 1)
         .gather(1, targets.clone().unsqueeze_dim::<2>(1))
         .squeeze_dim::<1>(1);
@@ -171,10 +171,4 @@ pub fn teacher_forced_loss<B: Backend>(
         targets: targets.unsqueeze_dim(0),
         alphas: out.alphas,
     }
-}
-
-fn int_tensor<B: Backend>(values: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
-    let values: Vec<i64> = values.iter().map(|&v| v as i64).collect();
-    let n = values.len();
-    Tensor::from_data(TensorData::new(values, [n]), device)
 }

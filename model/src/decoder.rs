@@ -6,6 +6,7 @@ use burn::tensor::activation::{log_softmax, sigmoid};
 
 use crate::attention::{Attention, AttentionConfig};
 use crate::lstm_cell::{LstmCell, LstmCellConfig, LstmState};
+use crate::step_linear::StepLinear;
 
 /// Sizes and regularisation of a [`Decoder`].
 #[derive(Config, Debug)]
@@ -76,6 +77,18 @@ pub struct DecodeState<B: Backend> {
     pub projected: Tensor<B, 3>,
     /// LSTM state.
     pub lstm: LstmState<B>,
+    /// The layers applied at every step, laid out once for the batch.
+    layers: StepLayers<B>,
+}
+
+/// The decoder's per-step layers as [`StepLinear`]s.
+#[derive(Debug, Clone)]
+struct StepLayers<B: Backend> {
+    embed: StepLinear<B>,
+    query: StepLinear<B>,
+    gate: StepLinear<B>,
+    lstm: StepLinear<B>,
+    output: StepLinear<B>,
 }
 
 impl<B: Backend> DecodeState<B> {
@@ -88,6 +101,21 @@ impl<B: Backend> DecodeState<B> {
                 hidden: self.lstm.hidden.narrow(0, 0, n),
                 cell: self.lstm.cell.narrow(0, 0, n),
             },
+            layers: self.layers,
+        }
+    }
+
+    /// Reorders the LSTM state alone: row `i` takes the state of row `rows[i]`, which must
+    /// have the same features (beams of one image). Beam search reorders its beams at every
+    /// step, and copying the features and their projection along would cost more than
+    /// the step itself.
+    pub fn reorder_lstm(self, rows: Tensor<B, 1, Int>) -> Self {
+        Self {
+            lstm: LstmState {
+                hidden: self.lstm.hidden.select(0, rows.clone()),
+                cell: self.lstm.cell.select(0, rows),
+            },
+            ..self
         }
     }
 
@@ -100,6 +128,7 @@ impl<B: Backend> DecodeState<B> {
                 hidden: self.lstm.hidden.select(0, rows.clone()),
                 cell: self.lstm.cell.select(0, rows),
             },
+            layers: self.layers,
         }
     }
 }
@@ -134,6 +163,13 @@ impl<B: Backend> Decoder<B> {
                 hidden: self.init_hidden.forward(mean.clone()).tanh(),
                 cell: self.init_cell.forward(mean).tanh(),
             },
+            layers: StepLayers {
+                embed: self.cell.embed_layer(),
+                query: self.attention.query_layer(),
+                gate: StepLinear::new(&self.gate),
+                lstm: self.cell.step_layer(),
+                output: StepLinear::new(&self.output),
+            },
         }
     }
 
@@ -144,11 +180,17 @@ impl<B: Backend> Decoder<B> {
         state: DecodeState<B>,
         embed_gates: Tensor<B, 2>,
     ) -> (DecodeState<B>, Tensor<B, 2>) {
-        let (context, alpha) =
-            self.attention
-                .forward(&state.features, &state.projected, state.lstm.hidden.clone());
-        let beta = sigmoid(self.gate.forward(state.lstm.hidden.clone()));
-        let lstm = self.cell.step(embed_gates, beta * context, state.lstm);
+        let layers = &state.layers;
+        let (context, alpha) = self.attention.forward(
+            &state.features,
+            &state.projected,
+            &layers.query,
+            state.lstm.hidden.clone(),
+        );
+        let beta = sigmoid(layers.gate.forward(state.lstm.hidden.clone()));
+        let lstm = self
+            .cell
+            .step(embed_gates, beta * context, state.lstm, &layers.lstm);
         (DecodeState { lstm, ..state }, alpha)
     }
 
@@ -214,9 +256,10 @@ impl<B: Backend> Decoder<B> {
     ) -> (Tensor<B, 2>, DecodeState<B>, Tensor<B, 2>) {
         let n = previous.dims()[0];
         let embedded = self.embedding.forward(previous.reshape([n, 1]));
-        let gates = self.cell.embed_gates(embedded).squeeze_dim::<2>(1);
+        let gates = state.layers.embed.forward(embedded.squeeze_dim::<2>(1));
         let (state, alpha) = self.advance(state, gates);
-        let logits = self
+        let logits = state
+            .layers
             .output
             .forward(self.dropout.forward(state.lstm.hidden.clone()));
         (log_softmax(logits, 1), state, alpha)

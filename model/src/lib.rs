@@ -20,6 +20,7 @@ pub mod resnet;
 pub mod search;
 pub mod small_cnn;
 pub mod step;
+pub mod step_linear;
 pub mod torchvision_weights;
 
 pub use batch::{CaptionBatch, DecodeRequest, EncoderInput};

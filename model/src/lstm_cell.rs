@@ -6,6 +6,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
+use crate::step_linear::StepLinear;
+
 /// Sizes of an [`LstmCell`].
 #[derive(Config, Debug)]
 pub struct LstmCellConfig {
@@ -52,15 +54,28 @@ impl<B: Backend> LstmCell<B> {
         self.embed_gates.forward(embeddings)
     }
 
-    /// One step, given this step's embedding gates `[batch, 4H]` and context `[batch, C]`.
+    /// [`LstmCell::embed_gates`] laid out for one word per step (inference).
+    pub fn embed_layer(&self) -> StepLinear<B> {
+        StepLinear::new(&self.embed_gates)
+    }
+
+    /// The step part of the gates, laid out for stepping: pass it to every
+    /// [`LstmCell::step`] of a batch.
+    pub fn step_layer(&self) -> StepLinear<B> {
+        StepLinear::new(&self.step_gates)
+    }
+
+    /// One step, given this step's embedding gates `[batch, 4H]` and context `[batch, C]`;
+    /// `step_gates` is this cell's [`LstmCell::step_layer`].
     pub fn step(
         &self,
         embed_gates: Tensor<B, 2>,
         context: Tensor<B, 2>,
         state: LstmState<B>,
+        step_gates: &StepLinear<B>,
     ) -> LstmState<B> {
         let joined = Tensor::cat(vec![context, state.hidden], 1);
-        let gates = embed_gates + self.step_gates.forward(joined);
+        let gates = embed_gates + step_gates.forward(joined);
         let [i, f, g, o]: [Tensor<B, 2>; 4] = gates
             .chunk(4, 1)
             .try_into()

@@ -7,6 +7,7 @@
 
 use burn::prelude::*;
 
+use crate::batch::index_tensor;
 use crate::captioner::Captioner;
 use crate::decoder::{DecodeState, Decoder};
 use crate::tokens::{END, PAD, START};
@@ -83,11 +84,6 @@ fn next_word_log_probs<B: Backend>(log_probs: Tensor<B, 2>) -> (Vec<f32>, usize)
 fn token_tensor<B: Backend>(tokens: &[u32], device: &B::Device) -> Tensor<B, 1, Int> {
     let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
     Tensor::from_data(TensorData::new(ids, [tokens.len()]), device)
-}
-
-fn row_tensor<B: Backend>(rows: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
-    let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-    Tensor::from_data(TensorData::new(ids, [rows.len()]), device)
 }
 
 /// Greedy decoding: the most likely word at every step (the lowest id on a tie).
@@ -185,7 +181,9 @@ pub fn beam_search<B: Backend>(
     let n = features.dims()[0];
     let k = search.beam_size.max(1);
     let expand: Vec<usize> = (0..n * k).map(|row| row / k).collect();
-    let mut state: DecodeState<B> = decoder.start(features).select(row_tensor(&expand, &device));
+    let mut state: DecodeState<B> = decoder
+        .start(features)
+        .select(index_tensor(&expand, &device));
     let mut beams: Vec<ImageBeams> = (0..n)
         .map(|_| ImageBeams {
             alive: vec![Hypothesis {
@@ -262,7 +260,8 @@ pub fn beam_search<B: Backend>(
         if beams.iter().all(|b| b.done) {
             break;
         }
-        state = next.select(row_tensor(&rows, &device));
+        // Every row in `rows` is a beam of the same image as the row it fills.
+        state = next.reorder_lstm(index_tensor(&rows, &device));
     }
 
     beams

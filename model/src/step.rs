@@ -9,15 +9,14 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::{AccuracyInput, Adaptor, ItemLazy, LossInput};
 use burn::train::{InferenceStep, SequenceOutput, TrainOutput, TrainStep};
 
-use crate::batch::CaptionBatch;
-use crate::captioner::Captioner;
+use crate::batch::{index_tensor, CaptionBatch};
+use crate::captioner::{Captioner, CaptionerOutput};
 
-fn to_sequence_output<B: Backend>(
-    captioner: &Captioner<B>,
-    batch: CaptionBatch<B>,
-) -> SequenceOutput<B> {
-    let out = captioner.forward(batch);
-    SequenceOutput::new(out.loss, out.logits, None, out.targets)
+impl<B: Backend> CaptionerOutput<B> {
+    /// What burn-train's loss and accuracy metrics read.
+    fn into_sequence(self) -> SequenceOutput<B> {
+        SequenceOutput::new(self.loss, self.logits, None, self.targets)
+    }
 }
 
 impl<B: AutodiffBackend> TrainStep for Captioner<B> {
@@ -25,7 +24,7 @@ impl<B: AutodiffBackend> TrainStep for Captioner<B> {
     type Output = SequenceOutput<B>;
 
     fn step(&self, batch: CaptionBatch<B>) -> TrainOutput<SequenceOutput<B>> {
-        let item = to_sequence_output(self, batch);
+        let item = self.forward(batch).into_sequence();
         TrainOutput::new(self, item.loss.backward(), item)
     }
 }
@@ -80,9 +79,7 @@ impl<B: Backend> InferenceStep for Captioner<B> {
         let features = self.encode(batch.input);
         let captions = match batch.decode {
             Some(request) if !request.rows.is_empty() => {
-                let device = features.device();
-                let rows: Vec<i64> = request.rows.iter().map(|&r| r as i64).collect();
-                let rows = Tensor::from_data(TensorData::new(rows, [request.rows.len()]), &device);
+                let rows = index_tensor(&request.rows, &features.device());
                 let picked = features.clone().select(0, rows);
                 self.caption_features(picked, &request.search)
                     .into_iter()
@@ -102,7 +99,7 @@ impl<B: Backend> InferenceStep for Captioner<B> {
             &batch.lengths,
         );
         ValidationOutput {
-            sequence: SequenceOutput::new(out.loss, out.logits, None, out.targets),
+            sequence: out.into_sequence(),
             captions,
         }
     }

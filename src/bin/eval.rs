@@ -83,7 +83,7 @@ struct ModelArgs {
     #[arg(long)]
     json: bool,
     /// Backend to run on; GPU backends need the matching cargo feature.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Ndarray)]
+    #[arg(long, value_enum, default_value_t = DeviceKind::Flex)]
     device: DeviceKind,
 }
 

@@ -53,7 +53,7 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Backend to run on; GPU backends need the matching cargo feature.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Ndarray)]
+    #[arg(long, value_enum, default_value_t = DeviceKind::Flex)]
     device: DeviceKind,
     /// Pictures (JPEG or PNG, any size).
     #[arg(value_name = "IMAGE", required = true)]

@@ -40,7 +40,7 @@ struct Args {
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
     /// Backend to run on; GPU backends need the matching cargo feature.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Ndarray)]
+    #[arg(long, value_enum, default_value_t = DeviceKind::Flex)]
     device: DeviceKind,
 }
 

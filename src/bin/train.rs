@@ -140,7 +140,7 @@ struct Args {
     seed: Option<u64>,
     /// Backend to train on; GPU backends need the matching cargo feature
     /// (`--features wgpu` or `--features cuda`).
-    #[arg(long, value_enum, default_value_t = DeviceKind::Ndarray)]
+    #[arg(long, value_enum, default_value_t = DeviceKind::Flex)]
     device: DeviceKind,
     /// Run folder for checkpoints, vocabulary, final model and report
     /// [default: a new folder artifacts/<dataset>-<date>-<time>].

@@ -209,7 +209,12 @@ fn assert_same_captions(a: &[captioner_model::Caption], b: &[captioner_model::Ca
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(b) {
         assert_eq!((&x.tokens, x.finished), (&y.tokens, y.finished));
-        assert!((x.score - y.score).abs() < 1e-5, "{} vs {}", x.score, y.score);
+        assert!(
+            (x.score - y.score).abs() < 1e-5,
+            "{} vs {}",
+            x.score,
+            y.score
+        );
         let alphas = x.alphas.iter().flatten().zip(y.alphas.iter().flatten());
         assert!(alphas.into_iter().all(|(p, q)| (p - q).abs() < 1e-5));
     }
@@ -237,7 +242,10 @@ fn saved_and_loaded_weights_are_bit_identical_and_predict_the_same() {
             .unwrap();
         std::fs::read(named).unwrap()
     };
-    assert!(file(&path) == file(&again), "weights changed in the round trip");
+    assert!(
+        file(&path) == file(&again),
+        "weights changed in the round trip"
+    );
 
     // Predictions equal to float rounding: one run in three, beside the other tests, the
     // same weights gave logits that differed in the last bits (the SIMD kernels' results

@@ -1,0 +1,91 @@
+//! Times Burn's 2-D matmul on the decoder's per-step shapes (batch 32, the LSTM's `[1792,
+//! 2048]` recurrent weight of row 1b), forward and the two backward products, on the CPU
+//! backends compiled in, in GFLOP/s:
+//! `cargo run --release -p captioner-bench --example matmul`.
+//! `bench/matmul_reference.py` times the same products in PyTorch.
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+/// `[m, k] x [k, n]`, the right operand transposed (a view) when `rhs_transposed`.
+fn time<B: Backend>(name: &str, [m, k, n]: [usize; 3], rhs_transposed: bool, device: &B::Device) {
+    let lhs = Tensor::<B, 2>::random([m, k], Distribution::Normal(0.0, 1.0), device);
+    let rhs = if rhs_transposed {
+        Tensor::<B, 2>::random([n, k], Distribution::Normal(0.0, 1.0), device).transpose()
+    } else {
+        Tensor::<B, 2>::random([k, n], Distribution::Normal(0.0, 1.0), device)
+    };
+    let _ = lhs.clone().matmul(rhs.clone()).into_data();
+    let runs = 50;
+    let start = Instant::now();
+    for _ in 0..runs {
+        let _ = lhs.clone().matmul(rhs.clone());
+    }
+    B::sync(device).expect("the device finishes its work");
+    let seconds = start.elapsed().as_secs_f64() / runs as f64;
+    let gflops = 2.0 * (m * k * n) as f64 / seconds / 1e9;
+    println!("{name:>36}: {:7.3} ms {gflops:6.1} GFLOP/s", seconds * 1e3);
+}
+
+/// `batch` products `[m, k] x [k, n]` in one batched matmul.
+fn time_batched<B: Backend>(name: &str, [batch, m, k, n]: [usize; 4], device: &B::Device) {
+    let lhs = Tensor::<B, 3>::random([batch, m, k], Distribution::Normal(0.0, 1.0), device);
+    let rhs = Tensor::<B, 3>::random([batch, k, n], Distribution::Normal(0.0, 1.0), device);
+    let _ = lhs.clone().matmul(rhs.clone()).into_data();
+    let runs = 50;
+    let start = Instant::now();
+    for _ in 0..runs {
+        let _ = lhs.clone().matmul(rhs.clone());
+    }
+    B::sync(device).expect("the device finishes its work");
+    let seconds = start.elapsed().as_secs_f64() / runs as f64;
+    let gflops = 2.0 * (batch * m * k * n) as f64 / seconds / 1e9;
+    println!("{name:>36}: {:7.3} ms {gflops:6.1} GFLOP/s", seconds * 1e3);
+}
+
+fn all<B: Backend>(backend: &str, device: &B::Device) {
+    println!("{backend}");
+    time::<B>("x [32,1792] W [1792,2048]", [32, 1792, 2048], false, device);
+    time::<B>(
+        "dy [32,2048] W^T [2048,1792]",
+        [32, 2048, 1792],
+        true,
+        device,
+    );
+    time::<B>(
+        "x^T [1792,32] dy [32,2048]",
+        [1792, 32, 2048],
+        false,
+        device,
+    );
+    time::<B>("h [32,512] W [512,512]", [32, 512, 512], false, device);
+    time::<B>(
+        "beams [96,1792] W [1792,2048]",
+        [96, 1792, 2048],
+        false,
+        device,
+    );
+    time::<B>(
+        "beams [96,1792] W^T [1792,2048]",
+        [96, 1792, 2048],
+        true,
+        device,
+    );
+    time::<B>("scores [4704,512] w [512,1]", [4704, 512, 1], false, device);
+    time_batched::<B>("context 96 x [1,49] x [49,1280]", [96, 1, 49, 1280], device);
+    time::<B>(
+        "square [1024,1024] x [1024,1024]",
+        [1024, 1024, 1024],
+        false,
+        device,
+    );
+}
+
+fn main() {
+    captioner::keep_freed_memory();
+    #[cfg(feature = "flex")]
+    all::<burn::backend::Flex>("flex", &Default::default());
+    all::<burn::backend::NdArray>("ndarray", &Default::default());
+}
