@@ -1,11 +1,13 @@
 //! A convolution without bias followed by frozen batch normalisation: the unit that the
-//! torchvision CNNs are built from, and [`conv_forward`], which runs their stride-1
-//! convolutions as matrix products.
+//! torchvision CNNs are built from; [`conv_bn_forward`], which folds the normalisation into
+//! the convolution, and [`conv_forward`], which runs convolutions as matrix products on
+//! ndarray.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::ops::PadMode;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::{PadMode, PaddedConvOptions};
 
 use crate::frozen_batch_norm::FrozenBatchNorm2d;
 
@@ -69,8 +71,29 @@ impl<B: Backend> ConvBn<B> {
 
     /// Convolution and normalisation, no activation.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.bn.forward(conv_forward(&self.conv, x))
+        conv_bn_forward(&self.conv, &self.bn, x)
     }
+}
+
+/// `bn(conv(x))` as one convolution: the normalisation's per-channel scale folded into the
+/// weights and its shift into the bias, exactly as for inference in PyTorch. Run after the
+/// convolution, the scale and shift broadcast over `[batch, channels, height, width]`, which
+/// flex walks index by index: with them ResNet-101's forward pass spent more than half its
+/// time in flex's `StridedIter` (bench/RESULTS.md). Gradients reach the convolution's
+/// weights and the normalisation's `weight` and `bias` as before.
+pub fn conv_bn_forward<B: Backend>(
+    conv: &Conv2d<B>,
+    bn: &FrozenBatchNorm2d<B>,
+    x: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let (scale, shift) = bn.scale_and_shift();
+    let out = scale.dims()[0];
+    let weight = conv.weight.val() * scale.clone().reshape([out, 1, 1, 1]);
+    let bias = match &conv.bias {
+        Some(bias) => bias.val() * scale + shift,
+        None => shift,
+    };
+    convolve(conv, weight, Some(bias), x)
 }
 
 /// Runs a convolution, on the ndarray backend as matrix products: one per kernel tap, each
@@ -80,14 +103,56 @@ impl<B: Backend> ConvBn<B> {
 /// Other backends (flex: 2.5 images/s with its own convolution, 1.4 this way; the GPU ones)
 /// and grouped or dilated convolutions go through `Conv2d` as they are.
 pub fn conv_forward<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    convolve(
+        conv,
+        conv.weight.val(),
+        conv.bias.as_ref().map(|bias| bias.val()),
+        x,
+    )
+}
+
+/// `((top, bottom), (left, right))` zero padding of `conv` for an input of `size`, as
+/// `Conv2d::forward` computes it.
+fn padding_pairs<B: Backend>(conv: &Conv2d<B>, size: [usize; 2]) -> [(usize, usize); 2] {
+    match conv.padding {
+        PaddingConfig2d::Valid => [(0, 0); 2],
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
+        PaddingConfig2d::Same => std::array::from_fn(|i| {
+            let (n, s) = (size[i], conv.stride[i]);
+            let span = (conv.kernel_size[i] - 1) * conv.dilation[i] + 1;
+            let total = ((n.div_ceil(s) - 1) * s + span).saturating_sub(n);
+            (total / 2, total - total / 2)
+        }),
+    }
+}
+
+/// `conv`'s convolution with `weight` and `bias` in place of its own.
+fn convolve<B: Backend>(
+    conv: &Conv2d<B>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    x: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let direct = |x: Tensor<B, 4>, weight, bias| {
+        let [_, _, h, w] = x.dims();
+        let [(top, bottom), (left, right)] = padding_pairs(conv, [h, w]);
+        let options = PaddedConvOptions::asymmetric(
+            conv.stride,
+            [top, left],
+            [bottom, right],
+            conv.dilation,
+            conv.groups,
+        );
+        conv2d(x, weight, bias, options)
+    };
     if !B::name(&x.device()).contains("ndarray") {
-        return conv.forward(x);
+        return direct(x, weight, bias);
     }
     let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
-        return conv.forward(x);
+        return direct(x, weight, bias);
     };
     if conv.dilation != [1, 1] || conv.groups != 1 || conv.stride[0] != conv.stride[1] {
-        return conv.forward(x);
+        return direct(x, weight, bias);
     }
     let [kh, kw] = conv.kernel_size;
     let s = conv.stride[0];
@@ -96,7 +161,6 @@ pub fn conv_forward<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 
         (h + top + bottom - kh) / s + 1,
         (w + left + right - kw) / s + 1,
     );
-    let weight = conv.weight.val();
     let out = weight.dims()[0];
     let tap_weight = |dy: usize, dx: usize| {
         weight
@@ -157,8 +221,8 @@ pub fn conv_forward<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 
             sum.expect("a kernel has at least one tap")
         }
     };
-    if let Some(bias) = &conv.bias {
-        y = y + bias.val().reshape([1, out, 1]);
+    if let Some(bias) = bias {
+        y = y + bias.reshape([1, out, 1]);
     }
     y.reshape([batch, out, ho, wo])
 }

@@ -38,12 +38,19 @@ impl<B: Backend> FrozenBatchNorm2d<B> {
         }
     }
 
-    /// Normalises `[batch, channels, height, width]`.
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [_, channels, _, _] = x.dims();
+    /// The per-channel `(scale, shift)` with which `y = x * scale + shift`, `[channels]` each.
+    pub fn scale_and_shift(&self) -> (Tensor<B, 1>, Tensor<B, 1>) {
         // A division, not `recip()`: ndarray's SIMD reciprocal is only good to about 1e-4.
         let scale = self.weight.val() / (self.running_var.val().detach() + self.eps).sqrt();
         let shift = self.bias.val() - self.running_mean.val().detach() * scale.clone();
+        (scale, shift)
+    }
+
+    /// Normalises `[batch, channels, height, width]` (after a convolution,
+    /// [`crate::conv_bn::conv_bn_forward`] folds this into the convolution instead).
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [_, channels, _, _] = x.dims();
+        let (scale, shift) = self.scale_and_shift();
         x * scale.reshape([1, channels, 1, 1]) + shift.reshape([1, channels, 1, 1])
     }
 }

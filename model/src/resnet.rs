@@ -10,7 +10,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
 
-use crate::conv_bn::{conv_forward, ConvBn, ConvShape};
+use crate::conv_bn::{conv_bn_forward, ConvBn, ConvShape};
 use crate::frozen_batch_norm::FrozenBatchNorm2d;
 
 const BN_EPS: f64 = 1e-5;
@@ -164,13 +164,13 @@ impl<B: Backend> Block<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let (out, downsample) = match self {
             Block::Basic(b) => {
-                let out = relu(b.bn1.forward(conv_forward(&b.conv1, x.clone())));
-                (b.bn2.forward(conv_forward(&b.conv2, out)), &b.downsample)
+                let out = relu(conv_bn_forward(&b.conv1, &b.bn1, x.clone()));
+                (conv_bn_forward(&b.conv2, &b.bn2, out), &b.downsample)
             }
             Block::Bottleneck(b) => {
-                let out = relu(b.bn1.forward(conv_forward(&b.conv1, x.clone())));
-                let out = relu(b.bn2.forward(conv_forward(&b.conv2, out)));
-                (b.bn3.forward(conv_forward(&b.conv3, out)), &b.downsample)
+                let out = relu(conv_bn_forward(&b.conv1, &b.bn1, x.clone()));
+                let out = relu(conv_bn_forward(&b.conv2, &b.bn2, out));
+                (conv_bn_forward(&b.conv3, &b.bn3, out), &b.downsample)
             }
         };
         let identity = match downsample {
@@ -190,7 +190,7 @@ impl<B: Backend> ResNet<B> {
 
     /// The last stage's map, `[batch, channels, size/32, size/32]`, before pooling.
     pub fn feature_map(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = relu(self.bn1.forward(conv_forward(&self.conv1, images)));
+        let x = relu(conv_bn_forward(&self.conv1, &self.bn1, images));
         let mut x = max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false);
         for layer in [&self.layer1, &self.layer2, &self.layer3, &self.layer4] {
             for block in layer {

@@ -6,11 +6,15 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
+
+/// The backend of the tests that name none.
+type B = NdArray;
 use burn::prelude::*;
 use burn_store::{ModuleStore, SafetensorsStore};
 use captioner_model::{Encoder, EncoderConfig, InceptionV3Config, ResNetConfig, WeightsError};
 
-type B = NdArray;
+#[cfg(feature = "flex")]
+use burn::backend::Flex;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -19,7 +23,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// The input the fixture script feeds: `1.5 sin(0.37 i)` over the flat index.
-fn fixed_input(shape: [usize; 4]) -> Tensor<B, 4> {
+fn fixed_input<B: Backend>(shape: [usize; 4]) -> Tensor<B, 4> {
     let n: usize = shape.iter().product();
     let values: Vec<f32> = (0..n)
         .map(|i| ((0.37 * i as f64).sin() * 1.5) as f32)
@@ -40,7 +44,7 @@ fn expected(fixture_name: &str, name: &str) -> (Vec<usize>, Vec<f32>) {
 }
 
 /// Largest difference, relative to the largest reference value (or 1).
-fn assert_close<const D: usize>(
+fn assert_close<B: Backend, const D: usize>(
     ours: Tensor<B, D>,
     (shape, reference): (Vec<usize>, Vec<f32>),
     what: &str,
@@ -59,7 +63,7 @@ fn assert_close<const D: usize>(
     );
 }
 
-fn loaded(config: EncoderConfig, file: &str, network: &str) -> Encoder<B> {
+fn loaded<B: Backend>(config: EncoderConfig, file: &str, network: &str) -> Encoder<B> {
     let mut encoder = config.init::<B>(&Default::default());
     let report = encoder
         .load_torchvision(&fixture(file), network)
@@ -68,7 +72,7 @@ fn loaded(config: EncoderConfig, file: &str, network: &str) -> Encoder<B> {
     encoder
 }
 
-fn check_resnet(encoder: &Encoder<B>, fixture_name: &str, batch: usize) {
+fn check_resnet<B: Backend>(encoder: &Encoder<B>, fixture_name: &str, batch: usize) {
     let Encoder::ResNet(resnet) = encoder else {
         panic!("a ResNet")
     };
@@ -88,31 +92,29 @@ fn check_resnet(encoder: &Encoder<B>, fixture_name: &str, batch: usize) {
 #[test]
 fn resnet18_basic_blocks_match_pytorch_from_pth_and_safetensors() {
     let config = EncoderConfig::ResNet(ResNetConfig::new(18).with_width(8).with_image_size(112));
-    let from_pth = loaded(config.clone(), "resnet18_w8.pth", "resnet18");
+    let from_pth = loaded::<B>(config.clone(), "resnet18_w8.pth", "resnet18");
     check_resnet(&from_pth, "resnet18_w8", 2);
-    let from_safetensors = loaded(config, "resnet18_w8.safetensors", "resnet18");
+    let from_safetensors = loaded::<B>(config, "resnet18_w8.safetensors", "resnet18");
     check_resnet(&from_safetensors, "resnet18_w8", 2);
 }
 
-#[test]
-fn resnet50_bottleneck_blocks_match_pytorch() {
+fn check_resnet50<B: Backend>() {
     let config = EncoderConfig::ResNet(ResNetConfig::new(50).with_width(8).with_image_size(112));
-    let encoder = loaded(config, "resnet50_w8.pth", "resnet50");
+    let encoder = loaded::<B>(config, "resnet50_w8.pth", "resnet50");
     check_resnet(&encoder, "resnet50_w8", 1);
 }
 
-#[test]
-fn inception_v3_matches_pytorch_with_transform_input() {
+fn check_inception_v3<B: Backend>() {
     let config = EncoderConfig::InceptionV3(
         InceptionV3Config::new()
             .with_width_divisor(8)
             .with_image_size(160),
     );
-    let encoder = loaded(config, "inception_v3_d8.pth", "inception-v3");
+    let encoder = loaded::<B>(config, "inception_v3_d8.pth", "inception-v3");
     let Encoder::InceptionV3(inception) = &encoder else {
         panic!("Inception v3")
     };
-    let input = fixed_input([1, 3, 160, 160]);
+    let input = fixed_input::<B>([1, 3, 160, 160]);
     assert_close(
         inception.feature_map(input.clone()),
         expected("inception_v3_d8", "feature_map"),
@@ -123,6 +125,25 @@ fn inception_v3_matches_pytorch_with_transform_input() {
         expected("inception_v3_d8", "grid"),
         "8x8 grid",
     );
+}
+
+#[test]
+fn resnet50_bottleneck_blocks_match_pytorch() {
+    check_resnet50::<B>();
+}
+
+#[test]
+fn inception_v3_matches_pytorch_with_transform_input() {
+    check_inception_v3::<B>();
+}
+
+/// Flex runs Burn's own convolutions (with the batch norm folded in), not the matrix
+/// products that ndarray runs.
+#[cfg(feature = "flex")]
+#[test]
+fn on_flex_resnet50_and_inception_v3_match_pytorch() {
+    check_resnet50::<Flex>();
+    check_inception_v3::<Flex>();
 }
 
 #[test]
