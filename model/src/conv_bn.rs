@@ -87,8 +87,12 @@ pub fn conv_bn_forward<B: Backend>(
     x: Tensor<B, 4>,
 ) -> Tensor<B, 4> {
     let (scale, shift) = bn.scale_and_shift();
-    let out = scale.dims()[0];
-    let weight = conv.weight.val() * scale.clone().reshape([out, 1, 1, 1]);
+    let weight = conv.weight.val();
+    let dims = weight.dims();
+    let [out, fan_in] = [dims[0], dims[1] * dims[2] * dims[3]];
+    // The scale repeated rather than broadcast, for the same reason.
+    let scale_rows = scale.clone().reshape([out, 1]).repeat_dim(1, fan_in);
+    let weight = (weight.reshape([out, fan_in]) * scale_rows).reshape(dims);
     let bias = match &conv.bias {
         Some(bias) => bias.val() * scale + shift,
         None => shift,
