@@ -37,6 +37,12 @@ pub fn run_on<J: BackendJob>(kind: DeviceKind, job: J) -> Result<J::Output> {
     }
 }
 
+#[cfg(not(all(
+    feature = "ndarray",
+    feature = "flex",
+    feature = "wgpu",
+    feature = "cuda"
+)))]
 fn not_compiled<T>(feature: &str) -> Result<T> {
     bail!(
         "this binary was built without the `{feature}` backend: rebuild with \

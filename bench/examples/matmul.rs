@@ -9,6 +9,20 @@ use std::time::Instant;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
+/// Runs `product` 50 times and prints its time and rate for `flops` operations.
+fn report<B: Backend>(name: &str, flops: usize, device: &B::Device, product: impl Fn()) {
+    product();
+    let runs = 50;
+    let start = Instant::now();
+    for _ in 0..runs {
+        product();
+    }
+    B::sync(device).expect("the device finishes its work");
+    let seconds = start.elapsed().as_secs_f64() / runs as f64;
+    let gflops = flops as f64 / seconds / 1e9;
+    println!("{name:>36}: {:7.3} ms {gflops:6.1} GFLOP/s", seconds * 1e3);
+}
+
 /// `[m, k] x [k, n]`, the right operand transposed (a view) when `rhs_transposed`.
 fn time<B: Backend>(name: &str, [m, k, n]: [usize; 3], rhs_transposed: bool, device: &B::Device) {
     let lhs = Tensor::<B, 2>::random([m, k], Distribution::Normal(0.0, 1.0), device);
@@ -17,70 +31,43 @@ fn time<B: Backend>(name: &str, [m, k, n]: [usize; 3], rhs_transposed: bool, dev
     } else {
         Tensor::<B, 2>::random([k, n], Distribution::Normal(0.0, 1.0), device)
     };
-    let _ = lhs.clone().matmul(rhs.clone()).into_data();
-    let runs = 50;
-    let start = Instant::now();
-    for _ in 0..runs {
+    report::<B>(name, 2 * m * k * n, device, || {
         let _ = lhs.clone().matmul(rhs.clone());
-    }
-    B::sync(device).expect("the device finishes its work");
-    let seconds = start.elapsed().as_secs_f64() / runs as f64;
-    let gflops = 2.0 * (m * k * n) as f64 / seconds / 1e9;
-    println!("{name:>36}: {:7.3} ms {gflops:6.1} GFLOP/s", seconds * 1e3);
+    });
 }
 
 /// `batch` products `[m, k] x [k, n]` in one batched matmul.
 fn time_batched<B: Backend>(name: &str, [batch, m, k, n]: [usize; 4], device: &B::Device) {
     let lhs = Tensor::<B, 3>::random([batch, m, k], Distribution::Normal(0.0, 1.0), device);
     let rhs = Tensor::<B, 3>::random([batch, k, n], Distribution::Normal(0.0, 1.0), device);
-    let _ = lhs.clone().matmul(rhs.clone()).into_data();
-    let runs = 50;
-    let start = Instant::now();
-    for _ in 0..runs {
+    report::<B>(name, 2 * batch * m * k * n, device, || {
         let _ = lhs.clone().matmul(rhs.clone());
-    }
-    B::sync(device).expect("the device finishes its work");
-    let seconds = start.elapsed().as_secs_f64() / runs as f64;
-    let gflops = 2.0 * (batch * m * k * n) as f64 / seconds / 1e9;
-    println!("{name:>36}: {:7.3} ms {gflops:6.1} GFLOP/s", seconds * 1e3);
+    });
 }
 
-fn all<B: Backend>(backend: &str, device: &B::Device) {
-    println!("{backend}");
-    time::<B>("x [32,1792] W [1792,2048]", [32, 1792, 2048], false, device);
-    time::<B>(
-        "dy [32,2048] W^T [2048,1792]",
-        [32, 2048, 1792],
-        true,
-        device,
-    );
-    time::<B>(
-        "x^T [1792,32] dy [32,2048]",
-        [1792, 32, 2048],
-        false,
-        device,
-    );
-    time::<B>("h [32,512] W [512,512]", [32, 512, 512], false, device);
-    time::<B>(
-        "beams [96,1792] W [1792,2048]",
-        [96, 1792, 2048],
-        false,
-        device,
-    );
-    time::<B>(
-        "beams [96,1792] W^T [1792,2048]",
-        [96, 1792, 2048],
-        true,
-        device,
-    );
-    time::<B>("scores [4704,512] w [512,1]", [4704, 512, 1], false, device);
-    time_batched::<B>("context 96 x [1,49] x [49,1280]", [96, 1, 49, 1280], device);
-    time::<B>(
+/// The 2-D products: name, `[m, k, n]`, and whether the right operand is a transposed view
+/// (as `W^T` is in a `Linear`'s backward pass). `bench/matmul_reference.py` has the same list.
+const PRODUCTS: [(&str, [usize; 3], bool); 8] = [
+    ("x [32,1792] W [1792,2048]", [32, 1792, 2048], false),
+    ("dy [32,2048] W^T [2048,1792]", [32, 2048, 1792], true),
+    ("x^T [1792,32] dy [32,2048]", [1792, 32, 2048], false),
+    ("h [32,512] W [512,512]", [32, 512, 512], false),
+    ("beams [96,1792] W [1792,2048]", [96, 1792, 2048], false),
+    ("beams [96,1792] W^T [1792,2048]", [96, 1792, 2048], true),
+    ("scores [4704,512] w [512,1]", [4704, 512, 1], false),
+    (
         "square [1024,1024] x [1024,1024]",
         [1024, 1024, 1024],
         false,
-        device,
-    );
+    ),
+];
+
+fn all<B: Backend>(backend: &str, device: &B::Device) {
+    println!("{backend}");
+    for (name, shape, rhs_transposed) in PRODUCTS {
+        time::<B>(name, shape, rhs_transposed, device);
+    }
+    time_batched::<B>("context 96 x [1,49] x [49,1280]", [96, 1, 49, 1280], device);
 }
 
 fn main() {

@@ -235,7 +235,17 @@ fn convolve<B: Backend>(
 mod tests {
     use super::*;
     use burn::backend::NdArray;
+    use burn::module::Param;
     use burn::tensor::Distribution;
+
+    /// The largest difference between two outputs of the same length.
+    fn worst_difference(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max)
+    }
 
     #[test]
     fn matmul_form_equals_direct_convolution() {
@@ -261,16 +271,50 @@ mod tests {
             let conv = shape.init::<NdArray>(&device);
             let direct: Vec<f32> = conv.forward(x.clone()).into_data().to_vec().unwrap();
             let ours: Vec<f32> = conv_forward(&conv, x.clone()).into_data().to_vec().unwrap();
-            assert_eq!(direct.len(), ours.len());
-            let worst = direct
-                .iter()
-                .zip(&ours)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let worst = worst_difference(&direct, &ours);
             assert!(
                 worst < 1e-4,
                 "kernel {kernel:?} stride {stride}: differs by {worst}"
             );
+        }
+    }
+
+    #[test]
+    fn folded_batch_norm_equals_convolution_then_normalisation() {
+        let device = Default::default();
+        let x = Tensor::<NdArray, 4>::random([2, 3, 9, 8], Distribution::Default, &device);
+        let mut bn = FrozenBatchNorm2d::<NdArray>::new(4, 1e-5, &device);
+        let stats = |values: [f32; 4]| Param::from_tensor(Tensor::from_floats(values, &device));
+        bn.weight = stats([0.5, 2.0, -1.0, 1.5]);
+        bn.bias = stats([0.1, -0.3, 0.0, 2.0]);
+        bn.running_mean = stats([0.2, -1.0, 0.5, 0.0]);
+        bn.running_var = stats([0.25, 4.0, 1.0, 0.01]);
+        for padding in [
+            PaddingConfig2d::Explicit(1, 1, 1, 1),
+            PaddingConfig2d::Valid,
+            PaddingConfig2d::Same,
+        ] {
+            for (stride, bias) in [(1, false), (2, true)] {
+                let conv = Conv2dConfig::new([3, 4], [3, 3])
+                    .with_stride([stride, stride])
+                    .with_padding(padding.clone())
+                    .with_bias(bias)
+                    .init::<NdArray>(&device);
+                let expected: Vec<f32> = bn
+                    .forward(conv.forward(x.clone()))
+                    .into_data()
+                    .to_vec()
+                    .unwrap();
+                let folded: Vec<f32> = conv_bn_forward(&conv, &bn, x.clone())
+                    .into_data()
+                    .to_vec()
+                    .unwrap();
+                let worst = worst_difference(&expected, &folded);
+                assert!(
+                    worst < 1e-4,
+                    "{padding:?} stride {stride}: differs by {worst}"
+                );
+            }
         }
     }
 }
