@@ -6,7 +6,7 @@ use std::time::Instant;
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::Distribution;
-use captioner_model::attention::tanh_by_exp;
+use captioner_model::activation::tanh_by_exp;
 
 fn time<B: Backend>(name: &str, device: &B::Device, f: impl Fn(Tensor<B, 3>) -> Tensor<B, 3>) {
     let x = Tensor::<B, 3>::random([32, 49, 512], Distribution::Normal(0.0, 2.0), device);
@@ -38,7 +38,7 @@ fn all<B: Backend>(backend: &str, device: &B::Device) {
             .add_scalar(1.0)
     });
     time::<B>("clamp(x, -15, 15)", device, |x| x.clamp(-15.0, 15.0));
-    time::<B>("attention::tanh_by_exp", device, tanh_by_exp);
+    time::<B>("activation::tanh_by_exp", device, tanh_by_exp);
 }
 
 fn main() {

@@ -7,6 +7,7 @@
 //! Everything is generic over Burn's `Backend`: the same code runs on the CPU (ndarray, flex)
 //! and on GPUs (CUDA, WGPU).
 
+pub mod activation;
 pub mod attention;
 pub mod batch;
 pub mod captioner;

@@ -6,6 +6,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
+use crate::activation::tanh_by_exp;
 use crate::step_linear::StepLinear;
 
 /// Sizes of an [`LstmCell`].
@@ -80,8 +81,8 @@ impl<B: Backend> LstmCell<B> {
             .chunk(4, 1)
             .try_into()
             .expect("four gates of equal width");
-        let cell = sigmoid(f) * state.cell + sigmoid(i) * g.tanh();
-        let hidden = sigmoid(o) * cell.clone().tanh();
+        let cell = sigmoid(f) * state.cell + sigmoid(i) * tanh_by_exp(g);
+        let hidden = sigmoid(o) * tanh_by_exp(cell.clone());
         LstmState { hidden, cell }
     }
 }
