@@ -10,7 +10,7 @@ use clap::ValueEnum;
 pub enum DeviceKind {
     /// CPU through Burn's ndarray backend (cargo feature `ndarray`, on by default).
     Ndarray,
-    /// CPU through Burn's flex backend (the default: 1.1 to 2.4 times faster than ndarray in
+    /// CPU through Burn's flex backend (the default: faster than ndarray on every row of
     /// bench/RESULTS.md; cargo feature `flex`, on by default).
     Flex,
     /// GPU through WGPU: Vulkan, Metal or DirectX (cargo feature `wgpu`).

@@ -1,7 +1,6 @@
 //! A convolution without bias followed by frozen batch normalisation: the unit that the
-//! torchvision CNNs are built from; [`conv_bn_forward`], which folds the normalisation into
-//! the convolution, and [`conv_forward`], which runs convolutions as matrix products on
-//! ndarray.
+//! torchvision CNNs are built from, and [`conv_bn_forward`], which folds the normalisation
+//! into the convolution (run as matrix products on ndarray).
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
@@ -100,21 +99,6 @@ pub fn conv_bn_forward<B: Backend>(
     convolve(conv, weight, Some(bias), x)
 }
 
-/// Runs a convolution, on the ndarray backend as matrix products: one per kernel tap, each
-/// over a shifted copy of the input (for stride `s`, over one of the `s*s` phases of the
-/// input, so that nothing is computed and thrown away). ndarray's direct convolution is slow
-/// and its matmul fast: ResNet-50's forward pass went from 1.1 to 2.0 images/s on two cores.
-/// Other backends (flex: 2.5 images/s with its own convolution, 1.4 this way; the GPU ones)
-/// and grouped or dilated convolutions go through `Conv2d` as they are.
-pub fn conv_forward<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    convolve(
-        conv,
-        conv.weight.val(),
-        conv.bias.as_ref().map(|bias| bias.val()),
-        x,
-    )
-}
-
 /// `((top, bottom), (left, right))` zero padding of `conv` for an input of `size`, as
 /// `Conv2d::forward` computes it.
 fn padding_pairs<B: Backend>(conv: &Conv2d<B>, size: [usize; 2]) -> [(usize, usize); 2] {
@@ -130,7 +114,13 @@ fn padding_pairs<B: Backend>(conv: &Conv2d<B>, size: [usize; 2]) -> [(usize, usi
     }
 }
 
-/// `conv`'s convolution with `weight` and `bias` in place of its own.
+/// `conv`'s convolution with `weight` and `bias` in place of its own. On the ndarray backend
+/// it runs as matrix products: one per kernel tap, each over a shifted copy of the input (for
+/// stride `s`, over one of the `s*s` phases of the input, so that nothing is computed and
+/// thrown away). ndarray's direct convolution is slow and its matmul fast: ResNet-50's
+/// forward pass went from 1.1 to 2.0 images/s on two cores. Other backends (flex: 2.5 images/s
+/// with its own convolution, 1.4 this way; the GPU ones) and grouped or dilated convolutions
+/// go through Burn's `conv2d` as they are.
 fn convolve<B: Backend>(
     conv: &Conv2d<B>,
     weight: Tensor<B, 4>,
@@ -270,7 +260,11 @@ mod tests {
             };
             let conv = shape.init::<NdArray>(&device);
             let direct: Vec<f32> = conv.forward(x.clone()).into_data().to_vec().unwrap();
-            let ours: Vec<f32> = conv_forward(&conv, x.clone()).into_data().to_vec().unwrap();
+            let bias = conv.bias.as_ref().map(|bias| bias.val());
+            let ours: Vec<f32> = convolve(&conv, conv.weight.val(), bias, x.clone())
+                .into_data()
+                .to_vec()
+                .unwrap();
             let worst = worst_difference(&direct, &ours);
             assert!(
                 worst < 1e-4,
