@@ -228,9 +228,11 @@ mod tests {
     use burn::module::Param;
     use burn::tensor::Distribution;
 
-    /// The largest difference between two outputs of the same length.
-    fn worst_difference(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
+    /// The largest difference between two outputs of the same shape.
+    fn worst_difference(a: Tensor<NdArray, 4>, b: Tensor<NdArray, 4>) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        let a: Vec<f32> = a.into_data().to_vec().unwrap();
+        let b: Vec<f32> = b.into_data().to_vec().unwrap();
         a.iter()
             .zip(b)
             .map(|(a, b)| (a - b).abs())
@@ -259,13 +261,11 @@ mod tests {
                 padding,
             };
             let conv = shape.init::<NdArray>(&device);
-            let direct: Vec<f32> = conv.forward(x.clone()).into_data().to_vec().unwrap();
             let bias = conv.bias.as_ref().map(|bias| bias.val());
-            let ours: Vec<f32> = convolve(&conv, conv.weight.val(), bias, x.clone())
-                .into_data()
-                .to_vec()
-                .unwrap();
-            let worst = worst_difference(&direct, &ours);
+            let worst = worst_difference(
+                conv.forward(x.clone()),
+                convolve(&conv, conv.weight.val(), bias, x.clone()),
+            );
             assert!(
                 worst < 1e-4,
                 "kernel {kernel:?} stride {stride}: differs by {worst}"
@@ -294,16 +294,10 @@ mod tests {
                     .with_padding(padding.clone())
                     .with_bias(bias)
                     .init::<NdArray>(&device);
-                let expected: Vec<f32> = bn
-                    .forward(conv.forward(x.clone()))
-                    .into_data()
-                    .to_vec()
-                    .unwrap();
-                let folded: Vec<f32> = conv_bn_forward(&conv, &bn, x.clone())
-                    .into_data()
-                    .to_vec()
-                    .unwrap();
-                let worst = worst_difference(&expected, &folded);
+                let worst = worst_difference(
+                    bn.forward(conv.forward(x.clone())),
+                    conv_bn_forward(&conv, &bn, x.clone()),
+                );
                 assert!(
                     worst < 1e-4,
                     "{padding:?} stride {stride}: differs by {worst}"
