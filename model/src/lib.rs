@@ -1,8 +1,9 @@
 //! The captioning model: a CNN encoder giving a grid of features, and an LSTM decoder with soft
 //! (additive) attention over that grid, as in "Show, Attend and Tell" (Xu et al. 2015).
 //!
-//! Encoders: a small CNN trained from scratch, and torchvision's ResNet-18..152 and Inception v3
-//! that load the ImageNet `.pth` files users already have.
+//! Encoders: a small CNN trained from scratch, torchvision's ResNet-18..152 and Inception v3
+//! that load the ImageNet `.pth` files users already have, and EfficientNet-Lite0..2 from the
+//! `.pth` files of their PyPI packages.
 //!
 //! Everything is generic over Burn's `Backend`: the same code runs on the CPU (ndarray, flex)
 //! and on GPUs (CUDA, WGPU).
@@ -13,10 +14,13 @@ pub mod batch;
 pub mod captioner;
 pub mod conv_bn;
 pub mod decoder;
+pub mod efficientnet_lite;
 pub mod encoder;
 pub mod frozen_batch_norm;
+pub mod imagenet;
 pub mod inception_v3;
 pub mod lstm_cell;
+pub mod pth_strides;
 pub mod resnet;
 pub mod search;
 pub mod small_cnn;
@@ -27,6 +31,7 @@ pub mod torchvision_weights;
 pub use batch::{CaptionBatch, DecodeRequest, EncoderInput};
 pub use captioner::{teacher_forced_loss, Captioner, CaptionerConfig, CaptionerOutput};
 pub use decoder::{Decoder, DecoderConfig};
+pub use efficientnet_lite::{EfficientNetLite, EfficientNetLiteConfig};
 pub use encoder::{Encoder, EncoderConfig, EncoderName};
 pub use inception_v3::{InceptionV3, InceptionV3Config};
 pub use resnet::{ResNet, ResNetConfig};

