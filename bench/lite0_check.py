@@ -1,4 +1,4 @@
-"""Checks our EfficientNet-Lite0 on the real ImageNet weights against the reference PyTorch
+"""Checks our EfficientNet-Lite0 (or --variant 1, 2) on the real ImageNet weights against the reference PyTorch
 implementation, on real photos (an experiment, not a test: it needs the weights and photos).
 
     pip install torch torchvision numpy pillow efficientnet-lite-pytorch
@@ -31,6 +31,7 @@ from torchvision.models import ResNet50_Weights
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--weights", required=True)
+    parser.add_argument("--variant", type=int, default=0, help="EfficientNet-Lite 0, 1 or 2")
     parser.add_argument("--photos", required=True, help="folder of photos")
     parser.add_argument("--count", type=int, default=20)
     parser.add_argument("--top5", type=int, default=6, help="photos whose top-5 is printed")
@@ -41,7 +42,8 @@ def main():
     names = sorted(f for f in os.listdir(args.photos) if f.lower().endswith((".jpg", ".png")))
     names = names[: args.count]
     state = torch.load(args.weights, map_location="cpu")
-    reference = EfficientNet.from_name("efficientnet-lite0")
+    size = {0: 224, 1: 240, 2: 260}[args.variant]
+    reference = EfficientNet.from_name(f"efficientnet-lite{args.variant}")
     reference.load_state_dict(state)
     reference.eval()
     categories = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
@@ -52,13 +54,13 @@ def main():
         pngs = []
         for name in names:
             image = Image.open(os.path.join(args.photos, name)).convert("RGB")
-            image = image.resize((224, 224), Image.BILINEAR) if image.size != (224, 224) else image
+            image = image.resize((size, size), Image.BILINEAR) if image.size != (size, size) else image
             path = os.path.join(tmp, os.path.splitext(name)[0] + ".png")
             image.save(path)
             pngs.append(path)
         out = os.path.join(tmp, "features")
         subprocess.run(
-            [args.features_bin, "--encoder", "efficientnet-lite0", "--encoder-weights",
+            [args.features_bin, "--encoder", f"efficientnet-lite{args.variant}", "--encoder-weights",
              args.weights, "--resize", "plain", "--device", args.device, "--out", out, *pngs],
             check=True,
         )
@@ -68,7 +70,7 @@ def main():
             pixels = np.asarray(Image.open(png), dtype=np.float32)
             x = torch.from_numpy((pixels - 127.0) / 128.0).permute(2, 0, 1)[None]
             with torch.no_grad():
-                theirs = reference.extract_features(x)[0]  # [1280, 7, 7]
+                theirs = reference.extract_features(x)[0]  # [1280, 7, 7] for Lite0
             theirs = theirs.reshape(1280, -1).T.numpy()  # [49, 1280], row-major positions
             relative = np.abs(ours - theirs).max() / np.abs(theirs).max()
             worst = max(worst, relative)

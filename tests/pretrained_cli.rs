@@ -243,6 +243,7 @@ fn the_show_attend_tell_preset_caches_efficientnet_lite_features_and_yields_to_f
     assert_eq!(config["embed_dim"], 16);
     assert_eq!(config["attention_regularization"], 1.0);
     assert_eq!(config["data"]["cache_features"], true);
+    assert_eq!(config["data"]["center_crop"], false);
     assert_eq!(config["freeze_encoder"], true);
 
     // A resumed run keeps its recipe.

@@ -121,7 +121,9 @@ fn sync<B: Backend>(device: &B::Device) {
 }
 
 fn adam() -> AdamConfig {
-    AdamConfig::new().with_grad_clipping(Some(GradientClippingConfig::Value(5.0)))
+    AdamConfig::new()
+        .with_epsilon(1e-8)
+        .with_grad_clipping(Some(GradientClippingConfig::Value(5.0)))
 }
 
 /// Builds row `row` on `device`.

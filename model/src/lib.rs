@@ -40,12 +40,9 @@ pub use small_cnn::{SmallCnn, SmallCnnConfig};
 pub use step::{ImageCaption, ValidationOutput};
 pub use torchvision_weights::{LoadedWeights, WeightsError};
 
-/// Token ids that the model treats specially; they match `captioner_datasets::vocab`.
+/// Token ids that the model treats specially: the vocabulary's own
+/// (`<pad>` ignored by the loss, `<start>` fed first, `<end>` emitted to stop, `<unk>` a
+/// training target that decoding never emits).
 pub mod tokens {
-    /// Padding: ignored by the loss.
-    pub const PAD: u32 = 0;
-    /// First input of the decoder.
-    pub const START: u32 = 1;
-    /// Emitted to end a caption.
-    pub const END: u32 = 2;
+    pub use captioner_datasets::vocab::{END, PAD, START, UNK};
 }

@@ -279,12 +279,10 @@ impl Machine {
                     };
                     let bytes = take(&mut at, n)?;
                     self.stack.push(match op {
-                        b'X' | 0x8c | 0x8d => {
-                            Value::Str(String::from_utf8_lossy(bytes).into_owned())
-                        }
-                        // Python 2 strings of the legacy format's keys.
-                        b'T' | b'U' => Value::Str(String::from_utf8_lossy(bytes).into_owned()),
-                        _ => Value::Other,
+                        // Bytes objects; the others are strings (Python 2's, `T` and `U`, in
+                        // the legacy format).
+                        b'B' | b'C' | 0x8e => Value::Other,
+                        _ => Value::Str(String::from_utf8_lossy(bytes).into_owned()),
                     })
                 }
                 b'c' => {

@@ -36,8 +36,8 @@ struct Args {
     /// show-attend-tell: embedding, attention and LSTM 512 wide, dropout 0.5, attention
     /// regularisation 1, Adam at a constant 0.0004 (x0.8 after 8 epochs without a better dev
     /// BLEU-4, stop after 20), clipping at 5, batch 32, words seen 5 times, captions up to 50
-    /// words, 6 epochs; a pretrained encoder is frozen and its features cached (unless
-    /// --fine-tune-encoder).
+    /// words, whole pictures squashed (no centre crop), 6 epochs; a pretrained encoder is
+    /// frozen and its features cached (unless --fine-tune-encoder).
     #[arg(long, value_name = "NAME")]
     preset: Option<Preset>,
     /// Folder holding the dataset: its annotation files (here or one folder down) and images.
@@ -79,9 +79,13 @@ struct Args {
     #[arg(long)]
     image_size: Option<usize>,
     /// Squash whole pictures to the input size instead of scaling the shorter side and cutting
-    /// the centre square.
-    #[arg(long)]
+    /// the centre square (--preset show-attend-tell squashes already).
+    #[arg(long, conflicts_with = "crop")]
     squash: bool,
+    /// Scale the shorter side and cut the centre square (the default, except under --preset
+    /// show-attend-tell, which squashes as its tutorial does).
+    #[arg(long)]
+    crop: bool,
     /// Training captions of more words are skipped and counted [default: 50].
     #[arg(long)]
     max_caption_len: Option<usize>,
@@ -304,7 +308,7 @@ impl Args {
                 if let Some(gb) = self.image_memory_gb {
                     files.image_memory_gb = gb;
                 }
-                files.center_crop &= !self.squash;
+                files.center_crop = (files.center_crop || self.crop) && !self.squash;
                 files.strict |= self.strict;
                 files.hflip |= self.hflip;
             }

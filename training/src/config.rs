@@ -210,8 +210,9 @@ pub enum Preset {
     /// before the vocabulary projection, doubly stochastic regularisation weight 1, Adam at a
     /// constant 4e-4 (decayed by 0.8 after 8 epochs without a better dev BLEU-4, stopped after
     /// 20), gradients clipped at 5, batch 32, words seen at least 5 times, captions up to 50
-    /// words, the best epoch by dev BLEU-4; 6 epochs. A pretrained encoder is frozen and its
-    /// features cached unless it is fine-tuned.
+    /// words, whole pictures squashed to the input size (no centre crop), the best epoch by
+    /// dev BLEU-4; 6 epochs. A pretrained encoder is frozen and its features cached unless it
+    /// is fine-tuned.
     ShowAttendTell,
 }
 
@@ -247,6 +248,7 @@ impl Preset {
                 };
                 if let DataSource::Files(files) = &mut config.data {
                     files.max_caption_len = 50;
+                    files.center_crop = false;
                 }
             }
         }

@@ -289,7 +289,11 @@ pub fn train<B: AutodiffBackend>(
         training = training.renderer(PlainRenderer::new(Duration::from_secs(10)));
     }
     let adam =
-        AdamConfig::new().with_grad_clipping(Some(GradientClippingConfig::Value(config.grad_clip)));
+        // PyTorch's epsilon, which recipes written for PyTorch's Adam assume (Burn's default,
+        // 1e-5, damps the updates of rarely seen words' embeddings and output rows).
+        AdamConfig::new()
+            .with_epsilon(1e-8)
+            .with_grad_clipping(Some(GradientClippingConfig::Value(config.grad_clip)));
     let optimizer = EncoderDecoderAdam::new(&adam, config.encoder_lr() / config.lr);
     let result = training.launch(Learner::new(model, optimizer, schedule));
     let mut model = result.model;

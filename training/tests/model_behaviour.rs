@@ -11,6 +11,7 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use captioner_datasets::shapes::{Scene, ShapesConfig, Split};
 use captioner_datasets::{CaptionItem, Vocab};
+use captioner_model::tokens::UNK;
 use captioner_model::{
     beam_search, greedy, CaptionBatch, Captioner, CaptionerConfig, DecoderConfig, EncoderConfig,
     EncoderInput, SearchConfig, SmallCnnConfig,
@@ -56,7 +57,17 @@ fn batch<B: Backend>(scenes: &[Scene], vocab: &Vocab, caption: usize) -> Caption
 /// Six scenes, one caption each, trained to (near) zero loss once for all the tests.
 fn overfitted() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
+    FIXTURE.get_or_init(|| overfit(1))
+}
+
+/// The same with the words seen fewer than 12 times in the scenes' captions as `<unk>`.
+fn overfitted_with_rare_words() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| overfit(12))
+}
+
+fn overfit(min_word_freq: usize) -> Fixture {
+    {
         let shapes = ShapesConfig {
             image_size: IMAGE,
             train: 6,
@@ -64,7 +75,7 @@ fn overfitted() -> &'static Fixture {
         };
         let scenes = shapes.scenes(Split::Train);
         let captions: Vec<String> = scenes.iter().flat_map(|s| s.captions()).collect();
-        let vocab = Vocab::build(captions.iter().map(String::as_str), 1);
+        let vocab = Vocab::build(captions.iter().map(String::as_str), min_word_freq);
         let device = Default::default();
         Train::seed(&device, 7);
         let mut model = small_config(vocab.len()).init::<Train>(&device);
@@ -82,7 +93,7 @@ fn overfitted() -> &'static Fixture {
             scenes,
             final_loss,
         }
-    })
+    }
 }
 
 fn images<B: Backend>(scenes: &[Scene]) -> Tensor<B, 4> {
@@ -142,6 +153,32 @@ fn beam_of_one_equals_greedy_and_wider_beams_score_at_least_as_well() {
                 w.score,
                 g.score
             );
+        }
+    }
+}
+
+#[test]
+fn decoding_never_emits_unk_even_where_it_was_trained_to() {
+    let f = overfitted_with_rare_words();
+    assert!(f.final_loss < 0.05, "cross-entropy {}", f.final_loss);
+    // The captions it learned hold `<unk>`s: greedy would reproduce them if it could.
+    let learned: Vec<Vec<u32>> = f
+        .scenes
+        .iter()
+        .map(|s| f.vocab.encode(&s.captions()[1]))
+        .collect();
+    assert!(learned.iter().any(|c| c.contains(&UNK)), "{learned:?}");
+    for beam_size in [1, 3] {
+        let search = SearchConfig {
+            beam_size,
+            max_len: 20,
+        };
+        for caption in f.model.caption(images(&f.scenes), &search) {
+            assert!(
+                !caption.tokens.contains(&UNK),
+                "beam {beam_size}: {caption:?}"
+            );
+            assert!(!caption.tokens.is_empty(), "beam {beam_size}: {caption:?}");
         }
     }
 }
