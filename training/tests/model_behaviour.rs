@@ -67,32 +67,30 @@ fn overfitted_with_rare_words() -> &'static Fixture {
 }
 
 fn overfit(min_word_freq: usize) -> Fixture {
-    {
-        let shapes = ShapesConfig {
-            image_size: IMAGE,
-            train: 6,
-            ..Default::default()
-        };
-        let scenes = shapes.scenes(Split::Train);
-        let captions: Vec<String> = scenes.iter().flat_map(|s| s.captions()).collect();
-        let vocab = Vocab::build(captions.iter().map(String::as_str), min_word_freq);
-        let device = Default::default();
-        Train::seed(&device, 7);
-        let mut model = small_config(vocab.len()).init::<Train>(&device);
-        let mut optim = AdamConfig::new().init();
-        let mut final_loss = f32::INFINITY;
-        for _ in 0..300 {
-            let out = model.forward(batch(&scenes, &vocab, 1));
-            final_loss = out.cross_entropy.clone().into_scalar();
-            let grads = GradientsParams::from_grads(out.loss.backward(), &model);
-            model = optim.step(3e-3, model, grads);
-        }
-        Fixture {
-            model: model.valid(),
-            vocab,
-            scenes,
-            final_loss,
-        }
+    let shapes = ShapesConfig {
+        image_size: IMAGE,
+        train: 6,
+        ..Default::default()
+    };
+    let scenes = shapes.scenes(Split::Train);
+    let captions: Vec<String> = scenes.iter().flat_map(|s| s.captions()).collect();
+    let vocab = Vocab::build(captions.iter().map(String::as_str), min_word_freq);
+    let device = Default::default();
+    Train::seed(&device, 7);
+    let mut model = small_config(vocab.len()).init::<Train>(&device);
+    let mut optim = AdamConfig::new().init();
+    let mut final_loss = f32::INFINITY;
+    for _ in 0..300 {
+        let out = model.forward(batch(&scenes, &vocab, 1));
+        final_loss = out.cross_entropy.clone().into_scalar();
+        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        model = optim.step(3e-3, model, grads);
+    }
+    Fixture {
+        model: model.valid(),
+        vocab,
+        scenes,
+        final_loss,
     }
 }
 
