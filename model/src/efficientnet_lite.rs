@@ -104,9 +104,6 @@ fn same_conv<B: Backend>(
 }
 
 impl EfficientNetLiteConfig {
-    /// The variants with published weights.
-    pub const VARIANTS: [usize; 3] = [0, 1, 2];
-
     /// `(width, depth, input size)` of the variant.
     fn coefficients(&self) -> (f64, f64, usize) {
         let (width, depth, size) = match self.variant {

@@ -196,22 +196,20 @@ impl EncoderName {
     /// A pretrained architecture taking `image_size` pictures, pooled to `grid x grid`; `None`
     /// for the small CNN, whose shape has settings of its own.
     pub fn pretrained_config(self, image_size: usize, grid: usize) -> Option<EncoderConfig> {
-        match self {
-            EncoderName::SmallCnn => None,
-            EncoderName::EfficientNetLite0
-            | EncoderName::EfficientNetLite1
-            | EncoderName::EfficientNetLite2 => Some(EncoderConfig::EfficientNetLite(
+        match (self, self.lite_variant()) {
+            (EncoderName::SmallCnn, _) => None,
+            (_, Some(variant)) => Some(EncoderConfig::EfficientNetLite(
                 EfficientNetLiteConfig::new()
-                    .with_variant(self.lite_variant().expect("a Lite variant"))
+                    .with_variant(variant)
                     .with_image_size(image_size)
                     .with_grid(grid),
             )),
-            EncoderName::InceptionV3 => Some(EncoderConfig::InceptionV3(
+            (EncoderName::InceptionV3, _) => Some(EncoderConfig::InceptionV3(
                 InceptionV3Config::new()
                     .with_image_size(image_size)
                     .with_grid(grid),
             )),
-            name => Some(EncoderConfig::ResNet(
+            (name, None) => Some(EncoderConfig::ResNet(
                 ResNetConfig::new(name.resnet_depth().expect("the others are ResNets"))
                     .with_image_size(image_size)
                     .with_grid(grid),

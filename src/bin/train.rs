@@ -215,17 +215,8 @@ impl Args {
             preset.apply(&mut config);
         }
         let mut config = self.apply(self.with_encoder(config));
-        // The recipe trains the decoder on a frozen pretrained encoder's cached features
-        // (not with --hflip, whose mirrored pictures a cache cannot hold).
-        if self.preset == Some(Preset::ShowAttendTell)
-            && config.encoder.is_pretrained()
-            && !config.fine_tune_encoder
-            && !self.hflip
-        {
-            if let DataSource::Files(files) = &mut config.data {
-                files.cache_features = true;
-                config.freeze_encoder = true;
-            }
+        if let Some(preset) = self.preset {
+            preset.settle_encoder(&mut config);
         }
         Ok(config)
     }

@@ -256,6 +256,26 @@ impl Preset {
         }
         config.preset = Some(self);
     }
+
+    /// What the recipe does with the encoder the flags chose, once they are applied to
+    /// `config`: show-attend-tell trains the decoder on a frozen pretrained encoder's cached
+    /// features, unless the encoder is fine-tuned or pictures are mirrored (a cache cannot
+    /// hold mirrored pictures).
+    pub fn settle_encoder(self, config: &mut TrainConfig) {
+        match self {
+            Preset::ShowAttendTell => {
+                if !config.encoder.is_pretrained() || config.fine_tune_encoder {
+                    return;
+                }
+                if let DataSource::Files(files) = &mut config.data {
+                    if !files.hflip {
+                        files.cache_features = true;
+                        config.freeze_encoder = true;
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl std::str::FromStr for Preset {
