@@ -197,6 +197,52 @@ fn train_writes_a_run_that_resumes_and_that_infer_reads() {
 }
 
 #[test]
+fn train_says_first_which_device_it_chose_and_trains_data_parallel_on_two() {
+    let dir = temp_dir("devices");
+    let out_dir = dir.join("run");
+    let out = exec(
+        "train",
+        &[
+            "--devices",
+            "flex:0,flex:1",
+            "--epochs",
+            "1",
+            "--train-images",
+            "16",
+            "--valid-images",
+            "8",
+            "--test-images",
+            "8",
+            "--batch-size",
+            "8",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.starts_with("Device: flex; asked for by name"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("Data-parallel on 2 devices"), "{stdout}");
+    assert!(out_dir.join("checkpoint/model-1.mpk").exists());
+
+    // Two backends named at once are refused before anything runs.
+    let out = exec(
+        "train",
+        &["--device", "ndarray", "--devices", "flex:0,flex:1"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("name two backends"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
 fn a_backend_that_was_not_compiled_in_names_its_cargo_feature() {
     if cfg!(feature = "cuda") {
         return;

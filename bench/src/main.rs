@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
-use captioner::device::{run_on, BackendJob, DeviceKind};
-use clap::{Parser, ValueEnum};
+use captioner::device::{choose, run_on, BackendJob, DeviceKind, ShapesFlag, Target};
+use clap::Parser;
 
 use rows::Row;
 
@@ -22,9 +22,14 @@ struct Args {
     /// layers 2-4 and the decoder, 4-b32/4-b1 beam search (K=3) at batch 32 / batch 1.
     #[arg(long, value_enum)]
     row: Row,
-    /// Backend to run on (each must be compiled in with its cargo feature).
+    /// Backend to run on (each must be compiled in with its cargo feature); auto takes the
+    /// first of cuda, wgpu, flex, ndarray that starts.
     #[arg(long, value_enum, default_value = "flex")]
     device: DeviceKind,
+    /// How the training rows shape their steps: auto (the backend's way), packed or fixed
+    /// (see `train --help`).
+    #[arg(long, value_enum, default_value_t = ShapesFlag::Auto)]
+    shapes: ShapesFlag,
     /// A short measurement: one warm-up step, then few timed runs.
     #[arg(long)]
     quick: bool,
@@ -86,8 +91,9 @@ struct RowJob {
 impl BackendJob for RowJob {
     type Output = Measured;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Measured> {
-        let mut workload = rows::build::<B>(self.row, &device);
+    fn run<B: AutodiffBackend>(self, target: Target<B>) -> Result<Measured> {
+        let device = target.device;
+        let mut workload = rows::build::<B>(self.row, target.shapes, &device);
         for _ in 0..self.plan.warmup {
             (workload.step)();
         }
@@ -132,18 +138,19 @@ fn main() -> Result<()> {
     captioner::keep_freed_memory();
     let args = Args::parse();
     let plan = args.plan();
+    let chosen = choose(args.device)?;
+    eprintln!("{chosen}");
+    let shapes = args.shapes.shapes().unwrap_or(chosen.kind.shapes());
     let measured = run_on(
-        args.device,
+        &chosen,
+        &[],
+        Some(shapes),
         RowJob {
             row: args.row,
             plan,
         },
     )?;
-    let device = args
-        .device
-        .to_possible_value()
-        .map(|v| v.get_name().to_string())
-        .unwrap_or_default();
+    let device = chosen.kind.name();
     let line = serde_json::json!({
         "side": "burn",
         "row": args.row.name(),
@@ -153,6 +160,7 @@ fn main() -> Result<()> {
         // The CPU's resident set; on a GPU, device memory is not counted here.
         "peak_mem_mb": peak_rss_mb(),
         "device": device,
+        "shapes": format!("{shapes:?}").to_lowercase(),
         "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     });
     println!("{line}");

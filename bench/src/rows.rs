@@ -8,8 +8,9 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 use captioner_model::tokens::{END, PAD, START};
 use captioner_model::{
-    beam_search, teacher_forced_loss, CaptionBatch, CaptionerConfig, Decoder, DecoderConfig,
-    EfficientNetLiteConfig, EncoderConfig, EncoderInput, ResNetConfig, SearchConfig,
+    beam_search, bucket_steps, teacher_forced_loss, CaptionBatch, CaptionerConfig, Decoder,
+    DecoderConfig, EfficientNetLiteConfig, EncoderConfig, EncoderInput, ResNetConfig, SearchConfig,
+    Shapes,
 };
 use captioner_training::optimizer::EncoderDecoderAdam;
 use clap::ValueEnum;
@@ -97,12 +98,21 @@ fn decoder_config(size: Size) -> DecoderConfig {
     DecoderConfig::new(size.vocab, size.channels)
 }
 
-/// `BATCH` captions of 15 to 20 tokens (`<start>` and `<end>` included), padded to 20, and
-/// their lengths; longest first, as the trainer's batcher orders them.
-fn captions<B: Backend>(vocab: usize, device: &B::Device) -> (Tensor<B, 2, Int>, Vec<usize>) {
+/// `BATCH` captions of 15 to 20 tokens (`<start>` and `<end>` included), padded to 20 (to
+/// the bucket of 32 steps under fixed shapes, as the trainer's batcher pads them), and their
+/// lengths; longest first, as the batcher orders them.
+fn captions<B: Backend>(
+    vocab: usize,
+    shapes: Shapes,
+    device: &B::Device,
+) -> (Tensor<B, 2, Int>, Vec<usize>) {
     let mut rng = SmallRng::seed_from_u64(0);
-    let width = 20;
-    let mut lengths: Vec<usize> = (0..BATCH).map(|_| rng.random_range(15..=width)).collect();
+    let longest = 20;
+    let width = match shapes {
+        Shapes::Packed => longest,
+        Shapes::Fixed => bucket_steps(longest - 1) + 1,
+    };
+    let mut lengths: Vec<usize> = (0..BATCH).map(|_| rng.random_range(15..=longest)).collect();
     lengths.sort_by(|a, b| b.cmp(a));
     let mut tokens = vec![PAD as i64; BATCH * width];
     for (row, &len) in tokens.chunks_mut(width).zip(&lengths) {
@@ -127,20 +137,28 @@ fn adam() -> AdamConfig {
 }
 
 /// Builds row `row` on `device`.
-pub fn build<'a, B: AutodiffBackend>(row: Row, device: &'a B::Device) -> Workload<'a> {
+pub fn build<'a, B: AutodiffBackend>(
+    row: Row,
+    shapes: Shapes,
+    device: &'a B::Device,
+) -> Workload<'a> {
     match row {
-        Row::DecoderSat => decoder_training::<B>(SAT, device),
-        Row::DecoderFlickr => decoder_training::<B>(FLICKR, device),
+        Row::DecoderSat => decoder_training::<B>(SAT, shapes, device),
+        Row::DecoderFlickr => decoder_training::<B>(FLICKR, shapes, device),
         Row::ResNet101 => encoder_forward::<B::InnerBackend>(resnet101(), device),
         Row::Lite0 => encoder_forward::<B::InnerBackend>(lite0(), device),
-        Row::FineTune => fine_tuning::<B>(device),
+        Row::FineTune => fine_tuning::<B>(shapes, device),
         Row::BeamBatch32 => beam::<B::InnerBackend>(BATCH, device),
         Row::BeamBatch1 => beam::<B::InnerBackend>(1, device),
     }
 }
 
 /// Row 1: teacher-forced loss, backward and Adam on the decoder, features given.
-fn decoder_training<'a, B: AutodiffBackend>(size: Size, device: &'a B::Device) -> Workload<'a> {
+fn decoder_training<'a, B: AutodiffBackend>(
+    size: Size,
+    shapes: Shapes,
+    device: &'a B::Device,
+) -> Workload<'a> {
     let mut decoder = Some(decoder_config(size).init::<B>(device));
     let mut optimizer = adam().init::<B, Decoder<B>>();
     let features = Tensor::<B, 3>::random(
@@ -148,14 +166,21 @@ fn decoder_training<'a, B: AutodiffBackend>(size: Size, device: &'a B::Device) -
         Distribution::Uniform(0.0, 1.0),
         device,
     );
-    let (tokens, lengths) = captions::<B>(size.vocab, device);
+    let (tokens, lengths) = captions::<B>(size.vocab, shapes, device);
     Workload {
         items: BATCH,
         step: Box::new(move || {
             let model = decoder
                 .take()
                 .expect("the decoder is put back after each step");
-            let out = teacher_forced_loss(&model, 1.0, features.clone(), tokens.clone(), &lengths);
+            let out = teacher_forced_loss(
+                &model,
+                1.0,
+                features.clone(),
+                tokens.clone(),
+                &lengths,
+                shapes,
+            );
             let grads = GradientsParams::from_grads(out.loss.backward(), &model);
             decoder = Some(optimizer.step(LR, model, grads));
             sync::<B>(device);
@@ -189,13 +214,13 @@ fn encoder_forward<'a, B: Backend>(config: EncoderConfig, device: &'a B::Device)
 }
 
 /// Row 3: one training step of ResNet-101 (stem and layer1 frozen) and the decoder.
-fn fine_tuning<'a, B: AutodiffBackend>(device: &'a B::Device) -> Workload<'a> {
+fn fine_tuning<'a, B: AutodiffBackend>(shapes: Shapes, device: &'a B::Device) -> Workload<'a> {
     let config = CaptionerConfig::new(resnet101(), decoder_config(SAT));
     let encoder = config.encoder.init::<B>(device).freeze_early_layers();
     let mut model = Some(config.init_with_encoder(encoder, device));
     let mut optimizer = EncoderDecoderAdam::<B>::new(&adam(), 0.25);
     let images = images::<B>(device);
-    let (tokens, lengths) = captions::<B>(SAT.vocab, device);
+    let (tokens, lengths) = captions::<B>(SAT.vocab, shapes, device);
     let image_of_caption = Tensor::<B, 1, Int>::arange(0..BATCH as i64, device);
     Workload {
         items: BATCH,
@@ -207,6 +232,7 @@ fn fine_tuning<'a, B: AutodiffBackend>(device: &'a B::Device) -> Workload<'a> {
                 image_of_caption: image_of_caption.clone(),
                 lengths: lengths.clone(),
                 decode: None,
+                shapes,
             });
             let grads = GradientsParams::from_grads(out.loss.backward(), &captioner);
             model = Some(optimizer.step(LR, captioner, grads));

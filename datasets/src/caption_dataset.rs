@@ -105,6 +105,13 @@ pub struct PerImageDataset {
     captions: Vec<Vec<Vec<u32>>>,
 }
 
+impl PerImageDataset {
+    /// The most captions any one image has.
+    pub fn most_captions(&self) -> usize {
+        self.captions.iter().map(Vec::len).max().unwrap_or(0)
+    }
+}
+
 impl Dataset<CaptionItem> for PerImageDataset {
     fn get(&self, index: usize) -> Option<CaptionItem> {
         Some(CaptionItem {

@@ -3,8 +3,8 @@
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
-use crate::batch::{index_tensor, CaptionBatch, EncoderInput};
-use crate::decoder::{packed_positions, Decoder, DecoderConfig};
+use crate::batch::{index_tensor, CaptionBatch, EncoderInput, Shapes};
+use crate::decoder::{packed_positions, step_mask, Decoder, DecoderConfig};
 use crate::encoder::{Encoder, EncoderConfig};
 
 /// Everything needed to rebuild a [`Captioner`]; saved as `model.json` in each run folder.
@@ -36,13 +36,15 @@ pub struct CaptionerOutput<B: Backend> {
     pub loss: Tensor<B, 1>,
     /// Cross-entropy over the real (non-padding) target tokens.
     pub cross_entropy: Tensor<B, 1>,
-    /// Scores of every real next word (no padding), as one sequence in the decoder's packed
-    /// order (see [`packed_positions`]): `[1, words, vocab]`.
+    /// Scores of the next words, for the metrics. [`Shapes::Packed`]: every real next word
+    /// (no padding), as one sequence in the decoder's packed order (see
+    /// [`packed_positions`]), `[1, words, vocab]`. [`Shapes::Fixed`]: every step of every
+    /// caption, `[captions, steps, vocab]`, their targets `<pad>` past the caption's end.
     pub logits: Tensor<B, 3>,
-    /// The words they score, `[1, words]`.
+    /// The words they score, `[1, words]` or `[captions, steps]`.
     pub targets: Tensor<B, 2, Int>,
     /// Attention weights, `[captions, steps, positions]`, zero after a caption's end, the
-    /// captions sorted by decreasing length.
+    /// captions sorted by decreasing length ([`Shapes::Packed`]) or as given.
     pub alphas: Tensor<B, 3>,
 }
 
@@ -94,6 +96,7 @@ impl<B: Backend> Captioner<B> {
             batch.tokens,
             batch.image_of_caption,
             &batch.lengths,
+            batch.shapes,
         )
     }
 
@@ -105,6 +108,7 @@ impl<B: Backend> Captioner<B> {
         tokens: Tensor<B, 2, Int>,
         image_of_caption: Tensor<B, 1, Int>,
         lengths: &[usize],
+        shapes: Shapes,
     ) -> CaptionerOutput<B> {
         teacher_forced_loss(
             &self.decoder,
@@ -112,15 +116,80 @@ impl<B: Backend> Captioner<B> {
             features.select(0, image_of_caption),
             tokens,
             lengths,
+            shapes,
         )
     }
 }
 
 /// The loss of [`Captioner::forward`] for `decoder` alone, given each caption's own feature
 /// grid `[captions, positions, channels]`, its tokens `[captions, max_len]` and its length
-/// (`<start>` and `<end>` included). Captions are decoded longest first; the output's
-/// `alphas` follow that order (the batcher already sorts them so).
+/// (`<start>` and `<end>` included; 0 for a padding row, which [`Shapes::Fixed`] allows).
+/// `shapes` picks how the decoder unrolls; the loss and its gradients are the same.
 pub fn teacher_forced_loss<B: Backend>(
+    decoder: &Decoder<B>,
+    attention_regularization: f32,
+    features: Tensor<B, 3>,
+    tokens: Tensor<B, 2, Int>,
+    lengths: &[usize],
+    shapes: Shapes,
+) -> CaptionerOutput<B> {
+    match shapes {
+        Shapes::Packed => packed_loss(decoder, attention_regularization, features, tokens, lengths),
+        Shapes::Fixed => masked_loss(decoder, attention_regularization, features, tokens, lengths),
+    }
+}
+
+/// [`teacher_forced_loss`] with every step of every row decoded and the steps past each
+/// caption's end masked out (fixed shapes).
+fn masked_loss<B: Backend>(
+    decoder: &Decoder<B>,
+    attention_regularization: f32,
+    features: Tensor<B, 3>,
+    tokens: Tensor<B, 2, Int>,
+    lengths: &[usize],
+) -> CaptionerOutput<B> {
+    let [batch_size, len] = tokens.dims();
+    assert_eq!(lengths.len(), batch_size, "one length per caption");
+    let width = len - 1;
+    let device = tokens.device();
+    let steps: Vec<usize> = lengths
+        .iter()
+        .map(|&l| l.saturating_sub(1).min(width))
+        .collect();
+    let words = steps.iter().sum::<usize>().max(1);
+    let captions = steps.iter().filter(|&&s| s > 0).count().max(1);
+
+    let out = decoder.forward_masked(features, tokens.clone().narrow(1, 0, width), &steps);
+    let [_, _, positions] = out.alphas.dims();
+    let vocab = out.logits.dims()[1];
+    // Past a caption's end its targets are <pad>: a valid index, masked out below.
+    let targets = tokens.narrow(1, 1, width);
+    let picked = log_softmax(out.logits.clone(), 1)
+        .gather(1, targets.clone().reshape([batch_size * width, 1]))
+        .reshape([batch_size, width]);
+    let mask = step_mask::<B>(&steps, width, &device);
+    let cross_entropy = (picked * mask.clone()).sum().div_scalar(words as f32).neg();
+
+    // Padding rows (no step) attend nowhere; they are left out of the regulariser.
+    let real_rows = mask.narrow(1, 0, 1).unsqueeze_dim::<3>(2);
+    let attention_total = out.alphas.clone().sum_dim(1);
+    let regularization = ((attention_total.neg() + 1.0).powi_scalar(2) * real_rows)
+        .sum()
+        .div_scalar((captions * positions) as f32)
+        .mul_scalar(attention_regularization);
+
+    CaptionerOutput {
+        loss: cross_entropy.clone() + regularization,
+        cross_entropy,
+        logits: out.logits.reshape([batch_size, width, vocab]),
+        targets,
+        alphas: out.alphas,
+    }
+}
+
+/// [`teacher_forced_loss`] decoding only the captions still running at each step, longest
+/// first (shapes follow the data).
+fn packed_loss<B: Backend>(
     decoder: &Decoder<B>,
     attention_regularization: f32,
     features: Tensor<B, 3>,

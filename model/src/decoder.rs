@@ -45,15 +45,27 @@ pub struct Decoder<B: Backend> {
     output: Linear<B>,
 }
 
-/// Teacher-forced decoder output for captions sorted by decreasing length.
+/// Teacher-forced decoder output.
 #[derive(Debug, Clone)]
 pub struct DecoderOutput<B: Backend> {
-    /// Scores of the next word at every real step, packed step by step: all captions' first
-    /// step, then the second step of those still running, ..., `[steps in all, vocab]`
-    /// (the order of [`packed_positions`]).
+    /// Scores of the next word. From [`Decoder::forward`], at every real step, packed step
+    /// by step: all captions' first step, then the second step of those still running, ...,
+    /// `[steps in all, vocab]` (the order of [`packed_positions`]). From
+    /// [`Decoder::forward_masked`], at every step of every row, `[batch * width, vocab]`
+    /// (row by row).
     pub logits: Tensor<B, 2>,
-    /// Attention weights, `[batch, steps, positions]`, zero after a caption's end.
+    /// Attention weights, `[batch, width, positions]`, zero after a caption's end.
     pub alphas: Tensor<B, 3>,
+}
+
+/// `[batch, width]`: 1 at the steps `t < steps[row]` that a caption really has, 0 past its
+/// end.
+pub fn step_mask<B: Backend>(steps: &[usize], width: usize, device: &B::Device) -> Tensor<B, 2> {
+    let mask: Vec<f32> = steps
+        .iter()
+        .flat_map(|&s| (0..width).map(move |t| if t < s { 1.0 } else { 0.0 }))
+        .collect();
+    Tensor::from_data(TensorData::new(mask, [steps.len(), width]), device)
 }
 
 /// How many of the captions (sorted by decreasing `steps`) are still running at step `t`.
@@ -257,6 +269,56 @@ impl<B: Backend> Decoder<B> {
         }
         alphas.resize_with(width, || Tensor::zeros([batch, positions], &device));
         let hidden = Tensor::cat(hiddens, 0);
+        DecoderOutput {
+            logits: self.output.forward(self.dropout.forward(hidden)),
+            alphas: Tensor::stack(alphas, 1),
+        }
+    }
+
+    /// Teacher forcing with the same shapes at every step ([`crate::batch::Shapes::Fixed`],
+    /// for GPU backends): feeds `inputs` `[batch, width]` and scores the next word at every
+    /// step of every row, in any order of lengths. A row's steps past its `steps` (0 for a
+    /// padding row) are computed like the others and left for the loss to mask; their
+    /// attention weights are zeroed here. Nothing that reaches the loss depends on them, so
+    /// the loss and its gradients are those of [`Decoder::forward`].
+    ///
+    /// The loop stops after the longest caption's last step; the steps after it contribute
+    /// zeros, so every tensor keeps the shape that `width` (a bucket) gives it.
+    ///
+    /// # Panics
+    /// If a caption asks for more than `width` steps.
+    pub fn forward_masked(
+        &self,
+        features: Tensor<B, 3>,
+        inputs: Tensor<B, 2, Int>,
+        steps: &[usize],
+    ) -> DecoderOutput<B> {
+        let [batch, width] = inputs.dims();
+        let [_, positions, _] = features.dims();
+        assert_eq!(steps.len(), batch, "one step count per caption");
+        let longest = steps.iter().copied().max().unwrap_or(0);
+        assert!(longest <= width, "a caption longer than its tokens");
+        let device = features.device();
+        let mask = step_mask::<B>(steps, width, &device);
+        let embed_gates = self.cell.embed_gates(self.embedding.forward(inputs));
+        let gate_width = embed_gates.dims()[2];
+        let mut state = self.start(features);
+        let mut hiddens = Vec::with_capacity(width);
+        let mut alphas = Vec::with_capacity(width);
+        for t in 0..longest {
+            let gates_t = embed_gates
+                .clone()
+                .narrow(1, t, 1)
+                .reshape([batch, gate_width]);
+            let (next, alpha) = self.advance(state, gates_t);
+            hiddens.push(next.lstm.hidden.clone());
+            alphas.push(alpha * mask.clone().narrow(1, t, 1));
+            state = next;
+        }
+        let hidden_width = state.lstm.hidden.dims()[1];
+        hiddens.resize_with(width, || Tensor::zeros([batch, hidden_width], &device));
+        alphas.resize_with(width, || Tensor::zeros([batch, positions], &device));
+        let hidden = Tensor::stack::<3>(hiddens, 1).reshape([batch * width, hidden_width]);
         DecoderOutput {
             logits: self.output.forward(self.dropout.forward(hidden)),
             alphas: Tensor::stack(alphas, 1),

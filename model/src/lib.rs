@@ -28,7 +28,9 @@ pub mod step;
 pub mod step_linear;
 pub mod torchvision_weights;
 
-pub use batch::{CaptionBatch, DecodeRequest, EncoderInput};
+pub use batch::{
+    bucket_steps, pad_with_first_row, CaptionBatch, DecodeRequest, EncoderInput, Shapes,
+};
 pub use captioner::{teacher_forced_loss, Captioner, CaptionerConfig, CaptionerOutput};
 pub use decoder::{Decoder, DecoderConfig};
 pub use efficientnet_lite::{EfficientNetLite, EfficientNetLiteConfig};

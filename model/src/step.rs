@@ -9,8 +9,9 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::{AccuracyInput, Adaptor, ItemLazy, LossInput};
 use burn::train::{InferenceStep, SequenceOutput, TrainOutput, TrainStep};
 
-use crate::batch::{index_tensor, CaptionBatch};
+use crate::batch::{index_tensor, CaptionBatch, Shapes};
 use crate::captioner::{Captioner, CaptionerOutput};
+use crate::search::Caption;
 
 impl<B: Backend> CaptionerOutput<B> {
     /// What burn-train's loss and accuracy metrics read.
@@ -79,9 +80,28 @@ impl<B: Backend> InferenceStep for Captioner<B> {
         let features = self.encode(batch.input);
         let captions = match batch.decode {
             Some(request) if !request.rows.is_empty() => {
-                let rows = index_tensor(&request.rows, &features.device());
-                let picked = features.clone().select(0, rows);
-                self.caption_features(picked, &request.search)
+                let captions = match batch.shapes {
+                    // Every image of the (padded) batch, so that every search has the same
+                    // shapes; the ones asked for are kept.
+                    Shapes::Fixed => {
+                        let mut all: Vec<Option<Caption>> = self
+                            .caption_features(features.clone(), &request.search)
+                            .into_iter()
+                            .map(Some)
+                            .collect();
+                        request
+                            .rows
+                            .iter()
+                            .map(|&row| all[row].take().expect("each row asked for once"))
+                            .collect()
+                    }
+                    Shapes::Packed => {
+                        let rows = index_tensor(&request.rows, &features.device());
+                        let picked = features.clone().select(0, rows);
+                        self.caption_features(picked, &request.search)
+                    }
+                };
+                captions
                     .into_iter()
                     .zip(request.image_ids)
                     .map(|(caption, image_id)| ImageCaption {
@@ -97,6 +117,7 @@ impl<B: Backend> InferenceStep for Captioner<B> {
             batch.tokens,
             batch.image_of_caption,
             &batch.lengths,
+            batch.shapes,
         );
         ValidationOutput {
             sequence: out.into_sequence(),

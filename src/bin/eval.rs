@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
-use captioner::device::{run_on, BackendJob, DeviceKind};
+use captioner::device::{run_chosen, BackendJob, DeviceKind, Target};
 use captioner_datasets::{DatasetName, Split};
 use captioner_model::SearchConfig;
 use captioner_training::coco_files::{read_and_pair, write_references, write_results};
@@ -82,8 +82,9 @@ struct ModelArgs {
     /// Print one JSON object per beam size instead of text.
     #[arg(long)]
     json: bool,
-    /// Backend to run on; GPU backends need the matching cargo feature.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Flex)]
+    /// Backend to run on: auto takes the first of cuda, wgpu, flex, ndarray that is built in
+    /// and starts (said on stderr). GPU backends need their cargo feature.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
     device: DeviceKind,
 }
 
@@ -146,7 +147,8 @@ impl ModelJob {
 
 impl BackendJob for ModelJob {
     type Output = Vec<EvalReport>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Self::Output> {
+    fn run<B: AutodiffBackend>(self, target: Target<B>) -> Result<Self::Output> {
+        let device = target.device;
         let run = RunDir::new(&self.args.model).load::<B::InnerBackend>(&device)?;
         let held_out = self.held_out::<B>(&run, &device)?;
         let args = &self.args;
@@ -174,6 +176,7 @@ impl BackendJob for ModelJob {
                 run.train_config.data.image_size(),
                 &search,
                 args.batch_size,
+                target.shapes,
                 &device,
             );
             if let Some(path) = &args.results_out {
@@ -210,7 +213,7 @@ fn main() -> Result<()> {
         Command::Score(args) => score(&args),
         Command::Model(args) => {
             let (json, device) = (args.json, args.device);
-            for report in run_on(device, ModelJob { args })? {
+            for report in run_chosen(device, ModelJob { args })? {
                 if json {
                     let mut value = report.scores.to_coco_json();
                     value["split"] = serde_json::json!(report.split);

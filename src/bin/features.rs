@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use captioner::device::{run_on, BackendJob, DeviceKind};
+use captioner::device::{run_chosen, BackendJob, DeviceKind, Target};
 use captioner::npy;
 use captioner_datasets::decode::{decode_all, Resize};
 use captioner_datasets::image::{to_normalized_chw, RgbImage};
@@ -56,8 +56,9 @@ struct Args {
     /// Pictures encoded together.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// Backend to run on; GPU backends need the matching cargo feature.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Flex)]
+    /// Backend to run on: auto takes the first of cuda, wgpu, flex, ndarray that is built in
+    /// and starts (said on stderr). GPU backends need their cargo feature.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
     device: DeviceKind,
     /// Pictures (JPEG or PNG, any size).
     #[arg(value_name = "IMAGE", required = true)]
@@ -104,7 +105,8 @@ struct FeaturesJob {
 
 impl BackendJob for FeaturesJob {
     type Output = ();
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: AutodiffBackend>(self, target: Target<B>) -> Result<()> {
+        let device = target.device;
         let mut encoder = self.config.init::<B::InnerBackend>(&device);
         load_encoder_weights(
             &mut encoder,
@@ -197,7 +199,7 @@ fn run(args: Args) -> Result<usize> {
     let failed = decoded.errors.len();
     if !pictures.is_empty() {
         let device = args.device;
-        run_on(
+        run_chosen(
             device,
             FeaturesJob {
                 args,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
-use captioner::device::{run_on, BackendJob, DeviceKind};
+use captioner::device::{run_chosen, BackendJob, DeviceKind, Target};
 use captioner_datasets::image::{load_rgb, RgbImage};
 use captioner_model::SearchConfig;
 use captioner_training::evaluate::caption_images;
@@ -39,8 +39,9 @@ struct Args {
     /// Pictures decoded together.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
-    /// Backend to run on; GPU backends need the matching cargo feature.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Flex)]
+    /// Backend to run on: auto takes the first of cuda, wgpu, flex, ndarray that is built in
+    /// and starts (said on stderr). GPU backends need their cargo feature.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
     device: DeviceKind,
 }
 
@@ -51,7 +52,8 @@ struct InferJob {
 
 impl BackendJob for InferJob {
     type Output = ();
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: AutodiffBackend>(self, target: Target<B>) -> Result<()> {
+        let device = target.device;
         let run_dir = RunDir::new(&self.args.model);
         let run = run_dir.load::<B::InnerBackend>(&device)?;
         // The pictures are prepared as in training (centre crop for photo datasets).
@@ -72,6 +74,7 @@ impl BackendJob for InferJob {
             run.model_config.encoder.image_size(),
             &search,
             self.args.batch_size,
+            target.shapes,
             &device,
             images.len() > self.args.batch_size,
         );
@@ -110,7 +113,7 @@ fn main() -> ExitCode {
     }
     let device = args.device;
     if !pictures.is_empty() {
-        if let Err(e) = run_on(device, InferJob { args, pictures }) {
+        if let Err(e) = run_chosen(device, InferJob { args, pictures }) {
             eprintln!("error: {e:#}");
             return ExitCode::from(2);
         }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use burn::tensor::backend::AutodiffBackend;
-use captioner::device::{run_on, BackendJob, DeviceKind};
+use captioner::device::{choose, run_on, BackendJob, DeviceKind, DeviceList, ShapesFlag, Target};
 use captioner_datasets::{DatasetName, Format};
 use captioner_model::EncoderName;
 use captioner_training::config::{DataSource, FilesConfig, LrSchedule, Preset, SelectBy};
@@ -154,10 +154,23 @@ struct Args {
     /// Seed of weight initialisation and data shuffling [default: 42].
     #[arg(long)]
     seed: Option<u64>,
-    /// Backend to train on; GPU backends need the matching cargo feature
-    /// (`--features wgpu` or `--features cuda`).
-    #[arg(long, value_enum, default_value_t = DeviceKind::Flex)]
+    /// Backend to train on. auto takes the first of cuda, wgpu, flex, ndarray that is built
+    /// in and starts (wgpu only on a hardware GPU); the first line printed says which and
+    /// why. GPU backends need their cargo feature (`--features cuda` or `--features wgpu`).
+    #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
     device: DeviceKind,
+    /// Train data-parallel on several devices of the backend: a count (`2`), indices (`0,1`)
+    /// or devices (`cuda:0,cuda:1`). Each device takes its own batches of --batch-size
+    /// captions from its share of the data and their gradients are summed into one update per
+    /// round (burn-train's multi-device strategy); validation runs on the first [default: 1].
+    #[arg(long, value_name = "LIST")]
+    devices: Option<DeviceList>,
+    /// How a step's tensors are shaped: auto (fixed on the GPU backends, packed on the CPU
+    /// ones), packed (the decoder steps only the captions still running: the least work, but
+    /// every new shape compiles and tunes GPU kernels) or fixed (batches, caption widths and
+    /// decoder steps padded to a few sizes, the padding masked out of the loss).
+    #[arg(long, value_enum, default_value_t = ShapesFlag::Auto)]
+    shapes: ShapesFlag,
     /// Run folder for checkpoints, vocabulary, final model and report
     /// [default: a new folder artifacts/<dataset>-<date>-<time>].
     #[arg(long, value_name = "DIR")]
@@ -319,8 +332,14 @@ struct TrainJob {
 
 impl BackendJob for TrainJob {
     type Output = TrainReport;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TrainReport> {
-        train::<B>(device, self.config, &self.run, self.resume_from)
+    fn run<B: AutodiffBackend>(self, target: Target<B>) -> Result<TrainReport> {
+        train::<B>(
+            target.devices,
+            self.config,
+            &self.run,
+            self.resume_from,
+            target.shapes,
+        )
     }
 }
 
@@ -337,6 +356,16 @@ fn newest_run(parent: &Path) -> Option<PathBuf> {
 fn main() -> Result<()> {
     captioner::keep_freed_memory();
     let args = Args::parse();
+    let kind = match args.devices.as_ref().and_then(|d| d.kind) {
+        Some(listed) if args.device != DeviceKind::Auto && args.device != listed => bail!(
+            "--device {} and --devices {listed}:.. name two backends: give one",
+            args.device
+        ),
+        Some(listed) => listed,
+        None => args.device,
+    };
+    let chosen = choose(kind)?;
+    eprintln!("{chosen}");
     let artifacts = Path::new("artifacts");
     let (run, config, resume_from) = if args.resume {
         let Some(root) = args.out.clone().or_else(|| newest_run(artifacts)) else {
@@ -380,13 +409,12 @@ fn main() -> Result<()> {
         }
         (run, args.new_config()?, None)
     };
-    println!(
-        "Training on {:?}; run folder {}",
-        args.device,
-        run.root().display()
-    );
+    println!("Run folder {}", run.root().display());
+    let indices = args.devices.map(|d| d.indices).unwrap_or_default();
     let report = run_on(
-        args.device,
+        &chosen,
+        &indices,
+        args.shapes.shapes(),
         TrainJob {
             config,
             run,

@@ -10,7 +10,10 @@ use std::sync::Arc;
 use captioner_datasets::decode::Resize;
 use captioner_datasets::feature_cache::FeatureCache;
 use captioner_datasets::{CaptionItem, ItemImage};
-use captioner_model::{CaptionBatch, DecodeRequest, EncoderInput, SearchConfig};
+use captioner_model::{
+    bucket_steps, pad_with_first_row, CaptionBatch, DecodeRequest, EncoderInput, SearchConfig,
+    Shapes,
+};
 
 /// Normalises the images to the encoder's input size, lays out every caption of every image
 /// as one row padded to the longest (longest first), and records which image each caption
@@ -21,6 +24,17 @@ pub struct CaptionBatcher {
     hflip: bool,
     cache: Option<Arc<FeatureCache>>,
     decode: Option<(SearchConfig, Arc<HashSet<usize>>)>,
+    fixed: Option<FixedBatch>,
+}
+
+/// The size every batch is padded to under [`Shapes::Fixed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedBatch {
+    /// Images (the data loader's batch size).
+    pub images: usize,
+    /// Captions: as many as the images for one caption per item, more when items hold all of
+    /// an image's captions.
+    pub captions: usize,
 }
 
 impl CaptionBatcher {
@@ -34,6 +48,16 @@ impl CaptionBatcher {
             hflip: false,
             cache: None,
             decode: None,
+            fixed: None,
+        }
+    }
+
+    /// Lays batches out for `shapes`: under [`Shapes::Fixed`] every batch is padded to
+    /// `size` and its caption width to a bucket ([`bucket_steps`]).
+    pub fn with_shapes(self, shapes: Shapes, size: FixedBatch) -> Self {
+        Self {
+            fixed: (shapes == Shapes::Fixed).then_some(size),
+            ..self
         }
     }
 
@@ -72,12 +96,25 @@ impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
             .collect();
         // Longest first: the decoder then needs no reordering (see `CaptionBatch::lengths`).
         captions.sort_by_key(|(_, c)| std::cmp::Reverse(c.len()));
-        let max_len = captions
+        let longest = captions
             .iter()
             .map(|(_, c)| c.len())
             .max()
             .unwrap_or(2)
             .max(2);
+        let max_len = match self.fixed {
+            Some(_) => bucket_steps(longest - 1) + 1,
+            None => longest,
+        };
+        if let Some(fixed) = self.fixed {
+            assert!(
+                items.len() <= fixed.images && captions.len() <= fixed.captions,
+                "a batch of {} images and {} captions is larger than its fixed size {fixed:?}",
+                items.len(),
+                captions.len()
+            );
+        }
+        let rows = self.fixed.map_or(captions.len(), |f| f.captions);
         let input = match &items.first().map(|i| &i.image) {
             Some(ItemImage::Cached(_)) => {
                 let cache = self
@@ -109,13 +146,26 @@ impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
                 ))
             }
         };
-        let mut tokens = vec![PAD as i64; captions.len() * max_len];
+        let input = match (self.fixed, input) {
+            (Some(fixed), EncoderInput::Images(x)) => {
+                EncoderInput::Images(pad_with_first_row(x, fixed.images))
+            }
+            (Some(fixed), EncoderInput::Features(x)) => {
+                EncoderInput::Features(pad_with_first_row(x, fixed.images))
+            }
+            (None, input) => input,
+        };
+        // Padding rows (under fixed shapes) are empty captions of the first image.
+        let mut tokens = vec![PAD as i64; rows * max_len];
         for (row, (_, caption)) in captions.iter().enumerate() {
             for (col, &t) in caption.iter().enumerate() {
                 tokens[row * max_len + col] = t as i64;
             }
         }
-        let image_of_caption: Vec<i64> = captions.iter().map(|(i, _)| *i as i64).collect();
+        let mut image_of_caption: Vec<i64> = captions.iter().map(|(i, _)| *i as i64).collect();
+        image_of_caption.resize(rows, 0);
+        let mut lengths: Vec<usize> = captions.iter().map(|(_, c)| c.len()).collect();
+        lengths.resize(rows, 0);
         let decode = self.decode.as_ref().map(|(search, wanted)| {
             let (rows, image_ids) = items
                 .iter()
@@ -131,13 +181,14 @@ impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
         });
         CaptionBatch {
             input,
-            tokens: Tensor::from_data(TensorData::new(tokens, [captions.len(), max_len]), device),
-            image_of_caption: Tensor::from_data(
-                TensorData::new(image_of_caption, [captions.len()]),
-                device,
-            ),
-            lengths: captions.iter().map(|(_, c)| c.len()).collect(),
+            tokens: Tensor::from_data(TensorData::new(tokens, [rows, max_len]), device),
+            image_of_caption: Tensor::from_data(TensorData::new(image_of_caption, [rows]), device),
+            lengths,
             decode,
+            shapes: match self.fixed {
+                Some(_) => Shapes::Fixed,
+                None => Shapes::Packed,
+            },
         }
     }
 }
@@ -210,5 +261,51 @@ mod tests {
             .unwrap();
         assert_eq!(rows, [1, 0, 1]);
         assert_eq!(batch.lengths, [4, 3, 2]);
+        assert_eq!(batch.shapes, Shapes::Packed);
+    }
+
+    #[test]
+    fn fixed_shapes_pad_images_captions_and_width_to_the_same_size_for_every_batch() {
+        let image = Arc::new(captioner_datasets::image::RgbImage::new(8, 8));
+        let item = |id, captions| CaptionItem {
+            image: image.clone().into(),
+            image_id: id,
+            captions,
+        };
+        let batcher = CaptionBatcher::new(8).with_shapes(
+            Shapes::Fixed,
+            FixedBatch {
+                images: 3,
+                captions: 4,
+            },
+        );
+        let batch: CaptionBatch<NdArray> = batcher.batch(
+            vec![
+                item(0, vec![vec![1, 5, 2]]),
+                item(1, vec![vec![1, 6, 7, 2]]),
+            ],
+            &Default::default(),
+        );
+        let EncoderInput::Images(images) = &batch.input else {
+            panic!("pixels expected");
+        };
+        assert_eq!(images.dims(), [3, 3, 8, 8]);
+        // 3 steps at most, bucketed to 8: 9 tokens a row.
+        assert_eq!(batch.tokens.dims(), [4, 9]);
+        let tokens: Vec<i64> = batch.tokens.into_data().convert::<i64>().to_vec().unwrap();
+        assert_eq!(&tokens[..9], &[1, 6, 7, 2, 0, 0, 0, 0, 0]);
+        assert!(
+            tokens[18..].iter().all(|&t| t == 0),
+            "padding rows are empty"
+        );
+        assert_eq!(batch.lengths, [4, 3, 0, 0]);
+        let rows: Vec<i64> = batch
+            .image_of_caption
+            .into_data()
+            .convert::<i64>()
+            .to_vec()
+            .unwrap();
+        assert_eq!(rows, [1, 0, 0, 0]);
+        assert_eq!(batch.shapes, Shapes::Fixed);
     }
 }

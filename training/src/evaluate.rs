@@ -9,7 +9,7 @@ use captioner_datasets::feature_cache::FeatureCache;
 use captioner_datasets::shapes::{CaptionCheck, Scene, ShapesConfig};
 use captioner_datasets::Split;
 use captioner_datasets::{ItemImage, Vocab};
-use captioner_model::{Caption, Captioner, SearchConfig};
+use captioner_model::{pad_with_first_row, Caption, Captioner, SearchConfig, Shapes};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -34,14 +34,35 @@ fn progress_bar(len: usize, show: bool) -> ProgressBar {
     bar
 }
 
+/// Captions one batch of `input` rows (pictures `[n, 3, size, size]` or feature grids
+/// `[n, positions, channels]`), first padded to `batch_size` rows under [`Shapes::Fixed`] so
+/// that a short last batch runs the shapes of the others.
+fn caption_batch<B: Backend, const D: usize>(
+    input: Tensor<B, D>,
+    batch_size: usize,
+    shapes: Shapes,
+    caption: impl FnOnce(Tensor<B, D>) -> Vec<Caption>,
+) -> Vec<Caption> {
+    let n = input.dims()[0];
+    let input = match shapes {
+        Shapes::Fixed => pad_with_first_row(input, batch_size.max(n)),
+        Shapes::Packed => input,
+    };
+    let mut captions = caption(input);
+    captions.truncate(n);
+    captions
+}
+
 /// Captions `images` in batches of `batch_size` with a progress bar (hidden when
 /// `show_progress` is false or stderr is not a terminal).
+#[allow(clippy::too_many_arguments)]
 pub fn caption_images<B: Backend>(
     model: &Captioner<B>,
     images: &[&RgbImage],
     image_size: usize,
     search: &SearchConfig,
     batch_size: usize,
+    shapes: Shapes,
     device: &B::Device,
     show_progress: bool,
 ) -> Vec<Caption> {
@@ -56,7 +77,9 @@ pub fn caption_images<B: Backend>(
             TensorData::new(pixels, [chunk.len(), 3, image_size, image_size]),
             device,
         );
-        captions.extend(model.caption(batch, search));
+        captions.extend(caption_batch(batch, batch_size, shapes, |x| {
+            model.caption(x, search)
+        }));
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
@@ -70,13 +93,16 @@ fn caption_cached<B: Backend>(
     images: &[ItemImage],
     search: &SearchConfig,
     batch_size: usize,
+    shapes: Shapes,
     device: &B::Device,
 ) -> Vec<Caption> {
     let bar = progress_bar(images.len(), true);
     let mut captions = Vec::with_capacity(images.len());
     for chunk in images.chunks(batch_size.max(1)) {
         let features = cached_features(cache, chunk.iter(), device);
-        captions.extend(model.caption_features(features, search));
+        captions.extend(caption_batch(features, batch_size, shapes, |x| {
+            model.caption_features(x, search)
+        }));
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
@@ -198,6 +224,7 @@ impl std::fmt::Display for EvalReport {
 
 /// Captions every image of `held_out` with `model`, `batch_size` at a time, with a progress
 /// bar; returns the captions as words joined by spaces.
+#[allow(clippy::too_many_arguments)]
 pub fn caption_held_out<B: Backend>(
     model: &Captioner<B>,
     vocab: &Vocab,
@@ -205,10 +232,19 @@ pub fn caption_held_out<B: Backend>(
     image_size: usize,
     search: &SearchConfig,
     batch_size: usize,
+    shapes: Shapes,
     device: &B::Device,
 ) -> Vec<String> {
     let captions = match &held_out.cache {
-        Some(cache) => caption_cached(model, cache, &held_out.images, search, batch_size, device),
+        Some(cache) => caption_cached(
+            model,
+            cache,
+            &held_out.images,
+            search,
+            batch_size,
+            shapes,
+            device,
+        ),
         None => {
             let pictures: Vec<Arc<RgbImage>> = held_out
                 .images
@@ -219,7 +255,9 @@ pub fn caption_held_out<B: Backend>(
                 })
                 .collect();
             let images: Vec<&RgbImage> = pictures.iter().map(|p| p.as_ref()).collect();
-            caption_images(model, &images, image_size, search, batch_size, device, true)
+            caption_images(
+                model, &images, image_size, search, batch_size, shapes, device, true,
+            )
         }
     };
     captions.iter().map(|c| vocab.decode(&c.tokens)).collect()
@@ -258,15 +296,20 @@ pub fn score_captions(held_out: &HeldOut, texts: &[String], beam_size: usize) ->
     }
 }
 
-/// Captions `held_out` with `model` and scores the captions.
+/// Captions `held_out` with `model`, `batch_size` images at a time, and scores the captions.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate<B: Backend>(
     model: &Captioner<B>,
     vocab: &Vocab,
     held_out: &HeldOut,
     image_size: usize,
     search: &SearchConfig,
+    batch_size: usize,
+    shapes: Shapes,
     device: &B::Device,
 ) -> EvalReport {
-    let texts = caption_held_out(model, vocab, held_out, image_size, search, 64, device);
+    let texts = caption_held_out(
+        model, vocab, held_out, image_size, search, batch_size, shapes, device,
+    );
     score_captions(held_out, &texts, search.beam_size)
 }

@@ -16,7 +16,7 @@ pub mod schedule;
 pub mod train;
 pub mod validation;
 
-pub use batcher::CaptionBatcher;
+pub use batcher::{CaptionBatcher, FixedBatch};
 pub use config::TrainConfig;
 pub use evaluate::EvalReport;
 pub use run_dir::{LoadedRun, RunDir};

@@ -16,16 +16,16 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::checkpoint::{ComposedCheckpointingStrategy, KeepLastNCheckpoints};
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
-use burn::train::{Learner, SupervisedTraining};
+use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
 use captioner_datasets::vocab::PAD;
 use captioner_datasets::Vocab;
 use captioner_model::{
-    CaptionerConfig, DecoderConfig, Encoder, EncoderConfig, EncoderName, SearchConfig,
+    CaptionerConfig, DecoderConfig, Encoder, EncoderConfig, EncoderName, SearchConfig, Shapes,
     SmallCnnConfig,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::batcher::CaptionBatcher;
+use crate::batcher::{CaptionBatcher, FixedBatch};
 use crate::config::DataSource;
 use crate::config::{EncoderTraining, TrainConfig};
 use crate::data::{prepare, DataSummary, OpenCache};
@@ -160,15 +160,51 @@ pub fn model_config(config: &TrainConfig, vocab_size: usize) -> CaptionerConfig 
         .with_attention_regularization(config.attention_regularization)
 }
 
+/// The optimiser of a run on `devices` devices: Adam with PyTorch's epsilon, which recipes
+/// written for PyTorch's Adam assume (Burn's default, 1e-5, damps the updates of rarely seen
+/// words' embeddings and output rows), gradients clipped element-wise, and the encoder's own
+/// rate. Data-parallel rounds sum the devices' gradients; Adam's update does not depend on
+/// their scale, so only the clipping threshold is scaled with them.
+pub fn optimizer<B: AutodiffBackend>(
+    config: &TrainConfig,
+    devices: usize,
+) -> EncoderDecoderAdam<B> {
+    let clip = config.grad_clip * devices.max(1) as f32;
+    let adam = AdamConfig::new()
+        .with_epsilon(1e-8)
+        .with_grad_clipping(Some(GradientClippingConfig::Value(clip)));
+    EncoderDecoderAdam::new(&adam, config.encoder_lr() / config.lr)
+}
+
+/// Optimiser steps in an epoch of `items` training captions in batches of `batch_size` on
+/// `devices` devices: burn-train's multi-device strategy gives each device a contiguous
+/// share (the last one the remainder) and steps once per round of one batch per device.
+pub fn rounds_per_epoch(items: usize, batch_size: usize, devices: usize) -> usize {
+    let devices = devices.max(1);
+    let largest_share = items - (devices - 1) * (items / devices);
+    largest_share.div_ceil(batch_size.max(1))
+}
+
 /// Trains on the data of `config` into `run`, resuming from checkpoint epoch `resume_from`
-/// when given, and returns the held-out report (also written to `report.json`).
+/// when given, with batches laid out for `shapes` (the backend's), and returns the held-out
+/// report (also written to `report.json`).
+///
+/// With more than one device in `devices` (the first is the main one) training is
+/// data-parallel through burn-train's multi-device strategy: each device takes whole batches
+/// from its share of the data, and their gradients are summed into one update on the main
+/// device per round. Validation and the report run on the main device.
 pub fn train<B: AutodiffBackend>(
-    device: B::Device,
+    devices: Vec<B::Device>,
     config: TrainConfig,
     run: &RunDir,
     resume_from: Option<usize>,
+    shapes: Shapes,
 ) -> Result<TrainReport> {
     let started = Instant::now();
+    let device = devices
+        .first()
+        .cloned()
+        .context("training needs a device")?;
     config.check().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(run.root())
         .with_context(|| format!("cannot create the run folder {}", run.root().display()))?;
@@ -180,7 +216,9 @@ pub fn train<B: AutodiffBackend>(
     };
     // The encoder comes first: a feature cache is made with its weights, before the
     // vocabulary (and so the decoder's size) is known.
-    B::seed(&device, config.seed);
+    for device in &devices {
+        B::seed(device, config.seed);
+    }
     let encoder_config = encoder_config(&config);
     let encoder = build_encoder::<B>(&config, &encoder_config, resume_from.is_some(), &device)?;
     let cached = match &config.data {
@@ -214,7 +252,8 @@ pub fn train<B: AutodiffBackend>(
     let model = model_config.init_with_encoder(encoder, &device);
     let image_size = config.data.image_size();
     let hflip = matches!(&config.data, DataSource::Files(f) if f.hflip);
-    let steps = config.epochs * data.train.len().div_ceil(config.batch_size);
+    let steps =
+        config.epochs * rounds_per_epoch(data.train.len(), config.batch_size, devices.len());
     println!(
         "{} training images ({} captions), vocabulary of {} words",
         data.train.num_images(),
@@ -234,11 +273,20 @@ pub fn train<B: AutodiffBackend>(
     let batcher = CaptionBatcher::new(image_size)
         .with_resize(data.held_out.resize)
         .with_cache(cache);
-    let train_loader = DataLoaderBuilder::new(batcher.clone().with_hflip(hflip))
-        .batch_size(config.batch_size)
-        .shuffle(config.seed)
-        .num_workers(config.workers)
-        .build(data.train);
+    let train_batch = FixedBatch {
+        images: config.batch_size,
+        captions: config.batch_size,
+    };
+    let train_loader = DataLoaderBuilder::new(
+        batcher
+            .clone()
+            .with_hflip(hflip)
+            .with_shapes(shapes, train_batch),
+    )
+    .batch_size(config.batch_size)
+    .shuffle(config.seed)
+    .num_workers(config.workers)
+    .build(data.train);
     let sample = caption_sample(data.valid.num_images(), config.validation.caption_images);
     println!(
         "Validation: every epoch {} of {} images captioned (beam {}), best epoch by {}",
@@ -247,10 +295,19 @@ pub fn train<B: AutodiffBackend>(
         config.beam_size,
         config.validation.select_by.name()
     );
-    let valid_loader = DataLoaderBuilder::new(batcher.with_decode(search, Arc::new(sample)))
-        .batch_size(config.batch_size)
-        .num_workers(config.workers)
-        .build(data.valid.per_image());
+    let valid = data.valid.per_image();
+    let valid_batch = FixedBatch {
+        images: config.batch_size,
+        captions: config.batch_size * valid.most_captions().max(1),
+    };
+    let valid_loader = DataLoaderBuilder::new(
+        batcher
+            .with_decode(search, Arc::new(sample))
+            .with_shapes(shapes, valid_batch),
+    )
+    .batch_size(config.batch_size)
+    .num_workers(config.workers)
+    .build(valid);
     let (shared_vocab, valid_references) =
         (Arc::new(vocab.clone()), Arc::new(data.valid_references));
     let caption_metric = |shown| {
@@ -285,16 +342,20 @@ pub fn train<B: AutodiffBackend>(
     if let Some(epoch) = resume_from {
         training = training.checkpoint(epoch);
     }
+    if devices.len() > 1 {
+        println!(
+            "Data-parallel on {} devices: {} captions per device per step",
+            devices.len(),
+            config.batch_size
+        );
+        training = training.with_training_strategy(
+            ExecutionStrategy::multi(devices.clone(), MultiDeviceOptim::OptimMainDevice).into(),
+        );
+    }
     if !std::io::stdout().is_terminal() {
         training = training.renderer(PlainRenderer::new(Duration::from_secs(10)));
     }
-    let adam =
-        // PyTorch's epsilon, which recipes written for PyTorch's Adam assume (Burn's default,
-        // 1e-5, damps the updates of rarely seen words' embeddings and output rows).
-        AdamConfig::new()
-            .with_epsilon(1e-8)
-            .with_grad_clipping(Some(GradientClippingConfig::Value(config.grad_clip)));
-    let optimizer = EncoderDecoderAdam::new(&adam, config.encoder_lr() / config.lr);
+    let optimizer = optimizer(&config, devices.len());
     let result = training.launch(Learner::new(model, optimizer, schedule));
     let mut model = result.model;
     let epochs = history.epochs();
@@ -317,7 +378,17 @@ pub fn train<B: AutodiffBackend>(
         .save_file(run.weights(), &WeightsRecorder::new())
         .with_context(|| format!("cannot write the weights to {}", run.root().display()))?;
 
-    let eval = evaluate(&model, &vocab, &data.held_out, image_size, &search, &device);
+    let eval = evaluate(
+        &model,
+        &vocab,
+        &data.held_out,
+        image_size,
+        &search,
+        // The validation batches' size: on a GPU, the searches' shapes are already compiled.
+        config.batch_size,
+        shapes,
+        &device,
+    );
     let report = TrainReport {
         run: run.root().display().to_string(),
         epochs: trained,

@@ -11,7 +11,7 @@ use burn::tensor::Distribution;
 use burn_store::ModuleSnapshot;
 use captioner_model::{
     CaptionBatch, Captioner, CaptionerConfig, DecoderConfig, EncoderConfig, EncoderInput,
-    ResNetConfig,
+    ResNetConfig, Shapes,
 };
 use captioner_training::optimizer::EncoderDecoderAdam;
 
@@ -70,6 +70,7 @@ fn fine_tuning_moves_later_layers_at_the_encoder_rate_and_nothing_else() {
         image_of_caption: Tensor::from_ints([0, 1], &device),
         lengths: vec![5, 4],
         decode: None,
+        shapes: Shapes::Packed,
     };
     let before = values(&model);
     let loss = model.forward(batch).loss;

@@ -1,0 +1,173 @@
+//! The two layouts of a step ([`Shapes`]): the packed one the CPU backends use and the fixed
+//! one the GPU backends use give the same loss and the same gradients, and fixed batches
+//! decode the same captions.
+
+use burn::backend::{Autodiff, NdArray};
+use burn::data::dataloader::batcher::Batcher;
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use captioner_datasets::shapes::{ShapesConfig, Split};
+use captioner_datasets::{CaptionItem, Vocab};
+use captioner_model::{
+    CaptionBatch, Captioner, CaptionerConfig, DecodeRequest, DecoderConfig, EncoderConfig,
+    SearchConfig, Shapes, SmallCnnConfig,
+};
+use captioner_training::{CaptionBatcher, FixedBatch};
+
+type Train = Autodiff<NdArray>;
+
+const IMAGE: usize = 32;
+
+/// Four scenes with all five of their captions (lengths 6 to 15 tokens), and a vocabulary.
+fn items() -> (Vec<CaptionItem>, Vocab) {
+    let shapes = ShapesConfig {
+        image_size: IMAGE,
+        train: 4,
+        ..Default::default()
+    };
+    let scenes = shapes.scenes(Split::Train);
+    let captions: Vec<String> = scenes.iter().flat_map(|s| s.captions()).collect();
+    let vocab = Vocab::build(captions.iter().map(String::as_str), 1);
+    let items = scenes
+        .iter()
+        .enumerate()
+        .map(|(image_id, s)| CaptionItem {
+            image: std::sync::Arc::new(s.render(IMAGE)).into(),
+            image_id,
+            captions: s.captions().iter().map(|c| vocab.encode(c)).collect(),
+        })
+        .collect();
+    (items, vocab)
+}
+
+fn model<B: Backend>(vocab: &Vocab, device: &B::Device) -> Captioner<B> {
+    let encoder = SmallCnnConfig::new().with_image_size(IMAGE);
+    let decoder = DecoderConfig::new(vocab.len(), encoder.feature_dim())
+        .with_embed_dim(16)
+        .with_attention_dim(12)
+        .with_hidden_dim(24)
+        .with_dropout(0.0);
+    CaptionerConfig::new(EncoderConfig::SmallCnn(encoder), decoder).init(device)
+}
+
+/// Every float parameter's gradient, in the module's order.
+struct Gradients<'a, B: AutodiffBackend> {
+    grads: &'a B::Gradients,
+    found: Vec<Vec<f32>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Gradients<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let grad = param
+            .val()
+            .grad(self.grads)
+            .expect("every parameter takes part in the loss");
+        self.found.push(grad.into_data().to_vec().unwrap());
+    }
+}
+
+fn loss_and_gradients(
+    model: &Captioner<Train>,
+    batch: CaptionBatch<Train>,
+) -> (f32, Vec<Vec<f32>>) {
+    let loss = model.forward(batch).loss;
+    let value = loss.clone().into_scalar();
+    let grads = loss.backward();
+    let mut visitor = Gradients::<Train> {
+        grads: &grads,
+        found: Vec::new(),
+    };
+    model.visit(&mut visitor);
+    (value, visitor.found)
+}
+
+#[test]
+fn packed_and_fixed_shapes_give_the_same_loss_and_gradients() {
+    let (items, vocab) = items();
+    let device = Default::default();
+    Train::seed(&device, 3);
+    let model = model::<Train>(&vocab, &device);
+    let packed: CaptionBatch<Train> = CaptionBatcher::new(IMAGE).batch(items.clone(), &device);
+    // Two padding images, five empty captions, and the width bucketed (15 tokens to 17).
+    let fixed: CaptionBatch<Train> = CaptionBatcher::new(IMAGE)
+        .with_shapes(
+            Shapes::Fixed,
+            FixedBatch {
+                images: 6,
+                captions: 25,
+            },
+        )
+        .batch(items, &device);
+    assert!(fixed.tokens.dims()[1] > packed.tokens.dims()[1]);
+    assert_eq!(fixed.tokens.dims()[0], 25);
+    let lengths: std::collections::BTreeSet<usize> = packed.lengths.iter().copied().collect();
+    assert!(
+        lengths.len() >= 3,
+        "captions of several lengths: {lengths:?}"
+    );
+
+    let (loss_packed, grads_packed) = loss_and_gradients(&model, packed);
+    let (loss_fixed, grads_fixed) = loss_and_gradients(&model, fixed);
+    assert!(
+        (loss_packed - loss_fixed).abs() < 1e-5 * loss_packed.abs(),
+        "loss: packed {loss_packed}, fixed {loss_fixed}"
+    );
+    assert_eq!(grads_packed.len(), grads_fixed.len());
+    let mut moved = 0;
+    for (i, (a, b)) in grads_packed.iter().zip(&grads_fixed).enumerate() {
+        let largest = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+        moved += usize::from(largest > 1e-4);
+        let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        // Relative to the parameter's largest gradient; the attention score's bias has none
+        // (a softmax ignores a shift), only float noise, hence the small absolute floor.
+        assert!(
+            worst <= 1e-4 * largest + 1e-7,
+            "parameter {i}: gradients differ by {worst} (largest {largest})"
+        );
+    }
+    assert!(
+        moved + 1 >= grads_packed.len(),
+        "only {moved} of {} parameters have a gradient",
+        grads_packed.len()
+    );
+}
+
+#[test]
+fn a_fixed_validation_batch_captions_the_images_asked_for_as_a_packed_one_does() {
+    let (items, vocab) = items();
+    let device = Default::default();
+    <NdArray as Backend>::seed(&device, 5);
+    let model = model::<Train>(&vocab, &device).valid();
+    let search = SearchConfig {
+        beam_size: 2,
+        max_len: 8,
+    };
+    let request = |batcher: CaptionBatcher| {
+        batcher.with_decode(search, std::sync::Arc::new([1, 3].into_iter().collect()))
+    };
+    let caption = |batch: CaptionBatch<NdArray>| {
+        assert_eq!(
+            batch.decode,
+            Some(DecodeRequest {
+                rows: vec![1, 3],
+                image_ids: vec![1, 3],
+                search
+            })
+        );
+        burn::train::InferenceStep::step(&model, batch).captions
+    };
+    let packed = caption(request(CaptionBatcher::new(IMAGE)).batch(items.clone(), &device));
+    let fixed = caption(
+        request(CaptionBatcher::new(IMAGE).with_shapes(
+            Shapes::Fixed,
+            FixedBatch {
+                images: 8,
+                captions: 40,
+            },
+        ))
+        .batch(items, &device),
+    );
+    assert_eq!(packed.len(), 2);
+    assert_eq!(packed, fixed);
+}
