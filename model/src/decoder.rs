@@ -282,8 +282,11 @@ impl<B: Backend> Decoder<B> {
     /// attention weights are zeroed here. Nothing that reaches the loss depends on them, so
     /// the loss and its gradients are those of [`Decoder::forward`].
     ///
-    /// The loop stops after the longest caption's last step; the steps after it contribute
-    /// zeros, so every tensor keeps the shape that `width` (a bucket) gives it.
+    /// Every batch of a width (a bucket) runs all `width` steps, even past its longest
+    /// caption: then not only the shapes but the whole sequence of operations is the same
+    /// for every batch of that width, and a GPU backend that fuses operations into kernels
+    /// compiles each fused kernel once (stopping at the longest caption compiled a few new
+    /// fused kernels for every new longest length).
     ///
     /// # Panics
     /// If a caption asks for more than `width` steps.
@@ -294,10 +297,11 @@ impl<B: Backend> Decoder<B> {
         steps: &[usize],
     ) -> DecoderOutput<B> {
         let [batch, width] = inputs.dims();
-        let [_, positions, _] = features.dims();
         assert_eq!(steps.len(), batch, "one step count per caption");
-        let longest = steps.iter().copied().max().unwrap_or(0);
-        assert!(longest <= width, "a caption longer than its tokens");
+        assert!(
+            steps.iter().all(|&s| s <= width),
+            "a caption longer than its tokens"
+        );
         let device = features.device();
         let mask = step_mask::<B>(steps, width, &device);
         let embed_gates = self.cell.embed_gates(self.embedding.forward(inputs));
@@ -305,7 +309,7 @@ impl<B: Backend> Decoder<B> {
         let mut state = self.start(features);
         let mut hiddens = Vec::with_capacity(width);
         let mut alphas = Vec::with_capacity(width);
-        for t in 0..longest {
+        for t in 0..width {
             let gates_t = embed_gates
                 .clone()
                 .narrow(1, t, 1)
@@ -316,8 +320,6 @@ impl<B: Backend> Decoder<B> {
             state = next;
         }
         let hidden_width = state.lstm.hidden.dims()[1];
-        hiddens.resize_with(width, || Tensor::zeros([batch, hidden_width], &device));
-        alphas.resize_with(width, || Tensor::zeros([batch, positions], &device));
         let hidden = Tensor::stack::<3>(hiddens, 1).reshape([batch * width, hidden_width]);
         DecoderOutput {
             logits: self.output.forward(self.dropout.forward(hidden)),
