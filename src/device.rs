@@ -199,6 +199,21 @@ fn without_panic<T>(f: impl FnOnce() -> T) -> Option<T> {
     result.ok()
 }
 
+/// The WGPU backend every binary runs: CubeCL's kernels without Burn's operation fusion.
+///
+/// Fusion (Burn's default `Wgpu` type) compiles one kernel per fused sequence of operations,
+/// and which sequences it fuses depends on more than the shapes (when streams are flushed,
+/// which buffers can be reused), so training kept compiling new kernels in its second epoch;
+/// without it, a training run with fixed shapes compiles and tunes everything in its first
+/// steps (docs/gpu.md says why, bench/RESULTS.md has the counts).
+#[cfg(feature = "wgpu")]
+pub type WgpuBackend = burn_cubecl::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
+
+/// The CUDA backend every binary runs: CubeCL's kernels without Burn's operation fusion, for
+/// the reason given at [`WgpuBackend`].
+#[cfg(feature = "cuda")]
+pub type CudaBackend = burn_cubecl::CubeBackend<burn::cubecl::cuda::CudaRuntime, f32, i32, u8>;
+
 /// Runs one tiny computation so that a missing GPU or driver is reported plainly here, not as
 /// a panic deep in a worker thread later.
 #[allow(dead_code)]
@@ -210,7 +225,7 @@ fn check_device<B: Backend>(device: &B::Device, hint: &str) -> Result<(), String
             .into_scalar()
             .elem::<f32>()
     }) {
-        Some(sum) if sum == 4.0 => Ok(()),
+        Some(4.0) => Ok(()),
         Some(sum) => Err(format!("gave a wrong result ({sum} for 4): {hint}")),
         None => Err(format!("could not start: {hint}")),
     }
@@ -218,8 +233,8 @@ fn check_device<B: Backend>(device: &B::Device, hint: &str) -> Result<(), String
 
 #[cfg(feature = "cuda")]
 fn start_cuda(_auto: bool) -> Result<Option<String>, String> {
-    use burn::backend::{cuda::CudaDevice, Cuda};
-    check_device::<Cuda>(
+    use burn::backend::cuda::CudaDevice;
+    check_device::<CudaBackend>(
         &CudaDevice { index: 0 },
         "the NVIDIA driver (libcuda) or GPU is missing; check `nvidia-smi`",
     )
@@ -233,7 +248,6 @@ fn start_cuda(auto: bool) -> Result<Option<String>, String> {
 #[cfg(feature = "wgpu")]
 fn start_wgpu(auto: bool) -> Result<Option<String>, String> {
     use burn::backend::wgpu::{graphics::AutoGraphicsApi, init_setup, WgpuDevice};
-    use burn::backend::Wgpu;
     let device = WgpuDevice::DefaultDevice;
     let hint = "no usable GPU adapter was found; check the Vulkan/Metal driver";
     let info = without_panic(|| init_setup::<AutoGraphicsApi>(&device, Default::default()))
@@ -246,7 +260,7 @@ fn start_wgpu(auto: bool) -> Result<Option<String>, String> {
             "found only a software adapter ({adapter}), slower than the CPU backends"
         ));
     }
-    check_device::<Wgpu>(&device, hint)?;
+    check_device::<WgpuBackend>(&device, hint)?;
     Ok(Some(adapter))
 }
 #[cfg(not(feature = "wgpu"))]
@@ -322,17 +336,17 @@ fn flex<J: BackendJob>(_: J, _: &[usize], _: Shapes) -> Result<J::Output> {
 
 #[cfg(feature = "wgpu")]
 fn wgpu<J: BackendJob>(job: J, indices: &[usize], shapes: Shapes) -> Result<J::Output> {
-    use burn::backend::{wgpu::WgpuDevice, Autodiff, Wgpu};
+    use burn::backend::{wgpu::WgpuDevice, Autodiff};
     // The first device is the one `choose` started; more are the other discrete GPUs.
     let device = |i: usize| match i {
         0 => WgpuDevice::DefaultDevice,
         i => WgpuDevice::DiscreteGpu(i),
     };
     for &i in indices.iter().filter(|&&i| i > 0) {
-        check_device::<Wgpu>(&device(i), "no such GPU adapter")
+        check_device::<WgpuBackend>(&device(i), "no such GPU adapter")
             .map_err(|why| anyhow::anyhow!("wgpu device {i} {why}"))?;
     }
-    job.run::<Autodiff<Wgpu>>(target(device, indices, shapes))
+    job.run::<Autodiff<WgpuBackend>>(target(device, indices, shapes))
 }
 #[cfg(not(feature = "wgpu"))]
 fn wgpu<J: BackendJob>(_: J, _: &[usize], _: Shapes) -> Result<J::Output> {
@@ -341,13 +355,13 @@ fn wgpu<J: BackendJob>(_: J, _: &[usize], _: Shapes) -> Result<J::Output> {
 
 #[cfg(feature = "cuda")]
 fn cuda<J: BackendJob>(job: J, indices: &[usize], shapes: Shapes) -> Result<J::Output> {
-    use burn::backend::{cuda::CudaDevice, Autodiff, Cuda};
+    use burn::backend::{cuda::CudaDevice, Autodiff};
     let device = |index: usize| CudaDevice { index };
     for &i in indices.iter().filter(|&&i| i > 0) {
-        check_device::<Cuda>(&device(i), "no such GPU (see `nvidia-smi`)")
+        check_device::<CudaBackend>(&device(i), "no such GPU (see `nvidia-smi`)")
             .map_err(|why| anyhow::anyhow!("cuda:{i} {why}"))?;
     }
-    job.run::<Autodiff<Cuda>>(target(device, indices, shapes))
+    job.run::<Autodiff<CudaBackend>>(target(device, indices, shapes))
 }
 #[cfg(not(feature = "cuda"))]
 fn cuda<J: BackendJob>(_: J, _: &[usize], _: Shapes) -> Result<J::Output> {
