@@ -337,12 +337,15 @@ fn flex<J: BackendJob>(_: J, _: &[usize], _: Shapes) -> Result<J::Output> {
 #[cfg(feature = "wgpu")]
 fn wgpu<J: BackendJob>(job: J, indices: &[usize], shapes: Shapes) -> Result<J::Output> {
     use burn::backend::{wgpu::WgpuDevice, Autodiff};
-    // The first device is the one `choose` started; more are the other discrete GPUs.
-    let device = |i: usize| match i {
-        0 => WgpuDevice::DefaultDevice,
+    // One device: the adapter `choose` started (wgpu's default, or discrete GPU `i`).
+    // Several: the discrete GPUs by index, so that `0,1` are two adapters, never the default
+    // one twice.
+    let several = indices.len() > 1;
+    let device = move |i: usize| match i {
+        0 if !several => WgpuDevice::DefaultDevice,
         i => WgpuDevice::DiscreteGpu(i),
     };
-    for &i in indices.iter().filter(|&&i| i > 0) {
+    for &i in indices.iter().filter(|&&i| several || i > 0) {
         check_device::<WgpuBackend>(&device(i), "no such GPU adapter")
             .map_err(|why| anyhow::anyhow!("wgpu device {i} {why}"))?;
     }
