@@ -283,10 +283,11 @@ impl<B: Backend> Decoder<B> {
     /// the loss and its gradients are those of [`Decoder::forward`].
     ///
     /// Every batch of a width (a bucket) runs all `width` steps, even past its longest
-    /// caption: then not only the shapes but the whole sequence of operations is the same
-    /// for every batch of that width, and a GPU backend that fuses operations into kernels
-    /// compiles each fused kernel once (stopping at the longest caption compiled a few new
-    /// fused kernels for every new longest length).
+    /// caption, so that the whole sequence of operations, not only the shapes, is the same
+    /// for every batch of that width. That was for burn-fusion, which compiled new fused
+    /// kernels for every new longest length; the GPU backends now run without fusion, where
+    /// stopping at the longest caption would compile nothing new and save the steps past it
+    /// (not measured yet).
     ///
     /// # Panics
     /// If a caption asks for more than `width` steps.
