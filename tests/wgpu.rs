@@ -196,13 +196,7 @@ fn training_steps_on_wgpu_give_the_losses_that_flex_gives() {
 
     let train_config = TrainConfig::default();
     let packed = CaptionBatcher::new(IMAGE);
-    let fixed = CaptionBatcher::new(IMAGE).with_shapes(
-        Shapes::Fixed,
-        FixedBatch {
-            images: 16,
-            captions: 16,
-        },
-    );
+    let fixed = CaptionBatcher::new(IMAGE).with_shapes(Shapes::Fixed, FixedBatch::training(16));
     let (mut a, mut b) = (on_flex, on_wgpu);
     let (mut optim_a, mut optim_b) = (optimizer(&train_config, 1), optimizer(&train_config, 1));
     // Four steps of 16, 16, 16 and 12 captions.
@@ -229,13 +223,11 @@ fn after_a_warm_up_no_step_compiles_or_tunes_a_kernel() {
     <Wgpu as Backend>::seed(&device, 5);
     let mut model = config(&vocab).init::<Autodiff<Wgpu>>(&device);
     let mut optim = optimizer(&TrainConfig::default(), 1);
-    let train = CaptionBatcher::new(IMAGE).with_shapes(
-        Shapes::Fixed,
-        FixedBatch {
-            images: 16,
-            captions: 16,
-        },
-    );
+    let train = CaptionBatcher::new(IMAGE).with_shapes(Shapes::Fixed, FixedBatch::training(16));
+    // Validation batches of three images (their 15 captions fill the 16 rows), as `train`
+    // makes them.
+    let (valid_size, valid_images) = FixedBatch::validation(16, 5);
+    assert_eq!(valid_images, 3);
     let search = SearchConfig {
         beam_size: 3,
         max_len: 12,
@@ -243,13 +235,7 @@ fn after_a_warm_up_no_step_compiles_or_tunes_a_kernel() {
     let validation = |sample: &[usize]| {
         CaptionBatcher::new(IMAGE)
             .with_decode(search, Arc::new(sample.iter().copied().collect()))
-            .with_shapes(
-                Shapes::Fixed,
-                FixedBatch {
-                    images: 8,
-                    captions: 40,
-                },
-            )
+            .with_shapes(Shapes::Fixed, valid_size)
     };
     // Captions by length: the short ones fit the bucket of 8 steps, the long ones need 16.
     let mut captions = per_caption(&items);
@@ -296,7 +282,7 @@ fn after_a_warm_up_no_step_compiles_or_tunes_a_kernel() {
     // validation batch and a short one.
     run(
         vec![mixed(0, 16), short[..16].to_vec()],
-        &[(&items[..8], &[0, 3, 5]), (&items[8..14], &[8, 13])],
+        &[(&items[..3], &[0, 2]), (&items[8..10], &[8, 9])],
     );
     let warm = logs.settled_counts::<Wgpu>(&device);
     assert!(
@@ -313,7 +299,11 @@ fn after_a_warm_up_no_step_compiles_or_tunes_a_kernel() {
             short[16..23].to_vec(),
             mixed(20, 5),
         ],
-        &[(&items[8..16], &[9, 15]), (&items[5..8], &[5, 7])],
+        &[
+            (&items[10..13], &[10, 11, 12]),
+            (&items[13..16], &[14]),
+            (&items[5..6], &[5]),
+        ],
     );
     let after = logs.settled_counts::<Wgpu>(&device);
     assert_eq!(

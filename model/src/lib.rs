@@ -37,7 +37,7 @@ pub use efficientnet_lite::{EfficientNetLite, EfficientNetLiteConfig};
 pub use encoder::{Encoder, EncoderConfig, EncoderName};
 pub use inception_v3::{InceptionV3, InceptionV3Config};
 pub use resnet::{ResNet, ResNetConfig};
-pub use search::{beam_search, greedy, Caption, SearchConfig};
+pub use search::{beam_search, fixed_search_images, greedy, Caption, SearchConfig};
 pub use small_cnn::{SmallCnn, SmallCnnConfig};
 pub use step::{ImageCaption, ValidationOutput};
 pub use torchvision_weights::{LoadedWeights, WeightsError};

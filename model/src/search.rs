@@ -7,7 +7,7 @@
 
 use burn::prelude::*;
 
-use crate::batch::index_tensor;
+use crate::batch::{index_tensor, pad_with_first_row, Shapes};
 use crate::captioner::Captioner;
 use crate::decoder::{DecodeState, Decoder};
 use crate::tokens::{END, PAD, START, UNK};
@@ -58,6 +58,51 @@ impl<B: Backend> Captioner<B> {
             beam_search(&self.decoder, features, search)
         }
     }
+
+    /// Captions feature grids `[n, positions, channels]` with `shapes`.
+    ///
+    /// Under [`Shapes::Packed`] this is [`Captioner::caption_features`]. Under
+    /// [`Shapes::Fixed`] the images are searched in groups of exactly
+    /// [`fixed_search_images`]`(rows, beam)` (the last group padded with copies of its first
+    /// image), each group's grids expanded to its beams before the decoder starts: every
+    /// search then runs the same shapes, those of a teacher-forced batch of `rows` captions,
+    /// and meets the kernels and tuned keys that training made. The captions are the same.
+    pub fn caption_features_with(
+        &self,
+        features: Tensor<B, 3>,
+        search: &SearchConfig,
+        shapes: Shapes,
+        rows: usize,
+    ) -> Vec<Caption> {
+        if shapes == Shapes::Packed {
+            return self.caption_features(features, search);
+        }
+        let n = features.dims()[0];
+        let group = fixed_search_images(rows, search.beam_size);
+        let mut captions = Vec::with_capacity(n);
+        for first in (0..n).step_by(group) {
+            let len = group.min(n - first);
+            let grids = pad_with_first_row(features.clone().narrow(0, first, len), group);
+            let mut found = if search.beam_size <= 1 {
+                greedy(&self.decoder, grids, search.max_len)
+            } else {
+                let k = search.beam_size;
+                let beams: Vec<usize> = (0..group * k).map(|row| row / k).collect();
+                let beams = index_tensor(&beams, &grids.device());
+                let state = self.decoder.start(grids.select(0, beams));
+                beam_search_from(&self.decoder, state, group, search)
+            };
+            found.truncate(len);
+            captions.extend(found);
+        }
+        captions
+    }
+}
+
+/// How many images [`Shapes::Fixed`] searches at once: as many as have their beams fit in
+/// `rows` decoder rows, and at least one.
+pub fn fixed_search_images(rows: usize, beam_size: usize) -> usize {
+    (rows / beam_size.max(1)).max(1)
 }
 
 fn host_rows<B: Backend>(tensor: Tensor<B, 2>) -> (Vec<f32>, usize) {
@@ -183,13 +228,23 @@ pub fn beam_search<B: Backend>(
     features: Tensor<B, 3>,
     search: &SearchConfig,
 ) -> Vec<Caption> {
-    let device = features.device();
     let n = features.dims()[0];
     let k = search.beam_size.max(1);
     let expand: Vec<usize> = (0..n * k).map(|row| row / k).collect();
-    let mut state: DecodeState<B> = decoder
-        .start(features)
-        .select(index_tensor(&expand, &device));
+    let rows = index_tensor(&expand, &features.device());
+    beam_search_from(decoder, decoder.start(features).select(rows), n, search)
+}
+
+/// [`beam_search`] from the decoder's start on `n` images already expanded to their beams
+/// (`state` has `n * beam_size` rows, the beams of each image together).
+fn beam_search_from<B: Backend>(
+    decoder: &Decoder<B>,
+    mut state: DecodeState<B>,
+    n: usize,
+    search: &SearchConfig,
+) -> Vec<Caption> {
+    let device = state.features.device();
+    let k = search.beam_size.max(1);
     let mut beams: Vec<ImageBeams> = (0..n)
         .map(|_| ImageBeams {
             alive: vec![Hypothesis {

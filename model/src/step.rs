@@ -9,9 +9,8 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::{AccuracyInput, Adaptor, ItemLazy, LossInput};
 use burn::train::{InferenceStep, SequenceOutput, TrainOutput, TrainStep};
 
-use crate::batch::{index_tensor, CaptionBatch, Shapes};
+use crate::batch::{index_tensor, CaptionBatch};
 use crate::captioner::{Captioner, CaptionerOutput};
-use crate::search::Caption;
 
 impl<B: Backend> CaptionerOutput<B> {
     /// What burn-train's loss and accuracy metrics read.
@@ -80,27 +79,12 @@ impl<B: Backend> InferenceStep for Captioner<B> {
         let features = self.encode(batch.input);
         let captions = match batch.decode {
             Some(request) if !request.rows.is_empty() => {
-                let captions = match batch.shapes {
-                    // Every image of the (padded) batch, so that every search has the same
-                    // shapes; the ones asked for are kept.
-                    Shapes::Fixed => {
-                        let mut all: Vec<Option<Caption>> = self
-                            .caption_features(features.clone(), &request.search)
-                            .into_iter()
-                            .map(Some)
-                            .collect();
-                        request
-                            .rows
-                            .iter()
-                            .map(|&row| all[row].take().expect("each row asked for once"))
-                            .collect()
-                    }
-                    Shapes::Packed => {
-                        let rows = index_tensor(&request.rows, &features.device());
-                        let picked = features.clone().select(0, rows);
-                        self.caption_features(picked, &request.search)
-                    }
-                };
+                let rows = index_tensor(&request.rows, &features.device());
+                let picked = features.clone().select(0, rows);
+                // Under fixed shapes, searches of a training batch's row count.
+                let batch_rows = batch.tokens.dims()[0];
+                let captions =
+                    self.caption_features_with(picked, &request.search, batch.shapes, batch_rows);
                 captions
                     .into_iter()
                     .zip(request.image_ids)

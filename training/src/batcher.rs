@@ -30,11 +30,37 @@ pub struct CaptionBatcher {
 /// The size every batch is padded to under [`Shapes::Fixed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FixedBatch {
-    /// Images (the data loader's batch size).
+    /// Pictures (or feature grids), at least the data loader's batch size.
     pub images: usize,
     /// Captions: as many as the images for one caption per item, more when items hold all of
     /// an image's captions.
     pub captions: usize,
+}
+
+impl FixedBatch {
+    /// A training batch: `batch_size` captions, each with its own picture.
+    pub fn training(batch_size: usize) -> Self {
+        Self {
+            images: batch_size,
+            captions: batch_size,
+        }
+    }
+
+    /// A validation batch of whole images with up to `captions_per_image` captions each, and
+    /// how many images the data loader puts in it: as many as have all their captions fit in
+    /// the rows of a training batch of `batch_size` (at least one). Padded to a training
+    /// batch's pictures and rows, its teacher-forced pass runs a training step's shapes, and
+    /// its searches the same row count (see `Captioner::caption_features_with`), so that
+    /// validation meets no kernel or tuned key that training has not.
+    pub fn validation(batch_size: usize, captions_per_image: usize) -> (Self, usize) {
+        let per_image = captions_per_image.max(1);
+        let images = (batch_size / per_image).max(1);
+        let size = Self {
+            images: batch_size.max(1),
+            captions: batch_size.max(images * per_image),
+        };
+        (size, images)
+    }
 }
 
 impl CaptionBatcher {
@@ -262,6 +288,23 @@ mod tests {
         assert_eq!(rows, [1, 0, 1]);
         assert_eq!(batch.lengths, [4, 3, 2]);
         assert_eq!(batch.shapes, Shapes::Packed);
+    }
+
+    #[test]
+    fn a_fixed_validation_batch_holds_the_whole_images_that_fill_a_training_batch() {
+        let (size, images) = FixedBatch::validation(32, 5);
+        assert_eq!(images, 6);
+        assert_eq!(size, FixedBatch::training(32));
+        // An image's captions never split: a batch too small for them grows to hold them.
+        let (size, images) = FixedBatch::validation(4, 5);
+        assert_eq!(images, 1);
+        assert_eq!(
+            size,
+            FixedBatch {
+                images: 4,
+                captions: 5
+            }
+        );
     }
 
     #[test]

@@ -34,23 +34,26 @@ fn progress_bar(len: usize, show: bool) -> ProgressBar {
     bar
 }
 
-/// Captions one batch of `input` rows (pictures `[n, 3, size, size]` or feature grids
-/// `[n, positions, channels]`), first padded to `batch_size` rows under [`Shapes::Fixed`] so
-/// that a short last batch runs the shapes of the others.
-fn caption_batch<B: Backend, const D: usize>(
-    input: Tensor<B, D>,
+/// Captions a batch of `n` pictures `[n, 3, size, size]`: under [`Shapes::Fixed`] the encoder
+/// runs on them padded to `batch_size` (a training batch's pictures) and the search on groups
+/// of a training batch's rows (see [`Captioner::caption_features_with`]), so that a short last
+/// batch and every search run shapes met before.
+fn caption_batch<B: Backend>(
+    model: &Captioner<B>,
+    images: Tensor<B, 4>,
+    search: &SearchConfig,
     batch_size: usize,
     shapes: Shapes,
-    caption: impl FnOnce(Tensor<B, D>) -> Vec<Caption>,
 ) -> Vec<Caption> {
-    let n = input.dims()[0];
-    let input = match shapes {
-        Shapes::Fixed => pad_with_first_row(input, batch_size.max(n)),
-        Shapes::Packed => input,
+    let n = images.dims()[0];
+    let features = match shapes {
+        Shapes::Fixed => model
+            .encoder
+            .forward(pad_with_first_row(images, batch_size.max(n)))
+            .narrow(0, 0, n),
+        Shapes::Packed => model.encoder.forward(images),
     };
-    let mut captions = caption(input);
-    captions.truncate(n);
-    captions
+    model.caption_features_with(features, search, shapes, batch_size)
 }
 
 /// Captions `images` in batches of `batch_size` with a progress bar (hidden when
@@ -77,9 +80,7 @@ pub fn caption_images<B: Backend>(
             TensorData::new(pixels, [chunk.len(), 3, image_size, image_size]),
             device,
         );
-        captions.extend(caption_batch(batch, batch_size, shapes, |x| {
-            model.caption(x, search)
-        }));
+        captions.extend(caption_batch(model, batch, search, batch_size, shapes));
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
@@ -100,9 +101,7 @@ fn caption_cached<B: Backend>(
     let mut captions = Vec::with_capacity(images.len());
     for chunk in images.chunks(batch_size.max(1)) {
         let features = cached_features(cache, chunk.iter(), device);
-        captions.extend(caption_batch(features, batch_size, shapes, |x| {
-            model.caption_features(x, search)
-        }));
+        captions.extend(model.caption_features_with(features, search, shapes, batch_size));
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();

@@ -273,10 +273,7 @@ pub fn train<B: AutodiffBackend>(
     let batcher = CaptionBatcher::new(image_size)
         .with_resize(data.held_out.resize)
         .with_cache(cache);
-    let train_batch = FixedBatch {
-        images: config.batch_size,
-        captions: config.batch_size,
-    };
+    let train_batch = FixedBatch::training(config.batch_size);
     let train_loader = DataLoaderBuilder::new(
         batcher
             .clone()
@@ -296,16 +293,17 @@ pub fn train<B: AutodiffBackend>(
         config.validation.select_by.name()
     );
     let valid = data.valid.per_image();
-    let valid_batch = FixedBatch {
-        images: config.batch_size,
-        captions: config.batch_size * valid.most_captions().max(1),
+    // Packed, a batch of pictures; fixed, as many images as fill a training step's rows.
+    let (valid_batch, valid_images) = match shapes {
+        Shapes::Fixed => FixedBatch::validation(config.batch_size, valid.most_captions()),
+        Shapes::Packed => (FixedBatch::training(config.batch_size), config.batch_size),
     };
     let valid_loader = DataLoaderBuilder::new(
         batcher
             .with_decode(search, Arc::new(sample))
             .with_shapes(shapes, valid_batch),
     )
-    .batch_size(config.batch_size)
+    .batch_size(valid_images)
     .num_workers(config.workers)
     .build(valid);
     let (shared_vocab, valid_references) =
@@ -384,7 +382,7 @@ pub fn train<B: AutodiffBackend>(
         &data.held_out,
         image_size,
         &search,
-        // The validation batches' size: on a GPU, the searches' shapes are already compiled.
+        // A training batch's size: on a GPU, the searches' shapes are already compiled.
         config.batch_size,
         shapes,
         &device,

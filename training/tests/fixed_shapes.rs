@@ -7,11 +7,12 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use captioner_datasets::decode::Resize;
 use captioner_datasets::shapes::{ShapesConfig, Split};
 use captioner_datasets::{CaptionItem, Vocab};
 use captioner_model::{
-    CaptionBatch, Captioner, CaptionerConfig, DecodeRequest, DecoderConfig, EncoderConfig,
-    SearchConfig, Shapes, SmallCnnConfig,
+    fixed_search_images, CaptionBatch, Captioner, CaptionerConfig, DecodeRequest, DecoderConfig,
+    EncoderConfig, SearchConfig, Shapes, SmallCnnConfig,
 };
 use captioner_training::{CaptionBatcher, FixedBatch};
 
@@ -158,16 +159,54 @@ fn a_fixed_validation_batch_captions_the_images_asked_for_as_a_packed_one_does()
         burn::train::InferenceStep::step(&model, batch).captions
     };
     let packed = caption(request(CaptionBatcher::new(IMAGE)).batch(items.clone(), &device));
+    // Four images of five captions fill a training batch of 20 rows.
+    let (size, images) = FixedBatch::validation(20, 5);
+    assert_eq!(images, items.len());
     let fixed = caption(
-        request(CaptionBatcher::new(IMAGE).with_shapes(
-            Shapes::Fixed,
-            FixedBatch {
-                images: 8,
-                captions: 40,
-            },
-        ))
-        .batch(items, &device),
+        request(CaptionBatcher::new(IMAGE).with_shapes(Shapes::Fixed, size)).batch(items, &device),
     );
     assert_eq!(packed.len(), 2);
     assert_eq!(packed, fixed);
+}
+
+#[test]
+fn fixed_searches_in_padded_groups_find_the_captions_of_one_packed_search() {
+    let (items, vocab) = items();
+    let device = Default::default();
+    <NdArray as Backend>::seed(&device, 7);
+    let model = model::<NdArray>(&vocab, &device);
+    let images: Vec<f32> = items
+        .iter()
+        .flat_map(|item| {
+            let resize = Resize {
+                size: IMAGE,
+                center_crop: false,
+            };
+            let picture = item.image.pixels(&resize).unwrap();
+            captioner_datasets::image::to_normalized_chw(&picture, IMAGE)
+        })
+        .collect();
+    let images = Tensor::from_data(
+        TensorData::new(images, [items.len(), 3, IMAGE, IMAGE]),
+        &device,
+    );
+    let features = model.encoder.forward(images);
+    for beam_size in [1, 3] {
+        let search = SearchConfig {
+            beam_size,
+            max_len: 8,
+        };
+        // Rows for three images' beams, not four: a group of three, then one image padded
+        // to three.
+        let rows = 4 * beam_size - 1;
+        assert_eq!(fixed_search_images(rows, beam_size), 3);
+        let packed = model.caption_features(features.clone(), &search);
+        let fixed = model.caption_features_with(features.clone(), &search, Shapes::Fixed, rows);
+        assert_eq!(fixed.len(), items.len());
+        for (p, f) in packed.iter().zip(&fixed) {
+            assert_eq!(p.tokens, f.tokens, "beam {beam_size}");
+            assert_eq!(p.finished, f.finished);
+            assert!((p.score - f.score).abs() <= 1e-4 * p.score.abs().max(1.0));
+        }
+    }
 }
