@@ -3,6 +3,7 @@
 
 pub mod device;
 pub mod npy;
+pub mod settings;
 
 /// Burn's CPU backends allocate and free many short-lived tensors every step; mimalloc reuses
 /// that memory instead of returning it to the kernel, which cut system time sharply here.

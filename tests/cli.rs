@@ -243,6 +243,39 @@ fn train_says_first_which_device_it_chose_and_trains_data_parallel_on_two() {
 }
 
 #[test]
+fn print_config_shows_the_resolved_settings_and_trains_nothing() {
+    let dir = temp_dir("print-config");
+    let out_dir = dir.join("run");
+    let out = exec(
+        "train",
+        &[
+            "--dataset",
+            "flickr8k",
+            "--data-dir",
+            "/nonexistent/flickr8k",
+            "--preset",
+            "show-attend-tell",
+            "--lr",
+            "0.001",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--print-config",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config: TrainConfig = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(config.lr, 1e-3, "the flag wins");
+    assert_eq!(config.hidden_dim, 512, "the preset's");
+    assert!(!out_dir.exists(), "nothing written");
+
+    // Contradictions are refused as they would be at the start of training.
+    let out = exec("train", &["--fine-tune-encoder", "--print-config"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--fine-tune-encoder"));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
 fn a_backend_that_was_not_compiled_in_names_its_cargo_feature() {
     if cfg!(feature = "cuda") {
         return;

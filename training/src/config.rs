@@ -8,6 +8,8 @@ use captioner_datasets::{DatasetName, Format};
 use captioner_model::EncoderName;
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::CocoScores;
+
 /// Where the images and captions of a run come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "lowercase")]
@@ -305,6 +307,14 @@ impl SelectBy {
         match self {
             SelectBy::Bleu4 => "BLEU-4",
             SelectBy::Cider => "CIDEr-D",
+        }
+    }
+
+    /// The score of `scores` that this names.
+    pub fn of(self, scores: &CocoScores) -> f64 {
+        match self {
+            SelectBy::Bleu4 => scores.bleu[3],
+            SelectBy::Cider => scores.cider,
         }
     }
 }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batcher::{CaptionBatcher, FixedBatch};
 use crate::config::DataSource;
-use crate::config::{EncoderTraining, TrainConfig};
+use crate::config::{EncoderTraining, SelectBy, TrainConfig};
 use crate::data::{prepare, DataSummary, OpenCache};
 use crate::evaluate::{evaluate, EvalReport};
 use crate::feature_cache::CacheEncoder;
@@ -36,8 +36,7 @@ use crate::renderer::PlainRenderer;
 use crate::run_dir::{RunDir, WeightsRecorder};
 use crate::schedule::{BaseSchedule, PlateauDecay};
 use crate::validation::{
-    caption_sample, BestCheckpoint, CaptionScoreMetric, EpochScores, PlateauStop, ShownScore,
-    ValidationHistory,
+    caption_sample, BestCheckpoint, CaptionScoreMetric, EpochScores, PlateauStop, ValidationHistory,
 };
 
 /// What a finished run reports; saved as `report.json`.
@@ -324,8 +323,8 @@ pub fn train<B: AutodiffBackend>(
         .metric_valid_numeric(LossMetric::new())
         .metric_train_numeric(AccuracyMetric::new().with_pad_token(pad))
         .metric_valid_numeric(AccuracyMetric::new().with_pad_token(pad))
-        .metric_valid_numeric(caption_metric(ShownScore::Bleu4))
-        .metric_valid_numeric(caption_metric(ShownScore::Cider))
+        .metric_valid_numeric(caption_metric(SelectBy::Bleu4))
+        .metric_valid_numeric(caption_metric(SelectBy::Cider))
         .metric_train_numeric(LearningRateMetric::new())
         .with_file_checkpointer(WeightsRecorder::new())
         .with_checkpointing_strategy(

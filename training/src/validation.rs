@@ -56,10 +56,7 @@ pub struct EpochScores {
 impl EpochScores {
     /// The score that `select_by` names.
     pub fn select(&self, select_by: SelectBy) -> f64 {
-        match select_by {
-            SelectBy::Bleu4 => self.scores.bleu[3],
-            SelectBy::Cider => self.scores.cider,
-        }
+        select_by.of(&self.scores)
     }
 }
 
@@ -172,22 +169,13 @@ impl ValidationHistory {
     }
 }
 
-/// What a [`CaptionScoreMetric`] shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShownScore {
-    /// Corpus BLEU-4.
-    Bleu4,
-    /// CIDEr-D.
-    Cider,
-}
-
 /// BLEU-4 or CIDEr-D of the captions searched during validation, against all references of
 /// each image. Within an epoch it shows the score of the captions so far; the epoch's value
 /// (what burn-train's summary and logs hold) is the score of all of them, and it is recorded
 /// in the run's [`ValidationHistory`].
 #[derive(Clone)]
 pub struct CaptionScoreMetric {
-    shown: ShownScore,
+    shown: SelectBy,
     name: MetricName,
     vocab: Arc<Vocab>,
     references: Arc<Vec<Vec<String>>>,
@@ -202,16 +190,13 @@ impl CaptionScoreMetric {
     /// Scores captions (word ids of `vocab`) of image `i` against `references[i]` (tokenised,
     /// joined by spaces), recording each epoch's scores in `history`.
     pub fn new(
-        shown: ShownScore,
+        shown: SelectBy,
         beam_size: usize,
         vocab: Arc<Vocab>,
         references: Arc<Vec<Vec<String>>>,
         history: ValidationHistory,
     ) -> Self {
-        let name = match shown {
-            ShownScore::Bleu4 => format!("BLEU-4 (beam {beam_size})"),
-            ShownScore::Cider => format!("CIDEr-D (beam {beam_size})"),
-        };
+        let name = format!("{} (beam {beam_size})", shown.name());
         Self {
             shown,
             name: Arc::new(name),
@@ -241,13 +226,6 @@ impl CaptionScoreMetric {
         Some(coco_scores(&candidates, &references))
     }
 
-    fn shown_value(&self, scores: &CocoScores) -> f64 {
-        match self.shown {
-            ShownScore::Bleu4 => scores.bleu[3],
-            ShownScore::Cider => scores.cider,
-        }
-    }
-
     /// The shown score of the captions so far, computed alone (the running value shown
     /// after every batch; the other scores wait for the epoch's end).
     fn running_score(&self) -> f64 {
@@ -256,8 +234,8 @@ impl CaptionScoreMetric {
         }
         let (candidates, references) = self.pairs();
         match self.shown {
-            ShownScore::Bleu4 => corpus_bleu(&candidates, &references)[3],
-            ShownScore::Cider => cider_d(&candidates, &references),
+            SelectBy::Bleu4 => corpus_bleu(&candidates, &references)[3],
+            SelectBy::Cider => cider_d(&candidates, &references),
         }
     }
 
@@ -312,7 +290,7 @@ impl Metric for CaptionScoreMetric {
         let done = metadata.progress.items_processed >= metadata.progress.items_total;
         self.current = if done {
             let scores = self.finish_epoch();
-            scores.map(|s| self.shown_value(&s)).unwrap_or(0.0)
+            scores.map(|s| self.shown.of(&s)).unwrap_or(0.0)
         } else {
             self.running_score()
         };

