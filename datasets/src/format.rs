@@ -1,7 +1,6 @@
 //! Which dataset and which file format a data folder holds, found from the files in it.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -39,42 +38,8 @@ pub enum Format {
     Karpathy,
 }
 
-macro_rules! names {
-    ($ty:ty: $($variant:ident = $name:literal),*) => {
-        impl $ty {
-            /// Every value with its command-line name.
-            pub const NAMES: &'static [($ty, &'static str)] = &[$((<$ty>::$variant, $name)),*];
-
-            /// The command-line name.
-            pub fn name(self) -> &'static str {
-                Self::NAMES.iter().find(|(v, _)| *v == self).map(|(_, n)| *n).unwrap_or("?")
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                Self::NAMES
-                    .iter()
-                    .find(|(_, n)| n.eq_ignore_ascii_case(s))
-                    .map(|(v, _)| *v)
-                    .ok_or_else(|| {
-                        let all: Vec<&str> = Self::NAMES.iter().map(|(_, n)| *n).collect();
-                        format!("unknown value \"{s}\"; expected one of: {}", all.join(", "))
-                    })
-            }
-        }
-
-        impl std::fmt::Display for $ty {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.name())
-            }
-        }
-    };
-}
-
-names!(DatasetName: Shapes = "shapes", Flickr8k = "flickr8k", Flickr30k = "flickr30k", Coco = "coco");
-names!(Format: Flickr = "flickr", Csv = "csv", Coco = "coco", Karpathy = "karpathy");
+crate::named_values!(DatasetName: Shapes = "shapes", Flickr8k = "flickr8k", Flickr30k = "flickr30k", Coco = "coco");
+crate::named_values!(Format: Flickr = "flickr", Csv = "csv", Coco = "coco", Karpathy = "karpathy");
 
 impl DatasetName {
     /// The file names its annotations go by, per format.

@@ -12,6 +12,7 @@ pub mod flickr;
 pub mod format;
 pub mod image;
 pub mod karpathy;
+pub mod names;
 pub mod problems;
 pub mod ptb_tokenizer;
 pub mod rng;

@@ -67,36 +67,6 @@ pub enum EncoderName {
 }
 
 impl EncoderName {
-    /// Every encoder, in the order `--help` lists them.
-    pub const ALL: [EncoderName; 10] = [
-        EncoderName::SmallCnn,
-        EncoderName::ResNet18,
-        EncoderName::ResNet34,
-        EncoderName::ResNet50,
-        EncoderName::ResNet101,
-        EncoderName::ResNet152,
-        EncoderName::InceptionV3,
-        EncoderName::EfficientNetLite0,
-        EncoderName::EfficientNetLite1,
-        EncoderName::EfficientNetLite2,
-    ];
-
-    /// The name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            EncoderName::SmallCnn => "small-cnn",
-            EncoderName::ResNet18 => "resnet18",
-            EncoderName::ResNet34 => "resnet34",
-            EncoderName::ResNet50 => "resnet50",
-            EncoderName::ResNet101 => "resnet101",
-            EncoderName::ResNet152 => "resnet152",
-            EncoderName::InceptionV3 => "inception-v3",
-            EncoderName::EfficientNetLite0 => "efficientnet-lite0",
-            EncoderName::EfficientNetLite1 => "efficientnet-lite1",
-            EncoderName::EfficientNetLite2 => "efficientnet-lite2",
-        }
-    }
-
     /// The ResNet depth, for the ResNets.
     pub fn resnet_depth(self) -> Option<usize> {
         match self {
@@ -218,26 +188,18 @@ impl EncoderName {
     }
 }
 
-impl std::fmt::Display for EncoderName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for EncoderName {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let wanted = s.to_ascii_lowercase().replace('_', "-");
-        EncoderName::ALL
-            .into_iter()
-            .find(|e| e.name() == wanted || e.name().replace('-', "") == wanted)
-            .ok_or_else(|| {
-                let names: Vec<&str> = EncoderName::ALL.iter().map(|e| e.name()).collect();
-                format!("unknown encoder `{s}`; choose one of {}", names.join(", "))
-            })
-    }
-}
+captioner_datasets::named_values!(EncoderName:
+    SmallCnn = "small-cnn",
+    ResNet18 = "resnet18",
+    ResNet34 = "resnet34",
+    ResNet50 = "resnet50",
+    ResNet101 = "resnet101",
+    ResNet152 = "resnet152",
+    InceptionV3 = "inception-v3",
+    EfficientNetLite0 = "efficientnet-lite0",
+    EfficientNetLite1 = "efficientnet-lite1",
+    EfficientNetLite2 = "efficientnet-lite2",
+);
 
 impl EncoderConfig {
     /// Builds the encoder with fresh weights.

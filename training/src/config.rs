@@ -193,16 +193,7 @@ pub enum LrSchedule {
     Constant,
 }
 
-impl std::str::FromStr for LrSchedule {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "cosine" => Ok(Self::Cosine),
-            "constant" => Ok(Self::Constant),
-            _ => Err(format!("unknown schedule {s:?}: cosine or constant")),
-        }
-    }
-}
+captioner_datasets::named_values!(LrSchedule: Cosine = "cosine", Constant = "constant");
 
 /// A named recipe: its settings replace the defaults, and flags given beside it still win.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,13 +212,6 @@ pub enum Preset {
 }
 
 impl Preset {
-    /// The name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Preset::ShowAttendTell => "show-attend-tell",
-        }
-    }
-
     /// Sets the recipe's settings in `config`.
     pub fn apply(self, config: &mut TrainConfig) {
         match self {
@@ -280,15 +264,7 @@ impl Preset {
     }
 }
 
-impl std::str::FromStr for Preset {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_lowercase().replace('_', "-").as_str() {
-            "show-attend-tell" | "sat" => Ok(Self::ShowAttendTell),
-            _ => Err(format!("unknown preset {s:?}: show-attend-tell")),
-        }
-    }
-}
+captioner_datasets::named_values!(Preset: ShowAttendTell = "show-attend-tell" | "sat");
 
 /// The validation score that picks the best epoch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,7 +279,7 @@ pub enum SelectBy {
 
 impl SelectBy {
     /// The score's name as the dashboard and messages show it.
-    pub fn name(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             SelectBy::Bleu4 => "BLEU-4",
             SelectBy::Cider => "CIDEr-D",
@@ -319,16 +295,7 @@ impl SelectBy {
     }
 }
 
-impl std::str::FromStr for SelectBy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_lowercase().as_str() {
-            "bleu4" | "bleu-4" | "bleu_4" => Ok(Self::Bleu4),
-            "cider" | "cider-d" => Ok(Self::Cider),
-            _ => Err(format!("unknown score {s:?}: bleu4 or cider")),
-        }
-    }
-}
+captioner_datasets::named_values!(SelectBy: Bleu4 = "bleu4", Cider = "cider" | "cider-d");
 
 /// After every epoch the validation images (or an evenly spread sample of them) are captioned
 /// by beam search and scored against their references; the best epoch by `select_by` is the

@@ -289,7 +289,7 @@ pub fn train<B: AutodiffBackend>(
         sample.len(),
         data.valid.num_images(),
         config.beam_size,
-        config.validation.select_by.name()
+        config.validation.select_by.label()
     );
     let valid = data.valid.per_image();
     // Packed, a batch of pictures; fixed, as many images as fill a training step's rows.

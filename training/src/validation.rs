@@ -196,7 +196,7 @@ impl CaptionScoreMetric {
         references: Arc<Vec<Vec<String>>>,
         history: ValidationHistory,
     ) -> Self {
-        let name = format!("{} (beam {beam_size})", shown.name());
+        let name = format!("{} (beam {beam_size})", shown.label());
         Self {
             shown,
             name: Arc::new(name),
@@ -397,7 +397,7 @@ impl PlateauStop {
         if since >= patience {
             println!(
                 "Stopping: validation {} has not improved for {since} epochs",
-                self.history.rule.select_by.name()
+                self.history.rule.select_by.label()
             );
         }
         since >= patience
