@@ -6,9 +6,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
+use captioner_datasets::decode::ResizeMode;
 use captioner_datasets::{DatasetName, Format};
-use captioner_model::EncoderName;
-use captioner_training::config::{DataSource, FilesConfig, LrSchedule, Preset, SelectBy};
+use captioner_model::{EncoderMode, EncoderName, EncoderSettings};
+use captioner_training::config::{
+    DataSource, FilesConfig, LrSchedule, Preset, SelectBy, DEFAULT_ENCODER_LR,
+};
 use captioner_training::TrainConfig;
 
 /// The flags of `train` that set what a run does (its `config.json`); each left out keeps the
@@ -56,7 +59,7 @@ pub struct TrainFlags {
     /// Also train a pretrained encoder's later layers (ResNet layer2..layer4, Inception v3 from
     /// Mixed_6a, EfficientNet-Lite from its third stage) at --encoder-lr; the stem stays frozen
     /// and batch norm keeps its ImageNet statistics.
-    #[arg(long, help_heading = "Encoder")]
+    #[arg(long, help_heading = "Encoder", conflicts_with_all = ["freeze_encoder", "cache_features"])]
     pub fine_tune_encoder: bool,
     /// Learning rate of the encoder's trained layers; it follows the same schedule as --lr
     /// [default: 0.0001 when fine-tuning; the small CNN learns at --lr].
@@ -66,14 +69,12 @@ pub struct TrainFlags {
     /// EfficientNet-Lite1: 240, Lite2: 260; shapes with the small CNN: 64].
     #[arg(long, help_heading = "Data")]
     pub image_size: Option<usize>,
-    /// Squash whole pictures to the input size instead of scaling the shorter side and cutting
-    /// the centre square (--preset show-attend-tell squashes already).
-    #[arg(long, conflicts_with = "crop", help_heading = "Data")]
-    pub squash: bool,
-    /// Scale the shorter side and cut the centre square (the default, except under --preset
-    /// show-attend-tell, which squashes as its tutorial does).
-    #[arg(long, help_heading = "Data")]
-    pub crop: bool,
+    /// How pictures are fitted to the square input: crop (scale the shorter side to 256/224
+    /// of the input and cut the centre square, torchvision's evaluation transform) or squash
+    /// (the whole picture resized) [default: crop; --preset show-attend-tell: squash, as its
+    /// tutorial does].
+    #[arg(long, value_name = "crop|squash", help_heading = "Data")]
+    pub resize: Option<ResizeMode>,
     /// Training captions of more words are skipped and counted [default: 50].
     #[arg(long, help_heading = "Data")]
     pub max_caption_len: Option<usize>,
@@ -177,7 +178,7 @@ pub struct TrainFlags {
 impl TrainFlags {
     /// The settings of a new run: the dataset's defaults, then the preset's, then the flags
     /// given, then what the preset does with the encoder those chose
-    /// ([`Preset::settle_encoder`]).
+    /// ([`Preset::settle_encoder`]); refused when they contradict each other.
     pub fn new_config(&self) -> Result<TrainConfig> {
         let mut config = match (self.dataset, &self.data_dir) {
             (DatasetName::Shapes, None) => TrainConfig::default(),
@@ -190,29 +191,68 @@ impl TrainFlags {
         if let Some(preset) = self.preset {
             preset.apply(&mut config);
         }
-        let mut config = self.apply(self.with_encoder(config));
+        config.encoder = self.encoder_settings(config.encoder)?;
+        if let (Some(size), None) = (config.encoder.name.row().native_size, self.image_size) {
+            config.data.set_image_size(size);
+        }
+        let mut config = self.apply(config);
         if let Some(preset) = self.preset {
             preset.settle_encoder(&mut config);
         }
+        config.check().map_err(anyhow::Error::msg)?;
         Ok(config)
     }
 
-    /// The encoder flags, which only a new run takes.
-    fn with_encoder(&self, mut config: TrainConfig) -> TrainConfig {
-        if let Some(encoder) = self.encoder {
-            config.encoder = encoder;
-            if encoder.is_pretrained() && self.image_size.is_none() {
-                match &mut config.data {
-                    DataSource::Shapes(shapes) => shapes.image_size = encoder.default_image_size(),
-                    DataSource::Files(files) => files.image_size = encoder.default_image_size(),
-                }
-            }
+    /// The encoder the flags describe, on top of the dataset's `defaults` (the small CNN and
+    /// its channels). Only a new run takes them.
+    fn encoder_settings(&self, defaults: EncoderSettings) -> Result<EncoderSettings> {
+        let name = self.encoder.unwrap_or(defaults.name);
+        let pretrained = name.is_pretrained();
+        if self.fine_tune_encoder && !pretrained {
+            bail!(
+                "--fine-tune-encoder is for pretrained encoders (--encoder resnet50, ...); the \
+                 small CNN is trained whole unless --freeze-encoder"
+            );
         }
-        config.encoder_weights = self.encoder_weights.clone();
-        config.grid = self.grid;
-        config.fine_tune_encoder = self.fine_tune_encoder;
-        config.encoder_lr = self.encoder_lr;
-        config
+        if self.encoder_weights.is_some() && !pretrained {
+            bail!(
+                "--encoder-weights loads ImageNet weights: pick their network with --encoder \
+                 (resnet18, ..., resnet152, inception-v3, efficientnet-lite0)"
+            );
+        }
+        if self.grid.is_some() && !pretrained {
+            bail!(
+                "--grid sets a pretrained encoder's grid; the small CNN's grid follows from \
+                 --image-size (a 16th of it for photos, an 8th for shapes)"
+            );
+        }
+        let frozen = self.freeze_encoder || self.cache_features || pretrained;
+        let mode = if self.fine_tune_encoder {
+            EncoderMode::FineTune {
+                lr: self.encoder_lr.unwrap_or(DEFAULT_ENCODER_LR),
+            }
+        } else if frozen {
+            if self.encoder_lr.is_some() {
+                bail!(
+                    "--encoder-lr sets the rate of trained encoder layers, but this run's \
+                     encoder is frozen: add --fine-tune-encoder, or drop --encoder-lr"
+                );
+            }
+            EncoderMode::Frozen {
+                cached: self.cache_features,
+            }
+        } else {
+            EncoderMode::Scratch {
+                lr: self.encoder_lr,
+            }
+        };
+        Ok(EncoderSettings {
+            name,
+            weights: self.encoder_weights.clone(),
+            grid: self.grid,
+            channels: defaults.channels,
+            mode,
+        })
     }
 
     /// The settings of a resumed run: its `saved` settings (from `run`'s config.json) with
@@ -222,12 +262,14 @@ impl TrainFlags {
         if self.encoder_flags_given() {
             bail!(
                 "a resumed run keeps its encoder settings and recipe (in {}/config.json): drop \
-                 --preset, --encoder, --encoder-weights, --grid, --fine-tune-encoder and \
-                 --encoder-lr, or start a new run",
+                 --preset, --encoder, --encoder-weights, --grid, --fine-tune-encoder, \
+                 --encoder-lr, --freeze-encoder and --cache-features, or start a new run",
                 run.display()
             );
         }
-        Ok(self.apply(saved))
+        let config = self.apply(saved);
+        config.check().map_err(anyhow::Error::msg)?;
+        Ok(config)
     }
 
     /// The flags that describe the encoder or the recipe and cannot change when a run
@@ -239,20 +281,24 @@ impl TrainFlags {
             || self.grid.is_some()
             || self.fine_tune_encoder
             || self.encoder_lr.is_some()
+            || self.freeze_encoder
+            || self.cache_features
     }
 
-    /// Applies the flags that were given on top of `config`.
+    /// Applies the flags that were given, but the encoder's, on top of `config`.
     fn apply(&self, mut config: TrainConfig) -> TrainConfig {
         macro_rules! set {
             ($($flag:ident => $($field:ident).+),*) => {
                 $(if let Some(v) = self.$flag.clone() { config.$($field).+ = v; })*
             };
         }
-        set!(epochs => epochs, batch_size => batch_size, lr => lr, seed => seed,
-             workers => workers, grad_clip => grad_clip, beam_size => beam_size,
-             min_word_freq => min_word_freq, dropout => dropout, embed_dim => embed_dim,
-             attention_dim => attention_dim, hidden_dim => hidden_dim,
-             lr_schedule => lr_schedule,
+        set!(epochs => epochs, batch_size => batch_size, seed => seed, workers => workers,
+             min_word_freq => min_word_freq,
+             lr => optimizer.lr, lr_schedule => optimizer.lr_schedule,
+             grad_clip => optimizer.grad_clip,
+             dropout => model.dropout, embed_dim => model.embed_dim,
+             attention_dim => model.attention_dim, hidden_dim => model.hidden_dim,
+             beam_size => search.beam_size,
              lr_decay_patience => validation.lr_decay_patience,
              lr_decay_factor => validation.lr_decay_factor,
              early_stop_patience => validation.early_stop_patience,
@@ -260,7 +306,9 @@ impl TrainFlags {
         if self.val_caption_images.is_some() {
             config.validation.caption_images = self.val_caption_images;
         }
-        config.freeze_encoder |= self.freeze_encoder || self.cache_features;
+        if let Some(size) = self.image_size {
+            config.data.set_image_size(size);
+        }
         match &mut config.data {
             DataSource::Shapes(shapes) => {
                 let shapes_set = |flag: Option<usize>, field: &mut usize| {
@@ -271,7 +319,6 @@ impl TrainFlags {
                 shapes_set(self.train_images, &mut shapes.train);
                 shapes_set(self.valid_images, &mut shapes.valid);
                 shapes_set(self.test_images, &mut shapes.test);
-                shapes_set(self.image_size, &mut shapes.image_size);
             }
             DataSource::Files(files) => {
                 if let Some(dir) = &self.data_dir {
@@ -280,20 +327,18 @@ impl TrainFlags {
                 if self.format.is_some() {
                     files.format = self.format;
                 }
-                if let Some(size) = self.image_size {
-                    files.image_size = size;
-                }
                 if let Some(len) = self.max_caption_len {
                     files.max_caption_len = len;
                 }
                 if let Some(dir) = &self.cache_dir {
                     files.cache_dir = dir.clone();
                 }
-                files.cache_features |= self.cache_features;
                 if let Some(gb) = self.image_memory_gb {
                     files.image_memory_gb = gb;
                 }
-                files.center_crop = (files.center_crop || self.crop) && !self.squash;
+                if let Some(resize) = self.resize {
+                    files.resize = resize;
+                }
                 files.strict |= self.strict;
                 files.hflip |= self.hflip;
             }
@@ -355,24 +400,31 @@ mod tests {
     fn flags_win_over_the_preset_and_the_preset_over_the_dataset_defaults() {
         let preset = new_run(&[&FLICKR[..], &["--preset", "show-attend-tell"]].concat());
         assert_eq!(preset.preset, Some(Preset::ShowAttendTell));
-        assert_eq!((preset.lr, preset.embed_dim, preset.epochs), (4e-4, 512, 6));
-        assert!(!files(&preset).center_crop, "the preset squashes");
+        assert_eq!(
+            (preset.optimizer.lr, preset.model.embed_dim, preset.epochs),
+            (4e-4, 512, 6)
+        );
+        assert_eq!(
+            files(&preset).resize,
+            ResizeMode::Squash,
+            "the preset squashes"
+        );
 
         let overridden = new_run(
             &[
                 &FLICKR[..],
                 &[
-                    "--preset", "sat", "--lr", "0.001", "--epochs", "12", "--crop",
+                    "--preset", "sat", "--lr", "0.001", "--epochs", "12", "--resize", "crop",
                 ],
             ]
             .concat(),
         );
-        assert_eq!((overridden.lr, overridden.epochs), (1e-3, 12));
+        assert_eq!((overridden.optimizer.lr, overridden.epochs), (1e-3, 12));
         assert_eq!(
-            overridden.embed_dim, 512,
+            overridden.model.embed_dim, 512,
             "what no flag names stays the preset's"
         );
-        assert!(files(&overridden).center_crop);
+        assert_eq!(files(&overridden).resize, ResizeMode::Crop);
     }
 
     #[test]
@@ -380,15 +432,22 @@ mod tests {
         let sat = [&FLICKR[..], &["--preset", "show-attend-tell"]].concat();
         let lite0 = [&sat[..], &["--encoder", "efficientnet-lite0"]].concat();
         let cached = new_run(&lite0);
-        assert!(files(&cached).cache_features && cached.freeze_encoder);
+        assert_eq!(cached.encoder.mode, EncoderMode::Frozen { cached: true });
 
-        for flag in ["--hflip", "--fine-tune-encoder"] {
-            let config = new_run(&[&lite0[..], &[flag]].concat());
-            assert!(!files(&config).cache_features, "{flag}");
-            assert!(!config.freeze_encoder, "{flag}");
-        }
+        let mirrored = new_run(&[&lite0[..], &["--hflip"]].concat());
+        assert_eq!(mirrored.encoder.mode, EncoderMode::Frozen { cached: false });
+        let fine_tuned = new_run(&[&lite0[..], &["--fine-tune-encoder"]].concat());
+        assert_eq!(
+            fine_tuned.encoder.mode,
+            EncoderMode::FineTune {
+                lr: DEFAULT_ENCODER_LR
+            }
+        );
         // The small CNN is trained, never cached.
-        assert!(!files(&new_run(&sat)).cache_features);
+        assert_eq!(
+            new_run(&sat).encoder.mode,
+            EncoderMode::Scratch { lr: None }
+        );
     }
 
     #[test]
@@ -407,19 +466,32 @@ mod tests {
         let resumed = flags(&["--epochs", "8", "--lr", "0.0002"])
             .resumed_config(saved.clone(), Path::new("run"))
             .unwrap();
-        assert_eq!((resumed.epochs, resumed.lr), (8, 2e-4));
-        assert_eq!(
-            TrainConfig {
-                epochs: saved.epochs,
-                lr: saved.lr,
-                ..resumed
-            },
-            saved,
-            "nothing else changes"
-        );
+        assert_eq!((resumed.epochs, resumed.optimizer.lr), (8, 2e-4));
+        let mut unchanged = resumed.clone();
+        unchanged.epochs = saved.epochs;
+        unchanged.optimizer.lr = saved.optimizer.lr;
+        assert_eq!(unchanged, saved, "nothing else changes");
         let err = flags(&["--encoder", "resnet50"])
             .resumed_config(saved, Path::new("run"))
             .unwrap_err();
         assert!(err.to_string().contains("run/config.json"), "{err}");
+    }
+
+    #[test]
+    fn encoder_flags_that_contradict_each_other_are_refused_naming_the_flag() {
+        let err = |args: &[&str]| flags(args).new_config().unwrap_err().to_string();
+        assert!(err(&["--fine-tune-encoder"]).contains("--fine-tune-encoder is for pretrained"));
+        assert!(err(&["--grid", "7"]).contains("--grid"));
+        assert!(err(&["--encoder-weights", "w.pth"]).contains("--encoder-weights"));
+        assert!(err(&["--encoder", "resnet18", "--encoder-lr", "0.001"]).contains("--encoder-lr"));
+        assert!(Cli::try_parse_from(["train", "--fine-tune-encoder", "--cache-features"]).is_err());
+        let small = new_run(&["--encoder-lr", "0.001"]);
+        assert_eq!(small.encoder.mode, EncoderMode::Scratch { lr: Some(1e-3) });
+        let frozen = new_run(&["--freeze-encoder"]);
+        assert_eq!(frozen.encoder.mode, EncoderMode::Frozen { cached: false });
+        // Only a dataset on disk has pictures to cache features of.
+        assert!(err(&["--cache-features"]).contains("datasets on disk"));
+        let cached = new_run(&[&FLICKR[..], &["--cache-features"]].concat());
+        assert_eq!(cached.encoder.mode, EncoderMode::Frozen { cached: true });
     }
 }

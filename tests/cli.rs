@@ -264,8 +264,8 @@ fn print_config_shows_the_resolved_settings_and_trains_nothing() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let config: TrainConfig = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(config.lr, 1e-3, "the flag wins");
-    assert_eq!(config.hidden_dim, 512, "the preset's");
+    assert_eq!(config.optimizer.lr, 1e-3, "the flag wins");
+    assert_eq!(config.model.hidden_dim, 512, "the preset's");
     assert!(!out_dir.exists(), "nothing written");
 
     // Contradictions are refused as they would be at the start of training.

@@ -158,7 +158,7 @@ fn train_with_a_resnet_refuses_misfit_weights_and_runs_end_to_end() {
         stdout.contains("Encoder resnet18: 64x64 input, 4 grid positions of 512 features, frozen"),
         "{stdout}"
     );
-    assert!(text(&run.stderr).contains("no --encoder-weights"));
+    assert!(text(&run.stderr).contains("no encoder weights"));
     let model_json = std::fs::read_to_string(out.join("model.json")).unwrap();
     assert!(
         model_json.contains("ResNet") && model_json.contains("\"depth\": 18"),
@@ -237,14 +237,13 @@ fn the_show_attend_tell_preset_caches_efficientnet_lite_features_and_yields_to_f
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     // The recipe's settings, except where a flag was given (--lr, the quick widths).
     assert_eq!(config["preset"], "show-attend-tell");
-    assert_eq!(config["lr"], 0.001);
-    assert_eq!(config["lr_schedule"], "constant");
-    assert_eq!(config["dropout"], 0.5);
-    assert_eq!(config["embed_dim"], 16);
-    assert_eq!(config["attention_regularization"], 1.0);
-    assert_eq!(config["data"]["cache_features"], true);
-    assert_eq!(config["data"]["center_crop"], false);
-    assert_eq!(config["freeze_encoder"], true);
+    assert_eq!(config["optimizer"]["lr"], 0.001);
+    assert_eq!(config["optimizer"]["lr_schedule"], "constant");
+    assert_eq!(config["model"]["dropout"], 0.5);
+    assert_eq!(config["model"]["embed_dim"], 16);
+    assert_eq!(config["model"]["attention_regularization"], 1.0);
+    assert_eq!(config["encoder"]["mode"]["frozen"]["cached"], true);
+    assert_eq!(config["data"]["resize"], "squash");
 
     // A resumed run keeps its recipe.
     let resumed = exec(

@@ -25,7 +25,8 @@ use captioner::device::WgpuBackend as Wgpu;
 use captioner_datasets::shapes::{ShapesConfig, Split};
 use captioner_datasets::{CaptionItem, Vocab};
 use captioner_model::{
-    Captioner, CaptionerConfig, DecoderConfig, EncoderConfig, SearchConfig, Shapes, SmallCnnConfig,
+    BackboneConfig, Captioner, CaptionerConfig, DecoderConfig, EncoderConfig, SearchConfig, Shapes,
+    SmallCnnConfig,
 };
 use captioner_training::train::optimizer;
 use captioner_training::{CaptionBatcher, FixedBatch, TrainConfig};

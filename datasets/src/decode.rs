@@ -22,6 +22,30 @@ pub struct Resize {
     pub center_crop: bool,
 }
 
+/// How pictures are fitted to the square input, as runs, flags and `features` name it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeMode {
+    /// Scale the shorter side to 256/224 of the input side and cut the centre square
+    /// (torchvision's evaluation transform).
+    #[default]
+    Crop,
+    /// Squash the whole picture to the input side.
+    Squash,
+}
+
+crate::named_values!(ResizeMode: Crop = "crop" | "center-crop", Squash = "squash" | "plain");
+
+impl ResizeMode {
+    /// This fitting to `size` x `size`.
+    pub fn to_size(self, size: usize) -> Resize {
+        Resize {
+            size,
+            center_crop: self == ResizeMode::Crop,
+        }
+    }
+}
+
 impl Resize {
     /// The encoder's input made from `image`.
     pub fn apply(&self, image: &RgbImage) -> RgbImage {

@@ -13,8 +13,9 @@ use burn::tensor::Distribution;
 use captioner_model::{EncoderConfig, EncoderName};
 
 fn config(name: EncoderName) -> EncoderConfig {
-    name.pretrained_config(name.default_image_size(), name.default_grid())
-        .expect("time a pretrained architecture")
+    let row = name.row();
+    let size = row.native_size.expect("time a pretrained architecture");
+    row.config(size, None, &[])
 }
 
 fn env(name: &str, default: usize) -> usize {

@@ -12,9 +12,9 @@ use burn::nn::{Initializer, PaddingConfig2d};
 use burn::prelude::*;
 
 use crate::conv_bn::conv_bn_forward;
+use crate::encoder::{Backbone, BackboneConfig};
 use crate::frozen_batch_norm::FrozenBatchNorm2d;
 use crate::imagenet::renormalise;
-use crate::resnet::grid_features;
 
 const BN_EPS: f64 = 1e-3;
 const STEM_CHANNELS: usize = 32;
@@ -103,6 +103,21 @@ fn same_conv<B: Backend>(
         .init(device)
 }
 
+impl BackboneConfig for EfficientNetLiteConfig {
+    fn image_size(&self) -> usize {
+        self.image_size
+    }
+
+    /// The head keeps 1280 channels in every variant.
+    fn feature_dim(&self) -> usize {
+        HEAD_CHANNELS
+    }
+
+    fn grid_positions(&self) -> usize {
+        self.grid * self.grid
+    }
+}
+
 impl EfficientNetLiteConfig {
     /// `(width, depth, input size)` of the variant.
     fn coefficients(&self) -> (f64, f64, usize) {
@@ -122,16 +137,6 @@ impl EfficientNetLiteConfig {
     /// The input size the variant's weights were trained at.
     pub fn native_image_size(variant: usize) -> usize {
         Self::new().with_variant(variant).coefficients().2
-    }
-
-    /// Width of each grid feature (the head keeps 1280 channels in every variant).
-    pub fn feature_dim(&self) -> usize {
-        HEAD_CHANNELS
-    }
-
-    /// Number of grid positions of the output.
-    pub fn grid_positions(&self) -> usize {
-        self.grid * self.grid
     }
 
     /// Channels scaled by the width multiplier and rounded to a multiple of 8, never more than
@@ -221,29 +226,28 @@ impl<B: Backend> MbConv<B> {
     }
 }
 
-impl<B: Backend> EfficientNetLite<B> {
+impl<B: Backend> Backbone<B> for EfficientNetLite<B> {
     /// How the `.pth` keys (`_conv_stem.weight`, `_blocks.0._bn1.bias`, ...) map onto this
     /// module's names.
-    pub const KEY_REMAPS: [(&'static str, &'static str); 2] = [(r"^_", ""), (r"\._", ".")];
+    const KEY_REMAPS: &'static [(&'static str, &'static str)] = &[(r"^_", ""), (r"\._", ".")];
 
     /// The head's map after batch norm and ReLU6, `[batch, 1280, h, w]` (7x7 at 224x224),
     /// from ImageNet-normalised images (rescaled here to the `(x - 127) / 128` of 0..255 pixels
     /// that the weights were trained with).
-    pub fn feature_map(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
+    fn feature_map(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = renormalise(images, 255.0 / 128.0, -127.0 / 128.0);
         let x = relu6(conv_bn_forward(&self.conv_stem, &self.bn0, x));
         let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
         relu6(conv_bn_forward(&self.conv_head, &self.bn1, x))
     }
 
-    /// `[batch, 3, size, size]` ImageNet-normalised images to `[batch, grid*grid, 1280]`.
-    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
-        grid_features(self.feature_map(images), self.grid)
+    fn grid(&self) -> usize {
+        self.grid
     }
 
     /// Stops gradients into the stem and the blocks at up to a quarter of the input's
     /// resolution (the first two stages), so that fine-tuning trains the rest.
-    pub fn freeze_early_layers(self) -> Self {
+    fn freeze_early_layers(self) -> Self {
         let early = self.early_blocks;
         Self {
             conv_stem: self.conv_stem.no_grad(),

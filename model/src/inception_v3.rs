@@ -12,8 +12,8 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::{avg_pool2d, max_pool2d};
 
 use crate::conv_bn::{ConvBn, ConvShape};
+use crate::encoder::{Backbone, BackboneConfig};
 use crate::imagenet::renormalise;
-use crate::resnet::grid_features;
 
 const BN_EPS: f64 = 1e-3;
 
@@ -215,17 +215,22 @@ impl<B: Backend> Builder<'_, B> {
     }
 }
 
-impl InceptionV3Config {
-    /// Width of each grid feature (2048 at full width).
-    pub fn feature_dim(&self) -> usize {
+impl BackboneConfig for InceptionV3Config {
+    fn image_size(&self) -> usize {
+        self.image_size
+    }
+
+    /// 2048 at full width.
+    fn feature_dim(&self) -> usize {
         2048 / self.width_divisor
     }
 
-    /// Number of grid positions of the output.
-    pub fn grid_positions(&self) -> usize {
+    fn grid_positions(&self) -> usize {
         self.grid * self.grid
     }
+}
 
+impl InceptionV3Config {
     /// Builds the network with random weights and identity batch statistics.
     pub fn init<B: Backend>(&self, device: &B::Device) -> InceptionV3<B> {
         assert!(
@@ -347,8 +352,19 @@ impl<B: Backend> InceptionE<B> {
 }
 
 impl<B: Backend> InceptionV3<B> {
+    /// ImageNet-normalised input rescaled to `(x - 0.5) / 0.5` of the 0..1 pixel values.
+    fn transform(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
+        if self.transform_input {
+            renormalise(images, 2.0, -1.0)
+        } else {
+            images
+        }
+    }
+}
+
+impl<B: Backend> Backbone<B> for InceptionV3<B> {
     /// How torchvision's `.pth` keys map onto this module's names.
-    pub const KEY_REMAPS: [(&'static str, &'static str); 11] = [
+    const KEY_REMAPS: &'static [(&'static str, &'static str)] = &[
         (r"^Conv2d_", "conv2d_"),
         (r"^Mixed_5b\.", "mixed_5.0."),
         (r"^Mixed_5c\.", "mixed_5.1."),
@@ -362,17 +378,8 @@ impl<B: Backend> InceptionV3<B> {
         (r"^Mixed_", "mixed_"),
     ];
 
-    /// ImageNet-normalised input rescaled to `(x - 0.5) / 0.5` of the 0..1 pixel values.
-    fn transform(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
-        if self.transform_input {
-            renormalise(images, 2.0, -1.0)
-        } else {
-            images
-        }
-    }
-
     /// `Mixed_7c`'s map, `[batch, 2048, h, w]` (8x8 at 299x299), before pooling.
-    pub fn feature_map(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
+    fn feature_map(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = self.transform(images);
         let x = basic(&self.conv2d_1a_3x3, x);
         let x = basic(&self.conv2d_2a_3x3, x);
@@ -386,14 +393,13 @@ impl<B: Backend> InceptionV3<B> {
         self.mixed_7.iter().fold(x, |x, block| block.forward(x))
     }
 
-    /// `[batch, 3, size, size]` normalised images to `[batch, grid*grid, 2048]`.
-    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
-        grid_features(self.feature_map(images), self.grid)
+    fn grid(&self) -> usize {
+        self.grid
     }
 
     /// Stops gradients into everything before `Mixed_6a`, so that fine-tuning trains the
     /// 17x17 and 8x8 stages only.
-    pub fn freeze_early_layers(self) -> Self {
+    fn freeze_early_layers(self) -> Self {
         Self {
             conv2d_1a_3x3: self.conv2d_1a_3x3.no_grad(),
             conv2d_2a_3x3: self.conv2d_2a_3x3.no_grad(),

@@ -34,7 +34,10 @@ pub use batch::{
 pub use captioner::{teacher_forced_loss, Captioner, CaptionerConfig, CaptionerOutput};
 pub use decoder::{Decoder, DecoderConfig};
 pub use efficientnet_lite::{EfficientNetLite, EfficientNetLiteConfig};
-pub use encoder::{Encoder, EncoderConfig, EncoderName};
+pub use encoder::{
+    Backbone, BackboneConfig, Encoder, EncoderConfig, EncoderMode, EncoderName, EncoderRow,
+    EncoderSettings, Network,
+};
 pub use inception_v3::{InceptionV3, InceptionV3Config};
 pub use resnet::{ResNet, ResNetConfig};
 pub use search::{beam_search, fixed_search_images, greedy, Caption, SearchConfig};

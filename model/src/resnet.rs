@@ -11,6 +11,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
 
 use crate::conv_bn::{conv_bn_forward, ConvBn, ConvShape};
+use crate::encoder::{Backbone, BackboneConfig};
 use crate::frozen_batch_norm::FrozenBatchNorm2d;
 
 const BN_EPS: f64 = 1e-5;
@@ -30,6 +31,22 @@ pub struct ResNetConfig {
     /// times 4 for bottleneck blocks). Only the test fixtures use other widths.
     #[config(default = 64)]
     pub width: usize,
+}
+
+impl BackboneConfig for ResNetConfig {
+    fn image_size(&self) -> usize {
+        self.image_size
+    }
+
+    /// 512 for ResNet-18/34, 2048 for the others.
+    fn feature_dim(&self) -> usize {
+        let (_, bottleneck) = self.layout();
+        self.width * 8 * if bottleneck { 4 } else { 1 }
+    }
+
+    fn grid_positions(&self) -> usize {
+        self.grid * self.grid
+    }
 }
 
 /// Two 3x3 convolutions (ResNet-18 and -34).
@@ -91,17 +108,6 @@ impl ResNetConfig {
             152 => ([3, 8, 36, 3], true),
             d => panic!("no ResNet-{d}: the depths are 18, 34, 50, 101 and 152"),
         }
-    }
-
-    /// Width of each grid feature: 512 for ResNet-18/34, 2048 for the others.
-    pub fn feature_dim(&self) -> usize {
-        let (_, bottleneck) = self.layout();
-        self.width * 8 * if bottleneck { 4 } else { 1 }
-    }
-
-    /// Number of grid positions of the output.
-    pub fn grid_positions(&self) -> usize {
-        self.grid * self.grid
     }
 
     /// Builds the network with random weights and identity batch statistics.
@@ -181,15 +187,15 @@ impl<B: Backend> Block<B> {
     }
 }
 
-impl<B: Backend> ResNet<B> {
+impl<B: Backend> Backbone<B> for ResNet<B> {
     /// How torchvision's `.pth` keys map onto this module's names.
-    pub const KEY_REMAPS: [(&'static str, &'static str); 2] = [
+    const KEY_REMAPS: &'static [(&'static str, &'static str)] = &[
         (r"\.downsample\.0\.", ".downsample.conv."),
         (r"\.downsample\.1\.", ".downsample.bn."),
     ];
 
     /// The last stage's map, `[batch, channels, size/32, size/32]`, before pooling.
-    pub fn feature_map(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
+    fn feature_map(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = relu(conv_bn_forward(&self.conv1, &self.bn1, images));
         let mut x = max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false);
         for layer in [&self.layer1, &self.layer2, &self.layer3, &self.layer4] {
@@ -200,14 +206,13 @@ impl<B: Backend> ResNet<B> {
         x
     }
 
-    /// `[batch, 3, size, size]` normalised images to `[batch, grid*grid, channels]`.
-    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
-        grid_features(self.feature_map(images), self.grid)
+    fn grid(&self) -> usize {
+        self.grid
     }
 
     /// Stops gradients into the stem and the first stage, so that fine-tuning trains
     /// `layer2`..`layer4` only (the usual recipe).
-    pub fn freeze_early_layers(self) -> Self {
+    fn freeze_early_layers(self) -> Self {
         Self {
             conv1: self.conv1.no_grad(),
             bn1: self.bn1.no_grad(),

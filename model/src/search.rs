@@ -13,7 +13,7 @@ use crate::decoder::{DecodeState, Decoder};
 use crate::tokens::{END, PAD, START, UNK};
 
 /// How to decode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SearchConfig {
     /// Beams kept per image; 1 is greedy decoding.
     pub beam_size: usize,

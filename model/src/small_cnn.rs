@@ -6,9 +6,14 @@
 //! with `cargo run --release -p captioner-model --example conv_timing`), and it is the same
 //! arithmetic on every backend.
 
+use std::path::Path;
+
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+
+use crate::encoder::{Backbone, BackboneConfig};
+use crate::torchvision_weights::{LoadedWeights, WeightsError};
 
 /// Shape of a [`SmallCnn`].
 #[derive(Config, Debug)]
@@ -33,20 +38,25 @@ pub struct SmallCnn<B: Backend> {
     positions: burn::module::Param<Tensor<B, 2>>,
 }
 
+impl BackboneConfig for SmallCnnConfig {
+    fn image_size(&self) -> usize {
+        self.image_size
+    }
+
+    /// Its last stage's channels.
+    fn feature_dim(&self) -> usize {
+        *self.channels.last().expect("at least one stage")
+    }
+
+    fn grid_positions(&self) -> usize {
+        self.grid_size().pow(2)
+    }
+}
+
 impl SmallCnnConfig {
     /// Side of the output grid.
     pub fn grid_size(&self) -> usize {
         self.image_size >> self.channels.len()
-    }
-
-    /// Number of grid positions of the output.
-    pub fn grid_positions(&self) -> usize {
-        self.grid_size().pow(2)
-    }
-
-    /// Width of each grid feature.
-    pub fn feature_dim(&self) -> usize {
-        *self.channels.last().expect("at least one stage")
     }
 
     /// Builds the network with random weights.
@@ -106,16 +116,48 @@ fn neighbourhoods<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 }
 
 impl<B: Backend> SmallCnn<B> {
-    /// `[batch, 3, size, size]` images to `[batch, positions, channels]` features.
-    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
+    /// The last convolution's map, channels last: `[batch, h, w, channels]`.
+    fn map_channels_last(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
         let mut x = images.permute([0, 2, 3, 1]);
         for down in &self.downs {
             x = relu(down.forward(space_to_depth(x, 2)));
         }
-        let x = relu(self.mix.forward(neighbourhoods(x.clone())) + x);
+        relu(self.mix.forward(neighbourhoods(x.clone())) + x)
+    }
+}
+
+impl<B: Backend> Backbone<B> for SmallCnn<B> {
+    /// It has no published weights.
+    const KEY_REMAPS: &'static [(&'static str, &'static str)] = &[];
+
+    fn feature_map(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.map_channels_last(images).permute([0, 3, 1, 2])
+    }
+
+    fn grid(&self) -> usize {
+        self.positions.dims()[0].isqrt()
+    }
+
+    /// `[batch, 3, size, size]` images to `[batch, positions, channels]` features: the map,
+    /// layer-normalised, plus a learned embedding per position.
+    fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
+        let x = self.map_channels_last(images);
         let [b, h, w, c] = x.dims();
         let grid = self.norm.forward(x.reshape([b, h * w, c]));
         grid + self.positions.val().unsqueeze_dim(0)
+    }
+
+    /// Trained from scratch, it has no early layers to keep: returned as it is.
+    fn freeze_early_layers(self) -> Self {
+        self
+    }
+
+    fn load_weights(&mut self, path: &Path, _network: &str) -> Result<LoadedWeights, WeightsError> {
+        Err(WeightsError::Read {
+            path: path.to_path_buf(),
+            message: "the small CNN has no published weights; pick a pretrained encoder                       (a ResNet, inception-v3 or efficientnet-lite0)"
+                .into(),
+        })
     }
 }
 

@@ -13,7 +13,8 @@ type B = NdArray;
 use burn::prelude::*;
 use burn_store::{ModuleStore, SafetensorsStore};
 use captioner_model::{
-    EfficientNetLiteConfig, Encoder, EncoderConfig, InceptionV3Config, ResNetConfig, WeightsError,
+    Backbone, EfficientNetLiteConfig, Encoder, EncoderConfig, InceptionV3Config, ResNetConfig,
+    WeightsError,
 };
 
 #[cfg(feature = "flex")]
@@ -69,7 +70,7 @@ fn assert_close<B: Backend, const D: usize>(
 fn loaded<B: Backend>(config: EncoderConfig, file: &str, network: &str) -> Encoder<B> {
     let mut encoder = config.init::<B>(&Default::default());
     let report = encoder
-        .load_torchvision(&fixture(file), network)
+        .load_weights(&fixture(file), network)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(report.applied > 0);
     encoder
@@ -188,7 +189,7 @@ fn weights_of_another_network_are_refused_with_the_keys_named() {
     let config = EncoderConfig::ResNet(ResNetConfig::new(18).with_width(8));
     let mut encoder = config.init::<B>(&Default::default());
     let err = encoder
-        .load_torchvision(&fixture("resnet50_w8.pth"), "resnet18")
+        .load_weights(&fixture("resnet50_w8.pth"), "resnet18")
         .unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, WeightsError::Mismatch { .. }), "{text}");
@@ -204,7 +205,7 @@ fn weights_of_another_network_are_refused_with_the_keys_named() {
     // Full-width ResNet-18 against the narrow file: shapes named, model's then file's.
     let mut wide = EncoderConfig::ResNet(ResNetConfig::new(18)).init::<B>(&Default::default());
     let text = wide
-        .load_torchvision(&fixture("resnet18_w8.pth"), "resnet18")
+        .load_weights(&fixture("resnet18_w8.pth"), "resnet18")
         .unwrap_err()
         .to_string();
     assert!(
@@ -214,7 +215,7 @@ fn weights_of_another_network_are_refused_with_the_keys_named() {
 
     // Not a weights file at all.
     let text = wide
-        .load_torchvision(&fixture("make_encoders.py"), "resnet18")
+        .load_weights(&fixture("make_encoders.py"), "resnet18")
         .unwrap_err()
         .to_string();
     assert!(
@@ -231,7 +232,7 @@ fn a_deeper_resnets_file_is_not_silently_truncated() {
     let mut resnet34 =
         EncoderConfig::ResNet(ResNetConfig::new(34).with_width(8)).init::<B>(&Default::default());
     let text = resnet34
-        .load_torchvision(&fixture("resnet18_w8.pth"), "resnet34")
+        .load_weights(&fixture("resnet18_w8.pth"), "resnet34")
         .unwrap_err()
         .to_string();
     assert!(

@@ -127,7 +127,7 @@ impl ModelJob {
                  out --dataset and --data-dir)"
             ),
         };
-        if !files.cache_features {
+        if !run.train_config.encoder.cached() {
             return held_out_split(&files, args.split, None);
         }
         // A run that learned from cached features reads the split through a cache of its

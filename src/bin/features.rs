@@ -11,11 +11,11 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use captioner::device::{run_chosen, BackendJob, DeviceKind, Target};
 use captioner::npy;
-use captioner_datasets::decode::{decode_all, Resize};
+use captioner_datasets::decode::{decode_all, ResizeMode};
 use captioner_datasets::image::{to_normalized_chw, RgbImage};
-use captioner_model::{EncoderConfig, EncoderName};
-use captioner_training::train::load_encoder_weights;
-use clap::{Parser, ValueEnum};
+use captioner_model::{EncoderConfig, EncoderMode, EncoderName, EncoderSettings};
+use captioner_training::train::report_encoder_weights;
+use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Write the feature grid of each picture as `OUT/<picture stem>.npy`.
@@ -23,7 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Each file holds a float32 array `[grid*grid, channels]` (positions in row-major order: the
 /// top row of the grid first), computed after exactly the preprocessing that `train` uses:
 /// the shorter side scaled to 256/224 of the input size and the centre square cut (or, with
-/// --resize plain, the picture squashed to the input size), ImageNet mean/std normalisation,
+/// --resize squash, the picture squashed to the input size), ImageNet mean/std normalisation,
 /// the network up to its last convolutional stage, and average pooling to the grid.
 /// Pictures that cannot be read are reported and skipped (exit status 1).
 #[derive(Debug, Parser)]
@@ -41,9 +41,10 @@ struct Args {
     /// Folder the .npy files are written to (created if needed).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// How pictures become the square input: crop (scale the shorter side, cut the centre)
-    /// or plain (squash the whole picture).
-    #[arg(long, value_enum, default_value_t = ResizeMode::Crop)]
+    /// How pictures become the square input: crop (scale the shorter side to 256/224 of the
+    /// input and cut the centre square, torchvision's evaluation transform) or squash (the
+    /// whole picture resized; `plain` is accepted too).
+    #[arg(long, value_name = "crop|squash", default_value_t = ResizeMode::Crop)]
     resize: ResizeMode,
     /// Side of the square input [default: 224; Inception v3: 299; EfficientNet-Lite1: 240,
     /// Lite2: 260].
@@ -65,39 +66,34 @@ struct Args {
     images: Vec<PathBuf>,
 }
 
-/// `--resize`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ResizeMode {
-    /// Shorter side to 256/224 of the input size, then the centre square (torchvision's
-    /// evaluation transform).
-    Crop,
-    /// The whole picture squashed to the input size.
-    Plain,
-}
-
 impl Args {
-    fn encoder_config(&self) -> Result<EncoderConfig> {
-        let size = self.image_size.unwrap_or(self.encoder.default_image_size());
-        let grid = self.grid.unwrap_or(self.encoder.default_grid());
-        if grid == 0 {
-            bail!("--grid must be at least 1");
-        }
-        let min = self.encoder.min_image_size();
-        if size < min {
+    /// The pretrained encoder asked for, frozen.
+    fn encoder(&self) -> Result<(EncoderSettings, usize)> {
+        if !self.encoder.is_pretrained() {
             bail!(
-                "{} needs pictures of at least {min}x{min} (--image-size {size} given)",
-                self.encoder
+                "features runs a pretrained encoder: pick resnet18, ..., resnet152, inception-v3 \
+                 or efficientnet-lite0/1/2"
             );
         }
-        self.encoder.pretrained_config(size, grid).with_context(|| {
-            "features runs a pretrained encoder: pick resnet18, ..., resnet152, inception-v3 \
-             or efficientnet-lite0/1/2"
-        })
+        let settings = EncoderSettings {
+            name: self.encoder,
+            weights: self.encoder_weights.clone(),
+            grid: self.grid,
+            channels: Vec::new(),
+            mode: EncoderMode::Frozen { cached: false },
+        };
+        let size = self
+            .image_size
+            .or(self.encoder.row().native_size)
+            .expect("a pretrained encoder has a native input size");
+        settings.check(size).map_err(anyhow::Error::msg)?;
+        Ok((settings, size))
     }
 }
 
 struct FeaturesJob {
     args: Args,
+    settings: EncoderSettings,
     config: EncoderConfig,
     /// Output file and resized picture, in input order.
     pictures: Vec<(PathBuf, std::sync::Arc<RgbImage>)>,
@@ -107,13 +103,13 @@ impl BackendJob for FeaturesJob {
     type Output = ();
     fn run<B: AutodiffBackend>(self, target: Target<B>) -> Result<()> {
         let device = target.device;
-        let mut encoder = self.config.init::<B::InnerBackend>(&device);
-        load_encoder_weights(
-            &mut encoder,
-            self.args.encoder,
-            self.args.encoder_weights.as_deref(),
-        )?;
         let size = self.config.image_size();
+        let weights = self.settings.weights.as_deref();
+        let (encoder, loaded) = self
+            .settings
+            .build::<B::InnerBackend>(size, weights, &device)
+            .map_err(anyhow::Error::msg)?;
+        report_encoder_weights(self.settings.name, weights, loaded.as_ref());
         let (positions, channels) = (self.config.grid_positions(), self.config.feature_dim());
         let bar = ProgressBar::new(self.pictures.len() as u64);
         bar.set_style(
@@ -179,14 +175,12 @@ fn output_paths(args: &Args) -> Result<Vec<PathBuf>> {
 }
 
 fn run(args: Args) -> Result<usize> {
-    let config = args.encoder_config()?;
+    let (settings, size) = args.encoder()?;
+    let config = settings.config(size);
     let outputs = output_paths(&args)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let resize = Resize {
-        size: config.image_size(),
-        center_crop: args.resize == ResizeMode::Crop,
-    };
+    let resize = args.resize.to_size(size);
     let decoded = decode_all(&args.images, &resize, args.images.len() > 1, true);
     for error in &decoded.errors {
         eprintln!("error: {error} (skipped)");
@@ -203,6 +197,7 @@ fn run(args: Args) -> Result<usize> {
             device,
             FeaturesJob {
                 args,
+                settings,
                 config,
                 pictures,
             },

@@ -57,7 +57,7 @@ impl BackendJob for InferJob {
         let run_dir = RunDir::new(&self.args.model);
         let run = run_dir.load::<B::InnerBackend>(&device)?;
         // The pictures are prepared as in training (centre crop for photo datasets).
-        let resize = run_dir.load_train_config()?.data.resize();
+        let resize = run.train_config.data.resize();
         let search = SearchConfig {
             beam_size: self.args.beam_size as usize,
             max_len: self.args.max_len,

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use burn::tensor::backend::AutodiffBackend;
 use captioner::device::{choose, run_on, BackendJob, DeviceKind, DeviceList, ShapesFlag, Target};
 use captioner::settings::TrainFlags;
@@ -102,30 +102,28 @@ fn main() -> Result<()> {
         None => args.device,
     };
     let artifacts = Path::new("artifacts");
-    let resume_run = || match args.out.clone().or_else(|| newest_run(artifacts)) {
-        Some(root) => Ok(RunDir::new(root)),
-        None => Err(anyhow!(
-            "--resume needs a run to continue: pass --out <run folder>"
-        )),
-    };
-    if args.print_config {
-        let config = if args.resume {
-            let run = resume_run()?;
-            (args.settings).resumed_config(run.load_train_config()?, run.root())?
-        } else {
-            args.settings.new_config()?
+    // The run folder and its settings, resolved once: printed, or trained with.
+    let (run, config) = if args.resume {
+        let run = match args.out.clone().or_else(|| newest_run(artifacts)) {
+            Some(root) => RunDir::new(root),
+            None => bail!("--resume needs a run to continue: pass --out <run folder>"),
         };
-        config.check().map_err(anyhow::Error::msg)?;
-        println!("{}", serde_json::to_string_pretty(&config)?);
-        return Ok(());
-    }
-    let chosen = choose(kind)?;
-    eprintln!("{chosen}");
-    let (run, config, resume_from) = if args.resume {
-        let run = resume_run()?;
         let config = args
             .settings
             .resumed_config(run.load_train_config()?, run.root())?;
+        (run, config)
+    } else {
+        let run = match &args.out {
+            Some(dir) => RunDir::new(dir),
+            None => RunDir::timestamped(artifacts, args.settings.dataset.name()),
+        };
+        (run, args.settings.new_config()?)
+    };
+    if args.print_config {
+        println!("{}", serde_json::to_string_pretty(&config)?);
+        return Ok(());
+    }
+    let resume_from = if args.resume {
         let Some(epoch) = run.last_checkpoint() else {
             bail!(
                 "{} has no checkpoint to resume from; start a new run without --resume",
@@ -138,21 +136,21 @@ fn main() -> Result<()> {
                 run.root().display()
             );
         }
-        println!("Resuming {} from epoch {epoch}", run.root().display());
-        (run, config, Some(epoch))
+        Some(epoch)
     } else {
-        let run = match &args.out {
-            Some(dir) => RunDir::new(dir),
-            None => RunDir::timestamped(artifacts, args.settings.dataset.name()),
-        };
         if run.train_config().exists() {
             bail!(
                 "{} already holds a run: pass --resume to continue it, or another --out",
                 run.root().display()
             );
         }
-        (run, args.settings.new_config()?, None)
+        None
     };
+    let chosen = choose(kind)?;
+    eprintln!("{chosen}");
+    if let Some(epoch) = resume_from {
+        println!("Resuming {} from epoch {epoch}", run.root().display());
+    }
     println!("Run folder {}", run.root().display());
     let indices = args.devices.map(|d| d.indices).unwrap_or_default();
     let report = run_on(

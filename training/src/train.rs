@@ -20,14 +20,13 @@ use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraini
 use captioner_datasets::vocab::PAD;
 use captioner_datasets::Vocab;
 use captioner_model::{
-    CaptionerConfig, DecoderConfig, Encoder, EncoderConfig, EncoderName, SearchConfig, Shapes,
-    SmallCnnConfig,
+    CaptionerConfig, DecoderConfig, Encoder, EncoderConfig, EncoderName, LoadedWeights, Shapes,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::batcher::{CaptionBatcher, FixedBatch};
 use crate::config::DataSource;
-use crate::config::{EncoderTraining, SelectBy, TrainConfig};
+use crate::config::{SelectBy, TrainConfig};
 use crate::data::{prepare, DataSummary, OpenCache};
 use crate::evaluate::{evaluate, EvalReport};
 use crate::feature_cache::CacheEncoder;
@@ -64,47 +63,30 @@ pub struct TrainReport {
 
 /// The encoder that `config` asks for.
 pub fn encoder_config(config: &TrainConfig) -> EncoderConfig {
-    let image_size = config.data.image_size();
-    let grid = config.grid.unwrap_or(config.encoder.default_grid());
-    match config.encoder {
-        EncoderName::SmallCnn => EncoderConfig::SmallCnn(
-            SmallCnnConfig::new()
-                .with_image_size(image_size)
-                .with_channels(config.cnn_channels.clone()),
-        ),
-        name => name
-            .pretrained_config(image_size, grid)
-            .expect("every other encoder is pretrained"),
-    }
+    config.encoder.config(config.data.image_size())
 }
 
-/// Loads `weights` into `encoder` (named `name`) and says so on stderr, or warns that a
-/// pretrained architecture keeps its random weights.
-pub fn load_encoder_weights<B: Backend>(
-    encoder: &mut Encoder<B>,
+/// Says on stderr what [`EncoderSettings::build`] loaded for `name`, or warns that a
+/// pretrained network keeps its random weights.
+pub fn report_encoder_weights(
     name: EncoderName,
     weights: Option<&Path>,
-) -> Result<()> {
-    match weights {
-        Some(path) => {
-            let loaded = encoder
-                .load_torchvision(path, name.name())
-                .map_err(anyhow::Error::msg)?;
-            eprintln!(
-                "Encoder {name}: {} tensors loaded from {} ({} left out: classifier, counters)",
-                loaded.applied,
-                path.display(),
-                loaded.ignored
-            );
-        }
-        None if name.is_pretrained() => eprintln!(
-            "warning: no --encoder-weights: {name} starts from random weights. For ImageNet \
-             features {} (see README)",
+    loaded: Option<&LoadedWeights>,
+) {
+    match (weights, loaded) {
+        (Some(path), Some(loaded)) => eprintln!(
+            "Encoder {name}: {} tensors loaded from {} ({} left out: classifier, counters)",
+            loaded.applied,
+            path.display(),
+            loaded.ignored
+        ),
+        (None, _) if name.is_pretrained() => eprintln!(
+            "warning: no encoder weights: {name} starts from random weights. For ImageNet \
+             features {} (see docs/encoders.md)",
             name.weights_hint().unwrap_or_default()
         ),
-        None => {}
+        _ => {}
     }
-    Ok(())
 }
 
 /// The encoder of a run: built, its ImageNet weights loaded when given, and frozen as far as
@@ -112,51 +94,50 @@ pub fn load_encoder_weights<B: Backend>(
 /// run caches features (the cache is keyed by the loaded weights): the checkpoint holds them.
 pub fn build_encoder<B: AutodiffBackend>(
     config: &TrainConfig,
-    encoder_config: &EncoderConfig,
     resuming: bool,
     device: &B::Device,
 ) -> Result<Encoder<B>> {
-    let mut encoder = encoder_config.init::<B>(device);
-    let name = config.encoder.name();
-    match config.encoder_weights.as_deref() {
-        Some(path) if resuming && !config.features_cached() && !path.exists() => eprintln!(
-            "warning: {} is gone; the checkpoint holds the encoder's weights",
-            path.display()
-        ),
-        weights => load_encoder_weights(&mut encoder, config.encoder, weights)?,
-    }
-    let training = config.encoder_training();
-    let what = match training {
-        EncoderTraining::Frozen => "frozen".to_string(),
-        EncoderTraining::Whole => format!("trained whole at lr {}", config.encoder_lr()),
-        EncoderTraining::LaterLayers => {
-            format!("later layers fine-tuned at lr {}", config.encoder_lr())
+    let settings = &config.encoder;
+    let weights = match settings.weights.as_deref() {
+        Some(path) if resuming && !settings.cached() && !path.exists() => {
+            eprintln!(
+                "warning: {} is gone; the checkpoint holds the encoder's weights",
+                path.display()
+            );
+            None
         }
+        weights => weights,
     };
+    let (encoder, loaded) = settings
+        .build::<B>(config.data.image_size(), weights, device)
+        .map_err(anyhow::Error::msg)?;
+    if !resuming || weights.is_some() {
+        report_encoder_weights(settings.name, weights, loaded.as_ref());
+    }
+    let shape = encoder_config(config);
     println!(
-        "Encoder {name}: {}x{} input, {} grid positions of {} features, {what}",
-        encoder_config.image_size(),
-        encoder_config.image_size(),
-        encoder_config.grid_positions(),
-        encoder_config.feature_dim()
+        "Encoder {}: {}x{} input, {} grid positions of {} features, {}",
+        settings.name,
+        shape.image_size(),
+        shape.image_size(),
+        shape.grid_positions(),
+        shape.feature_dim(),
+        settings.describe_mode()
     );
-    Ok(match training {
-        EncoderTraining::Frozen => encoder.no_grad(),
-        EncoderTraining::Whole => encoder,
-        EncoderTraining::LaterLayers => encoder.freeze_early_layers(),
-    })
+    Ok(encoder)
 }
 
 /// The model shape that `config` asks for, with a vocabulary of `vocab_size` words.
 pub fn model_config(config: &TrainConfig, vocab_size: usize) -> CaptionerConfig {
     let encoder = encoder_config(config);
+    let model = &config.model;
     let decoder = DecoderConfig::new(vocab_size, encoder.feature_dim())
-        .with_embed_dim(config.embed_dim)
-        .with_attention_dim(config.attention_dim)
-        .with_hidden_dim(config.hidden_dim)
-        .with_dropout(config.dropout);
+        .with_embed_dim(model.embed_dim)
+        .with_attention_dim(model.attention_dim)
+        .with_hidden_dim(model.hidden_dim)
+        .with_dropout(model.dropout);
     CaptionerConfig::new(encoder, decoder)
-        .with_attention_regularization(config.attention_regularization)
+        .with_attention_regularization(model.attention_regularization)
 }
 
 /// The optimiser of a run on `devices` devices: Adam with PyTorch's epsilon, which recipes
@@ -168,11 +149,11 @@ pub fn optimizer<B: AutodiffBackend>(
     config: &TrainConfig,
     devices: usize,
 ) -> EncoderDecoderAdam<B> {
-    let clip = config.grad_clip * devices.max(1) as f32;
+    let clip = config.optimizer.grad_clip * devices.max(1) as f32;
     let adam = AdamConfig::new()
         .with_epsilon(1e-8)
         .with_grad_clipping(Some(GradientClippingConfig::Value(clip)));
-    EncoderDecoderAdam::new(&adam, config.encoder_lr() / config.lr)
+    EncoderDecoderAdam::new(&adam, config.encoder_lr() / config.optimizer.lr)
 }
 
 /// Optimiser steps in an epoch of `items` training captions in batches of `batch_size` on
@@ -219,9 +200,9 @@ pub fn train<B: AutodiffBackend>(
         B::seed(device, config.seed);
     }
     let encoder_config = encoder_config(&config);
-    let encoder = build_encoder::<B>(&config, &encoder_config, resume_from.is_some(), &device)?;
+    let encoder = build_encoder::<B>(&config, resume_from.is_some(), &device)?;
     let cached = match &config.data {
-        DataSource::Files(files) if files.cache_features => Some(files),
+        DataSource::Files(files) if config.encoder.cached() => Some(files),
         _ => None,
     };
     let open_cache = |paths: &[std::path::PathBuf]| {
@@ -259,13 +240,11 @@ pub fn train<B: AutodiffBackend>(
         data.train.len(),
         vocab.len()
     );
-    let search = SearchConfig {
-        beam_size: config.beam_size,
-        max_len: config.max_len,
-    };
+    let search = config.search;
     let history = ValidationHistory::new(config.validation.clone());
     let schedule = PlateauDecay::new(
-        BaseSchedule::new(config.lr_schedule, config.lr, steps).map_err(anyhow::Error::msg)?,
+        BaseSchedule::new(config.optimizer.lr_schedule, config.optimizer.lr, steps)
+            .map_err(anyhow::Error::msg)?,
         history.clone(),
     );
     let cache = data.held_out.cache.clone();
@@ -288,7 +267,7 @@ pub fn train<B: AutodiffBackend>(
         "Validation: every epoch {} of {} images captioned (beam {}), best epoch by {}",
         sample.len(),
         data.valid.num_images(),
-        config.beam_size,
+        config.search.beam_size,
         config.validation.select_by.label()
     );
     let valid = data.valid.per_image();
@@ -310,7 +289,7 @@ pub fn train<B: AutodiffBackend>(
     let caption_metric = |shown| {
         CaptionScoreMetric::new(
             shown,
-            config.beam_size,
+            config.search.beam_size,
             shared_vocab.clone(),
             valid_references.clone(),
             history.clone(),

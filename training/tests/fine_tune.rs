@@ -10,8 +10,8 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn_store::ModuleSnapshot;
 use captioner_model::{
-    CaptionBatch, Captioner, CaptionerConfig, DecoderConfig, EncoderConfig, EncoderInput,
-    ResNetConfig, Shapes,
+    BackboneConfig, CaptionBatch, Captioner, CaptionerConfig, DecoderConfig, EncoderConfig,
+    EncoderInput, ResNetConfig, Shapes,
 };
 use captioner_training::optimizer::EncoderDecoderAdam;
 

@@ -11,8 +11,8 @@ use captioner_datasets::decode::Resize;
 use captioner_datasets::shapes::{ShapesConfig, Split};
 use captioner_datasets::{CaptionItem, Vocab};
 use captioner_model::{
-    fixed_search_images, CaptionBatch, Captioner, CaptionerConfig, DecodeRequest, DecoderConfig,
-    EncoderConfig, SearchConfig, Shapes, SmallCnnConfig,
+    fixed_search_images, BackboneConfig, CaptionBatch, Captioner, CaptionerConfig, DecodeRequest,
+    DecoderConfig, EncoderConfig, SearchConfig, Shapes, SmallCnnConfig,
 };
 use captioner_training::{CaptionBatcher, FixedBatch};
 

@@ -13,8 +13,8 @@ use captioner_datasets::shapes::{Scene, ShapesConfig, Split};
 use captioner_datasets::{CaptionItem, Vocab};
 use captioner_model::tokens::UNK;
 use captioner_model::{
-    beam_search, greedy, CaptionBatch, Captioner, CaptionerConfig, DecoderConfig, EncoderConfig,
-    EncoderInput, SearchConfig, SmallCnnConfig,
+    beam_search, greedy, BackboneConfig, CaptionBatch, Captioner, CaptionerConfig, DecoderConfig,
+    EncoderConfig, EncoderInput, SearchConfig, SmallCnnConfig,
 };
 use captioner_training::run_dir::WeightsRecorder;
 use captioner_training::CaptionBatcher;
