@@ -8,7 +8,7 @@ implementation, on real photos (an experiment, not a test: it needs the weights 
         --photos ../shared/data/flickr8k/Flicker8k_Dataset --count 20
 
 The photos are first written as PNG so that both sides read the same pixels (the Rust and PIL
-JPEG decoders round differently). `features --resize plain` encodes them with our network;
+JPEG decoders round differently). `features --resize squash` encodes them with our network;
 the reference (`efficientnet_lite_pytorch`, the layout of the weights file) encodes the same
 224x224 pixels scaled to (x - 127) / 128. Prints the largest difference relative to the
 largest feature, per photo and overall, and the ImageNet top-5 of a few photos from our
@@ -61,7 +61,7 @@ def main():
         out = os.path.join(tmp, "features")
         subprocess.run(
             [args.features_bin, "--encoder", f"efficientnet-lite{args.variant}", "--encoder-weights",
-             args.weights, "--resize", "plain", "--device", args.device, "--out", out, *pngs],
+             args.weights, "--resize", "squash", "--device", args.device, "--out", out, *pngs],
             check=True,
         )
         worst = 0.0

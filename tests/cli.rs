@@ -302,6 +302,22 @@ fn train_on_a_flickr8k_folder_lists_what_it_skips_and_strict_refuses() {
     let dir = temp_dir("flickr8k");
     let data = dir.join("flickr8k");
     flickr8k_fixture(&data);
+    // A test split of two more pictures, scored once at the end.
+    let mut tokens =
+        std::fs::read_to_string(data.join("Flickr8k_text/Flickr8k.token.txt")).unwrap();
+    for i in 8..10u32 {
+        let name = format!("{i}.jpg");
+        image::RgbImage::from_pixel(36, 30 + i, image::Rgb([220, 30, 30]))
+            .save(data.join("Flicker8k_Dataset").join(&name))
+            .unwrap();
+        tokens.push_str(&format!("{name}#0\tA red wall .\n"));
+    }
+    std::fs::write(data.join("Flickr8k_text/Flickr8k.token.txt"), tokens).unwrap();
+    std::fs::write(
+        data.join("Flickr8k_text/Flickr_8k.testImages.txt"),
+        "8.jpg\n9.jpg\n",
+    )
+    .unwrap();
     let out_dir = dir.join("run");
     let flags = quick_flickr8k_flags(&data);
     let small: Vec<&str> = flags.iter().map(String::as_str).collect();
@@ -316,11 +332,22 @@ fn train_on_a_flickr8k_folder_lists_what_it_skips_and_strict_refuses() {
     assert!(stdout.contains("1 unreadable images"), "{stdout}");
     assert!(stdout.contains("broken.jpg"), "{stdout}");
     assert!(stdout.contains("Flickr8k.token.txt:18:"), "{stdout}");
-    assert!(stdout.contains("Held-out dev images: 2"), "{stdout}");
+    assert!(
+        stdout.contains("test: 2 images, 2 captions (scored once, at the end)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("dev images (the split that picked the best epoch): 2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Held-out test images: 2"), "{stdout}");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
             .unwrap();
     assert_eq!(report["data"]["skipped"]["unreadable images"], 1);
+    assert_eq!(report["eval"]["picked_best_epoch"], true);
+    assert_eq!(report["test"]["images"], 2);
+    assert_eq!(report["test"]["picked_best_epoch"], false);
 
     let picture = data.join("Flicker8k_Dataset/1.jpg");
     let out = exec(
@@ -354,7 +381,10 @@ fn train_on_a_flickr8k_folder_lists_what_it_skips_and_strict_refuses() {
         lazy_out.contains("decodes them again every epoch"),
         "{lazy_out}"
     );
-    assert!(lazy_out.contains("Held-out dev images: 2"), "{lazy_out}");
+    assert!(
+        lazy_out.contains("dev images (the split that picked the best epoch): 2"),
+        "{lazy_out}"
+    );
 
     let strict = exec(
         "train",
@@ -394,7 +424,10 @@ fn cache_features_builds_once_and_is_reused_by_the_next_run() {
     let first = train("first");
     assert!(first.contains("Feature cache built"), "{first}");
     assert!(first.contains("1 unreadable images"), "{first}");
-    assert!(first.contains("Held-out dev images: 2"), "{first}");
+    assert!(
+        first.contains("dev images (the split that picked the best epoch): 2"),
+        "{first}"
+    );
     let second = train("second");
     assert!(!second.contains("Feature cache built"), "{second}");
     assert!(second.contains("Feature cache: "), "{second}");

@@ -1,11 +1,14 @@
-//! The whole captioner: encoder + attention decoder, and its training loss.
+//! The whole captioner: encoder + attention decoder, its training loss and its captions.
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
+use captioner_datasets::decode::Resize;
 
-use crate::batch::{index_tensor, CaptionBatch, EncoderInput, Shapes};
+use crate::batch::{CaptionBatch, EncoderInput};
 use crate::decoder::{packed_positions, step_mask, Decoder, DecoderConfig};
 use crate::encoder::{Encoder, EncoderConfig};
+use crate::rows::{index_tensor, Shapes};
+use crate::search::{search_rows, Caption, SearchConfig};
 
 /// Everything needed to rebuild a [`Captioner`]; saved as `model.json` in each run folder.
 #[derive(Config, Debug)]
@@ -17,6 +20,9 @@ pub struct CaptionerConfig {
     /// Weight `lambda` of the doubly stochastic attention regularisation.
     #[config(default = 1.0)]
     pub attention_regularization: f32,
+    /// How a picture becomes the encoder's input, as the training pictures did; `None` in
+    /// runs saved before it was recorded here (see [`crate::inference`]).
+    pub input: Option<Resize>,
 }
 
 /// Encoder, decoder and the loss weight.
@@ -118,6 +124,37 @@ impl<B: Backend> Captioner<B> {
             lengths,
             shapes,
         )
+    }
+
+    /// Captions a batch of normalised images `[batch, 3, size, size]`, all in one search.
+    pub fn caption(&self, images: Tensor<B, 4>, search: &SearchConfig) -> Vec<Caption> {
+        self.caption_features(self.encoder.forward(images), search, Shapes::Packed, 0)
+    }
+
+    /// Captions every grid of `features` (`[n, positions, channels]`) with `shapes`; under
+    /// [`Shapes::Fixed`], in searches of `rows` decoder rows ([`search_rows`]).
+    pub fn caption_features(
+        &self,
+        features: Tensor<B, 3>,
+        search: &SearchConfig,
+        shapes: Shapes,
+        rows: usize,
+    ) -> Vec<Caption> {
+        let all: Vec<usize> = (0..features.dims()[0]).collect();
+        search_rows(&self.decoder, features, &all, search, shapes, rows)
+    }
+
+    /// Captions the grids of `features` at rows `picks`, in that order (see
+    /// [`search_rows`]).
+    pub fn caption_rows(
+        &self,
+        features: Tensor<B, 3>,
+        picks: &[usize],
+        search: &SearchConfig,
+        shapes: Shapes,
+        rows: usize,
+    ) -> Vec<Caption> {
+        search_rows(&self.decoder, features, picks, search, shapes, rows)
     }
 }
 

@@ -275,7 +275,7 @@ impl<B: Backend> Decoder<B> {
         }
     }
 
-    /// Teacher forcing with the same shapes at every step ([`crate::batch::Shapes::Fixed`],
+    /// Teacher forcing with the same shapes at every step ([`crate::rows::Shapes::Fixed`],
     /// for GPU backends): feeds `inputs` `[batch, width]` and scores the next word at every
     /// step of every row, in any order of lengths. A row's steps past its `steps` (0 for a
     /// padding row) are computed like the others and left for the loss to mask; their

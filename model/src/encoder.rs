@@ -548,6 +548,32 @@ mod tests {
     }
 
     #[test]
+    fn the_encoder_table_of_the_docs_says_what_the_rows_say() {
+        let doc = include_str!("../../docs/encoders.md");
+        for &(name, spelled) in EncoderName::NAMES {
+            let row = name.row();
+            let Some(file) = row.weights_file else {
+                continue;
+            };
+            let start = format!("| `{spelled}` |");
+            let line = doc
+                .lines()
+                .find(|l| l.starts_with(&start))
+                .unwrap_or_else(|| panic!("docs/encoders.md has no row for {spelled}"));
+            // | --encoder | download | input | grid | features |
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let source = row.weights_package.unwrap_or(file);
+            assert!(cells[2].contains(source), "{spelled}: {}", cells[2]);
+            let size = row.native_size.expect("pretrained");
+            assert_eq!(cells[3], size.to_string(), "{spelled}");
+            let grid = row.grid.expect("pretrained");
+            assert_eq!(cells[4], format!("{grid}x{grid}"), "{spelled}");
+            let features = row.config(size, None, &[]).feature_dim();
+            assert_eq!(cells[5], features.to_string(), "{spelled}");
+        }
+    }
+
+    #[test]
     fn settings_that_contradict_the_network_are_refused() {
         let small = EncoderSettings::small_cnn(vec![16, 32, 64]);
         assert!(small.check(64).is_ok());

@@ -8,29 +8,40 @@
 //! Everything is generic over Burn's `Backend`: the same code runs on the CPU (ndarray, flex)
 //! and on GPUs (CUDA, WGPU).
 
+// In layers, each module using only those above it: the row helpers; the layers; the
+// encoders; the decoder; the search; the batch; the captioner; then at the edge, captioning
+// pictures with a trained model (`inference`) and the hooks through which burn-train drives
+// it (`step`, the only module that uses burn-train).
+pub mod rows;
+
 pub mod activation;
 pub mod attention;
-pub mod batch;
-pub mod captioner;
 pub mod conv_bn;
-pub mod decoder;
-pub mod efficientnet_lite;
-pub mod encoder;
 pub mod frozen_batch_norm;
 pub mod imagenet;
-pub mod inception_v3;
 pub mod lstm_cell;
+pub mod step_linear;
+
+pub mod efficientnet_lite;
+pub mod encoder;
+pub mod inception_v3;
 pub mod pth_strides;
 pub mod resnet;
-pub mod search;
 pub mod small_cnn;
-pub mod step;
-pub mod step_linear;
 pub mod torchvision_weights;
 
-pub use batch::{
-    bucket_steps, pad_with_first_row, CaptionBatch, DecodeRequest, EncoderInput, Shapes,
-};
+pub mod decoder;
+
+pub mod search;
+
+pub mod batch;
+
+pub mod captioner;
+
+pub mod inference;
+pub mod step;
+
+pub use batch::{CaptionBatch, DecodeRequest, EncoderInput};
 pub use captioner::{teacher_forced_loss, Captioner, CaptionerConfig, CaptionerOutput};
 pub use decoder::{Decoder, DecoderConfig};
 pub use efficientnet_lite::{EfficientNetLite, EfficientNetLiteConfig};
@@ -39,8 +50,10 @@ pub use encoder::{
     EncoderSettings, Network,
 };
 pub use inception_v3::{InceptionV3, InceptionV3Config};
+pub use inference::{Batching, Captioning, LoadError, ModelFiles, WeightsRecorder};
 pub use resnet::{ResNet, ResNetConfig};
-pub use search::{beam_search, fixed_search_images, greedy, Caption, SearchConfig};
+pub use rows::{bucket_steps, pad_with_first_row, Shapes};
+pub use search::{beam_search, fixed_search_images, greedy, search_rows, Caption, SearchConfig};
 pub use small_cnn::{SmallCnn, SmallCnnConfig};
 pub use step::{ImageCaption, ValidationOutput};
 pub use torchvision_weights::{LoadedWeights, WeightsError};

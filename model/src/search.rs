@@ -7,9 +7,8 @@
 
 use burn::prelude::*;
 
-use crate::batch::{index_tensor, pad_with_first_row, Shapes};
-use crate::captioner::Captioner;
 use crate::decoder::{DecodeState, Decoder};
+use crate::rows::{index_tensor, Shapes};
 use crate::tokens::{END, PAD, START, UNK};
 
 /// How to decode.
@@ -44,59 +43,47 @@ pub struct Caption {
     pub alphas: Vec<Vec<f32>>,
 }
 
-impl<B: Backend> Captioner<B> {
-    /// Captions a batch of normalised images `[batch, 3, size, size]`.
-    pub fn caption(&self, images: Tensor<B, 4>, search: &SearchConfig) -> Vec<Caption> {
-        self.caption_features(self.encoder.forward(images), search)
-    }
-
-    /// Captions a batch of encoder feature grids `[batch, positions, channels]`.
-    pub fn caption_features(&self, features: Tensor<B, 3>, search: &SearchConfig) -> Vec<Caption> {
-        if search.beam_size <= 1 {
-            greedy(&self.decoder, features, search.max_len)
+/// Captions the grids of `features` (`[n, positions, channels]`) at rows `picks`, in that
+/// order: greedily at beam 1, by beam search otherwise.
+///
+/// Under [`Shapes::Packed`] all picks are searched together, the decoder started once per
+/// image and its state copied to the beams. Under [`Shapes::Fixed`] they are searched in
+/// groups of exactly [`fixed_search_images`]`(rows, beam)` images, the last group padded with
+/// its first image, each group's grids copied to their beams by one `select` before the
+/// decoder starts: every search then runs the same shapes, those of a teacher-forced batch of
+/// `rows` captions, and meets the kernels and tuned keys that training made. The captions
+/// are the same either way.
+pub fn search_rows<B: Backend>(
+    decoder: &Decoder<B>,
+    features: Tensor<B, 3>,
+    picks: &[usize],
+    search: &SearchConfig,
+    shapes: Shapes,
+    rows: usize,
+) -> Vec<Caption> {
+    let k = search.beam_size.max(1);
+    let group = match shapes {
+        Shapes::Packed => picks.len().max(1),
+        Shapes::Fixed => fixed_search_images(rows, k),
+    };
+    let mut captions = Vec::with_capacity(picks.len());
+    for chunk in picks.chunks(group) {
+        let images: Vec<usize> = match shapes {
+            Shapes::Packed => chunk.to_vec(),
+            Shapes::Fixed => (0..group)
+                .map(|i| chunk.get(i).copied().unwrap_or(chunk[0]))
+                .collect(),
+        };
+        let state = start_beams(decoder, features.clone(), &images, k, shapes);
+        let mut found = if k == 1 {
+            greedy_from(decoder, state, search.max_len)
         } else {
-            beam_search(&self.decoder, features, search)
-        }
+            beam_search_from(decoder, state, images.len(), search)
+        };
+        found.truncate(chunk.len());
+        captions.extend(found);
     }
-
-    /// Captions feature grids `[n, positions, channels]` with `shapes`.
-    ///
-    /// Under [`Shapes::Packed`] this is [`Captioner::caption_features`]. Under
-    /// [`Shapes::Fixed`] the images are searched in groups of exactly
-    /// [`fixed_search_images`]`(rows, beam)` (the last group padded with copies of its first
-    /// image), each group's grids expanded to its beams before the decoder starts: every
-    /// search then runs the same shapes, those of a teacher-forced batch of `rows` captions,
-    /// and meets the kernels and tuned keys that training made. The captions are the same.
-    pub fn caption_features_with(
-        &self,
-        features: Tensor<B, 3>,
-        search: &SearchConfig,
-        shapes: Shapes,
-        rows: usize,
-    ) -> Vec<Caption> {
-        if shapes == Shapes::Packed {
-            return self.caption_features(features, search);
-        }
-        let n = features.dims()[0];
-        let group = fixed_search_images(rows, search.beam_size);
-        let mut captions = Vec::with_capacity(n);
-        for first in (0..n).step_by(group) {
-            let len = group.min(n - first);
-            let grids = pad_with_first_row(features.clone().narrow(0, first, len), group);
-            let mut found = if search.beam_size <= 1 {
-                greedy(&self.decoder, grids, search.max_len)
-            } else {
-                let k = search.beam_size;
-                let beams: Vec<usize> = (0..group * k).map(|row| row / k).collect();
-                let beams = index_tensor(&beams, &grids.device());
-                let state = self.decoder.start(grids.select(0, beams));
-                beam_search_from(&self.decoder, state, group, search)
-            };
-            found.truncate(len);
-            captions.extend(found);
-        }
-        captions
-    }
+    captions
 }
 
 /// How many images [`Shapes::Fixed`] searches at once: as many as have their beams fit in
@@ -143,8 +130,17 @@ pub fn greedy<B: Backend>(
     features: Tensor<B, 3>,
     max_len: usize,
 ) -> Vec<Caption> {
-    let device = features.device();
-    let n = features.dims()[0];
+    greedy_from(decoder, decoder.start(features), max_len)
+}
+
+/// [`greedy`] from the decoder's start, one row per image.
+fn greedy_from<B: Backend>(
+    decoder: &Decoder<B>,
+    mut state: DecodeState<B>,
+    max_len: usize,
+) -> Vec<Caption> {
+    let device = state.features.device();
+    let n = state.features.dims()[0];
     let mut captions = vec![
         Caption {
             tokens: Vec::new(),
@@ -154,7 +150,6 @@ pub fn greedy<B: Backend>(
         };
         n
     ];
-    let mut state = decoder.start(features);
     let mut previous = vec![START; n];
     for _ in 0..max_len {
         let (log_probs, next, alpha) = decoder.step(state, token_tensor(&previous, &device));
@@ -228,11 +223,46 @@ pub fn beam_search<B: Backend>(
     features: Tensor<B, 3>,
     search: &SearchConfig,
 ) -> Vec<Caption> {
-    let n = features.dims()[0];
-    let k = search.beam_size.max(1);
-    let expand: Vec<usize> = (0..n * k).map(|row| row / k).collect();
-    let rows = index_tensor(&expand, &features.device());
-    beam_search_from(decoder, decoder.start(features).select(rows), n, search)
+    let all: Vec<usize> = (0..features.dims()[0]).collect();
+    let state = start_beams(
+        decoder,
+        features,
+        &all,
+        search.beam_size.max(1),
+        Shapes::Packed,
+    );
+    beam_search_from(decoder, state, all.len(), search)
+}
+
+/// The decoder's start on the grids of `features` at rows `picks`, each taken `k` times in a
+/// row (its beams together): `picks.len() * k` rows. [`Shapes::Packed`] starts once per
+/// image and copies the state to the beams (the least work); [`Shapes::Fixed`] copies the
+/// grids to the beams first, so that the start runs at the beam row count too.
+fn start_beams<B: Backend>(
+    decoder: &Decoder<B>,
+    features: Tensor<B, 3>,
+    picks: &[usize],
+    k: usize,
+    shapes: Shapes,
+) -> DecodeState<B> {
+    let device = features.device();
+    let beams_of = |rows: &mut dyn Iterator<Item = usize>| -> Vec<usize> {
+        rows.flat_map(|row| std::iter::repeat_n(row, k)).collect()
+    };
+    match shapes {
+        Shapes::Packed => {
+            let state = decoder.start(features.select(0, index_tensor(picks, &device)));
+            if k == 1 {
+                return state;
+            }
+            let beams = beams_of(&mut (0..picks.len()));
+            state.select(index_tensor(&beams, &device))
+        }
+        Shapes::Fixed => {
+            let beams = beams_of(&mut picks.iter().copied());
+            decoder.start(features.select(0, index_tensor(&beams, &device)))
+        }
+    }
 }
 
 /// [`beam_search`] from the decoder's start on `n` images already expanded to their beams

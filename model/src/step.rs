@@ -9,7 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::{AccuracyInput, Adaptor, ItemLazy, LossInput};
 use burn::train::{InferenceStep, SequenceOutput, TrainOutput, TrainStep};
 
-use crate::batch::{index_tensor, CaptionBatch};
+use crate::batch::CaptionBatch;
 use crate::captioner::{Captioner, CaptionerOutput};
 
 impl<B: Backend> CaptionerOutput<B> {
@@ -79,12 +79,15 @@ impl<B: Backend> InferenceStep for Captioner<B> {
         let features = self.encode(batch.input);
         let captions = match batch.decode {
             Some(request) if !request.rows.is_empty() => {
-                let rows = index_tensor(&request.rows, &features.device());
-                let picked = features.clone().select(0, rows);
                 // Under fixed shapes, searches of a training batch's row count.
                 let batch_rows = batch.tokens.dims()[0];
-                let captions =
-                    self.caption_features_with(picked, &request.search, batch.shapes, batch_rows);
+                let captions = self.caption_rows(
+                    features.clone(),
+                    &request.rows,
+                    &request.search,
+                    batch.shapes,
+                    batch_rows,
+                );
                 captions
                     .into_iter()
                     .zip(request.image_ids)

@@ -134,8 +134,8 @@ impl ModelJob {
         // own (built once; later evaluations reuse it).
         let open = |paths: &[PathBuf]| {
             CacheEncoder {
-                encoder: &run.model.encoder,
-                config: &run.model_config.encoder,
+                encoder: &run.captioning.model.encoder,
+                config: &run.captioning.config.encoder,
                 resize: files.resize(),
                 device: device.clone(),
             }
@@ -170,8 +170,8 @@ impl BackendJob for ModelJob {
                 max_len: args.max_len,
             };
             let texts = caption_held_out(
-                &run.model,
-                &run.vocab,
+                &run.captioning.model,
+                &run.captioning.vocab,
                 &held_out,
                 run.train_config.data.image_size(),
                 &search,

@@ -7,9 +7,7 @@ use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use captioner::device::{run_chosen, BackendJob, DeviceKind, Target};
 use captioner_datasets::image::{load_rgb, RgbImage};
-use captioner_model::SearchConfig;
-use captioner_training::evaluate::caption_images;
-use captioner_training::RunDir;
+use captioner_model::{Batching, Captioning, ModelFiles, SearchConfig};
 use clap::Parser;
 
 /// Caption pictures with a model trained by `train`.
@@ -54,30 +52,19 @@ impl BackendJob for InferJob {
     type Output = ();
     fn run<B: AutodiffBackend>(self, target: Target<B>) -> Result<()> {
         let device = target.device;
-        let run_dir = RunDir::new(&self.args.model);
-        let run = run_dir.load::<B::InnerBackend>(&device)?;
-        // The pictures are prepared as in training (centre crop for photo datasets).
-        let resize = run.train_config.data.resize();
+        let run = Captioning::<B::InnerBackend>::load(&ModelFiles::new(&self.args.model), &device)?;
         let search = SearchConfig {
             beam_size: self.args.beam_size as usize,
             max_len: self.args.max_len,
         };
-        let resized: Vec<RgbImage> = self
-            .pictures
-            .iter()
-            .map(|(_, img)| resize.apply(img))
-            .collect();
-        let images: Vec<&RgbImage> = resized.iter().collect();
-        let captions = caption_images(
-            &run.model,
-            &images,
-            run.model_config.encoder.image_size(),
-            &search,
-            self.args.batch_size,
-            target.shapes,
-            &device,
-            images.len() > self.args.batch_size,
-        );
+        let batching = Batching {
+            batch_size: self.args.batch_size,
+            shapes: target.shapes,
+        };
+        // Prepared as the run's training pictures were (centre crop or squashed).
+        let pictures: Vec<&RgbImage> = self.pictures.iter().map(|(_, p)| p).collect();
+        let many = pictures.len() > self.args.batch_size;
+        let captions = run.caption_pictures(&pictures, &search, batching, many);
         for ((path, _), caption) in self.pictures.iter().zip(captions) {
             let text = run.vocab.decode(&caption.tokens);
             if self.args.json {

@@ -178,6 +178,9 @@ fn print_report(report: &TrainReport) {
         report.run
     );
     print!("{}", report.eval);
+    if let Some(test) = &report.test {
+        print!("{test}");
+    }
     println!("Report: {}/report.json", report.run);
     println!(
         "Caption your own pictures: cargo run --release --bin infer -- --model {} picture.png",

@@ -50,7 +50,7 @@ impl FixedBatch {
     /// how many images the data loader puts in it: as many as have all their captions fit in
     /// the rows of a training batch of `batch_size` (at least one). Padded to a training
     /// batch's pictures and rows, its teacher-forced pass runs a training step's shapes, and
-    /// its searches the same row count (see `Captioner::caption_features_with`), so that
+    /// its searches the same row count (see `captioner_model::search_rows`), so that
     /// validation meets no kernel or tuned key that training has not.
     pub fn validation(batch_size: usize, captions_per_image: usize) -> (Self, usize) {
         let per_image = captions_per_image.max(1);

@@ -47,7 +47,9 @@ pub struct RunData {
     /// The reference captions of each validation image (tokenised, joined by spaces), in the
     /// order of `valid`'s images.
     pub valid_references: Vec<Vec<String>>,
-    /// The images of the final report (shapes: the test scenes; files: the dev split).
+    /// The images of the final report (shapes: the test scenes; files: the dev split, which
+    /// also picks the best epoch; a test split on disk is read at the end, see
+    /// [`held_out_split`]).
     pub held_out: HeldOut,
     /// What the data held.
     pub summary: DataSummary,
@@ -215,7 +217,8 @@ fn prepare_files(
     let (mut corpus, reading) = read_corpus(files)?;
     println!("{reading}");
     corpus.drop_long_captions(files.max_caption_len);
-    // The test split is not needed to train; `eval` reads it.
+    // The test split is not needed to train: the final report reads it once, at the end.
+    let test = corpus.counts(Split::Test);
     corpus.images.retain(|i| i.split != Split::Test);
 
     let paths: Vec<PathBuf> = corpus.images.iter().map(|i| i.path.clone()).collect();
@@ -235,7 +238,10 @@ fn prepare_files(
     corpus.remove_images(&bad);
     debug_assert_eq!(images.len(), corpus.images.len());
 
-    let summary = summarize(&corpus, images_per_second);
+    let mut summary = summarize(&corpus, images_per_second);
+    if test.0 > 0 {
+        summary.splits.insert(Split::Test, test);
+    }
     print_preflight(&corpus, &summary);
     if files.strict && !corpus.problems.is_empty() {
         return Err(DatasetError::Strict {
@@ -382,7 +388,12 @@ fn summarize(corpus: &Corpus, images_per_second: Option<f64>) -> DataSummary {
 fn print_preflight(corpus: &Corpus, summary: &DataSummary) {
     println!("Preflight:");
     for (split, (images, captions)) in &summary.splits {
-        println!("  {split}: {images} images, {captions} captions");
+        let when = if *split == Split::Test {
+            " (scored once, at the end)"
+        } else {
+            ""
+        };
+        println!("  {split}: {images} images, {captions} captions{when}");
     }
     if corpus.unsplit_images > 0 {
         println!(

@@ -1,91 +1,22 @@
 //! Captioning whole sets of images and grading the captions.
 
-use burn::prelude::*;
-use captioner_datasets::image::{to_normalized_chw, RgbImage};
 use std::sync::Arc;
+
+use burn::prelude::*;
+use captioner_datasets::image::RgbImage;
 
 use captioner_datasets::decode::Resize;
 use captioner_datasets::feature_cache::FeatureCache;
 use captioner_datasets::shapes::{CaptionCheck, Scene, ShapesConfig};
 use captioner_datasets::Split;
 use captioner_datasets::{ItemImage, Vocab};
-use captioner_model::{pad_with_first_row, Caption, Captioner, SearchConfig, Shapes};
-use indicatif::{ProgressBar, ProgressStyle};
+use captioner_model::inference::{caption_prepared, progress_bar};
+use captioner_model::{Batching, Caption, Captioner, SearchConfig, Shapes};
 use serde::{Deserialize, Serialize};
 
 use crate::batcher::cached_features;
 use crate::coco_files::ImageId;
 use crate::metrics::{coco_scores_of_raw, CocoScores};
-
-/// A "captioning" progress bar on stderr (hidden when `show` is false; indicatif hides it
-/// when stderr is not a terminal).
-fn progress_bar(len: usize, show: bool) -> ProgressBar {
-    let bar = if show {
-        ProgressBar::new(len as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "captioning {bar:30} {pos}/{len} images  {per_sec}  eta {eta}",
-        )
-        .expect("valid template"),
-    );
-    bar
-}
-
-/// Captions a batch of `n` pictures `[n, 3, size, size]`: under [`Shapes::Fixed`] the encoder
-/// runs on them padded to `batch_size` (a training batch's pictures) and the search on groups
-/// of a training batch's rows (see [`Captioner::caption_features_with`]), so that a short last
-/// batch and every search run shapes met before.
-fn caption_batch<B: Backend>(
-    model: &Captioner<B>,
-    images: Tensor<B, 4>,
-    search: &SearchConfig,
-    batch_size: usize,
-    shapes: Shapes,
-) -> Vec<Caption> {
-    let n = images.dims()[0];
-    let features = match shapes {
-        Shapes::Fixed => model
-            .encoder
-            .forward(pad_with_first_row(images, batch_size.max(n)))
-            .narrow(0, 0, n),
-        Shapes::Packed => model.encoder.forward(images),
-    };
-    model.caption_features_with(features, search, shapes, batch_size)
-}
-
-/// Captions `images` in batches of `batch_size` with a progress bar (hidden when
-/// `show_progress` is false or stderr is not a terminal).
-#[allow(clippy::too_many_arguments)]
-pub fn caption_images<B: Backend>(
-    model: &Captioner<B>,
-    images: &[&RgbImage],
-    image_size: usize,
-    search: &SearchConfig,
-    batch_size: usize,
-    shapes: Shapes,
-    device: &B::Device,
-    show_progress: bool,
-) -> Vec<Caption> {
-    let bar = progress_bar(images.len(), show_progress);
-    let mut captions = Vec::with_capacity(images.len());
-    for chunk in images.chunks(batch_size.max(1)) {
-        let mut pixels = Vec::with_capacity(chunk.len() * 3 * image_size * image_size);
-        for image in chunk {
-            pixels.extend(to_normalized_chw(image, image_size));
-        }
-        let batch = Tensor::from_data(
-            TensorData::new(pixels, [chunk.len(), 3, image_size, image_size]),
-            device,
-        );
-        captions.extend(caption_batch(model, batch, search, batch_size, shapes));
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-    captions
-}
 
 /// Captions pictures from their cached encoder features.
 fn caption_cached<B: Backend>(
@@ -101,7 +32,7 @@ fn caption_cached<B: Backend>(
     let mut captions = Vec::with_capacity(images.len());
     for chunk in images.chunks(batch_size.max(1)) {
         let features = cached_features(cache, chunk.iter(), device);
-        captions.extend(model.caption_features_with(features, search, shapes, batch_size));
+        captions.extend(model.caption_features(features, search, shapes, batch_size));
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
@@ -179,6 +110,9 @@ pub struct EvalReport {
     pub shapes: Option<ShapesScores>,
     /// A few (generated caption, first reference) pairs.
     pub examples: Vec<(String, String)>,
+    /// Whether this split picked the run's best epoch (so its scores are not held out).
+    #[serde(default)]
+    pub picked_best_epoch: bool,
 }
 
 impl std::fmt::Display for EvalReport {
@@ -189,11 +123,19 @@ impl std::fmt::Display for EvalReport {
         } else {
             "images"
         };
-        writeln!(
-            f,
-            "Held-out {} {what}: {} (beam size {})",
-            self.split, self.images, self.beam_size
-        )?;
+        if self.picked_best_epoch {
+            writeln!(
+                f,
+                "{} {what} (the split that picked the best epoch): {} (beam size {})",
+                self.split, self.images, self.beam_size
+            )?;
+        } else {
+            writeln!(
+                f,
+                "Held-out {} {what}: {} (beam size {})",
+                self.split, self.images, self.beam_size
+            )?;
+        }
         if let Some(s) = &self.shapes {
             writeln!(
                 f,
@@ -254,9 +196,8 @@ pub fn caption_held_out<B: Backend>(
                 })
                 .collect();
             let images: Vec<&RgbImage> = pictures.iter().map(|p| p.as_ref()).collect();
-            caption_images(
-                model, &images, image_size, search, batch_size, shapes, device, true,
-            )
+            let batching = Batching { batch_size, shapes };
+            caption_prepared(model, &images, image_size, search, batching, device, true)
         }
     };
     captions.iter().map(|c| vocab.decode(&c.tokens)).collect()
@@ -292,6 +233,7 @@ pub fn score_captions(held_out: &HeldOut, texts: &[String], beam_size: usize) ->
             .take(5)
             .map(|(t, r)| (t.clone(), r.first().cloned().unwrap_or_default()))
             .collect(),
+        picked_best_epoch: false,
     }
 }
 

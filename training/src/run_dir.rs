@@ -1,4 +1,5 @@
-//! The layout of a run folder: what training writes and what `infer` reads back.
+//! The layout of a run folder: what training writes, and what `--resume` and `eval` read back
+//! (`infer` reads the model's files alone: [`captioner_model::inference`]).
 //!
 //! ```text
 //! <run>/config.json      the training settings (TrainConfig)
@@ -11,16 +12,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
-use captioner_datasets::Vocab;
-use captioner_model::{Captioner, CaptionerConfig};
+use captioner_model::{Captioning, ModelFiles};
 
 use crate::config::TrainConfig;
 
-/// The recorder of final weights and checkpoints: full precision, named MessagePack.
-pub type WeightsRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
+pub use captioner_model::WeightsRecorder;
 
 /// A run folder.
 #[derive(Debug, Clone)]
@@ -28,15 +26,12 @@ pub struct RunDir {
     root: PathBuf,
 }
 
-/// A trained model loaded from its run folder, ready to caption.
+/// A trained run loaded from its folder: its model, ready to caption, and the settings it
+/// was trained with (which `eval` reads its data from).
 #[derive(Debug)]
 pub struct LoadedRun<B: Backend> {
-    /// The model.
-    pub model: Captioner<B>,
-    /// Its vocabulary.
-    pub vocab: Vocab,
-    /// Its shape.
-    pub model_config: CaptionerConfig,
+    /// The model, its vocabulary and its picture preparation.
+    pub captioning: Captioning<B>,
     /// The settings it was trained with.
     pub train_config: TrainConfig,
 }
@@ -77,21 +72,25 @@ impl RunDir {
     pub fn root(&self) -> &Path {
         &self.root
     }
+    /// The files captioning reads (`model.json`, `vocab.json`, `model.mpk`).
+    pub fn model_files(&self) -> ModelFiles {
+        ModelFiles::new(&self.root)
+    }
     /// `config.json`.
     pub fn train_config(&self) -> PathBuf {
-        self.root.join("config.json")
+        self.model_files().train_config()
     }
     /// `model.json`.
     pub fn model_config(&self) -> PathBuf {
-        self.root.join("model.json")
+        self.model_files().model_config()
     }
     /// `vocab.json`.
     pub fn vocab(&self) -> PathBuf {
-        self.root.join("vocab.json")
+        self.model_files().vocab()
     }
     /// `model.mpk` (the recorder adds the extension; this is the path without it).
     pub fn weights(&self) -> PathBuf {
-        self.root.join("model")
+        self.model_files().weights()
     }
     /// `checkpoint/`.
     pub fn checkpoints(&self) -> PathBuf {
@@ -139,33 +138,9 @@ impl RunDir {
 
     /// Loads the final model, its vocabulary and settings onto `device`.
     pub fn load<B: Backend>(&self, device: &B::Device) -> Result<LoadedRun<B>> {
-        if !self.root.is_dir() {
-            bail!(
-                "{} is not a run folder: pass the folder that `train` wrote (see `train --out`)",
-                self.root.display()
-            );
-        }
-        let weights = self.weights().with_extension("mpk");
-        if !weights.exists() {
-            bail!(
-                "{} has no trained model ({} is missing): did its training finish?",
-                self.root.display(),
-                weights.display()
-            );
-        }
-        let model_config = CaptionerConfig::load(self.model_config())
-            .map_err(|e| anyhow::anyhow!("{}: {e}", self.model_config().display()))?;
-        let vocab = Vocab::load(&self.vocab()).map_err(anyhow::Error::msg)?;
-        let train_config = self.load_train_config()?;
-        let model = model_config
-            .init::<B>(device)
-            .load_file(self.weights(), &WeightsRecorder::new(), device)
-            .with_context(|| format!("cannot load the weights in {}", weights.display()))?;
         Ok(LoadedRun {
-            model,
-            vocab,
-            model_config,
-            train_config,
+            captioning: Captioning::load(&self.model_files(), device)?,
+            train_config: self.load_train_config()?,
         })
     }
 }

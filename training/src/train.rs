@@ -1,5 +1,6 @@
 //! One training run: data, model, `burn-train`'s `Learner` with the
-//! dashboard, per-epoch checkpoints and resume, then the held-out report.
+//! dashboard, per-epoch checkpoints and resume, then the final report (dev, and test when
+//! the dataset has one).
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -18,24 +19,27 @@ use burn::train::checkpoint::{ComposedCheckpointingStrategy, KeepLastNCheckpoint
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
 use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
 use captioner_datasets::vocab::PAD;
+use captioner_datasets::Split;
 use captioner_datasets::Vocab;
 use captioner_model::{
     CaptionerConfig, DecoderConfig, Encoder, EncoderConfig, EncoderName, LoadedWeights, Shapes,
+    WeightsRecorder,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::batcher::{CaptionBatcher, FixedBatch};
 use crate::config::DataSource;
 use crate::config::{SelectBy, TrainConfig};
-use crate::data::{prepare, DataSummary, OpenCache};
-use crate::evaluate::{evaluate, EvalReport};
+use crate::data::{held_out_split, prepare, DataSummary, OpenCache};
+use crate::evaluate::{evaluate, EvalReport, HeldOut};
 use crate::feature_cache::CacheEncoder;
 use crate::optimizer::EncoderDecoderAdam;
 use crate::renderer::PlainRenderer;
-use crate::run_dir::{RunDir, WeightsRecorder};
+use crate::run_dir::RunDir;
 use crate::schedule::{BaseSchedule, PlateauDecay};
 use crate::validation::{
-    caption_sample, BestCheckpoint, CaptionScoreMetric, EpochScores, PlateauStop, ValidationHistory,
+    caption_sample, BestCheckpoint, CaptionScoreMetric, EpochScores, PlateauStop,
+    RecordedScoreMetric, ValidationHistory,
 };
 
 /// What a finished run reports; saved as `report.json`.
@@ -54,9 +58,13 @@ pub struct TrainReport {
     pub best: Option<EpochScores>,
     /// The validation scores of every epoch.
     pub validation: Vec<EpochScores>,
-    /// Held-out scores of the final model (the best epoch's): the dev split of a dataset on
-    /// disk, the test scenes of shapes.
+    /// Scores of the final model (the best epoch's): on a dataset on disk, the dev split,
+    /// which also picked the best epoch (`picked_best_epoch`); on the shapes, the test scenes.
     pub eval: EvalReport,
+    /// Scores of the final model on the test split of a dataset on disk that has one, read
+    /// and captioned once, at the end.
+    #[serde(default)]
+    pub test: Option<EvalReport>,
     /// The settings of the run.
     pub config: TrainConfig,
 }
@@ -138,6 +146,7 @@ pub fn model_config(config: &TrainConfig, vocab_size: usize) -> CaptionerConfig 
         .with_dropout(model.dropout);
     CaptionerConfig::new(encoder, decoder)
         .with_attention_regularization(model.attention_regularization)
+        .with_input(Some(config.data.resize()))
 }
 
 /// The optimiser of a run on `devices` devices: Adam with PyTorch's epsilon, which recipes
@@ -284,17 +293,22 @@ pub fn train<B: AutodiffBackend>(
     .batch_size(valid_images)
     .num_workers(config.workers)
     .build(valid);
-    let (shared_vocab, valid_references) =
-        (Arc::new(vocab.clone()), Arc::new(data.valid_references));
-    let caption_metric = |shown| {
-        CaptionScoreMetric::new(
-            shown,
-            config.search.beam_size,
-            shared_vocab.clone(),
-            valid_references.clone(),
-            history.clone(),
-        )
+    // One captioning pass and one scoring per epoch: the scoring metric shows the score that
+    // picks the best epoch and records all of them; the other is read from the record.
+    let beam = config.search.beam_size;
+    let select_by = config.validation.select_by;
+    let other = match select_by {
+        SelectBy::Bleu4 => SelectBy::Cider,
+        SelectBy::Cider => SelectBy::Bleu4,
     };
+    let scoring = CaptionScoreMetric::new(
+        select_by,
+        beam,
+        Arc::new(vocab.clone()),
+        Arc::new(data.valid_references),
+        history.clone(),
+    );
+    let recorded = RecordedScoreMetric::new(other, beam, history.clone());
 
     let pad = PAD as usize;
     let mut training = SupervisedTraining::new(run.root(), train_loader, valid_loader)
@@ -302,8 +316,8 @@ pub fn train<B: AutodiffBackend>(
         .metric_valid_numeric(LossMetric::new())
         .metric_train_numeric(AccuracyMetric::new().with_pad_token(pad))
         .metric_valid_numeric(AccuracyMetric::new().with_pad_token(pad))
-        .metric_valid_numeric(caption_metric(SelectBy::Bleu4))
-        .metric_valid_numeric(caption_metric(SelectBy::Cider))
+        .metric_valid_numeric(scoring)
+        .metric_valid_numeric(recorded)
         .metric_train_numeric(LearningRateMetric::new())
         .with_file_checkpointer(WeightsRecorder::new())
         .with_checkpointing_strategy(
@@ -354,17 +368,37 @@ pub fn train<B: AutodiffBackend>(
         .save_file(run.weights(), &WeightsRecorder::new())
         .with_context(|| format!("cannot write the weights to {}", run.root().display()))?;
 
-    let eval = evaluate(
-        &model,
-        &vocab,
-        &data.held_out,
-        image_size,
-        &search,
-        // A training batch's size: on a GPU, the searches' shapes are already compiled.
-        config.batch_size,
-        shapes,
-        &device,
-    );
+    // A training batch's size: on a GPU, the searches' shapes are already compiled.
+    let score = |held_out: &HeldOut| {
+        evaluate(
+            &model,
+            &vocab,
+            held_out,
+            image_size,
+            &search,
+            config.batch_size,
+            shapes,
+            &device,
+        )
+    };
+    let mut eval = score(&data.held_out);
+    eval.picked_best_epoch = matches!(config.data, DataSource::Files(_));
+    let test = match &config.data {
+        DataSource::Files(files) if data.summary.splits.contains_key(&Split::Test) => {
+            let open_cache = |paths: &[std::path::PathBuf]| {
+                CacheEncoder {
+                    encoder: &model.encoder,
+                    config: &encoder_config,
+                    resize: files.resize(),
+                    device: device.clone(),
+                }
+                .open_or_build(paths, &files.cache_dir, files.dataset.name())
+            };
+            let cache = config.encoder.cached().then_some(&open_cache as OpenCache);
+            Some(score(&held_out_split(files, Split::Test, cache)?))
+        }
+        _ => None,
+    };
     let report = TrainReport {
         run: run.root().display().to_string(),
         epochs: trained,
@@ -373,6 +407,7 @@ pub fn train<B: AutodiffBackend>(
         best,
         validation: epochs,
         eval,
+        test,
         config,
     };
     std::fs::write(run.report(), serde_json::to_string_pretty(&report)?)

@@ -1,18 +1,28 @@
 //! The validation metric that is the real thing: every epoch the validation images (or a fixed
-//! sample of them) are captioned by beam search in the validation steps, and the captions get
-//! corpus BLEU-4 and CIDEr-D against all of their references, on the dashboard. The scores of
-//! every epoch go into a [`ValidationHistory`], from which the best checkpoint is kept
-//! ([`BestCheckpoint`]), the learning rate decays on plateaus
-//! ([`crate::schedule::PlateauDecay`]) and a long
-//! plateau stops the run ([`PlateauStop`]).
+//! sample of them) are captioned by beam search in the validation steps, once, and the
+//! captions are scored once, at the epoch's end, with corpus BLEU-1..4, ROUGE-L and CIDEr-D
+//! against all of their references ([`CaptionScoreMetric`], which shows the score that picks
+//! the best epoch; [`RecordedScoreMetric`] shows another of the same scores). The scores of
+//! every epoch go into the run's [`ValidationHistory`], from which the best checkpoint is
+//! kept ([`BestCheckpoint`]), the learning rate decays on plateaus
+//! ([`crate::schedule::PlateauDecay`]) and a long plateau stops the run ([`PlateauStop`]).
 //!
-//! `burn-train` computes metrics on a thread of its own, while the checkpointer and the early
-//! stopping run on the training thread right after the validation epoch; so the strategies
-//! wait (a bounded time) until the metric has recorded the epoch's scores.
+//! Why not burn-train's `MetricCheckpointingStrategy` and `MetricEarlyStoppingStrategy`: in
+//! burn-train 0.21 metrics are processed on a thread of their own, and nothing makes the
+//! training thread wait for the last validation batch's metrics before it checkpoints and
+//! asks whether to stop (a barrier came upstream after 0.21). Reading the event store then
+//! may miss the epoch, or cache its aggregate before its one weighted entry arrives (a
+//! corpus score is not a mean of batch scores, so only the last entry carries it); and a
+//! resumed run's store numbers its epochs from 1 again. So the history is the contract
+//! between the two threads, and it is explicit: the scoring metric records each epoch on
+//! the metric thread, and [`ValidationHistory::wait_for`] is the barrier the strategies
+//! pass on the training thread (bounded: after [`WAIT_FOR_SCORES`] they go on without the
+//! epoch, with a warning). The history is saved with the scheduler's checkpoint, so a
+//! resumed run keeps its best epoch and plateaus.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use burn::train::checkpoint::{CheckpointingAction, CheckpointingStrategy};
 use burn::train::metric::store::EventStoreClient;
@@ -95,7 +105,7 @@ impl ValidationHistory {
     }
 
     /// Waits until `epoch` is recorded, at most [`WAIT_FOR_SCORES`]; false on time-out.
-    fn wait_for(&self, epoch: usize) -> bool {
+    pub fn wait_for(&self, epoch: usize) -> bool {
         let (lock, ready) = &*self.inner;
         let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         let (guard, _) = ready
@@ -106,6 +116,11 @@ impl ValidationHistory {
             eprintln!("warning: no validation scores for epoch {epoch}; going on without them");
         }
         found
+    }
+
+    /// The scores of `epoch`, if it is recorded and captioned something (never waits).
+    pub fn scores_of(&self, epoch: usize) -> Option<EpochScores> {
+        self.lock().epochs.get(&epoch).copied().flatten()
     }
 
     /// The scores of every epoch so far, in order.
@@ -169,10 +184,15 @@ impl ValidationHistory {
     }
 }
 
-/// BLEU-4 or CIDEr-D of the captions searched during validation, against all references of
-/// each image. Within an epoch it shows the score of the captions so far; the epoch's value
-/// (what burn-train's summary and logs hold) is the score of all of them, and it is recorded
-/// in the run's [`ValidationHistory`].
+/// How often the running score of the captions so far is recomputed within an epoch (it is
+/// a corpus score over all of them, so every batch would cost more as the epoch goes on).
+const RUNNING_SCORE_EVERY: Duration = Duration::from_secs(2);
+
+/// The captions searched during validation, scored against all references of each image:
+/// within an epoch it shows `shown` (BLEU-4 or CIDEr-D) of the captions so far; at the epoch's
+/// end it scores all of them once (BLEU-1..4, ROUGE-L, CIDEr-D), records the scores in the
+/// run's [`ValidationHistory`], and its epoch value (what burn-train's summary and logs
+/// hold) is `shown` of all of them.
 #[derive(Clone)]
 pub struct CaptionScoreMetric {
     shown: SelectBy,
@@ -184,11 +204,26 @@ pub struct CaptionScoreMetric {
     epoch: usize,
     recorded: bool,
     current: f64,
+    refreshed: Option<Instant>,
+}
+
+/// The name of a validation score on the dashboard.
+fn score_name(score: SelectBy, beam_size: usize) -> MetricName {
+    Arc::new(format!("{} (beam {beam_size})", score.label()))
+}
+
+/// The epoch's value of a metric that only its last entry carries: burn-train's epoch value
+/// is the count-weighted mean of the entries, so the others weigh nothing.
+fn last_entry_only(value: f64, last: bool) -> NumericEntry {
+    NumericEntry::Aggregated {
+        aggregated_value: if last { value } else { 0.0 },
+        count: usize::from(last),
+    }
 }
 
 impl CaptionScoreMetric {
     /// Scores captions (word ids of `vocab`) of image `i` against `references[i]` (tokenised,
-    /// joined by spaces), recording each epoch's scores in `history`.
+    /// joined by spaces), showing `shown` and recording each epoch's scores in `history`.
     pub fn new(
         shown: SelectBy,
         beam_size: usize,
@@ -196,10 +231,9 @@ impl CaptionScoreMetric {
         references: Arc<Vec<Vec<String>>>,
         history: ValidationHistory,
     ) -> Self {
-        let name = format!("{} (beam {beam_size})", shown.label());
         Self {
             shown,
-            name: Arc::new(name),
+            name: score_name(shown, beam_size),
             vocab,
             references,
             history,
@@ -207,6 +241,7 @@ impl CaptionScoreMetric {
             epoch: 0,
             recorded: false,
             current: 0.0,
+            refreshed: None,
         }
     }
 
@@ -218,16 +253,8 @@ impl CaptionScoreMetric {
             .unzip()
     }
 
-    fn scores(&self) -> Option<CocoScores> {
-        if self.captions.is_empty() {
-            return None;
-        }
-        let (candidates, references) = self.pairs();
-        Some(coco_scores(&candidates, &references))
-    }
-
-    /// The shown score of the captions so far, computed alone (the running value shown
-    /// after every batch; the other scores wait for the epoch's end).
+    /// The shown score of the captions so far, computed alone (the running value; the other
+    /// scores wait for the epoch's end).
     fn running_score(&self) -> f64 {
         if self.captions.is_empty() {
             return 0.0;
@@ -239,20 +266,24 @@ impl CaptionScoreMetric {
         }
     }
 
-    /// Records the epoch's scores once.
+    /// Scores the epoch's captions and records them, once per epoch.
     fn finish_epoch(&mut self) -> Option<CocoScores> {
-        let scores = self.scores();
-        if !self.recorded {
-            self.recorded = true;
-            self.history.record(
-                self.epoch,
-                scores.map(|scores| EpochScores {
-                    epoch: self.epoch,
-                    images: self.captions.len(),
-                    scores,
-                }),
-            );
+        if self.recorded {
+            return self.history.scores_of(self.epoch).map(|e| e.scores);
         }
+        self.recorded = true;
+        let scores = (!self.captions.is_empty()).then(|| {
+            let (candidates, references) = self.pairs();
+            coco_scores(&candidates, &references)
+        });
+        self.history.record(
+            self.epoch,
+            scores.map(|scores| EpochScores {
+                epoch: self.epoch,
+                images: self.captions.len(),
+                scores,
+            }),
+        );
         scores
     }
 }
@@ -288,27 +319,18 @@ impl Metric for CaptionScoreMetric {
             self.captions.insert(caption.image_id, words);
         }
         let done = metadata.progress.items_processed >= metadata.progress.items_total;
-        self.current = if done {
+        if done {
             let scores = self.finish_epoch();
-            scores.map(|s| self.shown.of(&s)).unwrap_or(0.0)
-        } else {
-            self.running_score()
-        };
+            self.current = scores.map(|s| self.shown.of(&s)).unwrap_or(0.0);
+        } else if self
+            .refreshed
+            .is_none_or(|at| at.elapsed() >= RUNNING_SCORE_EVERY)
+        {
+            self.current = self.running_score();
+            self.refreshed = Some(Instant::now());
+        }
         let formatted = format!("{:.4} ({} images)", self.current, self.captions.len());
-        // Only the epoch's last entry carries weight, so that burn-train's epoch mean of
-        // the entries is the corpus score of all captions, not a mean of partial ones.
-        let serialized = if done {
-            NumericEntry::Aggregated {
-                aggregated_value: self.current,
-                count: 1,
-            }
-        } else {
-            NumericEntry::Aggregated {
-                aggregated_value: 0.0,
-                count: 0,
-            }
-        };
-        SerializedEntry::new(formatted, serialized.serialize())
+        SerializedEntry::new(formatted, last_entry_only(self.current, done).serialize())
     }
 
     fn clear(&mut self) {
@@ -316,6 +338,7 @@ impl Metric for CaptionScoreMetric {
         self.captions.clear();
         self.recorded = false;
         self.current = 0.0;
+        self.refreshed = None;
     }
 }
 
@@ -326,6 +349,82 @@ impl Numeric for CaptionScoreMetric {
 
     fn running_value(&self) -> NumericEntry {
         NumericEntry::Value(self.current)
+    }
+}
+
+/// Another score of the epoch's validation captions (CIDEr-D beside a BLEU-4 that picks the
+/// best epoch, or the reverse), read from the [`ValidationHistory`] that the
+/// [`CaptionScoreMetric`] registered before it recorded on the same batch: shown at the
+/// epoch's end, with no captioning or scoring of its own.
+#[derive(Clone)]
+pub struct RecordedScoreMetric {
+    score: SelectBy,
+    name: MetricName,
+    history: ValidationHistory,
+    current: Option<f64>,
+}
+
+impl RecordedScoreMetric {
+    /// Shows `score` of each epoch recorded in `history`.
+    pub fn new(score: SelectBy, beam_size: usize, history: ValidationHistory) -> Self {
+        Self {
+            score,
+            name: score_name(score, beam_size),
+            history,
+            current: None,
+        }
+    }
+}
+
+impl Metric for RecordedScoreMetric {
+    type Input = Vec<ImageCaption>;
+
+    fn name(&self) -> MetricName {
+        self.name.clone()
+    }
+
+    fn description(&self) -> Option<String> {
+        Some("Corpus score of the validation captions, at the end of each epoch".into())
+    }
+
+    fn attributes(&self) -> MetricAttributes {
+        NumericAttributes {
+            unit: None,
+            higher_is_better: true,
+        }
+        .into()
+    }
+
+    fn update(&mut self, _: &Vec<ImageCaption>, metadata: &MetricMetadata) -> SerializedEntry {
+        let done = metadata.progress.items_processed >= metadata.progress.items_total;
+        if done {
+            let epoch = metadata.global_progress.items_processed;
+            self.current = self
+                .history
+                .scores_of(epoch)
+                .map(|e| self.score.of(&e.scores));
+        }
+        let formatted = match (done, self.current) {
+            (true, Some(value)) => format!("{value:.4}"),
+            (true, None) => "no captions".into(),
+            (false, _) => "at the epoch's end".into(),
+        };
+        let value = self.current.unwrap_or(0.0);
+        SerializedEntry::new(formatted, last_entry_only(value, done).serialize())
+    }
+
+    fn clear(&mut self) {
+        self.current = None;
+    }
+}
+
+impl Numeric for RecordedScoreMetric {
+    fn value(&self) -> NumericEntry {
+        NumericEntry::Value(self.current.unwrap_or(0.0))
+    }
+
+    fn running_value(&self) -> NumericEntry {
+        NumericEntry::Value(self.current.unwrap_or(0.0))
     }
 }
 
@@ -436,6 +535,71 @@ mod tests {
             h.record(i + 1, Some(scores(i + 1, *v)));
         }
         h
+    }
+
+    fn metadata(epoch: usize, batch: usize, batches: usize) -> MetricMetadata {
+        use burn::data::dataloader::Progress;
+        MetricMetadata {
+            progress: Progress {
+                items_processed: batch,
+                items_total: batches,
+            },
+            global_progress: Progress {
+                items_processed: epoch,
+                items_total: 10,
+            },
+            iteration: Some(batch),
+            lr: None,
+        }
+    }
+
+    #[test]
+    fn one_scoring_per_epoch_records_every_score_and_the_other_metric_reads_it() {
+        let captions = ["a red circle", "a blue square", "a green circle"];
+        let vocab = Arc::new(Vocab::build(captions, 1));
+        let references: Vec<Vec<String>> = captions
+            .iter()
+            .map(|c| vec![c.to_string(), format!("there is {c}")])
+            .collect();
+        let history = ValidationHistory::new(ValidationConfig::default());
+        let mut scoring = CaptionScoreMetric::new(
+            SelectBy::Bleu4,
+            3,
+            vocab.clone(),
+            Arc::new(references.clone()),
+            history.clone(),
+        );
+        let mut cider = RecordedScoreMetric::new(SelectBy::Cider, 3, history.clone());
+        let found = |ids: &[usize]| -> Vec<ImageCaption> {
+            ids.iter()
+                .map(|&id| ImageCaption {
+                    image_id: id,
+                    tokens: vocab.encode(captions[(id + 1) % 3]),
+                })
+                .collect()
+        };
+        // Two batches of epoch 4: nothing is recorded before the last one.
+        let first = metadata(4, 1, 2);
+        scoring.update(&found(&[0, 1]), &first);
+        let shown = cider.update(&found(&[0, 1]), &first);
+        assert!(history.scores_of(4).is_none());
+        assert_eq!(shown.formatted, "at the epoch's end");
+        let last = metadata(4, 2, 2);
+        scoring.update(&found(&[2]), &last);
+        cider.update(&found(&[2]), &last);
+        let recorded = history.scores_of(4).expect("the epoch is recorded");
+        assert_eq!(recorded.images, 3);
+        let candidates: Vec<String> = (0..3)
+            .map(|id| scoring_text(captions[(id + 1) % 3]))
+            .collect();
+        let expected = coco_scores(&candidates, &references);
+        assert_eq!(recorded.scores, expected);
+        assert_eq!(scoring.current, expected.bleu[3]);
+        assert_eq!(cider.current, Some(expected.cider));
+        // Clearing at the epoch's end records nothing twice.
+        scoring.clear();
+        cider.clear();
+        assert_eq!(history.epochs().len(), 1);
     }
 
     #[test]

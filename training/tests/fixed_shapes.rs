@@ -200,13 +200,21 @@ fn fixed_searches_in_padded_groups_find_the_captions_of_one_packed_search() {
         // to three.
         let rows = 4 * beam_size - 1;
         assert_eq!(fixed_search_images(rows, beam_size), 3);
-        let packed = model.caption_features(features.clone(), &search);
-        let fixed = model.caption_features_with(features.clone(), &search, Shapes::Fixed, rows);
+        let packed = model.caption_features(features.clone(), &search, Shapes::Packed, 0);
+        let fixed = model.caption_features(features.clone(), &search, Shapes::Fixed, rows);
         assert_eq!(fixed.len(), items.len());
         for (p, f) in packed.iter().zip(&fixed) {
             assert_eq!(p.tokens, f.tokens, "beam {beam_size}");
             assert_eq!(p.finished, f.finished);
             assert!((p.score - f.score).abs() <= 1e-4 * p.score.abs().max(1.0));
+        }
+        // Rows picked out of a batch, in any order, get the captions of those rows.
+        let picks = [3, 0, 2];
+        for shapes in [Shapes::Packed, Shapes::Fixed] {
+            let picked = model.caption_rows(features.clone(), &picks, &search, shapes, rows);
+            for (caption, &row) in picked.iter().zip(&picks) {
+                assert_eq!(caption.tokens, packed[row].tokens, "{shapes:?}, row {row}");
+            }
         }
     }
 }
