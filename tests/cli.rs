@@ -197,6 +197,81 @@ fn train_writes_a_run_that_resumes_and_that_infer_reads() {
 }
 
 #[test]
+fn a_self_critical_stage_starts_from_a_finished_run_and_resumes() {
+    let dir = temp_dir("scst");
+    let first = dir.join("first");
+    let stage = dir.join("stage");
+    let small = [
+        "--train-images",
+        "16",
+        "--valid-images",
+        "8",
+        "--test-images",
+        "8",
+    ];
+    let run = |args: &[&str]| {
+        let out = exec("train", &[args, &small].concat());
+        let output = text(&out.stdout) + &text(&out.stderr);
+        assert!(out.status.success(), "{output}");
+        output
+    };
+    run(&["--epochs", "1", "--out", first.to_str().unwrap()]);
+    let scst = [
+        "--scst",
+        "--init-from",
+        first.to_str().unwrap(),
+        "--out",
+        stage.to_str().unwrap(),
+    ];
+    let output = run(&[&scst[..], &["--epochs", "1"]].concat());
+    assert!(output.contains("Starting from the weights of"), "{output}");
+    assert!(
+        output.contains("Self-critical training: 5 samples an image"),
+        "{output}"
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(stage.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["objective"]["kind"], "self-critical");
+    assert_eq!(config["optimizer"]["lr"], 5e-5);
+    assert_eq!(config["model"]["dropout"], 0.0);
+    assert_eq!(
+        std::fs::read(stage.join("vocab.json")).unwrap(),
+        std::fs::read(first.join("vocab.json")).unwrap(),
+        "the stage keeps the first run's vocabulary"
+    );
+    let resumed = run(&[
+        "--resume",
+        "--epochs",
+        "2",
+        "--out",
+        stage.to_str().unwrap(),
+    ]);
+    assert!(resumed.contains("from epoch 1"), "{resumed}");
+    assert!(stage.join("checkpoint/model-2.mpk").exists());
+
+    // A stage keeps the network and the decoder's sizes of the run it starts from.
+    let refused = exec(
+        "train",
+        &[&scst[..], &["--hidden-dim", "64"], &small].concat(),
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("drop --hidden-dim"),
+        "{}",
+        text(&refused.stderr)
+    );
+    // Only a finished run can start a stage.
+    let unfinished = exec("train", &["--scst", "--init-from", dir.to_str().unwrap()]);
+    assert!(!unfinished.status.success());
+    assert!(
+        text(&unfinished.stderr).contains("no final model"),
+        "{}",
+        text(&unfinished.stderr)
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
 fn train_says_first_which_device_it_chose_and_trains_data_parallel_on_two() {
     let dir = temp_dir("devices");
     let out_dir = dir.join("run");

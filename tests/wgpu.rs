@@ -421,5 +421,35 @@ fn a_run_trained_on_wgpu_captions_the_same_on_flex_and_resumes_there() {
         text(&resumed.stderr)
     );
     assert!(run.join("checkpoint/model-2.mpk").exists());
+
+    // A self-critical stage from it, on wgpu: samples, rewards and the policy-gradient step
+    // under fixed shapes.
+    let stage = dir.join("scst");
+    let scst = exec(
+        "train",
+        &[
+            &[
+                "--scst",
+                "--init-from",
+                out,
+                "--device",
+                "wgpu",
+                "--epochs",
+                "1",
+                "--out",
+                stage.to_str().unwrap(),
+            ][..],
+            &small[..6],
+            &["--val-caption-images", "4", "--batch-size", "20"],
+        ]
+        .concat(),
+    );
+    assert!(
+        scst.status.success(),
+        "{}\n{}",
+        text(&scst.stdout),
+        text(&scst.stderr)
+    );
+    assert!(stage.join("model.mpk").exists());
     std::fs::remove_dir_all(dir).ok();
 }

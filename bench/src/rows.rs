@@ -232,6 +232,7 @@ fn fine_tuning<'a, B: AutodiffBackend>(shapes: Shapes, device: &'a B::Device) ->
                 image_of_caption: image_of_caption.clone(),
                 lengths: lengths.clone(),
                 decode: None,
+                self_critical: None,
                 shapes,
             });
             let grads = GradientsParams::from_grads(out.loss.backward(), &captioner);

@@ -4,6 +4,7 @@ use burn::prelude::*;
 
 use crate::rows::Shapes;
 use crate::search::SearchConfig;
+use crate::self_critical::SelfCriticalRequest;
 
 /// A batch of images with one or more captions each (all five of an image's captions share
 /// one pass of the encoder, as `seq_per_img` does in the reference PyTorch trainers).
@@ -22,6 +23,10 @@ pub struct CaptionBatch<B: Backend> {
     /// Validation only: images of the batch to caption by search as well (their scores are
     /// the validation metric).
     pub decode: Option<DecodeRequest>,
+    /// Training by self-critical sequence training: the step samples captions of the batch's
+    /// images and learns from their rewards (the batch's captions are then unused); `None`:
+    /// the step is teacher-forced on the captions.
+    pub self_critical: Option<SelfCriticalRequest>,
     /// How the batch was laid out, and so how the decoder unrolls over it.
     pub shapes: Shapes,
 }

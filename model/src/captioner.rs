@@ -1,14 +1,19 @@
 //! The whole captioner: encoder + attention decoder, its training loss and its captions.
 
+use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::AutodiffBackend;
 use captioner_datasets::decode::Resize;
 
 use crate::batch::{CaptionBatch, EncoderInput};
 use crate::decoder::{packed_positions, step_mask, Decoder, DecoderConfig};
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::rows::{index_tensor, Shapes};
-use crate::search::{search_rows, Caption, SearchConfig};
+use crate::search::{sample_rows, search_rows, Caption, SearchConfig};
+use crate::self_critical::{
+    advantages, caption_tokens, mean, SelfCriticalRequest, SelfCriticalStats,
+};
 
 /// Everything needed to rebuild a [`Captioner`]; saved as `model.json` in each run folder.
 #[derive(Config, Debug)]
@@ -158,6 +163,74 @@ impl<B: Backend> Captioner<B> {
     }
 }
 
+impl<B: AutodiffBackend> Captioner<B> {
+    /// One self-critical step on the grids `features` `[images, positions, channels]` (the
+    /// first `request.image_ids.len()` rows are the batch's images; under [`Shapes::Fixed`]
+    /// more may follow as padding, and the greedy search runs in groups of `rows` rows): the
+    /// loss to step on, and what the step saw.
+    pub fn self_critical(
+        &self,
+        features: Tensor<B, 3>,
+        request: &SelfCriticalRequest,
+        shapes: Shapes,
+        rows: usize,
+    ) -> (CaptionerOutput<B>, SelfCriticalStats) {
+        let config = request.config;
+        let k = config.samples;
+        let images = request.image_ids.len();
+        let device = features.device();
+        let picks: Vec<usize> = (0..images).collect();
+
+        // Sampled and searched without a gradient, on the model's inner backend.
+        let model = self.valid();
+        let grids = features.clone().inner();
+        let samples = sample_rows(
+            &model.decoder,
+            grids.clone(),
+            &picks,
+            k,
+            config.max_len,
+            request.seed,
+            shapes,
+        );
+        let greedy_search = SearchConfig {
+            beam_size: 1,
+            max_len: config.max_len,
+        };
+        let greedy = search_rows(&model.decoder, grids, &picks, &greedy_search, shapes, rows);
+
+        let sample_images: Vec<usize> = request
+            .image_ids
+            .iter()
+            .flat_map(|&id| std::iter::repeat_n(id, k))
+            .collect();
+        let sampled: Vec<&[u32]> = samples.iter().map(|c| c.tokens.as_slice()).collect();
+        let rewards = request.reward.rewards(&sample_images, &sampled);
+        let greedy_tokens: Vec<&[u32]> = greedy.iter().map(|c| c.tokens.as_slice()).collect();
+        let greedy_rewards = request.reward.rewards(&request.image_ids, &greedy_tokens);
+        let weights: Vec<f32> = advantages(&rewards, k, config.baseline, &greedy_rewards)
+            .into_iter()
+            .map(|a| a as f32)
+            .collect();
+
+        let (tokens, lengths) = caption_tokens::<B>(&samples, shapes, &device);
+        let rows_of_samples: Vec<usize> = picks
+            .iter()
+            .flat_map(|&i| std::iter::repeat_n(i, k))
+            .collect();
+        let grids = features.select(0, index_tensor(&rows_of_samples, &device));
+        let out =
+            weighted_log_likelihood_loss(&self.decoder, grids, tokens, &lengths, &weights, shapes);
+        let stats = SelfCriticalStats {
+            samples: samples.len(),
+            mean_reward: mean(rewards.iter().copied()),
+            greedy_reward: mean(greedy_rewards.iter().copied()),
+            mean_length: mean(samples.iter().map(|c| c.tokens.len() as f64)),
+        };
+        (out, stats)
+    }
+}
+
 /// The loss of [`Captioner::forward`] for `decoder` alone, given each caption's own feature
 /// grid `[captions, positions, channels]`, its tokens `[captions, max_len]` and its length
 /// (`<start>` and `<end>` included; 0 for a padding row, which [`Shapes::Fixed`] allows).
@@ -170,17 +243,54 @@ pub fn teacher_forced_loss<B: Backend>(
     lengths: &[usize],
     shapes: Shapes,
 ) -> CaptionerOutput<B> {
+    let loss = Loss {
+        attention_regularization,
+        weights: None,
+    };
     match shapes {
-        Shapes::Packed => packed_loss(decoder, attention_regularization, features, tokens, lengths),
-        Shapes::Fixed => masked_loss(decoder, attention_regularization, features, tokens, lengths),
+        Shapes::Packed => packed_loss(decoder, loss, features, tokens, lengths),
+        Shapes::Fixed => masked_loss(decoder, loss, features, tokens, lengths),
     }
+}
+
+/// The policy-gradient loss of self-critical training, `-sum_i w_i sum_t log p(w_it) / words`
+/// over captions `i` of `tokens` (laid out as for [`teacher_forced_loss`], with their own
+/// grids `features`) and their words `t` (`<end>` included when the caption has it), each
+/// caption weighted by `weights[i]` (its reward minus its baseline); `words` is the number of
+/// words in all, as self-critical.pytorch's `RewardCriterion` normalises. With every weight 1
+/// this is the cross-entropy of [`teacher_forced_loss`] without the attention term.
+pub fn weighted_log_likelihood_loss<B: Backend>(
+    decoder: &Decoder<B>,
+    features: Tensor<B, 3>,
+    tokens: Tensor<B, 2, Int>,
+    lengths: &[usize],
+    weights: &[f32],
+    shapes: Shapes,
+) -> CaptionerOutput<B> {
+    assert_eq!(weights.len(), lengths.len(), "one weight per caption");
+    let loss = Loss {
+        attention_regularization: 0.0,
+        weights: Some(weights),
+    };
+    match shapes {
+        Shapes::Packed => packed_loss(decoder, loss, features, tokens, lengths),
+        Shapes::Fixed => masked_loss(decoder, loss, features, tokens, lengths),
+    }
+}
+
+/// What the two layouts' losses weigh: the attention term, and each caption's log-likelihood
+/// (`None`: 1 each, the cross-entropy).
+#[derive(Clone, Copy)]
+struct Loss<'a> {
+    attention_regularization: f32,
+    weights: Option<&'a [f32]>,
 }
 
 /// [`teacher_forced_loss`] with every step of every row decoded and the steps past each
 /// caption's end masked out (fixed shapes).
 fn masked_loss<B: Backend>(
     decoder: &Decoder<B>,
-    attention_regularization: f32,
+    loss: Loss,
     features: Tensor<B, 3>,
     tokens: Tensor<B, 2, Int>,
     lengths: &[usize],
@@ -205,7 +315,15 @@ fn masked_loss<B: Backend>(
         .gather(1, targets.clone().reshape([batch_size * width, 1]))
         .reshape([batch_size, width]);
     let mask = step_mask::<B>(&steps, width, &device);
-    let cross_entropy = (picked * mask.clone()).sum().div_scalar(words as f32).neg();
+    let word_weights = match loss.weights {
+        None => mask.clone(),
+        Some(weights) => {
+            let rows = TensorData::new(weights.to_vec(), [batch_size, 1]);
+            let rows = Tensor::<B, 2>::from_data(rows, &device);
+            mask.clone() * rows
+        }
+    };
+    let cross_entropy = (picked * word_weights).sum().div_scalar(words as f32).neg();
 
     // Padding rows (no step) attend nowhere; they are left out of the regulariser.
     let real_rows = mask.narrow(1, 0, 1).unsqueeze_dim::<3>(2);
@@ -213,7 +331,7 @@ fn masked_loss<B: Backend>(
     let regularization = ((attention_total.neg() + 1.0).powi_scalar(2) * real_rows)
         .sum()
         .div_scalar((captions * positions) as f32)
-        .mul_scalar(attention_regularization);
+        .mul_scalar(loss.attention_regularization);
 
     CaptionerOutput {
         loss: cross_entropy.clone() + regularization,
@@ -228,7 +346,7 @@ fn masked_loss<B: Backend>(
 /// first (shapes follow the data).
 fn packed_loss<B: Backend>(
     decoder: &Decoder<B>,
-    attention_regularization: f32,
+    loss: Loss,
     features: Tensor<B, 3>,
     tokens: Tensor<B, 2, Int>,
     lengths: &[usize],
@@ -260,7 +378,19 @@ fn packed_loss<B: Backend>(
     let picked = log_softmax(out.logits.clone(), 1)
         .gather(1, targets.clone().unsqueeze_dim::<2>(1))
         .squeeze_dim::<1>(1);
-    let cross_entropy = picked.mean().neg();
+    let cross_entropy = match loss.weights {
+        None => picked.mean().neg(),
+        Some(weights) => {
+            // The weight of each packed word is its caption's (`order[row]`, row = pos / width).
+            let per_word: Vec<f32> = packed.iter().map(|p| weights[order[p / width]]).collect();
+            let words = per_word.len().max(1);
+            let per_word = TensorData::new(per_word, [packed.len()]);
+            (picked * Tensor::<B, 1>::from_data(per_word, &device))
+                .sum()
+                .div_scalar(words as f32)
+                .neg()
+        }
+    };
 
     let [_, _, positions] = out.alphas.dims();
     let attention_total = out.alphas.clone().sum_dim(1);
@@ -268,7 +398,7 @@ fn packed_loss<B: Backend>(
         .powi_scalar(2)
         .sum()
         .div_scalar((batch_size * positions) as f32)
-        .mul_scalar(attention_regularization);
+        .mul_scalar(loss.attention_regularization);
 
     CaptionerOutput {
         loss: cross_entropy.clone() + regularization,

@@ -9,7 +9,7 @@
 //! and on GPUs (CUDA, WGPU).
 
 // In layers, each module using only those above it: the row helpers; the layers; the
-// encoders; the decoder; the search; the batch; the captioner; then at the edge, captioning
+// encoders; the decoder; the search and self-critical training's pieces; the batch; the captioner; then at the edge, captioning
 // pictures with a trained model (`inference`) and the hooks through which burn-train drives
 // it (`step`, the only module that uses burn-train).
 pub mod rows;
@@ -33,6 +33,7 @@ pub mod torchvision_weights;
 pub mod decoder;
 
 pub mod search;
+pub mod self_critical;
 
 pub mod batch;
 
@@ -42,7 +43,9 @@ pub mod inference;
 pub mod step;
 
 pub use batch::{CaptionBatch, DecodeRequest, EncoderInput};
-pub use captioner::{teacher_forced_loss, Captioner, CaptionerConfig, CaptionerOutput};
+pub use captioner::{
+    teacher_forced_loss, weighted_log_likelihood_loss, Captioner, CaptionerConfig, CaptionerOutput,
+};
 pub use decoder::{Decoder, DecoderConfig};
 pub use efficientnet_lite::{EfficientNetLite, EfficientNetLiteConfig};
 pub use encoder::{
@@ -53,9 +56,14 @@ pub use inception_v3::{InceptionV3, InceptionV3Config};
 pub use inference::{Batching, Captioning, LoadError, ModelFiles, WeightsRecorder};
 pub use resnet::{ResNet, ResNetConfig};
 pub use rows::{bucket_steps, pad_with_first_row, Shapes};
-pub use search::{beam_search, fixed_search_images, greedy, search_rows, Caption, SearchConfig};
+pub use search::{
+    beam_search, fixed_search_images, greedy, sample_rows, search_rows, Caption, SearchConfig,
+};
+pub use self_critical::{
+    advantages, Baseline, CaptionReward, SelfCriticalConfig, SelfCriticalRequest, SelfCriticalStats,
+};
 pub use small_cnn::{SmallCnn, SmallCnnConfig};
-pub use step::{ImageCaption, ValidationOutput};
+pub use step::{ImageCaption, TrainStepOutput, ValidationOutput};
 pub use torchvision_weights::{LoadedWeights, WeightsError};
 
 /// Token ids that the model treats specially: the vocabulary's own

@@ -1,4 +1,5 @@
-//! Decoding captions at inference: greedy, and batched beam search.
+//! Decoding captions: greedy and batched beam search at inference, and sampling from the
+//! model's distribution for self-critical training.
 //!
 //! Both run the decoder on the device for a whole batch at a time and keep only the small
 //! bookkeeping (which beams survive) on the host. A caption is at most `max_len` words long:
@@ -6,6 +7,8 @@
 //! yields a caption.
 
 use burn::prelude::*;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 use crate::decoder::{DecodeState, Decoder};
 use crate::rows::{index_tensor, Shapes};
@@ -172,6 +175,90 @@ fn greedy_from<B: Backend>(
                     .push(alpha[i * positions..(i + 1) * positions].to_vec());
             }
             previous[i] = best as u32;
+        }
+        if captions.iter().all(|c| c.finished) {
+            break;
+        }
+    }
+    captions
+}
+
+/// `samples` captions of each grid of `features` (`[n, positions, channels]`) at rows
+/// `picks`, drawn from the model's distribution (`picks.len() * samples` captions, the samples
+/// of each image together), each word drawn from the softmax of the step's scores (`<pad>`
+/// and `<start>` excluded; `<unk>` may be drawn, and earns nothing), until `<end>` or
+/// `max_len` words. The draws are a function of `seed`: the same seed, model and grids give
+/// the same captions. A caption's `score` is the sum of its words' log-probabilities.
+pub fn sample_rows<B: Backend>(
+    decoder: &Decoder<B>,
+    features: Tensor<B, 3>,
+    picks: &[usize],
+    samples: usize,
+    max_len: usize,
+    seed: u64,
+    shapes: Shapes,
+) -> Vec<Caption> {
+    let state = start_beams(decoder, features, picks, samples.max(1), shapes);
+    sample_from(decoder, state, max_len, &mut SmallRng::seed_from_u64(seed))
+}
+
+/// Draws an index of `log_probs` with probability `exp(log_probs[v])` (renormalised over the
+/// finite entries).
+fn draw(log_probs: &[f32], rng: &mut SmallRng) -> usize {
+    let top = log_probs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let total: f64 = log_probs.iter().map(|&l| f64::from(l - top).exp()).sum();
+    let mut target = rng.random::<f64>() * total;
+    for (v, &l) in log_probs.iter().enumerate() {
+        target -= f64::from(l - top).exp();
+        if target < 0.0 {
+            return v;
+        }
+    }
+    // Rounding left a sliver: the last word that could be drawn.
+    log_probs
+        .iter()
+        .rposition(|l| l.is_finite())
+        .expect("some word can be drawn")
+}
+
+/// [`sample_rows`] from the decoder's start, one caption per row of `state`.
+fn sample_from<B: Backend>(
+    decoder: &Decoder<B>,
+    mut state: DecodeState<B>,
+    max_len: usize,
+    rng: &mut SmallRng,
+) -> Vec<Caption> {
+    let device = state.features.device();
+    let n = state.features.dims()[0];
+    let mut captions = vec![
+        Caption {
+            tokens: Vec::new(),
+            score: 0.0,
+            finished: false,
+            alphas: Vec::new()
+        };
+        n
+    ];
+    let mut previous = vec![START; n];
+    for _ in 0..max_len {
+        let (log_probs, next, _) = decoder.step(state, token_tensor(&previous, &device));
+        state = next;
+        let (mut log_probs, vocab) = host_rows(log_probs);
+        for (i, caption) in captions.iter_mut().enumerate() {
+            if caption.finished {
+                continue;
+            }
+            let row = &mut log_probs[i * vocab..(i + 1) * vocab];
+            row[PAD as usize] = f32::NEG_INFINITY;
+            row[START as usize] = f32::NEG_INFINITY;
+            let word = draw(row, rng);
+            caption.score += row[word];
+            if word as u32 == END {
+                caption.finished = true;
+            } else {
+                caption.tokens.push(word as u32);
+            }
+            previous[i] = word as u32;
         }
         if captions.iter().all(|c| c.finished) {
             break;

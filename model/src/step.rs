@@ -1,6 +1,7 @@
 //! The hooks through which `burn-train`'s `Learner` drives the captioner.
 //!
-//! A training step is teacher-forced. A validation step is teacher-forced too (the loss and
+//! A training step is teacher-forced, or self-critical when its batch asks for it (see
+//! [`crate::self_critical`]). A validation step is teacher-forced too (the loss and
 //! accuracy metrics), and also captions the images its batch asks for by beam search, from
 //! the same encoder pass, so that the validation metric can be the real BLEU and CIDEr.
 
@@ -11,6 +12,7 @@ use burn::train::{InferenceStep, SequenceOutput, TrainOutput, TrainStep};
 
 use crate::batch::CaptionBatch;
 use crate::captioner::{Captioner, CaptionerOutput};
+use crate::self_critical::SelfCriticalStats;
 
 impl<B: Backend> CaptionerOutput<B> {
     /// What burn-train's loss and accuracy metrics read.
@@ -19,13 +21,68 @@ impl<B: Backend> CaptionerOutput<B> {
     }
 }
 
+/// What a training step yields: the loss (and, teacher-forced, the logits and targets that the
+/// accuracy metric reads) as burn-train's [`SequenceOutput`] (`S`, on the device or synced to
+/// the host), and what a self-critical step saw.
+#[derive(Debug)]
+pub struct TrainStepOutput<S> {
+    /// The loss, logits and targets of the step's teacher-forced pass (self-critical: over
+    /// the samples).
+    pub sequence: S,
+    /// Rewards and lengths of a self-critical step's samples; `None` when teacher-forced.
+    pub self_critical: Option<SelfCriticalStats>,
+}
+
+impl<B: Backend> ItemLazy for TrainStepOutput<SequenceOutput<B>> {
+    type ItemSync = TrainStepOutput<<SequenceOutput<B> as ItemLazy>::ItemSync>;
+
+    fn sync(self) -> Self::ItemSync {
+        TrainStepOutput {
+            sequence: self.sequence.sync(),
+            self_critical: self.self_critical,
+        }
+    }
+}
+
+impl<B: Backend, S: Adaptor<LossInput<B>>> Adaptor<LossInput<B>> for TrainStepOutput<S> {
+    fn adapt(&self) -> LossInput<B> {
+        self.sequence.adapt()
+    }
+}
+
+impl<B: Backend, S: Adaptor<AccuracyInput<B>>> Adaptor<AccuracyInput<B>> for TrainStepOutput<S> {
+    fn adapt(&self) -> AccuracyInput<B> {
+        self.sequence.adapt()
+    }
+}
+
+impl<S> Adaptor<Option<SelfCriticalStats>> for TrainStepOutput<S> {
+    fn adapt(&self) -> Option<SelfCriticalStats> {
+        self.self_critical
+    }
+}
+
 impl<B: AutodiffBackend> TrainStep for Captioner<B> {
     type Input = CaptionBatch<B>;
-    type Output = SequenceOutput<B>;
+    type Output = TrainStepOutput<SequenceOutput<B>>;
 
-    fn step(&self, batch: CaptionBatch<B>) -> TrainOutput<SequenceOutput<B>> {
-        let item = self.forward(batch).into_sequence();
-        TrainOutput::new(self, item.loss.backward(), item)
+    fn step(&self, mut batch: CaptionBatch<B>) -> TrainOutput<Self::Output> {
+        let (out, self_critical) = match batch.self_critical.take() {
+            None => (self.forward(batch), None),
+            Some(request) => {
+                let rows = batch.tokens.dims()[0];
+                let features = self.encode(batch.input);
+                let (out, stats) = self.self_critical(features, &request, batch.shapes, rows);
+                (out, Some(stats))
+            }
+        };
+        let sequence = out.into_sequence();
+        let grads = sequence.loss.backward();
+        let item = TrainStepOutput {
+            sequence,
+            self_critical,
+        };
+        TrainOutput::new(self, grads, item)
     }
 }
 

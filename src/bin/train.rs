@@ -112,6 +112,28 @@ fn main() -> Result<()> {
             .settings
             .resumed_config(run.load_train_config()?, run.root())?;
         (run, config)
+    } else if let Some(from) = &args.settings.init_from {
+        let first = RunDir::new(from);
+        let weights = first.weights().with_extension("mpk");
+        if !weights.exists() {
+            bail!(
+                "{} holds no final model ({} is missing): --init-from takes a finished run",
+                from.display(),
+                weights.display()
+            );
+        }
+        let config = args
+            .settings
+            .stage_config(first.load_train_config()?, from)?;
+        let run = match &args.out {
+            Some(dir) => RunDir::new(dir),
+            None => {
+                let stage = if args.settings.scst { "scst" } else { "stage" };
+                let prefix = format!("{}-{stage}", config.data.name().name());
+                RunDir::timestamped(artifacts, &prefix)
+            }
+        };
+        (run, config)
     } else {
         let run = match &args.out {
             Some(dir) => RunDir::new(dir),

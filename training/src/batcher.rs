@@ -12,7 +12,7 @@ use captioner_datasets::feature_cache::FeatureCache;
 use captioner_datasets::{CaptionItem, ItemImage};
 use captioner_model::{
     bucket_steps, pad_with_first_row, CaptionBatch, DecodeRequest, EncoderInput, SearchConfig,
-    Shapes,
+    SelfCriticalRequest, Shapes,
 };
 
 /// Normalises the images to the encoder's input size, lays out every caption of every image
@@ -24,6 +24,7 @@ pub struct CaptionBatcher {
     hflip: bool,
     cache: Option<Arc<FeatureCache>>,
     decode: Option<(SearchConfig, Arc<HashSet<usize>>)>,
+    self_critical: Option<SelfCriticalRequest>,
     fixed: Option<FixedBatch>,
 }
 
@@ -74,6 +75,7 @@ impl CaptionBatcher {
             hflip: false,
             cache: None,
             decode: None,
+            self_critical: None,
             fixed: None,
         }
     }
@@ -92,6 +94,16 @@ impl CaptionBatcher {
     pub fn with_decode(self, search: SearchConfig, image_ids: Arc<HashSet<usize>>) -> Self {
         Self {
             decode: Some((search, image_ids)),
+            ..self
+        }
+    }
+
+    /// Makes every batch a self-critical step's, as `request` says (its image ids and seed
+    /// are each batch's own: the seed is drawn from the request's and the batch's image ids,
+    /// so that the same data order draws the same samples).
+    pub fn with_self_critical(self, request: SelfCriticalRequest) -> Self {
+        Self {
+            self_critical: Some(request),
             ..self
         }
     }
@@ -205,18 +217,39 @@ impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
                 search: *search,
             }
         });
+        let self_critical = self.self_critical.as_ref().map(|template| {
+            let image_ids: Vec<usize> = items.iter().map(|i| i.image_id).collect();
+            SelfCriticalRequest {
+                seed: batch_seed(template.seed, &image_ids),
+                image_ids,
+                ..template.clone()
+            }
+        });
         CaptionBatch {
             input,
             tokens: Tensor::from_data(TensorData::new(tokens, [rows, max_len]), device),
             image_of_caption: Tensor::from_data(TensorData::new(image_of_caption, [rows]), device),
             lengths,
             decode,
+            self_critical,
             shapes: match self.fixed {
                 Some(_) => Shapes::Fixed,
                 None => Shapes::Packed,
             },
         }
     }
+}
+
+/// The seed of a batch's draws: `seed` mixed with its image ids in order (SplitMix64 steps).
+fn batch_seed(seed: u64, image_ids: &[usize]) -> u64 {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    image_ids.iter().fold(mix(seed), |h, &id| {
+        mix(h ^ (id as u64).wrapping_add(0x9e37_79b9_7f4a_7c15))
+    })
 }
 
 /// The cached feature grids of `images`, `[images, positions, channels]`; every image must be

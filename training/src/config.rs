@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use captioner_datasets::decode::{Resize, ResizeMode};
 use captioner_datasets::shapes::ShapesConfig;
 use captioner_datasets::{DatasetName, Format};
-use captioner_model::{EncoderMode, EncoderSettings, SearchConfig};
+use captioner_model::{EncoderMode, EncoderSettings, SearchConfig, SelfCriticalConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::CocoScores;
@@ -167,7 +167,31 @@ pub struct TrainConfig {
     pub search: SearchConfig,
     /// The recipe the run started from, if any (its settings are the fields above).
     pub preset: Option<Preset>,
+    /// What the decoder learns from: the reference captions, or its own samples' rewards.
+    #[serde(default)]
+    pub objective: Objective,
+    /// The run folder whose final weights and vocabulary this run starts from (a second
+    /// stage: self-critical training, or fine-tuning the encoder); `None`: fresh weights.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
 }
+
+/// What the decoder learns from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Objective {
+    /// Teacher forcing on the reference captions: cross-entropy of their words, plus the
+    /// attention regularisation.
+    #[default]
+    CrossEntropy,
+    /// Self-critical sequence training: captions sampled from the model, rewarded by their
+    /// CIDEr-D against the image's references (see `captioner_model::self_critical`).
+    SelfCritical(SelfCriticalConfig),
+}
+
+/// The self-critical stage's learning rate: self-critical.pytorch's constant rate for its LSTM
+/// models.
+pub const SELF_CRITICAL_LR: f64 = 5e-5;
 
 /// The learning-rate schedule, before plateau decays.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -347,6 +371,8 @@ impl Default for TrainConfig {
                 max_len: 20,
             },
             preset: None,
+            objective: Objective::CrossEntropy,
+            init_from: None,
         }
     }
 }
@@ -418,7 +444,60 @@ impl TrainConfig {
         if self.batch_size == 0 || self.search.beam_size == 0 {
             return Err("the batch size and the beam size must be at least 1".into());
         }
+        if let Objective::SelfCritical(scst) = &self.objective {
+            scst.check().map_err(|e| format!("objective: {e}"))?;
+            if self.init_from.is_none() {
+                return Err(
+                    "objective: self-critical training starts from a trained run \
+                            (init_from): its samples must already be captions"
+                        .into(),
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// The settings of a self-critical stage that starts from the run `from`, whose settings
+    /// are `self`: the same data, encoder and decoder shape, and
+    /// - 5 samples an image with the mean of the other samples as baseline, up to 20 words;
+    /// - 50 samples a step (10 images), as self-critical.pytorch;
+    /// - Adam at a constant [`SELF_CRITICAL_LR`];
+    /// - no dropout: the samples are drawn without it, and their log-probabilities must be
+    ///   those of the model that drew them;
+    /// - the best epoch by validation CIDEr-D, the reward; no plateau decay; 3 epochs without
+    ///   a better CIDEr-D stop the stage; 10 epochs at most.
+    pub fn self_critical_stage(self, from: PathBuf) -> Self {
+        Self {
+            epochs: 10,
+            batch_size: 50,
+            objective: Objective::SelfCritical(SelfCriticalConfig::default()),
+            init_from: Some(from),
+            optimizer: OptimizerSettings {
+                lr: SELF_CRITICAL_LR,
+                lr_schedule: LrSchedule::Constant,
+                ..self.optimizer
+            },
+            model: ModelSettings {
+                dropout: 0.0,
+                ..self.model
+            },
+            validation: ValidationConfig {
+                select_by: SelectBy::Cider,
+                lr_decay_patience: 0,
+                early_stop_patience: 3,
+                ..self.validation
+            },
+            ..self
+        }
+    }
+
+    /// Images a training step takes: `batch_size` captions, or under self-critical
+    /// training as many images as have `batch_size` samples in all (at least one).
+    pub fn images_per_step(&self) -> usize {
+        match &self.objective {
+            Objective::CrossEntropy => self.batch_size,
+            Objective::SelfCritical(scst) => (self.batch_size / scst.samples.max(1)).max(1),
+        }
     }
 
     /// The defaults for real photos from `files`: a 224-pixel input to a four-stage small CNN

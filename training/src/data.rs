@@ -44,6 +44,9 @@ pub struct RunData {
     pub train: CaptionDataset,
     /// Validation items, scored after every epoch.
     pub valid: CaptionDataset,
+    /// The reference captions of each training image (tokenised, joined by spaces), in the
+    /// order of `train`'s images: self-critical training rewards samples against them.
+    pub train_references: Vec<Vec<String>>,
     /// The reference captions of each validation image (tokenised, joined by spaces), in the
     /// order of `valid`'s images.
     pub valid_references: Vec<Vec<String>>,
@@ -76,6 +79,12 @@ pub fn prepare(
                 Vocab::build(captions.iter().map(String::as_str), min_word_freq)
             });
             let train = shapes.dataset(&train_scenes, &vocab);
+            let train_references = scoring_texts(
+                &train_scenes
+                    .iter()
+                    .map(|s| s.captions())
+                    .collect::<Vec<_>>(),
+            );
             let valid_scenes = shapes.scenes(Split::Valid);
             let valid = shapes.dataset(&valid_scenes, &vocab);
             let valid_references = scoring_texts(
@@ -99,6 +108,7 @@ pub fn prepare(
             Ok(RunData {
                 vocab,
                 train,
+                train_references,
                 valid,
                 valid_references,
                 held_out,
@@ -255,6 +265,7 @@ fn prepare_files(
         vocab.unwrap_or_else(|| Vocab::build(train_captions.map(String::as_str), min_word_freq));
 
     let mut train = CaptionDataset::default();
+    let mut train_references = Vec::new();
     let mut valid = CaptionDataset::default();
     let mut held_out = HeldOut {
         split: Split::Valid,
@@ -268,7 +279,10 @@ fn prepare_files(
     for (entry, image) in corpus.images.iter().zip(images) {
         let encoded = entry.captions.iter().map(|c| vocab.encode(c));
         match entry.split {
-            Split::Train => train.push(image, encoded),
+            Split::Train => {
+                train.push(image, encoded);
+                train_references.push(entry.captions.clone());
+            }
             Split::Valid => {
                 valid.push(image.clone(), encoded);
                 held_out.images.push(image);
@@ -287,6 +301,7 @@ fn prepare_files(
     Ok(RunData {
         vocab,
         train,
+        train_references: scoring_texts(&train_references),
         valid,
         valid_references: scoring_texts(&held_out.references),
         held_out,

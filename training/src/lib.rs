@@ -13,6 +13,7 @@ pub mod optimizer;
 pub mod renderer;
 pub mod run_dir;
 pub mod schedule;
+pub mod self_critical;
 pub mod train;
 pub mod validation;
 

@@ -22,14 +22,14 @@ use captioner_datasets::vocab::PAD;
 use captioner_datasets::Split;
 use captioner_datasets::Vocab;
 use captioner_model::{
-    CaptionerConfig, DecoderConfig, Encoder, EncoderConfig, EncoderName, LoadedWeights, Shapes,
-    WeightsRecorder,
+    CaptionerConfig, DecoderConfig, Encoder, EncoderConfig, EncoderName, LoadedWeights, ModelFiles,
+    SelfCriticalRequest, Shapes, WeightsRecorder,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::batcher::{CaptionBatcher, FixedBatch};
 use crate::config::DataSource;
-use crate::config::{SelectBy, TrainConfig};
+use crate::config::{Objective, SelectBy, TrainConfig};
 use crate::data::{held_out_split, prepare, DataSummary, OpenCache};
 use crate::evaluate::{evaluate, EvalReport, HeldOut};
 use crate::feature_cache::CacheEncoder;
@@ -37,6 +37,7 @@ use crate::optimizer::EncoderDecoderAdam;
 use crate::renderer::PlainRenderer;
 use crate::run_dir::RunDir;
 use crate::schedule::{BaseSchedule, PlateauDecay};
+use crate::self_critical::{CiderReward, SampleStat, SelfCriticalMetric};
 use crate::validation::{
     caption_sample, BestCheckpoint, CaptionScoreMetric, EpochScores, PlateauStop,
     RecordedScoreMetric, ValidationHistory,
@@ -199,9 +200,12 @@ pub fn train<B: AutodiffBackend>(
         .with_context(|| format!("cannot create the run folder {}", run.root().display()))?;
     run.save_train_config(&config)?;
 
-    let saved_vocab = match resume_from {
-        Some(_) => Some(Vocab::load(&run.vocab()).map_err(anyhow::Error::msg)?),
-        None => None,
+    // A resumed run keeps its vocabulary; a second stage takes its first stage's.
+    let init_from = config.init_from.as_deref().map(ModelFiles::new);
+    let saved_vocab = match (resume_from, &init_from) {
+        (Some(_), _) => Some(Vocab::load(&run.vocab()).map_err(anyhow::Error::msg)?),
+        (None, Some(from)) => Some(Vocab::load(&from.vocab()).map_err(anyhow::Error::msg)?),
+        (None, None) => None,
     };
     // The encoder comes first: a feature cache is made with its weights, before the
     // vocabulary (and so the decoder's size) is known.
@@ -238,11 +242,28 @@ pub fn train<B: AutodiffBackend>(
     model_config
         .save(run.model_config())
         .with_context(|| format!("cannot write {}", run.model_config().display()))?;
-    let model = model_config.init_with_encoder(encoder, &device);
+    let mut model = model_config.init_with_encoder(encoder, &device);
+    if let (Some(from), None) = (&init_from, resume_from) {
+        let path = from.weights();
+        model = model
+            .load_file(&path, &WeightsRecorder::new(), &device)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot start from {}: {e}. The first stage's model must have this run's \
+                     encoder and decoder sizes (its model.json)",
+                    path.display()
+                )
+            })?;
+        println!("Starting from the weights of {}", from.root().display());
+    }
     let image_size = config.data.image_size();
     let hflip = matches!(&config.data, DataSource::Files(f) if f.hflip);
-    let steps =
-        config.epochs * rounds_per_epoch(data.train.len(), config.batch_size, devices.len());
+    let per_step = config.images_per_step();
+    let items = match config.objective {
+        Objective::CrossEntropy => data.train.len(),
+        Objective::SelfCritical(_) => data.train.num_images(),
+    };
+    let steps = config.epochs * rounds_per_epoch(items, per_step, devices.len());
     println!(
         "{} training images ({} captions), vocabulary of {} words",
         data.train.num_images(),
@@ -261,16 +282,46 @@ pub fn train<B: AutodiffBackend>(
         .with_resize(data.held_out.resize)
         .with_cache(cache);
     let train_batch = FixedBatch::training(config.batch_size);
-    let train_loader = DataLoaderBuilder::new(
-        batcher
-            .clone()
-            .with_hflip(hflip)
-            .with_shapes(shapes, train_batch),
-    )
-    .batch_size(config.batch_size)
-    .shuffle(config.seed)
-    .num_workers(config.workers)
-    .build(data.train);
+    let train_batcher = batcher
+        .clone()
+        .with_hflip(hflip)
+        .with_shapes(shapes, train_batch);
+    let train_loader = match config.objective {
+        Objective::CrossEntropy => DataLoaderBuilder::new(train_batcher)
+            .batch_size(per_step)
+            .shuffle(config.seed)
+            .num_workers(config.workers)
+            .build(data.train),
+        Objective::SelfCritical(scst) => {
+            println!(
+                "Self-critical training: {} samples an image, {} images a step, rewarded by \
+                 CIDEr-D against the training references, baseline: {}",
+                scst.samples, per_step, scst.baseline
+            );
+            let reward = CiderReward::new(Arc::new(vocab.clone()), &data.train_references);
+            let request = SelfCriticalRequest {
+                image_ids: Vec::new(),
+                config: scst,
+                seed: config.seed,
+                reward: Arc::new(reward),
+            };
+            let images = data.train.per_image();
+            let per_image = FixedBatch {
+                images: per_step,
+                captions: config.batch_size.max(per_step * images.most_captions()),
+            };
+            DataLoaderBuilder::new(
+                batcher
+                    .clone()
+                    .with_shapes(shapes, per_image)
+                    .with_self_critical(request),
+            )
+            .batch_size(per_step)
+            .shuffle(config.seed)
+            .num_workers(config.workers)
+            .build(images)
+        }
+    };
     let sample = caption_sample(data.valid.num_images(), config.validation.caption_images);
     println!(
         "Validation: every epoch {} of {} images captioned (beam {}), best epoch by {}",
@@ -313,8 +364,17 @@ pub fn train<B: AutodiffBackend>(
     let pad = PAD as usize;
     let mut training = SupervisedTraining::new(run.root(), train_loader, valid_loader)
         .metric_train_numeric(LossMetric::new())
-        .metric_valid_numeric(LossMetric::new())
-        .metric_train_numeric(AccuracyMetric::new().with_pad_token(pad))
+        .metric_valid_numeric(LossMetric::new());
+    training = match config.objective {
+        Objective::CrossEntropy => {
+            training.metric_train_numeric(AccuracyMetric::new().with_pad_token(pad))
+        }
+        Objective::SelfCritical(_) => training
+            .metric_train_numeric(SelfCriticalMetric::new(SampleStat::Reward))
+            .metric_train_numeric(SelfCriticalMetric::new(SampleStat::GreedyReward))
+            .metric_train_numeric(SelfCriticalMetric::new(SampleStat::Length)),
+    };
+    let mut training = training
         .metric_valid_numeric(AccuracyMetric::new().with_pad_token(pad))
         .metric_valid_numeric(scoring)
         .metric_valid_numeric(recorded)

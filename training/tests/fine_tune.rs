@@ -70,6 +70,7 @@ fn fine_tuning_moves_later_layers_at_the_encoder_rate_and_nothing_else() {
         image_of_caption: Tensor::from_ints([0, 1], &device),
         lengths: vec![5, 4],
         decode: None,
+        self_critical: None,
         shapes: Shapes::Packed,
     };
     let before = values(&model);

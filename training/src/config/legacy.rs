@@ -11,8 +11,8 @@ use captioner_model::{EncoderMode, EncoderName, EncoderSettings, SearchConfig};
 use serde::Deserialize;
 
 use super::{
-    DataSource, FilesConfig, LrSchedule, ModelSettings, OptimizerSettings, Preset, TrainConfig,
-    ValidationConfig, DEFAULT_ENCODER_LR,
+    DataSource, FilesConfig, LrSchedule, ModelSettings, Objective, OptimizerSettings, Preset,
+    TrainConfig, ValidationConfig, DEFAULT_ENCODER_LR,
 };
 
 /// Where the images and captions came from.
@@ -151,6 +151,8 @@ impl From<FlatConfig> for TrainConfig {
                 max_len: old.max_len,
             },
             preset: old.preset,
+            objective: Objective::CrossEntropy,
+            init_from: None,
         }
     }
 }

@@ -77,6 +77,75 @@ fn similarity(hyp: &Vector, reference: &Vector) -> [f64; N] {
     val
 }
 
+/// CIDEr-D against a fixed set of images' references: their document frequencies and
+/// reference vectors computed once. `eval` and validation make one for the images they
+/// score; self-critical training makes one for the training images, once, and rewards every
+/// sample with it.
+pub struct CiderD {
+    doc_freq: HashMap<String, f64>,
+    ref_len: f64,
+    references: Vec<Vec<Vector>>,
+}
+
+impl CiderD {
+    /// The scorer of captions of image `i` against `references[i]` (tokenised, words joined
+    /// by spaces), document frequencies over all of these images' references.
+    pub fn new(references: &[Vec<String>]) -> Self {
+        let refs: Vec<Vec<Counts>> = references
+            .iter()
+            .map(|r| r.iter().map(|c| precook(c)).collect())
+            .collect();
+        let mut doc_freq: HashMap<String, f64> = HashMap::new();
+        for image in &refs {
+            let mut seen: Vec<&String> = image.iter().flatten().flat_map(|m| m.keys()).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            for gram in seen {
+                *doc_freq.entry(gram.clone()).or_default() += 1.0;
+            }
+        }
+        let ref_len = (references.len() as f64).ln();
+        let references = refs
+            .iter()
+            .map(|image| {
+                image
+                    .iter()
+                    .map(|r| counts_to_vector(r, &doc_freq, ref_len))
+                    .collect()
+            })
+            .collect();
+        Self {
+            doc_freq,
+            ref_len,
+            references,
+        }
+    }
+
+    /// Images whose references this scores against.
+    pub fn images(&self) -> usize {
+        self.references.len()
+    }
+
+    /// CIDEr-D of `candidate` (tokenised, words joined by spaces) as a caption of image
+    /// `image`.
+    ///
+    /// # Panics
+    /// If `image` has no references.
+    pub fn score(&self, image: usize, candidate: &str) -> f64 {
+        let image_refs = &self.references[image];
+        assert!(!image_refs.is_empty(), "CIDEr-D needs a reference");
+        let hyp = counts_to_vector(&precook(candidate), &self.doc_freq, self.ref_len);
+        let mut score = [0.0; N];
+        for reference in image_refs {
+            for (s, v) in score.iter_mut().zip(similarity(&hyp, reference)) {
+                *s += v;
+            }
+        }
+        let mean = score.iter().sum::<f64>() / N as f64;
+        mean / image_refs.len() as f64 * 10.0
+    }
+}
+
 /// CIDEr-D of each `candidates[i]` against `references[i]` (tokenised, words joined by
 /// spaces), document frequencies from the references of all the images given.
 pub fn cider_d_per_image(candidates: &[String], references: &[Vec<String>]) -> Vec<f64> {
@@ -85,36 +154,11 @@ pub fn cider_d_per_image(candidates: &[String], references: &[Vec<String>]) -> V
         references.len(),
         "one set of references per candidate"
     );
-    let refs: Vec<Vec<Counts>> = references
-        .iter()
-        .map(|r| r.iter().map(|c| precook(c)).collect())
-        .collect();
-    let mut doc_freq: HashMap<String, f64> = HashMap::new();
-    for image in &refs {
-        let mut seen: Vec<&String> = image.iter().flatten().flat_map(|m| m.keys()).collect();
-        seen.sort_unstable();
-        seen.dedup();
-        for gram in seen {
-            *doc_freq.entry(gram.clone()).or_default() += 1.0;
-        }
-    }
-    let ref_len = (candidates.len() as f64).ln();
+    let scorer = CiderD::new(references);
     candidates
         .iter()
-        .zip(&refs)
-        .map(|(candidate, image_refs)| {
-            assert!(!image_refs.is_empty(), "CIDEr-D needs a reference");
-            let hyp = counts_to_vector(&precook(candidate), &doc_freq, ref_len);
-            let mut score = [0.0; N];
-            for r in image_refs {
-                let reference = counts_to_vector(r, &doc_freq, ref_len);
-                for (s, v) in score.iter_mut().zip(similarity(&hyp, &reference)) {
-                    *s += v;
-                }
-            }
-            let mean = score.iter().sum::<f64>() / N as f64;
-            mean / image_refs.len() as f64 * 10.0
-        })
+        .enumerate()
+        .map(|(image, candidate)| scorer.score(image, candidate))
         .collect()
 }
 
