@@ -190,12 +190,13 @@ fn main() -> Result<()> {
 }
 
 fn print_report(report: &TrainReport) {
-    let minutes = (report.wall_seconds / 60.0).floor();
+    // Rounded once, so that 59.6 s past a minute reads as the next minute, not "60s".
+    let seconds = report.wall_seconds.round() as u64;
     println!();
     println!(
         "Done in {}m {:02}s ({} epochs). Run folder: {}",
-        minutes,
-        (report.wall_seconds - minutes * 60.0).round(),
+        seconds / 60,
+        seconds % 60,
         report.epochs,
         report.run
     );
