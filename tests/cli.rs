@@ -8,6 +8,8 @@ use burn::config::Config;
 use burn::module::Module;
 use captioner_datasets::shapes::{ShapesConfig, Split};
 use captioner_datasets::Vocab;
+use captioner_model::{Captioning, ModelFiles};
+use captioner_training::feature_cache::weights_sha256;
 use captioner_training::run_dir::{RunDir, WeightsRecorder};
 use captioner_training::train::model_config;
 use captioner_training::TrainConfig;
@@ -193,6 +195,52 @@ fn train_writes_a_run_that_resumes_and_that_infer_reads() {
         .unwrap();
     let captioned = exec("infer", &["--model", out, picture.to_str().unwrap()]);
     assert!(captioned.status.success(), "{}", text(&captioned.stderr));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// SHA-256 of the weights of the model in the run folder `dir` (values only).
+fn weights_of(dir: &Path) -> String {
+    let model = Captioning::<NdArray>::load(&ModelFiles::new(dir), &Default::default()).unwrap();
+    weights_sha256(&model.model)
+}
+
+#[test]
+fn a_fixed_seed_repeats_a_run_weight_for_weight_with_several_loader_threads() {
+    let dir = temp_dir("repeat");
+    let run = |name: &str, seed: &str| {
+        let out = dir.join(name);
+        let done = exec(
+            "train",
+            &[
+                "--train-images",
+                "40",
+                "--valid-images",
+                "8",
+                "--test-images",
+                "8",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "8",
+                "--workers",
+                "3",
+                "--seed",
+                seed,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            done.status.success(),
+            "{}\n{}",
+            text(&done.stdout),
+            text(&done.stderr)
+        );
+        weights_of(&out)
+    };
+    let first = run("first", "9");
+    assert_eq!(first, run("again", "9"), "same seed, same weights");
+    assert_ne!(first, run("other", "10"), "another seed, other weights");
     std::fs::remove_dir_all(dir).ok();
 }
 

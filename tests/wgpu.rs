@@ -274,7 +274,7 @@ fn after_a_warm_up_no_step_compiles_or_tunes_a_kernel() {
                 &model.valid(),
                 validation(sample).batch(images.to_vec(), &device),
             );
-            assert_eq!(out.captions.len(), sample.len());
+            assert_eq!(out.extra.len(), sample.len());
         }
     };
 

@@ -325,16 +325,21 @@ fn masked_loss<B: Backend>(
     };
     let cross_entropy = (picked * word_weights).sum().div_scalar(words as f32).neg();
 
-    // Padding rows (no step) attend nowhere; they are left out of the regulariser.
-    let real_rows = mask.narrow(1, 0, 1).unsqueeze_dim::<3>(2);
-    let attention_total = out.alphas.clone().sum_dim(1);
-    let regularization = ((attention_total.neg() + 1.0).powi_scalar(2) * real_rows)
-        .sum()
-        .div_scalar((captions * positions) as f32)
-        .mul_scalar(loss.attention_regularization);
+    let total = if loss.attention_regularization == 0.0 {
+        cross_entropy.clone()
+    } else {
+        // Padding rows (no step) attend nowhere; they are left out of the regulariser.
+        let real_rows = mask.narrow(1, 0, 1).unsqueeze_dim::<3>(2);
+        let attention_total = out.alphas.clone().sum_dim(1);
+        let regularization = ((attention_total.neg() + 1.0).powi_scalar(2) * real_rows)
+            .sum()
+            .div_scalar((captions * positions) as f32)
+            .mul_scalar(loss.attention_regularization);
+        cross_entropy.clone() + regularization
+    };
 
     CaptionerOutput {
-        loss: cross_entropy.clone() + regularization,
+        loss: total,
         cross_entropy,
         logits: out.logits.reshape([batch_size, width, vocab]),
         targets,
@@ -392,16 +397,21 @@ fn packed_loss<B: Backend>(
         }
     };
 
-    let [_, _, positions] = out.alphas.dims();
-    let attention_total = out.alphas.clone().sum_dim(1);
-    let regularization = (attention_total.neg() + 1.0)
-        .powi_scalar(2)
-        .sum()
-        .div_scalar((batch_size * positions) as f32)
-        .mul_scalar(loss.attention_regularization);
+    let total = if loss.attention_regularization == 0.0 {
+        cross_entropy.clone()
+    } else {
+        let [_, _, positions] = out.alphas.dims();
+        let attention_total = out.alphas.clone().sum_dim(1);
+        let regularization = (attention_total.neg() + 1.0)
+            .powi_scalar(2)
+            .sum()
+            .div_scalar((batch_size * positions) as f32)
+            .mul_scalar(loss.attention_regularization);
+        cross_entropy.clone() + regularization
+    };
 
     CaptionerOutput {
-        loss: cross_entropy.clone() + regularization,
+        loss: total,
         cross_entropy,
         logits: out.logits.unsqueeze_dim(0),
         targets: targets.unsqueeze_dim(0),

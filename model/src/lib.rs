@@ -8,10 +8,8 @@
 //! Everything is generic over Burn's `Backend`: the same code runs on the CPU (ndarray, flex)
 //! and on GPUs (CUDA, WGPU).
 
-// In layers, each module using only those above it: the row helpers; the layers; the
-// encoders; the decoder; the search and self-critical training's pieces; the batch; the captioner; then at the edge, captioning
-// pictures with a trained model (`inference`) and the hooks through which burn-train drives
-// it (`step`, the only module that uses burn-train).
+// In layers, each module using only those above it; at the edge, captioning with a trained
+// model (`inference`) and the hooks of burn-train (`step`, the only module that uses it).
 pub mod rows;
 
 pub mod activation;
@@ -63,7 +61,7 @@ pub use self_critical::{
     advantages, Baseline, CaptionReward, SelfCriticalConfig, SelfCriticalRequest, SelfCriticalStats,
 };
 pub use small_cnn::{SmallCnn, SmallCnnConfig};
-pub use step::{ImageCaption, TrainStepOutput, ValidationOutput};
+pub use step::{ImageCaption, StepOutput, TrainStepOutput, ValidationOutput};
 pub use torchvision_weights::{LoadedWeights, WeightsError};
 
 /// Token ids that the model treats specially: the vocabulary's own

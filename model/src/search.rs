@@ -105,19 +105,28 @@ fn host_rows<B: Backend>(tensor: Tensor<B, 2>) -> (Vec<f32>, usize) {
     (values, width)
 }
 
-/// Host copy of the next-word log-probabilities, with `<pad>`, `<start>` and `<unk>` ruled
-/// out: they are never a caption's word. A caption with "<unk>" in it is of no use to a
-/// reader, so the search takes the best real word instead (coco-caption codebases call this
-/// suppressing UNK): on Flickr8k dev, 11% of the beam-3 captions of a Show-Attend-Tell run
-/// held an `<unk>` before.
-fn next_word_log_probs<B: Backend>(log_probs: Tensor<B, 2>) -> (Vec<f32>, usize) {
-    let (mut values, vocab) = host_rows(log_probs);
-    for row in values.chunks_mut(vocab) {
-        row[PAD as usize] = f32::NEG_INFINITY;
-        row[START as usize] = f32::NEG_INFINITY;
+/// Rules out the words that are never a caption's: `<pad>`, `<start>` and, unless
+/// `allow_unk`, `<unk>`. A caption with "<unk>" in it is of no use to a reader, so the
+/// searches take the best real word instead (coco-caption codebases call this suppressing
+/// UNK): on Flickr8k dev, 11% of the beam-3 captions of a Show-Attend-Tell run held an
+/// `<unk>` before. Sampling allows it: a sampled `<unk>` earns no reward, which teaches the
+/// model to avoid it.
+fn rule_out(row: &mut [f32], allow_unk: bool) {
+    row[PAD as usize] = f32::NEG_INFINITY;
+    row[START as usize] = f32::NEG_INFINITY;
+    if !allow_unk {
         if let Some(unk) = row.get_mut(UNK as usize) {
             *unk = f32::NEG_INFINITY;
         }
+    }
+}
+
+/// Host copy of the next-word log-probabilities (`[rows, vocab]`), with the words that are
+/// never a caption's ruled out ([`rule_out`]).
+fn next_word_log_probs<B: Backend>(log_probs: Tensor<B, 2>) -> (Vec<f32>, usize) {
+    let (mut values, vocab) = host_rows(log_probs);
+    for row in values.chunks_mut(vocab) {
+        rule_out(row, false);
     }
     (values, vocab)
 }
@@ -139,8 +148,32 @@ pub fn greedy<B: Backend>(
 /// [`greedy`] from the decoder's start, one row per image.
 fn greedy_from<B: Backend>(
     decoder: &Decoder<B>,
+    state: DecodeState<B>,
+    max_len: usize,
+) -> Vec<Caption> {
+    let argmax =
+        |row: &mut [f32]| (0..row.len()).fold(0, |b, v| if row[v] > row[b] { v } else { b });
+    decode_rows(decoder, state, max_len, Words::Best, argmax)
+}
+
+/// Which words [`decode_rows`] offers its `pick`, and whether it keeps attention maps.
+#[derive(Clone, Copy, PartialEq)]
+enum Words {
+    /// Real words only (`<unk>` ruled out); each word's attention map is kept.
+    Best,
+    /// Any word but `<pad>` and `<start>`; no attention maps.
+    Drawn,
+}
+
+/// One caption per row of `state`: at every step `pick` chooses the next word from the row's
+/// log-probabilities (`[vocab]`, the words never a caption's at minus infinity), until `<end>`
+/// or `max_len` words. A caption's `score` is the sum of its words' log-probabilities.
+fn decode_rows<B: Backend>(
+    decoder: &Decoder<B>,
     mut state: DecodeState<B>,
     max_len: usize,
+    words: Words,
+    mut pick: impl FnMut(&mut [f32]) -> usize,
 ) -> Vec<Caption> {
     let device = state.features.device();
     let n = state.features.dims()[0];
@@ -157,24 +190,27 @@ fn greedy_from<B: Backend>(
     for _ in 0..max_len {
         let (log_probs, next, alpha) = decoder.step(state, token_tensor(&previous, &device));
         state = next;
-        let (log_probs, vocab) = next_word_log_probs(log_probs);
-        let (alpha, positions) = host_rows(alpha);
+        let (mut log_probs, vocab) = host_rows(log_probs);
+        let alpha = (words == Words::Best).then(|| host_rows(alpha));
         for (i, caption) in captions.iter_mut().enumerate() {
             if caption.finished {
                 continue;
             }
-            let row = &log_probs[i * vocab..(i + 1) * vocab];
-            let best = (0..vocab).fold(0, |b, v| if row[v] > row[b] { v } else { b });
-            caption.score += row[best];
-            if best as u32 == END {
+            let row = &mut log_probs[i * vocab..(i + 1) * vocab];
+            rule_out(row, words == Words::Drawn);
+            let word = pick(row);
+            caption.score += row[word];
+            if word as u32 == END {
                 caption.finished = true;
             } else {
-                caption.tokens.push(best as u32);
-                caption
-                    .alphas
-                    .push(alpha[i * positions..(i + 1) * positions].to_vec());
+                caption.tokens.push(word as u32);
+                if let Some((alpha, positions)) = &alpha {
+                    caption
+                        .alphas
+                        .push(alpha[i * positions..(i + 1) * positions].to_vec());
+                }
             }
-            previous[i] = best as u32;
+            previous[i] = word as u32;
         }
         if captions.iter().all(|c| c.finished) {
             break;
@@ -199,7 +235,10 @@ pub fn sample_rows<B: Backend>(
     shapes: Shapes,
 ) -> Vec<Caption> {
     let state = start_beams(decoder, features, picks, samples.max(1), shapes);
-    sample_from(decoder, state, max_len, &mut SmallRng::seed_from_u64(seed))
+    let mut rng = SmallRng::seed_from_u64(seed);
+    decode_rows(decoder, state, max_len, Words::Drawn, |row| {
+        draw(row, &mut rng)
+    })
 }
 
 /// Draws an index of `log_probs` with probability `exp(log_probs[v])` (renormalised over the
@@ -219,52 +258,6 @@ fn draw(log_probs: &[f32], rng: &mut SmallRng) -> usize {
         .iter()
         .rposition(|l| l.is_finite())
         .expect("some word can be drawn")
-}
-
-/// [`sample_rows`] from the decoder's start, one caption per row of `state`.
-fn sample_from<B: Backend>(
-    decoder: &Decoder<B>,
-    mut state: DecodeState<B>,
-    max_len: usize,
-    rng: &mut SmallRng,
-) -> Vec<Caption> {
-    let device = state.features.device();
-    let n = state.features.dims()[0];
-    let mut captions = vec![
-        Caption {
-            tokens: Vec::new(),
-            score: 0.0,
-            finished: false,
-            alphas: Vec::new()
-        };
-        n
-    ];
-    let mut previous = vec![START; n];
-    for _ in 0..max_len {
-        let (log_probs, next, _) = decoder.step(state, token_tensor(&previous, &device));
-        state = next;
-        let (mut log_probs, vocab) = host_rows(log_probs);
-        for (i, caption) in captions.iter_mut().enumerate() {
-            if caption.finished {
-                continue;
-            }
-            let row = &mut log_probs[i * vocab..(i + 1) * vocab];
-            row[PAD as usize] = f32::NEG_INFINITY;
-            row[START as usize] = f32::NEG_INFINITY;
-            let word = draw(row, rng);
-            caption.score += row[word];
-            if word as u32 == END {
-                caption.finished = true;
-            } else {
-                caption.tokens.push(word as u32);
-            }
-            previous[i] = word as u32;
-        }
-        if captions.iter().all(|c| c.finished) {
-            break;
-        }
-    }
-    captions
 }
 
 #[derive(Debug, Clone)]

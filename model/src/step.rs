@@ -21,36 +21,45 @@ impl<B: Backend> CaptionerOutput<B> {
     }
 }
 
-/// What a training step yields: the loss (and, teacher-forced, the logits and targets that the
-/// accuracy metric reads) as burn-train's [`SequenceOutput`] (`S`, on the device or synced to
-/// the host), and what a self-critical step saw.
+/// What a step yields: the loss (and, teacher-forced, the logits and targets that the
+/// accuracy metric reads) of its teacher-forced pass as burn-train's [`SequenceOutput`] (`S`,
+/// on the device or synced to the host), and what else the step made (`E`), read by its own
+/// metrics: see [`TrainStepOutput`] and [`ValidationOutput`].
 #[derive(Debug)]
-pub struct TrainStepOutput<S> {
+pub struct StepOutput<S, E> {
     /// The loss, logits and targets of the step's teacher-forced pass (self-critical: over
     /// the samples).
     pub sequence: S,
-    /// Rewards and lengths of a self-critical step's samples; `None` when teacher-forced.
-    pub self_critical: Option<SelfCriticalStats>,
+    /// What else the step made.
+    pub extra: E,
 }
 
-impl<B: Backend> ItemLazy for TrainStepOutput<SequenceOutput<B>> {
-    type ItemSync = TrainStepOutput<<SequenceOutput<B> as ItemLazy>::ItemSync>;
+/// A training step's output; the extra is what a self-critical step saw of its samples
+/// (rewards and lengths), `None` when the step was teacher-forced.
+pub type TrainStepOutput<S> = StepOutput<S, Option<SelfCriticalStats>>;
+
+/// A validation step's output; the extra is the captions searched for the images its batch
+/// asked for.
+pub type ValidationOutput<S> = StepOutput<S, Vec<ImageCaption>>;
+
+impl<B: Backend, E: Send> ItemLazy for StepOutput<SequenceOutput<B>, E> {
+    type ItemSync = StepOutput<<SequenceOutput<B> as ItemLazy>::ItemSync, E>;
 
     fn sync(self) -> Self::ItemSync {
-        TrainStepOutput {
+        StepOutput {
             sequence: self.sequence.sync(),
-            self_critical: self.self_critical,
+            extra: self.extra,
         }
     }
 }
 
-impl<B: Backend, S: Adaptor<LossInput<B>>> Adaptor<LossInput<B>> for TrainStepOutput<S> {
+impl<B: Backend, S: Adaptor<LossInput<B>>, E> Adaptor<LossInput<B>> for StepOutput<S, E> {
     fn adapt(&self) -> LossInput<B> {
         self.sequence.adapt()
     }
 }
 
-impl<B: Backend, S: Adaptor<AccuracyInput<B>>> Adaptor<AccuracyInput<B>> for TrainStepOutput<S> {
+impl<B: Backend, S: Adaptor<AccuracyInput<B>>, E> Adaptor<AccuracyInput<B>> for StepOutput<S, E> {
     fn adapt(&self) -> AccuracyInput<B> {
         self.sequence.adapt()
     }
@@ -58,7 +67,13 @@ impl<B: Backend, S: Adaptor<AccuracyInput<B>>> Adaptor<AccuracyInput<B>> for Tra
 
 impl<S> Adaptor<Option<SelfCriticalStats>> for TrainStepOutput<S> {
     fn adapt(&self) -> Option<SelfCriticalStats> {
-        self.self_critical
+        self.extra
+    }
+}
+
+impl<S> Adaptor<Vec<ImageCaption>> for ValidationOutput<S> {
+    fn adapt(&self) -> Vec<ImageCaption> {
+        self.extra.clone()
     }
 }
 
@@ -78,9 +93,9 @@ impl<B: AutodiffBackend> TrainStep for Captioner<B> {
         };
         let sequence = out.into_sequence();
         let grads = sequence.loss.backward();
-        let item = TrainStepOutput {
+        let item = StepOutput {
             sequence,
-            self_critical,
+            extra: self_critical,
         };
         TrainOutput::new(self, grads, item)
     }
@@ -93,39 +108,6 @@ pub struct ImageCaption {
     pub image_id: usize,
     /// Word ids, without `<start>` and `<end>`.
     pub tokens: Vec<u32>,
-}
-
-/// What a validation step yields: the teacher-forced output (`S` is burn-train's
-/// [`SequenceOutput`], on the device or synced to the host) and the captions searched.
-#[derive(Debug)]
-pub struct ValidationOutput<S> {
-    /// Loss, logits and targets of the teacher-forced pass.
-    pub sequence: S,
-    /// The captions of the images the batch asked for.
-    pub captions: Vec<ImageCaption>,
-}
-
-impl<B: Backend> ItemLazy for ValidationOutput<SequenceOutput<B>> {
-    type ItemSync = ValidationOutput<<SequenceOutput<B> as ItemLazy>::ItemSync>;
-
-    fn sync(self) -> Self::ItemSync {
-        ValidationOutput {
-            sequence: self.sequence.sync(),
-            captions: self.captions,
-        }
-    }
-}
-
-impl<B: Backend, S: Adaptor<LossInput<B>>> Adaptor<LossInput<B>> for ValidationOutput<S> {
-    fn adapt(&self) -> LossInput<B> {
-        self.sequence.adapt()
-    }
-}
-
-impl<B: Backend, S: Adaptor<AccuracyInput<B>>> Adaptor<AccuracyInput<B>> for ValidationOutput<S> {
-    fn adapt(&self) -> AccuracyInput<B> {
-        self.sequence.adapt()
-    }
 }
 
 impl<B: Backend> InferenceStep for Captioner<B> {
@@ -163,15 +145,9 @@ impl<B: Backend> InferenceStep for Captioner<B> {
             &batch.lengths,
             batch.shapes,
         );
-        ValidationOutput {
+        StepOutput {
             sequence: out.into_sequence(),
-            captions,
+            extra: captions,
         }
-    }
-}
-
-impl<S> Adaptor<Vec<ImageCaption>> for ValidationOutput<S> {
-    fn adapt(&self) -> Vec<ImageCaption> {
-        self.captions.clone()
     }
 }

@@ -4,6 +4,8 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::prelude::*;
 use captioner_datasets::image::{hflip, to_normalized_chw};
 use captioner_datasets::vocab::PAD;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -21,7 +23,8 @@ use captioner_model::{
 #[derive(Debug, Clone)]
 pub struct CaptionBatcher {
     resize: Resize,
-    hflip: bool,
+    /// The seed of the mirroring draws, when pictures are mirrored at random.
+    hflip: Option<u64>,
     cache: Option<Arc<FeatureCache>>,
     decode: Option<(SearchConfig, Arc<HashSet<usize>>)>,
     self_critical: Option<SelfCriticalRequest>,
@@ -72,7 +75,7 @@ impl CaptionBatcher {
                 size: image_size,
                 center_crop: true,
             },
-            hflip: false,
+            hflip: None,
             cache: None,
             decode: None,
             self_critical: None,
@@ -118,9 +121,14 @@ impl CaptionBatcher {
         Self { resize, ..self }
     }
 
-    /// Mirrors each picture left-right with probability 1/2 when `hflip` is true.
-    pub fn with_hflip(self, hflip: bool) -> Self {
-        Self { hflip, ..self }
+    /// Mirrors each picture left-right with probability 1/2, drawn from `seed` and the
+    /// batch's image ids (the same data order mirrors the same pictures); `None` never
+    /// mirrors.
+    pub fn with_hflip(self, seed: Option<u64>) -> Self {
+        Self {
+            hflip: seed,
+            ..self
+        }
     }
 }
 
@@ -166,13 +174,17 @@ impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
                 ))
             }
             _ => {
+                let mut flips = self.hflip.map(|seed| {
+                    let ids: Vec<usize> = items.iter().map(|i| i.image_id).collect();
+                    SmallRng::seed_from_u64(batch_seed(seed, &ids))
+                });
                 let mut pixels = Vec::with_capacity(items.len() * 3 * size * size);
                 for item in &items {
                     let image = item
                         .image
                         .pixels(&self.resize)
                         .expect("a batch mixes pixels and cached features");
-                    if self.hflip && rand::random_bool(0.5) {
+                    if flips.as_mut().is_some_and(|rng| rng.random_bool(0.5)) {
                         pixels.extend(to_normalized_chw(&hflip(&image), size));
                     } else {
                         pixels.extend(to_normalized_chw(&image, size));
@@ -383,5 +395,45 @@ mod tests {
             .unwrap();
         assert_eq!(rows, [1, 0, 0, 0]);
         assert_eq!(batch.shapes, Shapes::Fixed);
+    }
+
+    #[test]
+    fn random_mirroring_is_a_function_of_the_seed_and_the_batch() {
+        // A picture whose left half is white: mirrored, its first pixel is black.
+        let mut picture = captioner_datasets::image::RgbImage::new(8, 8);
+        for (x, _, pixel) in picture.enumerate_pixels_mut() {
+            if x < 4 {
+                *pixel = ::image::Rgb([255, 255, 255]);
+            }
+        }
+        let picture = Arc::new(picture);
+        let items: Vec<CaptionItem> = (0..16)
+            .map(|id| CaptionItem {
+                image: picture.clone().into(),
+                image_id: id,
+                captions: vec![vec![1, 5, 2]],
+            })
+            .collect();
+        let mirrored = |seed: Option<u64>| -> Vec<bool> {
+            let batch: CaptionBatch<NdArray> = CaptionBatcher::new(8)
+                .with_hflip(seed)
+                .batch(items.clone(), &Default::default());
+            let EncoderInput::Images(images) = batch.input else {
+                panic!("pixels expected");
+            };
+            let first_pixels = images.slice([0..16, 0..1, 0..1, 0..1]).into_data();
+            let values: Vec<f32> = first_pixels.convert::<f32>().to_vec().unwrap();
+            values.iter().map(|&v| v < 0.0).collect()
+        };
+        let once = mirrored(Some(3));
+        assert_eq!(
+            once,
+            mirrored(Some(3)),
+            "the same seed mirrors the same pictures"
+        );
+        assert_ne!(once, mirrored(Some(4)), "another seed mirrors others");
+        let flipped = once.iter().filter(|&&m| m).count();
+        assert!((3..=13).contains(&flipped), "{flipped} of 16 mirrored");
+        assert!(mirrored(None).iter().all(|&m| !m), "no seed, no mirroring");
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataloader::DataLoader;
 use burn::data::dataset::Dataset;
 use burn::module::AutodiffModule;
 use burn::optim::grad_clipping::GradientClippingConfig;
@@ -22,8 +22,8 @@ use captioner_datasets::vocab::PAD;
 use captioner_datasets::Split;
 use captioner_datasets::Vocab;
 use captioner_model::{
-    CaptionerConfig, DecoderConfig, Encoder, EncoderConfig, EncoderName, LoadedWeights, ModelFiles,
-    SelfCriticalRequest, Shapes, WeightsRecorder,
+    CaptionBatch, CaptionerConfig, DecoderConfig, Encoder, EncoderConfig, EncoderName,
+    LoadedWeights, ModelFiles, SelfCriticalRequest, Shapes, WeightsRecorder,
 };
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +33,7 @@ use crate::config::{Objective, SelectBy, TrainConfig};
 use crate::data::{held_out_split, prepare, DataSummary, OpenCache};
 use crate::evaluate::{evaluate, EvalReport, HeldOut};
 use crate::feature_cache::CacheEncoder;
+use crate::loader::OrderedLoader;
 use crate::optimizer::EncoderDecoderAdam;
 use crate::renderer::PlainRenderer;
 use crate::run_dir::RunDir;
@@ -281,17 +282,21 @@ pub fn train<B: AutodiffBackend>(
     let batcher = CaptionBatcher::new(image_size)
         .with_resize(data.held_out.resize)
         .with_cache(cache);
-    let train_batch = FixedBatch::training(config.batch_size);
-    let train_batcher = batcher
-        .clone()
-        .with_hflip(hflip)
-        .with_shapes(shapes, train_batch);
-    let train_loader = match config.objective {
-        Objective::CrossEntropy => DataLoaderBuilder::new(train_batcher)
-            .batch_size(per_step)
+    let train_batcher = batcher.clone().with_hflip(hflip.then_some(config.seed));
+    // Resumed, the loader goes on with the data order of the epoch after the checkpoint's.
+    let epochs_done = resume_from.unwrap_or(0);
+    let train_loader: Arc<dyn DataLoader<B, CaptionBatch<B>>> = match config.objective {
+        Objective::CrossEntropy => Arc::new(
+            OrderedLoader::new(
+                train_batcher.with_shapes(shapes, FixedBatch::training(config.batch_size)),
+                data.train,
+                per_step,
+                device.clone(),
+            )
             .shuffle(config.seed)
-            .num_workers(config.workers)
-            .build(data.train),
+            .workers(config.workers)
+            .starting_epoch(epochs_done),
+        ),
         Objective::SelfCritical(scst) => {
             println!(
                 "Self-critical training: {} samples an image, {} images a step, rewarded by \
@@ -310,16 +315,19 @@ pub fn train<B: AutodiffBackend>(
                 images: per_step,
                 captions: config.batch_size.max(per_step * images.most_captions()),
             };
-            DataLoaderBuilder::new(
-                batcher
-                    .clone()
-                    .with_shapes(shapes, per_image)
-                    .with_self_critical(request),
+            Arc::new(
+                OrderedLoader::new(
+                    train_batcher
+                        .with_shapes(shapes, per_image)
+                        .with_self_critical(request),
+                    images,
+                    per_step,
+                    device.clone(),
+                )
+                .shuffle(config.seed)
+                .workers(config.workers)
+                .starting_epoch(epochs_done),
             )
-            .batch_size(per_step)
-            .shuffle(config.seed)
-            .num_workers(config.workers)
-            .build(images)
         }
     };
     let sample = caption_sample(data.valid.num_images(), config.validation.caption_images);
@@ -336,14 +344,18 @@ pub fn train<B: AutodiffBackend>(
         Shapes::Fixed => FixedBatch::validation(config.batch_size, valid.most_captions()),
         Shapes::Packed => (FixedBatch::training(config.batch_size), config.batch_size),
     };
-    let valid_loader = DataLoaderBuilder::new(
-        batcher
-            .with_decode(search, Arc::new(sample))
-            .with_shapes(shapes, valid_batch),
-    )
-    .batch_size(valid_images)
-    .num_workers(config.workers)
-    .build(valid);
+    let valid_loader: Arc<dyn DataLoader<B::InnerBackend, CaptionBatch<B::InnerBackend>>> =
+        Arc::new(
+            OrderedLoader::new(
+                batcher
+                    .with_decode(search, Arc::new(sample))
+                    .with_shapes(shapes, valid_batch),
+                valid,
+                valid_images,
+                device.clone(),
+            )
+            .workers(config.workers),
+        );
     // One captioning pass and one scoring per epoch: the scoring metric shows the score that
     // picks the best epoch and records all of them; the other is read from the record.
     let beam = config.search.beam_size;

@@ -156,7 +156,7 @@ fn a_fixed_validation_batch_captions_the_images_asked_for_as_a_packed_one_does()
                 search
             })
         );
-        burn::train::InferenceStep::step(&model, batch).captions
+        burn::train::InferenceStep::step(&model, batch).extra
     };
     let packed = caption(request(CaptionBatcher::new(IMAGE)).batch(items.clone(), &device));
     // Four images of five captions fill a training batch of 20 rows.

@@ -12,13 +12,15 @@
 //! - an image scores the mean over n of these, averaged over its references, times 10; the
 //!   corpus score is the mean over images.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 const N: usize = 4;
 const SIGMA: f64 = 6.0;
 
 /// n-gram counts, indexed by `n - 1`; an n-gram is its words joined by single spaces.
-type Counts = [HashMap<String, usize>; N];
+/// Ordered maps: the sums over n-grams then add in the same order in every process, so a
+/// score is the same to the last bit from run to run (a self-critical run's rewards too).
+type Counts = [BTreeMap<String, usize>; N];
 
 fn precook(caption: &str) -> Counts {
     let words: Vec<&str> = caption.split_whitespace().collect();
@@ -33,13 +35,13 @@ fn precook(caption: &str) -> Counts {
 
 /// tf-idf weights per n, their norms, and the number of bigrams.
 struct Vector {
-    weights: [HashMap<String, f64>; N],
+    weights: [BTreeMap<String, f64>; N],
     norms: [f64; N],
     length: usize,
 }
 
 fn counts_to_vector(counts: &Counts, doc_freq: &HashMap<String, f64>, ref_len: f64) -> Vector {
-    let mut weights: [HashMap<String, f64>; N] = Default::default();
+    let mut weights: [BTreeMap<String, f64>; N] = Default::default();
     let mut norms = [0.0; N];
     let mut length = 0;
     for (n, grams) in counts.iter().enumerate() {
