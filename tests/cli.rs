@@ -182,11 +182,18 @@ fn train_writes_a_run_that_resumes_and_that_infer_reads() {
         text(&resumed.stderr)
     );
     assert!(text(&resumed.stdout).contains("from epoch 1"));
+    // The closing line's time is this invocation's: it says which epochs that covers.
+    assert!(
+        text(&resumed.stdout).contains("(epochs 2 to 2, resumed after epoch 1)"),
+        "{}",
+        text(&resumed.stdout)
+    );
     assert!(out_dir.join("checkpoint/model-2.mpk").exists());
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
             .unwrap();
     assert_eq!(report["epochs"], 2);
+    assert_eq!(report["resumed_after"], 1);
 
     let picture = dir.join("scene.png");
     ShapesConfig::default().scenes(Split::Test)[1]

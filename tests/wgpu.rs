@@ -25,8 +25,8 @@ use captioner::device::WgpuBackend as Wgpu;
 use captioner_datasets::shapes::{ShapesConfig, Split};
 use captioner_datasets::{CaptionItem, Vocab};
 use captioner_model::{
-    BackboneConfig, Captioner, CaptionerConfig, DecoderConfig, EncoderConfig, SearchConfig, Shapes,
-    SmallCnnConfig,
+    BackboneConfig, Captioner, CaptionerConfig, DecoderConfig, EncoderConfig, Endings,
+    SearchConfig, Shapes, SmallCnnConfig,
 };
 use captioner_training::train::optimizer;
 use captioner_training::{CaptionBatcher, FixedBatch, TrainConfig};
@@ -235,7 +235,11 @@ fn after_a_warm_up_no_step_compiles_or_tunes_a_kernel() {
     };
     let validation = |sample: &[usize]| {
         CaptionBatcher::new(IMAGE)
-            .with_decode(search, Arc::new(sample.iter().copied().collect()))
+            .with_decode(
+                search,
+                Arc::new(Endings::of(&vocab)),
+                Arc::new(sample.iter().copied().collect()),
+            )
             .with_shapes(Shapes::Fixed, valid_size)
     };
     // Captions by length: the short ones fit the bucket of 8 steps, the long ones need 16.

@@ -9,8 +9,8 @@ use burn::tensor::Distribution;
 use captioner_model::tokens::{END, PAD, START};
 use captioner_model::{
     beam_search, bucket_steps, teacher_forced_loss, CaptionBatch, CaptionerConfig, Decoder,
-    DecoderConfig, EfficientNetLiteConfig, EncoderConfig, EncoderInput, ResNetConfig, SearchConfig,
-    Shapes,
+    DecoderConfig, EfficientNetLiteConfig, EncoderConfig, EncoderInput, Endings, ResNetConfig,
+    SearchConfig, Shapes,
 };
 use captioner_training::optimizer::EncoderDecoderAdam;
 use clap::ValueEnum;
@@ -282,7 +282,7 @@ fn beam<'a, B: Backend>(images: usize, device: &'a B::Device) -> Workload<'a> {
     Workload {
         items: images,
         step: Box::new(move || {
-            let captions = beam_search(&decoder, features.clone(), &search);
+            let captions = beam_search(&decoder, features.clone(), &search, &Endings::any());
             assert!(captions.iter().all(|c| c.tokens.len() == search.max_len));
         }),
     }

@@ -3,7 +3,9 @@
 use burn::prelude::*;
 
 use crate::rows::Shapes;
-use crate::search::SearchConfig;
+use std::sync::Arc;
+
+use crate::search::{Endings, SearchConfig};
 use crate::self_critical::SelfCriticalRequest;
 
 /// A batch of images with one or more captions each (all five of an image's captions share
@@ -40,6 +42,8 @@ pub struct DecodeRequest {
     pub image_ids: Vec<usize>,
     /// Beam width and length cap.
     pub search: SearchConfig,
+    /// The words a caption may not end on.
+    pub endings: Arc<Endings>,
 }
 
 /// What the encoder side of a batch holds.

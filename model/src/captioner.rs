@@ -10,7 +10,7 @@ use crate::batch::{CaptionBatch, EncoderInput};
 use crate::decoder::{packed_positions, step_mask, Decoder, DecoderConfig};
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::rows::{index_tensor, Shapes};
-use crate::search::{sample_rows, search_rows, Caption, SearchConfig};
+use crate::search::{sample_rows, search_rows, Caption, Endings, SearchConfig};
 use crate::self_critical::{
     advantages, caption_tokens, mean, SelfCriticalRequest, SelfCriticalStats,
 };
@@ -132,8 +132,19 @@ impl<B: Backend> Captioner<B> {
     }
 
     /// Captions a batch of normalised images `[batch, 3, size, size]`, all in one search.
-    pub fn caption(&self, images: Tensor<B, 4>, search: &SearchConfig) -> Vec<Caption> {
-        self.caption_features(self.encoder.forward(images), search, Shapes::Packed, 0)
+    pub fn caption(
+        &self,
+        images: Tensor<B, 4>,
+        search: &SearchConfig,
+        endings: &Endings,
+    ) -> Vec<Caption> {
+        self.caption_features(
+            self.encoder.forward(images),
+            search,
+            endings,
+            Shapes::Packed,
+            0,
+        )
     }
 
     /// Captions every grid of `features` (`[n, positions, channels]`) with `shapes`; under
@@ -142,11 +153,12 @@ impl<B: Backend> Captioner<B> {
         &self,
         features: Tensor<B, 3>,
         search: &SearchConfig,
+        endings: &Endings,
         shapes: Shapes,
         rows: usize,
     ) -> Vec<Caption> {
         let all: Vec<usize> = (0..features.dims()[0]).collect();
-        search_rows(&self.decoder, features, &all, search, shapes, rows)
+        search_rows(&self.decoder, features, &all, search, endings, shapes, rows)
     }
 
     /// Captions the grids of `features` at rows `picks`, in that order (see
@@ -156,10 +168,19 @@ impl<B: Backend> Captioner<B> {
         features: Tensor<B, 3>,
         picks: &[usize],
         search: &SearchConfig,
+        endings: &Endings,
         shapes: Shapes,
         rows: usize,
     ) -> Vec<Caption> {
-        search_rows(&self.decoder, features, picks, search, shapes, rows)
+        search_rows(
+            &self.decoder,
+            features,
+            picks,
+            search,
+            endings,
+            shapes,
+            rows,
+        )
     }
 }
 
@@ -190,6 +211,7 @@ impl<B: AutodiffBackend> Captioner<B> {
             &picks,
             k,
             config.max_len,
+            &request.endings,
             request.seed,
             shapes,
         );
@@ -197,7 +219,15 @@ impl<B: AutodiffBackend> Captioner<B> {
             beam_size: 1,
             max_len: config.max_len,
         };
-        let greedy = search_rows(&model.decoder, grids, &picks, &greedy_search, shapes, rows);
+        let greedy = search_rows(
+            &model.decoder,
+            grids,
+            &picks,
+            &greedy_search,
+            &request.endings,
+            shapes,
+            rows,
+        );
 
         let sample_images: Vec<usize> = request
             .image_ids

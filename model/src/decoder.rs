@@ -358,6 +358,26 @@ fn pad_rows<B: Backend>(x: Tensor<B, 2>, rows: usize) -> Tensor<B, 2> {
 }
 
 #[cfg(test)]
+impl<B: Backend> Decoder<B> {
+    /// The same decoder with `by` added to the score of `word` at every step (for tests of
+    /// the searches on a random model).
+    pub(crate) fn favouring(mut self, word: u32, by: f32) -> Self {
+        let bias = self
+            .output
+            .bias
+            .take()
+            .expect("the output layer has a bias");
+        let bias = bias.map(|b| {
+            let w = word as usize;
+            let lifted = b.clone().slice(w..w + 1) + by;
+            b.slice_assign(w..w + 1, lifted)
+        });
+        self.output.bias = Some(bias);
+        self
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

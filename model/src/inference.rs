@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use crate::captioner::{Captioner, CaptionerConfig};
 use crate::rows::{pad_with_first_row, Shapes};
-use crate::search::{Caption, SearchConfig};
+use crate::search::{Caption, Endings, SearchConfig};
 
 /// The recorder of final weights and checkpoints: full precision, named MessagePack.
 pub type WeightsRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
@@ -176,6 +176,7 @@ impl<B: Backend> Captioning<B> {
             &prepared,
             self.image_size(),
             search,
+            &Endings::of(&self.vocab),
             batching,
             &self.device,
             show_progress,
@@ -238,11 +239,13 @@ pub fn progress_bar(len: usize, show: bool) -> indicatif::ProgressBar {
 
 /// Captions pictures already prepared (`image_size` squares) in batches of
 /// `batching.batch_size`, with a progress bar when `show_progress`.
+#[allow(clippy::too_many_arguments)]
 pub fn caption_prepared<B: Backend>(
     model: &Captioner<B>,
     pictures: &[&RgbImage],
     image_size: usize,
     search: &SearchConfig,
+    endings: &Endings,
     batching: Batching,
     device: &B::Device,
     show_progress: bool,
@@ -258,7 +261,7 @@ pub fn caption_prepared<B: Backend>(
             TensorData::new(pixels, [chunk.len(), 3, image_size, image_size]),
             device,
         );
-        captions.extend(caption_batch(model, images, search, batching));
+        captions.extend(caption_batch(model, images, search, endings, batching));
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
@@ -273,6 +276,7 @@ fn caption_batch<B: Backend>(
     model: &Captioner<B>,
     images: Tensor<B, 4>,
     search: &SearchConfig,
+    endings: &Endings,
     batching: Batching,
 ) -> Vec<Caption> {
     let n = images.dims()[0];
@@ -284,7 +288,7 @@ fn caption_batch<B: Backend>(
             .narrow(0, 0, n),
         Shapes::Packed => model.encoder.forward(images),
     };
-    model.caption_features(features, search, shapes, batch_size)
+    model.caption_features(features, search, endings, shapes, batch_size)
 }
 
 #[cfg(test)]

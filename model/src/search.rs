@@ -7,6 +7,7 @@
 //! yields a caption.
 
 use burn::prelude::*;
+use captioner_datasets::Vocab;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -46,6 +47,45 @@ pub struct Caption {
     pub alphas: Vec<Vec<f32>>,
 }
 
+/// The words a caption may not end on: after one of them the searches and sampling rule
+/// `<end>` out, so that a caption goes on (or is cut at the length cap). Self-critical
+/// training otherwise learns to end captions on "a" or "the": CIDEr-D's length penalty and
+/// n-grams cost such an ending little, and a reader sees a broken sentence. The words are
+/// the vocabulary's (`Vocab::no_end_after`); [`Endings::any`] allows every ending.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endings {
+    /// Sorted word ids.
+    not_after: Vec<u32>,
+}
+
+impl Endings {
+    /// Every word may end a caption.
+    pub fn any() -> Self {
+        Self::default()
+    }
+
+    /// The vocabulary's words that no caption ends on ([`Vocab::no_end_after`]).
+    pub fn of(vocab: &Vocab) -> Self {
+        Self::not_after(vocab.no_end_after())
+    }
+
+    /// No caption ends right after one of the words `ids`.
+    pub fn not_after(ids: impl IntoIterator<Item = u32>) -> Self {
+        let mut not_after: Vec<u32> = ids.into_iter().collect();
+        not_after.sort_unstable();
+        not_after.dedup();
+        Self { not_after }
+    }
+
+    /// Rules `<end>` out of `row`, the next word's log-probabilities, when `previous` may not
+    /// end a caption.
+    fn apply(&self, previous: u32, row: &mut [f32]) {
+        if self.not_after.binary_search(&previous).is_ok() {
+            row[END as usize] = f32::NEG_INFINITY;
+        }
+    }
+}
+
 /// Captions the grids of `features` (`[n, positions, channels]`) at rows `picks`, in that
 /// order: greedily at beam 1, by beam search otherwise.
 ///
@@ -61,6 +101,7 @@ pub fn search_rows<B: Backend>(
     features: Tensor<B, 3>,
     picks: &[usize],
     search: &SearchConfig,
+    endings: &Endings,
     shapes: Shapes,
     rows: usize,
 ) -> Vec<Caption> {
@@ -79,9 +120,9 @@ pub fn search_rows<B: Backend>(
         };
         let state = start_beams(decoder, features.clone(), &images, k, shapes);
         let mut found = if k == 1 {
-            greedy_from(decoder, state, search.max_len)
+            greedy_from(decoder, state, search.max_len, endings)
         } else {
-            beam_search_from(decoder, state, images.len(), search)
+            beam_search_from(decoder, state, images.len(), search, endings)
         };
         found.truncate(chunk.len());
         captions.extend(found);
@@ -122,11 +163,17 @@ fn rule_out(row: &mut [f32], allow_unk: bool) {
 }
 
 /// Host copy of the next-word log-probabilities (`[rows, vocab]`), with the words that are
-/// never a caption's ruled out ([`rule_out`]).
-fn next_word_log_probs<B: Backend>(log_probs: Tensor<B, 2>) -> (Vec<f32>, usize) {
+/// never a caption's ruled out ([`rule_out`]), and `<end>` after a word of `endings` (each
+/// row's last word in `previous`).
+fn next_word_log_probs<B: Backend>(
+    log_probs: Tensor<B, 2>,
+    previous: &[u32],
+    endings: &Endings,
+) -> (Vec<f32>, usize) {
     let (mut values, vocab) = host_rows(log_probs);
-    for row in values.chunks_mut(vocab) {
+    for (row, &previous) in values.chunks_mut(vocab).zip(previous) {
         rule_out(row, false);
+        endings.apply(previous, row);
     }
     (values, vocab)
 }
@@ -141,8 +188,9 @@ pub fn greedy<B: Backend>(
     decoder: &Decoder<B>,
     features: Tensor<B, 3>,
     max_len: usize,
+    endings: &Endings,
 ) -> Vec<Caption> {
-    greedy_from(decoder, decoder.start(features), max_len)
+    greedy_from(decoder, decoder.start(features), max_len, endings)
 }
 
 /// [`greedy`] from the decoder's start, one row per image.
@@ -150,10 +198,11 @@ fn greedy_from<B: Backend>(
     decoder: &Decoder<B>,
     state: DecodeState<B>,
     max_len: usize,
+    endings: &Endings,
 ) -> Vec<Caption> {
     let argmax =
         |row: &mut [f32]| (0..row.len()).fold(0, |b, v| if row[v] > row[b] { v } else { b });
-    decode_rows(decoder, state, max_len, Words::Best, argmax)
+    decode_rows(decoder, state, max_len, Words::Best, endings, argmax)
 }
 
 /// Which words [`decode_rows`] offers its `pick`, and whether it keeps attention maps.
@@ -166,13 +215,14 @@ enum Words {
 }
 
 /// One caption per row of `state`: at every step `pick` chooses the next word from the row's
-/// log-probabilities (`[vocab]`, the words never a caption's at minus infinity), until `<end>`
-/// or `max_len` words. A caption's `score` is the sum of its words' log-probabilities.
+/// log-probabilities (`[vocab]`, the words never a caption's at minus infinity, and `<end>`
+/// after a word of `endings`), until `<end>` or `max_len` words. A caption's `score` is the sum of its words' log-probabilities.
 fn decode_rows<B: Backend>(
     decoder: &Decoder<B>,
     mut state: DecodeState<B>,
     max_len: usize,
     words: Words,
+    endings: &Endings,
     mut pick: impl FnMut(&mut [f32]) -> usize,
 ) -> Vec<Caption> {
     let device = state.features.device();
@@ -198,6 +248,7 @@ fn decode_rows<B: Backend>(
             }
             let row = &mut log_probs[i * vocab..(i + 1) * vocab];
             rule_out(row, words == Words::Drawn);
+            endings.apply(previous[i], row);
             let word = pick(row);
             caption.score += row[word];
             if word as u32 == END {
@@ -222,21 +273,23 @@ fn decode_rows<B: Backend>(
 /// `samples` captions of each grid of `features` (`[n, positions, channels]`) at rows
 /// `picks`, drawn from the model's distribution (`picks.len() * samples` captions, the samples
 /// of each image together), each word drawn from the softmax of the step's scores (`<pad>`
-/// and `<start>` excluded; `<unk>` may be drawn, and earns nothing), until `<end>` or
-/// `max_len` words. The draws are a function of `seed`: the same seed, model and grids give
+/// and `<start>` excluded, `<end>` too after a word of `endings`; `<unk>` may be drawn, and
+/// earns nothing), until `<end>` or `max_len` words. The draws are a function of `seed`: the same seed, model and grids give
 /// the same captions. A caption's `score` is the sum of its words' log-probabilities.
+#[allow(clippy::too_many_arguments)]
 pub fn sample_rows<B: Backend>(
     decoder: &Decoder<B>,
     features: Tensor<B, 3>,
     picks: &[usize],
     samples: usize,
     max_len: usize,
+    endings: &Endings,
     seed: u64,
     shapes: Shapes,
 ) -> Vec<Caption> {
     let state = start_beams(decoder, features, picks, samples.max(1), shapes);
     let mut rng = SmallRng::seed_from_u64(seed);
-    decode_rows(decoder, state, max_len, Words::Drawn, |row| {
+    decode_rows(decoder, state, max_len, Words::Drawn, endings, |row| {
         draw(row, &mut rng)
     })
 }
@@ -302,6 +355,7 @@ pub fn beam_search<B: Backend>(
     decoder: &Decoder<B>,
     features: Tensor<B, 3>,
     search: &SearchConfig,
+    endings: &Endings,
 ) -> Vec<Caption> {
     let all: Vec<usize> = (0..features.dims()[0]).collect();
     let state = start_beams(
@@ -311,7 +365,7 @@ pub fn beam_search<B: Backend>(
         search.beam_size.max(1),
         Shapes::Packed,
     );
-    beam_search_from(decoder, state, all.len(), search)
+    beam_search_from(decoder, state, all.len(), search, endings)
 }
 
 /// The decoder's start on the grids of `features` at rows `picks`, each taken `k` times in a
@@ -352,6 +406,7 @@ fn beam_search_from<B: Backend>(
     mut state: DecodeState<B>,
     n: usize,
     search: &SearchConfig,
+    endings: &Endings,
 ) -> Vec<Caption> {
     let device = state.features.device();
     let k = search.beam_size.max(1);
@@ -370,7 +425,7 @@ fn beam_search_from<B: Backend>(
 
     for _ in 0..search.max_len {
         let (log_probs, next, alpha) = decoder.step(state, token_tensor(&previous, &device));
-        let (log_probs, vocab) = next_word_log_probs(log_probs);
+        let (log_probs, vocab) = next_word_log_probs(log_probs, &previous, endings);
         let (alpha, positions) = host_rows(alpha);
         let mut rows = Vec::with_capacity(n * k);
         for (image, beams) in beams.iter_mut().enumerate() {
@@ -455,4 +510,75 @@ fn beam_search_from<B: Backend>(
                 })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::Distribution;
+
+    use crate::decoder::DecoderConfig;
+
+    const VOCAB: u32 = 12;
+
+    /// Captions of six random grids by a random decoder that likes `<end>`: greedy, beam 4
+    /// and 8 samples each.
+    fn captions(endings: &Endings) -> [Vec<Caption>; 3] {
+        let device = Default::default();
+        <NdArray as Backend>::seed(&device, 11);
+        let decoder = DecoderConfig::new(VOCAB as usize, 8)
+            .with_embed_dim(8)
+            .with_attention_dim(8)
+            .with_hidden_dim(16)
+            .with_dropout(0.0)
+            .init::<NdArray>(&device)
+            .favouring(END, 2.0);
+        let grids =
+            Tensor::<NdArray, 3>::random([6, 4, 8], Distribution::Normal(0.0, 1.0), &device);
+        let beam = SearchConfig {
+            beam_size: 4,
+            max_len: 8,
+        };
+        [
+            greedy(&decoder, grids.clone(), 8, endings),
+            beam_search(&decoder, grids.clone(), &beam, endings),
+            sample_rows(
+                &decoder,
+                grids,
+                &[0, 1, 2, 3, 4, 5],
+                8,
+                8,
+                endings,
+                5,
+                Shapes::Packed,
+            ),
+        ]
+    }
+
+    fn ends_on_a_word(c: &Caption) -> bool {
+        c.finished && !c.tokens.is_empty()
+    }
+
+    #[test]
+    fn no_search_ends_a_caption_on_a_word_it_may_not_end_on() {
+        // Free to end on any word (not on `<start>`: the empty caption is likely), the three
+        // end captions on words.
+        for found in captions(&Endings::not_after([START])) {
+            assert!(found.iter().any(ends_on_a_word), "{found:?}");
+        }
+        // Odd words may not end a caption: the captions that end, end on even ones.
+        let odd = Endings::not_after([START].into_iter().chain((UNK..VOCAB).step_by(2)));
+        for found in captions(&odd) {
+            for c in found.iter().filter(|c| ends_on_a_word(c)) {
+                assert!(c.tokens.last().unwrap() % 2 == 0, "{:?}", c.tokens);
+            }
+        }
+        // No word may, nor `<start>` (an empty caption): every caption runs to the cap.
+        let none = Endings::not_after(START..VOCAB);
+        for found in captions(&none) {
+            assert!(found.iter().all(|c| !ends_on_a_word(c)));
+            assert!(found.iter().all(|c| c.tokens.len() == 8), "{found:?}");
+        }
+    }
 }

@@ -25,7 +25,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::rows::{bucket_steps, Shapes};
-use crate::search::Caption;
+use crate::search::{Caption, Endings};
 use crate::tokens::{END, PAD, START};
 
 /// What a sample's reward is compared with.
@@ -96,6 +96,8 @@ pub struct SelfCriticalRequest {
     pub config: SelfCriticalConfig,
     /// Seed of this batch's draws.
     pub seed: u64,
+    /// The words the samples and the greedy captions may not end on.
+    pub endings: Arc<Endings>,
     /// Scores the samples.
     pub reward: Arc<dyn CaptionReward>,
 }
@@ -360,6 +362,7 @@ mod tests {
                     max_len: 6,
                 },
                 seed: step,
+                endings: Arc::new(Endings::any()),
                 reward: Arc::new(FivesReward),
             };
             let (out, stats) = model.self_critical(grids.clone(), &request, Shapes::Packed, 0);

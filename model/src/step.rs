@@ -124,6 +124,7 @@ impl<B: Backend> InferenceStep for Captioner<B> {
                     features.clone(),
                     &request.rows,
                     &request.search,
+                    &request.endings,
                     batch.shapes,
                     batch_rows,
                 );

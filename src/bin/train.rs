@@ -193,11 +193,21 @@ fn print_report(report: &TrainReport) {
     // Rounded once, so that 59.6 s past a minute reads as the next minute, not "60s".
     let seconds = report.wall_seconds.round() as u64;
     println!();
+    let epochs = match report.resumed_after {
+        Some(done) if done < report.epochs => {
+            format!(
+                "epochs {} to {}, resumed after epoch {done}",
+                done + 1,
+                report.epochs
+            )
+        }
+        Some(done) => format!("{done} epochs, all trained before"),
+        None => format!("{} epochs", report.epochs),
+    };
     println!(
-        "Done in {}m {:02}s ({} epochs). Run folder: {}",
+        "Done in {}m {:02}s ({epochs}). Run folder: {}",
         seconds / 60,
         seconds % 60,
-        report.epochs,
         report.run
     );
     print!("{}", report.eval);

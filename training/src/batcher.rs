@@ -13,8 +13,8 @@ use captioner_datasets::decode::Resize;
 use captioner_datasets::feature_cache::FeatureCache;
 use captioner_datasets::{CaptionItem, ItemImage};
 use captioner_model::{
-    bucket_steps, pad_with_first_row, CaptionBatch, DecodeRequest, EncoderInput, SearchConfig,
-    SelfCriticalRequest, Shapes,
+    bucket_steps, pad_with_first_row, CaptionBatch, DecodeRequest, EncoderInput, Endings,
+    SearchConfig, SelfCriticalRequest, Shapes,
 };
 
 /// Normalises the images to the encoder's input size, lays out every caption of every image
@@ -26,7 +26,7 @@ pub struct CaptionBatcher {
     /// The seed of the mirroring draws, when pictures are mirrored at random.
     hflip: Option<u64>,
     cache: Option<Arc<FeatureCache>>,
-    decode: Option<(SearchConfig, Arc<HashSet<usize>>)>,
+    decode: Option<(SearchConfig, Arc<Endings>, Arc<HashSet<usize>>)>,
     self_critical: Option<SelfCriticalRequest>,
     fixed: Option<FixedBatch>,
 }
@@ -92,11 +92,16 @@ impl CaptionBatcher {
         }
     }
 
-    /// Asks the model to caption, with `search`, the images of every batch whose ids are in
-    /// `image_ids` (validation's decoded sample).
-    pub fn with_decode(self, search: SearchConfig, image_ids: Arc<HashSet<usize>>) -> Self {
+    /// Asks the model to caption, with `search` and `endings`, the images of every batch
+    /// whose ids are in `image_ids` (validation's decoded sample).
+    pub fn with_decode(
+        self,
+        search: SearchConfig,
+        endings: Arc<Endings>,
+        image_ids: Arc<HashSet<usize>>,
+    ) -> Self {
         Self {
-            decode: Some((search, image_ids)),
+            decode: Some((search, endings, image_ids)),
             ..self
         }
     }
@@ -176,7 +181,7 @@ impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
             _ => {
                 let mut flips = self.hflip.map(|seed| {
                     let ids: Vec<usize> = items.iter().map(|i| i.image_id).collect();
-                    SmallRng::seed_from_u64(batch_seed(seed, &ids))
+                    SmallRng::seed_from_u64(batch_seed(seed ^ MIRROR_STREAM, &ids))
                 });
                 let mut pixels = Vec::with_capacity(items.len() * 3 * size * size);
                 for item in &items {
@@ -216,7 +221,7 @@ impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
         image_of_caption.resize(rows, 0);
         let mut lengths: Vec<usize> = captions.iter().map(|(_, c)| c.len()).collect();
         lengths.resize(rows, 0);
-        let decode = self.decode.as_ref().map(|(search, wanted)| {
+        let decode = self.decode.as_ref().map(|(search, endings, wanted)| {
             let (rows, image_ids) = items
                 .iter()
                 .enumerate()
@@ -227,6 +232,7 @@ impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
                 rows,
                 image_ids,
                 search: *search,
+                endings: endings.clone(),
             }
         });
         let self_critical = self.self_critical.as_ref().map(|template| {
@@ -251,6 +257,10 @@ impl<B: Backend> Batcher<B, CaptionItem, CaptionBatch<B>> for CaptionBatcher {
         }
     }
 }
+
+/// Mixed into the seed of a batch's mirroring, so that its draws are not the self-critical
+/// samples' draws of the same batch.
+const MIRROR_STREAM: u64 = 0x6d69_7272_6f72_2121;
 
 /// The seed of a batch's draws: `seed` mixed with its image ids in order (SplitMix64 steps).
 fn batch_seed(seed: u64, image_ids: &[usize]) -> u64 {

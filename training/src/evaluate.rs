@@ -11,7 +11,7 @@ use captioner_datasets::shapes::{CaptionCheck, Scene, ShapesConfig};
 use captioner_datasets::Split;
 use captioner_datasets::{ItemImage, Vocab};
 use captioner_model::inference::{caption_prepared, progress_bar};
-use captioner_model::{Batching, Caption, Captioner, SearchConfig, Shapes};
+use captioner_model::{Batching, Caption, Captioner, Endings, SearchConfig, Shapes};
 use serde::{Deserialize, Serialize};
 
 use crate::batcher::cached_features;
@@ -19,11 +19,13 @@ use crate::coco_files::ImageId;
 use crate::metrics::{coco_scores_of_raw, CocoScores};
 
 /// Captions pictures from their cached encoder features.
+#[allow(clippy::too_many_arguments)]
 fn caption_cached<B: Backend>(
     model: &Captioner<B>,
     cache: &FeatureCache,
     images: &[ItemImage],
     search: &SearchConfig,
+    endings: &Endings,
     batch_size: usize,
     shapes: Shapes,
     device: &B::Device,
@@ -32,7 +34,7 @@ fn caption_cached<B: Backend>(
     let mut captions = Vec::with_capacity(images.len());
     for chunk in images.chunks(batch_size.max(1)) {
         let features = cached_features(cache, chunk.iter(), device);
-        captions.extend(model.caption_features(features, search, shapes, batch_size));
+        captions.extend(model.caption_features(features, search, endings, shapes, batch_size));
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
@@ -176,12 +178,14 @@ pub fn caption_held_out<B: Backend>(
     shapes: Shapes,
     device: &B::Device,
 ) -> Vec<String> {
+    let endings = Endings::of(vocab);
     let captions = match &held_out.cache {
         Some(cache) => caption_cached(
             model,
             cache,
             &held_out.images,
             search,
+            &endings,
             batch_size,
             shapes,
             device,
@@ -197,7 +201,9 @@ pub fn caption_held_out<B: Backend>(
                 .collect();
             let images: Vec<&RgbImage> = pictures.iter().map(|p| p.as_ref()).collect();
             let batching = Batching { batch_size, shapes };
-            caption_prepared(model, &images, image_size, search, batching, device, true)
+            caption_prepared(
+                model, &images, image_size, search, &endings, batching, device, true,
+            )
         }
     };
     captions.iter().map(|c| vocab.decode(&c.tokens)).collect()

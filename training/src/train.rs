@@ -19,10 +19,10 @@ use burn::train::checkpoint::{ComposedCheckpointingStrategy, KeepLastNCheckpoint
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
 use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
 use captioner_datasets::vocab::PAD;
-use captioner_datasets::Split;
 use captioner_datasets::Vocab;
+use captioner_datasets::{CaptionItem, Split};
 use captioner_model::{
-    CaptionBatch, CaptionerConfig, DecoderConfig, Encoder, EncoderConfig, EncoderName,
+    CaptionBatch, CaptionerConfig, DecoderConfig, Encoder, EncoderConfig, EncoderName, Endings,
     LoadedWeights, ModelFiles, SelfCriticalRequest, Shapes, WeightsRecorder,
 };
 use serde::{Deserialize, Serialize};
@@ -53,6 +53,10 @@ pub struct TrainReport {
     pub epochs: usize,
     /// Wall time of this invocation (data, training and evaluation), in seconds.
     pub wall_seconds: f64,
+    /// The epoch this invocation resumed after (`--resume`); its time is not in
+    /// `wall_seconds`.
+    #[serde(default)]
+    pub resumed_after: Option<usize>,
     /// What the data held and what was skipped.
     pub data: DataSummary,
     /// The best epoch's validation scores (the model saved is that epoch's), if any epoch
@@ -272,6 +276,7 @@ pub fn train<B: AutodiffBackend>(
         vocab.len()
     );
     let search = config.search;
+    let endings = Arc::new(Endings::of(&vocab));
     let history = ValidationHistory::new(config.validation.clone());
     let schedule = PlateauDecay::new(
         BaseSchedule::new(config.optimizer.lr_schedule, config.optimizer.lr, steps)
@@ -283,19 +288,12 @@ pub fn train<B: AutodiffBackend>(
         .with_resize(data.held_out.resize)
         .with_cache(cache);
     let train_batcher = batcher.clone().with_hflip(hflip.then_some(config.seed));
-    // Resumed, the loader goes on with the data order of the epoch after the checkpoint's.
-    let epochs_done = resume_from.unwrap_or(0);
-    let train_loader: Arc<dyn DataLoader<B, CaptionBatch<B>>> = match config.objective {
-        Objective::CrossEntropy => Arc::new(
-            OrderedLoader::new(
-                train_batcher.with_shapes(shapes, FixedBatch::training(config.batch_size)),
-                data.train,
-                per_step,
-                device.clone(),
-            )
-            .shuffle(config.seed)
-            .workers(config.workers)
-            .starting_epoch(epochs_done),
+    // A caption an item for cross-entropy; an image an item, with all its references, for
+    // self-critical training.
+    let (train_batcher, train_items): (_, Arc<dyn Dataset<CaptionItem>>) = match config.objective {
+        Objective::CrossEntropy => (
+            train_batcher.with_shapes(shapes, FixedBatch::training(config.batch_size)),
+            Arc::new(data.train),
         ),
         Objective::SelfCritical(scst) => {
             println!(
@@ -308,6 +306,7 @@ pub fn train<B: AutodiffBackend>(
                 image_ids: Vec::new(),
                 config: scst,
                 seed: config.seed,
+                endings: endings.clone(),
                 reward: Arc::new(reward),
             };
             let images = data.train.per_image();
@@ -315,21 +314,21 @@ pub fn train<B: AutodiffBackend>(
                 images: per_step,
                 captions: config.batch_size.max(per_step * images.most_captions()),
             };
-            Arc::new(
-                OrderedLoader::new(
-                    train_batcher
-                        .with_shapes(shapes, per_image)
-                        .with_self_critical(request),
-                    images,
-                    per_step,
-                    device.clone(),
-                )
-                .shuffle(config.seed)
-                .workers(config.workers)
-                .starting_epoch(epochs_done),
+            (
+                train_batcher
+                    .with_shapes(shapes, per_image)
+                    .with_self_critical(request),
+                Arc::new(images),
             )
         }
     };
+    // Resumed, the loader goes on with the data order of the epoch after the checkpoint's.
+    let train_loader: Arc<dyn DataLoader<B, CaptionBatch<B>>> = Arc::new(
+        OrderedLoader::new(train_batcher, train_items, per_step, device.clone())
+            .shuffle(config.seed)
+            .workers(config.workers)
+            .starting_epoch(resume_from.unwrap_or(0)),
+    );
     let sample = caption_sample(data.valid.num_images(), config.validation.caption_images);
     println!(
         "Validation: every epoch {} of {} images captioned (beam {}), best epoch by {}",
@@ -348,7 +347,7 @@ pub fn train<B: AutodiffBackend>(
         Arc::new(
             OrderedLoader::new(
                 batcher
-                    .with_decode(search, Arc::new(sample))
+                    .with_decode(search, endings.clone(), Arc::new(sample))
                     .with_shapes(shapes, valid_batch),
                 valid,
                 valid_images,
@@ -475,6 +474,7 @@ pub fn train<B: AutodiffBackend>(
         run: run.root().display().to_string(),
         epochs: trained,
         wall_seconds: started.elapsed().as_secs_f64(),
+        resumed_after: resume_from,
         data: data.summary,
         best,
         validation: epochs,

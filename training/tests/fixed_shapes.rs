@@ -12,7 +12,7 @@ use captioner_datasets::shapes::{ShapesConfig, Split};
 use captioner_datasets::{CaptionItem, Vocab};
 use captioner_model::{
     fixed_search_images, BackboneConfig, CaptionBatch, Captioner, CaptionerConfig, DecodeRequest,
-    DecoderConfig, EncoderConfig, SearchConfig, Shapes, SmallCnnConfig,
+    DecoderConfig, EncoderConfig, Endings, SearchConfig, Shapes, SmallCnnConfig,
 };
 use captioner_training::{CaptionBatcher, FixedBatch};
 
@@ -144,8 +144,13 @@ fn a_fixed_validation_batch_captions_the_images_asked_for_as_a_packed_one_does()
         beam_size: 2,
         max_len: 8,
     };
+    let endings = std::sync::Arc::new(Endings::of(&vocab));
     let request = |batcher: CaptionBatcher| {
-        batcher.with_decode(search, std::sync::Arc::new([1, 3].into_iter().collect()))
+        batcher.with_decode(
+            search,
+            endings.clone(),
+            std::sync::Arc::new([1, 3].into_iter().collect()),
+        )
     };
     let caption = |batch: CaptionBatch<NdArray>| {
         assert_eq!(
@@ -153,7 +158,8 @@ fn a_fixed_validation_batch_captions_the_images_asked_for_as_a_packed_one_does()
             Some(DecodeRequest {
                 rows: vec![1, 3],
                 image_ids: vec![1, 3],
-                search
+                search,
+                endings: endings.clone(),
             })
         );
         burn::train::InferenceStep::step(&model, batch).extra
@@ -191,6 +197,7 @@ fn fixed_searches_in_padded_groups_find_the_captions_of_one_packed_search() {
         &device,
     );
     let features = model.encoder.forward(images);
+    let endings = Endings::of(&vocab);
     for beam_size in [1, 3] {
         let search = SearchConfig {
             beam_size,
@@ -200,8 +207,9 @@ fn fixed_searches_in_padded_groups_find_the_captions_of_one_packed_search() {
         // to three.
         let rows = 4 * beam_size - 1;
         assert_eq!(fixed_search_images(rows, beam_size), 3);
-        let packed = model.caption_features(features.clone(), &search, Shapes::Packed, 0);
-        let fixed = model.caption_features(features.clone(), &search, Shapes::Fixed, rows);
+        let packed = model.caption_features(features.clone(), &search, &endings, Shapes::Packed, 0);
+        let fixed =
+            model.caption_features(features.clone(), &search, &endings, Shapes::Fixed, rows);
         assert_eq!(fixed.len(), items.len());
         for (p, f) in packed.iter().zip(&fixed) {
             assert_eq!(p.tokens, f.tokens, "beam {beam_size}");
@@ -211,7 +219,8 @@ fn fixed_searches_in_padded_groups_find_the_captions_of_one_packed_search() {
         // Rows picked out of a batch, in any order, get the captions of those rows.
         let picks = [3, 0, 2];
         for shapes in [Shapes::Packed, Shapes::Fixed] {
-            let picked = model.caption_rows(features.clone(), &picks, &search, shapes, rows);
+            let picked =
+                model.caption_rows(features.clone(), &picks, &search, &endings, shapes, rows);
             for (caption, &row) in picked.iter().zip(&picks) {
                 assert_eq!(caption.tokens, packed[row].tokens, "{shapes:?}, row {row}");
             }

@@ -14,7 +14,7 @@ use captioner_datasets::{CaptionItem, Vocab};
 use captioner_model::tokens::UNK;
 use captioner_model::{
     beam_search, greedy, BackboneConfig, CaptionBatch, Captioner, CaptionerConfig, DecoderConfig,
-    EncoderConfig, EncoderInput, SearchConfig, SmallCnnConfig,
+    EncoderConfig, EncoderInput, Endings, SearchConfig, SmallCnnConfig,
 };
 use captioner_training::run_dir::WeightsRecorder;
 use captioner_training::CaptionBatcher;
@@ -110,7 +110,7 @@ fn overfits_a_handful_of_scenes_and_greedy_reproduces_their_captions() {
         f.final_loss
     );
     let features = f.model.encoder.forward(images(&f.scenes));
-    let decoded = greedy(&f.model.decoder, features, 20);
+    let decoded = greedy(&f.model.decoder, features, 20, &Endings::of(&f.vocab));
     for (scene, caption) in f.scenes.iter().zip(decoded) {
         let expected = captioner_datasets::tokenize(&scene.captions()[1]).join(" ");
         assert_eq!(f.vocab.decode(&caption.tokens), expected);
@@ -127,12 +127,13 @@ fn beam_of_one_equals_greedy_and_wider_beams_score_at_least_as_well() {
     }
     .scenes(Split::Test);
     let features = f.model.encoder.forward(images(&scenes[..12]));
-    let greedy_captions = greedy(&f.model.decoder, features.clone(), 12);
+    let endings = Endings::of(&f.vocab);
+    let greedy_captions = greedy(&f.model.decoder, features.clone(), 12, &endings);
     let search = SearchConfig {
         beam_size: 1,
         max_len: 12,
     };
-    let beam_captions = beam_search(&f.model.decoder, features.clone(), &search);
+    let beam_captions = beam_search(&f.model.decoder, features.clone(), &search, &endings);
     // The two run their rows through products of different shapes.
     assert_same_captions(&greedy_captions, &beam_captions);
     let wide = beam_search(
@@ -142,6 +143,7 @@ fn beam_of_one_equals_greedy_and_wider_beams_score_at_least_as_well() {
             beam_size: 4,
             max_len: 12,
         },
+        &endings,
     );
     for (g, w) in greedy_captions.iter().zip(&wide) {
         if g.finished {
@@ -171,7 +173,10 @@ fn decoding_never_emits_unk_even_where_it_was_trained_to() {
             beam_size,
             max_len: 20,
         };
-        for caption in f.model.caption(images(&f.scenes), &search) {
+        for caption in f
+            .model
+            .caption(images(&f.scenes), &search, &Endings::of(&f.vocab))
+        {
             assert!(
                 !caption.tokens.contains(&UNK),
                 "beam {beam_size}: {caption:?}"
@@ -189,7 +194,9 @@ fn decoding_stops_at_the_length_cap_with_a_caption() {
             beam_size,
             max_len: 2,
         };
-        let captions = f.model.caption(images(&f.scenes), &search);
+        let captions = f
+            .model
+            .caption(images(&f.scenes), &search, &Endings::of(&f.vocab));
         assert_eq!(captions.len(), f.scenes.len());
         for c in captions {
             assert_eq!(c.tokens.len(), 2, "beam {beam_size}: {c:?}");
@@ -216,7 +223,11 @@ fn attention_weights_of_every_step_sum_to_one() {
         );
         assert!(row[len - 1..].iter().all(|&s| s == 0.0), "{row:?}");
     }
-    let captions = f.model.caption(images(&f.scenes), &SearchConfig::default());
+    let captions = f.model.caption(
+        images(&f.scenes),
+        &SearchConfig::default(),
+        &Endings::of(&f.vocab),
+    );
     for alpha in captions.iter().flat_map(|c| &c.alphas) {
         assert_eq!(alpha.len(), (IMAGE / 8).pow(2));
         assert!((alpha.iter().sum::<f32>() - 1.0).abs() < 1e-5);
@@ -299,8 +310,9 @@ fn saved_and_loaded_weights_are_bit_identical_and_predict_the_same() {
         .all(|(a, b)| (a - b).abs() <= 1e-5 * a.abs().max(1.0)));
     let search = SearchConfig::default();
     assert_same_captions(
-        &f.model.caption(images(&f.scenes), &search),
-        &loaded.caption(images(&f.scenes), &search),
+        &f.model
+            .caption(images(&f.scenes), &search, &Endings::of(&f.vocab)),
+        &loaded.caption(images(&f.scenes), &search, &Endings::of(&f.vocab)),
     );
     std::fs::remove_dir_all(dir).ok();
 }
