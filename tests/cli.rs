@@ -184,7 +184,7 @@ fn train_writes_a_run_that_resumes_and_that_infer_reads() {
     assert!(text(&resumed.stdout).contains("from epoch 1"));
     // The closing line's time is this invocation's: it says which epochs that covers.
     assert!(
-        text(&resumed.stdout).contains("(epochs 2 to 2, resumed after epoch 1)"),
+        text(&resumed.stdout).contains("(epoch 2, resumed after epoch 1)"),
         "{}",
         text(&resumed.stdout)
     );

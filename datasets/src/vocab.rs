@@ -18,7 +18,8 @@ pub const UNK: u32 = 3;
 
 const SPECIALS: [&str; 4] = ["<pad>", "<start>", "<end>", "<unk>"];
 
-/// Words a caption never ends on: articles, possessives, conjunctions and prepositions that
+/// Words after which a caption is not finished (one cut at the length cap may still end on
+/// them): articles, possessives, conjunctions and prepositions that
 /// need a word after them (self-critical.pytorch's `bad_endings`, and more). Each ends fewer
 /// than 0.3% of its uses in the Flickr8k training captions; "on", "by" and "her", which end
 /// 2-13% of theirs ("with a hat on"), are not here.

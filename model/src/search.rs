@@ -216,7 +216,8 @@ enum Words {
 
 /// One caption per row of `state`: at every step `pick` chooses the next word from the row's
 /// log-probabilities (`[vocab]`, the words never a caption's at minus infinity, and `<end>`
-/// after a word of `endings`), until `<end>` or `max_len` words. A caption's `score` is the sum of its words' log-probabilities.
+/// after a word of `endings`), until `<end>` or `max_len` words. A caption's `score` is the
+/// sum of its words' log-probabilities.
 fn decode_rows<B: Backend>(
     decoder: &Decoder<B>,
     mut state: DecodeState<B>,
@@ -274,8 +275,9 @@ fn decode_rows<B: Backend>(
 /// `picks`, drawn from the model's distribution (`picks.len() * samples` captions, the samples
 /// of each image together), each word drawn from the softmax of the step's scores (`<pad>`
 /// and `<start>` excluded, `<end>` too after a word of `endings`; `<unk>` may be drawn, and
-/// earns nothing), until `<end>` or `max_len` words. The draws are a function of `seed`: the same seed, model and grids give
-/// the same captions. A caption's `score` is the sum of its words' log-probabilities.
+/// earns nothing), until `<end>` or `max_len` words. The draws are a function of `seed`: the
+/// same seed, model and grids give the same captions. A caption's `score` is the sum of its
+/// words' log-probabilities (those of the distribution before `<end>` was ruled out).
 #[allow(clippy::too_many_arguments)]
 pub fn sample_rows<B: Backend>(
     decoder: &Decoder<B>,
@@ -560,19 +562,28 @@ mod tests {
         c.finished && !c.tokens.is_empty()
     }
 
+    fn ends_on_an_odd_word(c: &Caption) -> bool {
+        ends_on_a_word(c) && c.tokens.last().unwrap() % 2 == 1
+    }
+
     #[test]
     fn no_search_ends_a_caption_on_a_word_it_may_not_end_on() {
         // Free to end on any word (not on `<start>`: the empty caption is likely), the three
-        // end captions on words.
-        for found in captions(&Endings::not_after([START])) {
+        // end captions on words, and the 48 samples on odd ones too.
+        let free = captions(&Endings::not_after([START]));
+        for found in &free {
             assert!(found.iter().any(ends_on_a_word), "{found:?}");
         }
-        // Odd words may not end a caption: the captions that end, end on even ones.
+        assert!(free[2].iter().any(ends_on_an_odd_word), "{:?}", free[2]);
+        // Odd words may not end a caption: each row's own last word is checked, so the
+        // captions still end, on even words only.
         let odd = Endings::not_after([START].into_iter().chain((UNK..VOCAB).step_by(2)));
-        for found in captions(&odd) {
-            for c in found.iter().filter(|c| ends_on_a_word(c)) {
-                assert!(c.tokens.last().unwrap() % 2 == 0, "{:?}", c.tokens);
-            }
+        let found = captions(&odd);
+        for found in &found {
+            assert!(!found.iter().any(ends_on_an_odd_word), "{found:?}");
+        }
+        for (search, found) in ["beam", "samples"].iter().zip(&found[1..]) {
+            assert!(found.iter().any(ends_on_a_word), "{search}: {found:?}");
         }
         // No word may, nor `<start>` (an empty caption): every caption runs to the cap.
         let none = Endings::not_after(START..VOCAB);

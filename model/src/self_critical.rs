@@ -3,7 +3,8 @@
 //! that evaluation reports (CIDEr-D), rather than on the reference words.
 //!
 //! For each image of a batch, `samples` captions are drawn from the model's distribution
-//! (`search::sample_rows`) and each is rewarded against the image's references (the
+//! (`search::sample_rows`; never finished right after a word such as "a", see
+//! `search::Endings`) and each is rewarded against the image's references (the
 //! [`CaptionReward`] the batch carries). A sample's advantage is its reward minus a baseline:
 //! by default the mean reward of the image's *other* samples (the "new self-critical"
 //! variant of self-critical.pytorch), or the reward of the greedy caption (the paper's). The

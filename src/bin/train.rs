@@ -194,6 +194,9 @@ fn print_report(report: &TrainReport) {
     let seconds = report.wall_seconds.round() as u64;
     println!();
     let epochs = match report.resumed_after {
+        Some(done) if done + 1 == report.epochs => {
+            format!("epoch {}, resumed after epoch {done}", report.epochs)
+        }
         Some(done) if done < report.epochs => {
             format!(
                 "epochs {} to {}, resumed after epoch {done}",

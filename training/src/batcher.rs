@@ -442,6 +442,11 @@ mod tests {
             "the same seed mirrors the same pictures"
         );
         assert_ne!(once, mirrored(Some(4)), "another seed mirrors others");
+        // Mirroring has its own stream of the seed: not the self-critical samples' draws.
+        let mut samples_stream =
+            SmallRng::seed_from_u64(batch_seed(3, &(0..16).collect::<Vec<_>>()));
+        let samples_draws: Vec<bool> = (0..16).map(|_| samples_stream.random_bool(0.5)).collect();
+        assert_ne!(once, samples_draws);
         let flipped = once.iter().filter(|&&m| m).count();
         assert!((3..=13).contains(&flipped), "{flipped} of 16 mirrored");
         assert!(mirrored(None).iter().all(|&m| !m), "no seed, no mirroring");
