@@ -1,9 +1,31 @@
-//! The command-line side of captioner: choosing the backend at run time. The binaries live in
-//! `src/bin/` (`train`, `infer`, `eval`, `features`); the model, data and training code in the workspace crates.
+//! The command-line side of captioner: choosing the backend at run time, which pictures to
+//! caption and what to show of the results. The binaries live in `src/bin/` (`train`,
+//! `infer`, `eval`, `features`); the model, data and training code in the workspace crates.
 
+pub mod attention_image;
 pub mod device;
 pub mod npy;
+pub mod pictures;
+pub mod report;
 pub mod settings;
+
+use std::path::Path;
+
+/// Writes `bytes` to `path` whole or not at all: to a temporary name beside it, then renamed
+/// over it, so that a reader never sees half a file. Creates the folders above it.
+pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    let temporary = path.with_file_name(name);
+    std::fs::write(&temporary, bytes)
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .inspect_err(|_| {
+            std::fs::remove_file(&temporary).ok();
+        })
+}
 
 /// Burn's CPU backends allocate and free many short-lived tensors every step; mimalloc reuses
 /// that memory instead of returning it to the kernel, which cut system time sharply here.

@@ -106,7 +106,7 @@ fn infer_captions_good_pictures_and_reports_bad_ones() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("missing.png") && stderr.contains("cannot read the file"),
+        stderr.contains("missing.png") && stderr.contains("No such file"),
         "{stderr}"
     );
     assert!(
@@ -123,6 +123,159 @@ fn infer_captions_good_pictures_and_reports_bad_ones() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("no trained model"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn infer_walks_folders_and_stdin_and_writes_caption_files_attention_pictures_and_a_page() {
+    use captioner::attention_image::{grid_shape, GAP, LABEL_HEIGHT};
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let dir = temp_dir("infer-folders");
+    let run = untrained_run(&dir);
+    let model = run.root().to_str().unwrap();
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(photos.join("park/deeper")).unwrap();
+    let scenes = ShapesConfig::default().scenes(Split::Test);
+    let names = [
+        "b.png",
+        "a.jpg",
+        "park/c.png",
+        "park/deeper/d.PNG",
+        "park/e.png",
+    ];
+    for (scene, name) in scenes.iter().zip(names) {
+        scene.render(48).save(photos.join(name)).unwrap();
+    }
+    std::fs::write(photos.join("park/broken.jpg"), "not a picture").unwrap();
+    std::fs::write(photos.join("park/notes.txt"), "not looked at").unwrap();
+    let extra = dir.join("extra.png");
+    scenes[5].render(40).save(&extra).unwrap();
+
+    let out_dir = dir.join("captions");
+    let attention = dir.join("attention");
+    let page = dir.join("page.html");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_infer"))
+        .args([
+            "--model",
+            model,
+            "--json",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--attention-dir",
+            attention.to_str().unwrap(),
+            "--html",
+            page.to_str().unwrap(),
+            "--batch-size",
+            "2",
+            photos.to_str().unwrap(),
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{}", extra.display()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    // The broken file is named and skipped; the rest are captioned; exit 1.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("broken.jpg"), "{stderr}");
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let images: Vec<String> = lines
+        .iter()
+        .map(|l| l["image"].as_str().unwrap().to_string())
+        .collect();
+    // The folder in path order, then the path from stdin.
+    let expected: Vec<String> = [
+        "a.jpg",
+        "b.png",
+        "park/c.png",
+        "park/deeper/d.PNG",
+        "park/e.png",
+    ]
+    .iter()
+    .map(|n| photos.join(n).display().to_string())
+    .chain([extra.display().to_string()])
+    .collect();
+    assert_eq!(images, expected);
+
+    let side = Captioning::<NdArray>::load(&ModelFiles::new(run.root()), &Default::default())
+        .unwrap()
+        .image_size() as u32;
+    for (line, relative) in
+        lines
+            .iter()
+            .zip(["a", "b", "park/c", "park/deeper/d", "park/e", "extra"])
+    {
+        let caption = line["caption"].as_str().unwrap();
+        // A caption file under the same subfolders, and beam 3's two other captions.
+        let written = std::fs::read_to_string(out_dir.join(format!("{relative}.txt"))).unwrap();
+        assert_eq!(written, format!("{caption}\n"));
+        assert!(
+            line["alternatives"].as_array().unwrap().len() <= 2,
+            "{line}"
+        );
+        // One panel for the picture and one per word.
+        let words = line["tokens"].as_array().unwrap().len() as u32;
+        let grid = image::open(attention.join(format!("{relative}.png"))).unwrap();
+        let (columns, rows) = grid_shape(words + 1);
+        assert_eq!(
+            (grid.width(), grid.height()),
+            (
+                GAP + columns * (side + GAP),
+                GAP + rows * (LABEL_HEIGHT + side + GAP)
+            ),
+            "{relative}: {words} words"
+        );
+    }
+    assert!(!out_dir.join("park/broken.txt").exists());
+
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(html.matches("<section class=\"picture\">").count(), 6);
+    assert_eq!(html.matches("data:image/jpeg;base64,").count(), 6);
+    for line in &lines {
+        let caption = line["caption"].as_str().unwrap();
+        assert!(html.contains(&format!("<p class=\"caption\">{caption}</p>")));
+    }
+    // An untrained model gives most pictures one caption: said when it does.
+    let said = stderr.contains("pictures got the same caption");
+    let captions: Vec<&str> = lines
+        .iter()
+        .map(|l| l["caption"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        said,
+        captioner::report::dominant_caption(captions.iter().copied()).is_some(),
+        "{stderr}"
+    );
+
+    // Two pictures that would write the same caption file: refused before any work.
+    let twin = dir.join("twin");
+    std::fs::create_dir_all(&twin).unwrap();
+    scenes[0].render(32).save(twin.join("x.png")).unwrap();
+    scenes[1].render(32).save(twin.join("x.jpg")).unwrap();
+    let out = exec(
+        "infer",
+        &[
+            "--model",
+            model,
+            "--out",
+            out_dir.to_str().unwrap(),
+            twin.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("would both write"),
         "{}",
         text(&out.stderr)
     );
@@ -287,7 +440,8 @@ fn a_self_critical_stage_starts_from_a_finished_run_and_resumes() {
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(stage.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["objective"]["kind"], "self-critical");
-    assert_eq!(config["optimizer"]["lr"], 5e-5);
+    assert_eq!(config["optimizer"]["lr"], 2e-4);
+    assert_eq!(config["optimizer"]["lr_schedule"], "cosine");
     assert_eq!(config["model"]["dropout"], 0.0);
     assert_eq!(
         std::fs::read(stage.join("vocab.json")).unwrap(),
@@ -565,5 +719,223 @@ fn cache_features_builds_once_and_is_reused_by_the_next_run() {
     assert!(second.contains("broken.jpg"), "{second}");
     let caches = std::fs::read_dir(&cache).unwrap().count();
     assert_eq!(caches, 1);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// One HTTP/1.1 request to `address`: the status and the body.
+fn http(address: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // A refused upload may be answered before it is all sent.
+    stream.write_all(body).ok();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok();
+    let response = text(&response);
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn serve_answers_pictures_refuses_bad_and_oversized_ones_and_stays_up() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let dir = temp_dir("serve");
+    let run = untrained_run(&dir);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_serve"))
+        .args([
+            "--model",
+            run.root().to_str().unwrap(),
+            "--port",
+            "0",
+            "--max-bytes",
+            "100000",
+            "--max-pixels",
+            "1000000",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    let address = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "serve stopped: {said}"
+        );
+        said.push_str(&line);
+        if let Some(rest) = line.strip_prefix("Listening on http://") {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    let png = |picture: image::RgbImage| {
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        picture
+            .write_to(&mut bytes, image::ImageFormat::Png)
+            .unwrap();
+        bytes.into_inner()
+    };
+    let scene = &ShapesConfig::default().scenes(Split::Test)[0];
+    let good = png(scene.render(64));
+
+    let (status, page) = http(&address, "GET", "/", b"");
+    assert_eq!(status, 200);
+    assert!(page.contains("Drop a picture"), "{page}");
+
+    let (status, body) = http(&address, "POST", "/caption", &good);
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let words = answer["tokens"].as_array().unwrap().len() as u32;
+    assert!(answer["caption"].is_string() && answer["score"].as_f64().unwrap() <= 0.0);
+    assert!(answer["timing_ms"]["total"].as_f64().unwrap() > 0.0);
+    assert!(answer.get("attention_png").is_none());
+
+    let (status, body) = http(&address, "POST", "/caption?attention=1", &good);
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    use base64::Engine;
+    let grid = base64::engine::general_purpose::STANDARD
+        .decode(answer["attention_png"].as_str().unwrap())
+        .unwrap();
+    let grid = image::load_from_memory(&grid).unwrap();
+    let side = Captioning::<NdArray>::load(&ModelFiles::new(run.root()), &Default::default())
+        .unwrap()
+        .image_size() as u32;
+    let (columns, _) = captioner::attention_image::grid_shape(words + 1);
+    use captioner::attention_image::GAP;
+    assert_eq!(grid.width(), GAP + columns * (side + GAP));
+
+    let refused = |body: &[u8], status: u16, says: &str| {
+        let (got, answer) = http(&address, "POST", "/caption", body);
+        assert_eq!(got, status, "{answer}");
+        let error: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        let error = error["error"].as_str().unwrap();
+        assert!(error.contains(says), "{error}");
+    };
+    refused(b"this is not a picture", 415, "not a readable image");
+    refused(&vec![7u8; 150_000], 413, "over the limit of 100000 bytes");
+    // Few bytes, but more pixels than allowed.
+    refused(
+        &png(image::RgbImage::new(1100, 1000)),
+        413,
+        "1100 x 1000 pixels is over the limit",
+    );
+    refused(b"", 400, "send a JPEG or PNG picture");
+
+    // Still up, and pictures sent at once are all answered.
+    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| http(&address, "POST", "/caption", &good)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (status, body) in answers {
+        assert_eq!(status, 200, "{body}");
+    }
+    child.kill().ok();
+    child.wait().ok();
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Needs Debian's `chromium` (`.ci/run` installs it and runs this test):
+/// `cargo test --release --test cli -- --ignored chromium`.
+#[test]
+#[ignore = "needs chromium; .ci/run runs it"]
+fn the_html_page_shows_every_caption_and_picture_in_headless_chromium() {
+    use std::process::Command;
+
+    let dir = temp_dir("chromium");
+    let run = untrained_run(&dir);
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for (i, scene) in ShapesConfig::default().scenes(Split::Test)[..3]
+        .iter()
+        .enumerate()
+    {
+        scene
+            .render(64)
+            .save(photos.join(format!("{i}.png")))
+            .unwrap();
+    }
+    let page = dir.join("page.html");
+    let out = exec(
+        "infer",
+        &[
+            "--model",
+            run.root().to_str().unwrap(),
+            "--json",
+            "--html",
+            page.to_str().unwrap(),
+            photos.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let captions: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["caption"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let chromium = |extra: &[&str]| {
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+            ])
+            .args(extra)
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .expect("chromium runs (apt-get install chromium)")
+    };
+    // The page as chromium parsed it: a section and a caption paragraph per picture.
+    let dom = chromium(&["--dump-dom"]);
+    assert!(dom.status.success(), "{}", text(&dom.stderr));
+    let dom = text(&dom.stdout);
+    assert_eq!(
+        dom.matches("<section class=\"picture\">").count(),
+        3,
+        "{dom}"
+    );
+    for caption in &captions {
+        assert!(
+            dom.contains(&format!("<p class=\"caption\">{caption}</p>")),
+            "{caption}"
+        );
+    }
+    let shot = dir.join("page.png");
+    let out = chromium(&[
+        "--window-size=1300,900",
+        &format!("--screenshot={}", shot.display()),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shot = image::open(&shot).unwrap().to_rgb8();
+    // Pictures were drawn: many pixels are neither the page's white nor its text's gray.
+    let coloured = shot
+        .pixels()
+        .filter(|p| {
+            let [r, g, b] = p.0;
+            r.max(g).max(b) - r.min(g).min(b) > 60
+        })
+        .count();
+    assert!(
+        coloured > 1000,
+        "only {coloured} coloured pixels in the screenshot"
+    );
     std::fs::remove_dir_all(dir).ok();
 }

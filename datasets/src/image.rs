@@ -29,30 +29,112 @@ pub enum ImageLoadError {
         /// The decoder's reason.
         reason: String,
     },
+    /// The picture is larger than the limits allow: refused before it is decoded.
+    #[error("{path}: {reason}")]
+    TooLarge {
+        /// The file.
+        path: String,
+        /// Which limit, and by how much.
+        reason: String,
+    },
+}
+
+/// The largest picture that is decoded: a file or upload of more bytes, or a picture that
+/// declares more pixels in its header, is refused before any pixel is decoded (a small PNG
+/// can declare 16000 x 16000 pixels and decode to a gigabyte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PictureLimits {
+    /// Most bytes of the file.
+    pub max_bytes: u64,
+    /// Most pixels (width x height).
+    pub max_pixels: u64,
+}
+
+impl Default for PictureLimits {
+    /// 64 MiB and 100 million pixels: above any camera's photo, far below what would exhaust
+    /// memory when a few are decoded at once.
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 << 20,
+            max_pixels: 100_000_000,
+        }
+    }
+}
+
+/// Decodes a JPEG or PNG held in memory (grayscale, alpha and 16-bit included) as 8-bit RGB,
+/// within `limits`; `name` names it in errors.
+pub fn decode_rgb(
+    bytes: &[u8],
+    name: &str,
+    limits: PictureLimits,
+) -> Result<RgbImage, ImageLoadError> {
+    let too_large = |reason: String| ImageLoadError::TooLarge {
+        path: name.to_string(),
+        reason,
+    };
+    if bytes.len() as u64 > limits.max_bytes {
+        return Err(too_large(format!(
+            "{} bytes is over the limit of {} bytes",
+            bytes.len(),
+            limits.max_bytes
+        )));
+    }
+    let undecodable = |e: &dyn std::fmt::Display| ImageLoadError::Decode {
+        path: name.to_string(),
+        reason: e.to_string(),
+    };
+    let reader = || {
+        ::image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| undecodable(&e))
+    };
+    let (width, height) = reader()?.into_dimensions().map_err(|e| undecodable(&e))?;
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(too_large(format!(
+            "{width} x {height} pixels is over the limit of {} pixels",
+            limits.max_pixels
+        )));
+    }
+    let decoded = reader()?.decode().map_err(|e| undecodable(&e))?;
+    Ok(decoded.to_rgb8())
 }
 
 impl ImageLoadError {
     /// The file that could not be read.
     pub fn path(&self) -> &Path {
         match self {
-            ImageLoadError::Io { path, .. } | ImageLoadError::Decode { path, .. } => {
-                Path::new(path)
-            }
+            ImageLoadError::Io { path, .. }
+            | ImageLoadError::Decode { path, .. }
+            | ImageLoadError::TooLarge { path, .. } => Path::new(path),
         }
     }
 }
 
-/// Reads a JPEG or PNG file (grayscale, alpha and 16-bit included) as 8-bit RGB.
+/// Reads a JPEG or PNG file (grayscale, alpha and 16-bit included) as 8-bit RGB, within the
+/// default [`PictureLimits`].
 pub fn load_rgb(path: &Path) -> Result<RgbImage, ImageLoadError> {
-    let bytes = std::fs::read(path).map_err(|source| ImageLoadError::Io {
-        path: path.display().to_string(),
+    load_rgb_within(path, PictureLimits::default())
+}
+
+/// [`load_rgb`] within `limits`.
+pub fn load_rgb_within(path: &Path, limits: PictureLimits) -> Result<RgbImage, ImageLoadError> {
+    let name = path.display().to_string();
+    let io = |source| ImageLoadError::Io {
+        path: name.clone(),
         source,
-    })?;
-    let decoded = ::image::load_from_memory(&bytes).map_err(|e| ImageLoadError::Decode {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    Ok(decoded.to_rgb8())
+    };
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    if size > limits.max_bytes {
+        return Err(ImageLoadError::TooLarge {
+            path: name.clone(),
+            reason: format!(
+                "{size} bytes is over the limit of {} bytes",
+                limits.max_bytes
+            ),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    decode_rgb(&bytes, &name, limits)
 }
 
 /// `image` mirrored left-right (train-time augmentation).
@@ -99,6 +181,78 @@ mod tests {
         assert!((red_at_1 - (1.0 - IMAGENET_MEAN[0]) / IMAGENET_STD[0]).abs() < 1e-6);
         assert!((out[16 + 1] + IMAGENET_MEAN[1] / IMAGENET_STD[1]).abs() < 1e-6);
         assert_eq!(to_normalized_chw(&img, 2).len(), 12);
+    }
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        RgbImage::new(width, height)
+            .write_to(&mut bytes, ::image::ImageFormat::Png)
+            .unwrap();
+        bytes.into_inner()
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &byte in bytes {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn a_small_file_that_declares_a_huge_picture_is_refused_before_decoding() {
+        // A 1x1 PNG whose header (IHDR, with its checksum) claims 16000 x 16000 pixels: it
+        // would decode to 768 MB.
+        let mut bomb = png(1, 1);
+        bomb[16..20].copy_from_slice(&16000u32.to_be_bytes());
+        bomb[20..24].copy_from_slice(&16000u32.to_be_bytes());
+        let crc = crc32(&bomb[12..29]);
+        bomb[29..33].copy_from_slice(&crc.to_be_bytes());
+        let err = decode_rgb(&bomb, "bomb.png", PictureLimits::default()).unwrap_err();
+        assert!(matches!(err, ImageLoadError::TooLarge { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "bomb.png: 16000 x 16000 pixels is over the limit of 100000000 pixels"
+        );
+    }
+
+    #[test]
+    fn pictures_within_the_limits_decode_and_others_are_refused_by_name() {
+        let bytes = png(8, 4);
+        let limits = PictureLimits {
+            max_bytes: bytes.len() as u64,
+            max_pixels: 32,
+        };
+        assert_eq!(
+            decode_rgb(&bytes, "ok.png", limits).unwrap().dimensions(),
+            (8, 4)
+        );
+        let fewer_pixels = PictureLimits {
+            max_pixels: 31,
+            ..limits
+        };
+        let err = decode_rgb(&bytes, "big.png", fewer_pixels)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "big.png: 8 x 4 pixels is over the limit of 31 pixels");
+        let fewer_bytes = PictureLimits {
+            max_bytes: bytes.len() as u64 - 1,
+            ..limits
+        };
+        let err = decode_rgb(&bytes, "big.png", fewer_bytes)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("big.png: ") && err.contains("bytes is over the limit"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -99,6 +99,8 @@ pub struct Captioning<B: Backend> {
     pub config: CaptionerConfig,
     /// How a picture becomes its input, as its training pictures did.
     pub input: Resize,
+    /// The words its captions may not end on, from its vocabulary.
+    pub endings: Endings,
     device: B::Device,
 }
 
@@ -148,6 +150,7 @@ impl<B: Backend> Captioning<B> {
             })?;
         Ok(Self {
             model,
+            endings: Endings::of(&vocab),
             vocab,
             config,
             input,
@@ -160,6 +163,12 @@ impl<B: Backend> Captioning<B> {
         self.config.encoder.image_size()
     }
 
+    /// A picture of any size as the model takes it: prepared as the run's training pictures
+    /// were (centre crop or squashed to [`Self::image_size`]).
+    pub fn prepare(&self, picture: &RgbImage) -> RgbImage {
+        self.input.apply(picture)
+    }
+
     /// Captions pictures of any size, prepared as the run's training pictures were, with a
     /// progress bar when `show_progress` (and stderr is a terminal).
     pub fn caption_pictures(
@@ -169,17 +178,35 @@ impl<B: Backend> Captioning<B> {
         batching: Batching,
         show_progress: bool,
     ) -> Vec<Caption> {
-        let prepared: Vec<RgbImage> = pictures.iter().map(|p| self.input.apply(p)).collect();
+        let prepared: Vec<RgbImage> = pictures.iter().map(|p| self.prepare(p)).collect();
         let prepared: Vec<&RgbImage> = prepared.iter().collect();
+        let bar = progress_bar(pictures.len(), show_progress);
+        let mut captions = Vec::with_capacity(pictures.len());
+        for chunk in prepared.chunks(batching.batch_size.max(1)) {
+            captions.extend(self.caption_prepared(chunk, search, batching));
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        captions
+    }
+
+    /// Captions pictures already prepared ([`Self::prepare`]), in batches of
+    /// `batching.batch_size`.
+    pub fn caption_prepared(
+        &self,
+        prepared: &[&RgbImage],
+        search: &SearchConfig,
+        batching: Batching,
+    ) -> Vec<Caption> {
         caption_prepared(
             &self.model,
-            &prepared,
+            prepared,
             self.image_size(),
             search,
-            &Endings::of(&self.vocab),
+            &self.endings,
             batching,
             &self.device,
-            show_progress,
+            false,
         )
     }
 }

@@ -55,8 +55,8 @@ pub use inference::{Batching, Captioning, LoadError, ModelFiles, WeightsRecorder
 pub use resnet::{ResNet, ResNetConfig};
 pub use rows::{bucket_steps, pad_with_first_row, Shapes};
 pub use search::{
-    beam_search, fixed_search_images, greedy, sample_rows, search_rows, Caption, Endings,
-    SearchConfig,
+    beam_search, fixed_search_images, greedy, sample_rows, search_rows, Alternative, Caption,
+    Endings, SearchConfig,
 };
 pub use self_critical::{
     advantages, Baseline, CaptionReward, SelfCriticalConfig, SelfCriticalRequest, SelfCriticalStats,

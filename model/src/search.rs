@@ -34,7 +34,7 @@ impl Default for SearchConfig {
 }
 
 /// A decoded caption.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Caption {
     /// Word ids, without `<start>` and `<end>`.
     pub tokens: Vec<u32>,
@@ -45,6 +45,20 @@ pub struct Caption {
     /// For each word of `tokens`, the attention weights over the grid positions that
     /// produced it.
     pub alphas: Vec<Vec<f32>>,
+    /// Beam search's other captions of the image, best first (at most `beam_size - 1`;
+    /// none from greedy decoding or sampling).
+    pub alternatives: Vec<Alternative>,
+}
+
+/// One of beam search's other captions of an image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alternative {
+    /// Word ids, without `<start>` and `<end>`.
+    pub tokens: Vec<u32>,
+    /// Sum of the log-probabilities of the words (and of `<end>` when it was emitted).
+    pub score: f32,
+    /// True when the caption ended with `<end>`, false when it was cut at the length cap.
+    pub finished: bool,
 }
 
 /// The words a caption may not end on: after one of them the searches and sampling rule
@@ -146,13 +160,15 @@ fn host_rows<B: Backend>(tensor: Tensor<B, 2>) -> (Vec<f32>, usize) {
     (values, width)
 }
 
-/// Rules out the words that are never a caption's: `<pad>`, `<start>` and, unless
-/// `allow_unk`, `<unk>`. A caption with "<unk>" in it is of no use to a reader, so the
+/// Rules out of `row`, the next word's log-probabilities after the word `previous`, the words
+/// that are never a caption's: `<pad>`, `<start>` and, unless `allow_unk`, `<unk>`; and
+/// `<end>` after a word of `endings`. A caption with "<unk>" in it is of no use to a reader, so the
 /// searches take the best real word instead (coco-caption codebases call this suppressing
 /// UNK): on Flickr8k dev, 11% of the beam-3 captions of a Show-Attend-Tell run held an
 /// `<unk>` before. Sampling allows it: a sampled `<unk>` earns no reward, which teaches the
 /// model to avoid it.
-fn rule_out(row: &mut [f32], allow_unk: bool) {
+fn rule_out(row: &mut [f32], previous: u32, allow_unk: bool, endings: &Endings) {
+    endings.apply(previous, row);
     row[PAD as usize] = f32::NEG_INFINITY;
     row[START as usize] = f32::NEG_INFINITY;
     if !allow_unk {
@@ -162,9 +178,8 @@ fn rule_out(row: &mut [f32], allow_unk: bool) {
     }
 }
 
-/// Host copy of the next-word log-probabilities (`[rows, vocab]`), with the words that are
-/// never a caption's ruled out ([`rule_out`]), and `<end>` after a word of `endings` (each
-/// row's last word in `previous`).
+/// Host copy of the next-word log-probabilities (`[rows, vocab]`), with [`rule_out`] applied
+/// to each row (its last word in `previous`).
 fn next_word_log_probs<B: Backend>(
     log_probs: Tensor<B, 2>,
     previous: &[u32],
@@ -172,8 +187,7 @@ fn next_word_log_probs<B: Backend>(
 ) -> (Vec<f32>, usize) {
     let (mut values, vocab) = host_rows(log_probs);
     for (row, &previous) in values.chunks_mut(vocab).zip(previous) {
-        rule_out(row, false);
-        endings.apply(previous, row);
+        rule_out(row, previous, false, endings);
     }
     (values, vocab)
 }
@@ -228,15 +242,7 @@ fn decode_rows<B: Backend>(
 ) -> Vec<Caption> {
     let device = state.features.device();
     let n = state.features.dims()[0];
-    let mut captions = vec![
-        Caption {
-            tokens: Vec::new(),
-            score: 0.0,
-            finished: false,
-            alphas: Vec::new()
-        };
-        n
-    ];
+    let mut captions = vec![Caption::default(); n];
     let mut previous = vec![START; n];
     for _ in 0..max_len {
         let (log_probs, next, alpha) = decoder.step(state, token_tensor(&previous, &device));
@@ -248,8 +254,7 @@ fn decode_rows<B: Backend>(
                 continue;
             }
             let row = &mut log_probs[i * vocab..(i + 1) * vocab];
-            rule_out(row, words == Words::Drawn);
-            endings.apply(previous[i], row);
+            rule_out(row, previous[i], words == Words::Drawn, endings);
             let word = pick(row);
             caption.score += row[word];
             if word as u32 == END {
@@ -323,12 +328,13 @@ struct Hypothesis {
 }
 
 impl Hypothesis {
-    fn into_caption(self, finished: bool) -> Caption {
+    fn into_caption(self, finished: bool, alternatives: Vec<Alternative>) -> Caption {
         Caption {
             tokens: self.tokens,
             score: self.score,
             finished,
             alphas: self.alphas,
+            alternatives,
         }
     }
 }
@@ -497,19 +503,24 @@ fn beam_search_from<B: Backend>(
         .map(|beams| {
             let finished = beams.finished.into_iter().map(|h| (h, true));
             let cut = if beams.done { Vec::new() } else { beams.alive };
-            finished
+            // Best first; on a tie the one found first (finished before cut).
+            let mut ranked: Vec<(Hypothesis, bool)> = finished
                 .chain(cut.into_iter().map(|h| (h, false)))
-                .fold(None::<(Hypothesis, bool)>, |best, cand| match best {
-                    Some(b) if b.0.score >= cand.0.score => Some(b),
-                    _ => Some(cand),
+                .collect();
+            ranked.sort_by(|a, b| b.0.score.total_cmp(&a.0.score));
+            let mut ranked = ranked.into_iter();
+            let Some((best, finished)) = ranked.next() else {
+                return Caption::default();
+            };
+            let alternatives = ranked
+                .take(k - 1)
+                .map(|(h, finished)| Alternative {
+                    tokens: h.tokens,
+                    score: h.score,
+                    finished,
                 })
-                .map(|(h, finished)| h.into_caption(finished))
-                .unwrap_or(Caption {
-                    tokens: Vec::new(),
-                    score: 0.0,
-                    finished: false,
-                    alphas: Vec::new(),
-                })
+                .collect();
+            best.into_caption(finished, alternatives)
         })
         .collect()
 }

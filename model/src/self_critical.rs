@@ -223,9 +223,8 @@ mod tests {
     fn caption(words: &[u32]) -> Caption {
         Caption {
             tokens: words.to_vec(),
-            score: 0.0,
             finished: true,
-            alphas: Vec::new(),
+            ..Caption::default()
         }
     }
 
