@@ -3,28 +3,88 @@
 //! `infer`, `eval`, `features`); the model, data and training code in the workspace crates.
 
 pub mod attention_image;
+pub mod decoding;
 pub mod device;
 pub mod npy;
 pub mod pictures;
 pub mod report;
 pub mod settings;
 
-use std::path::Path;
+pub use captioner_datasets::files::write_file;
 
-/// Writes `bytes` to `path` whole or not at all: to a temporary name beside it, then renamed
-/// over it, so that a reader never sees half a file. Creates the folders above it.
-pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
+use std::process::ExitCode;
+
+/// Ends a command that failed: its error on stderr as one message with its causes
+/// (`error: what: why`), never a Rust backtrace, whatever `RUST_BACKTRACE` says: errors here
+/// are for users. Returns the exit status, 1.
+pub fn report_error(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    ExitCode::from(1)
+}
+
+/// Ends a command: success, or its error as [`report_error`] says it.
+pub fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => report_error(&error),
     }
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}.tmp", std::process::id()));
-    let temporary = path.with_file_name(name);
-    std::fs::write(&temporary, bytes)
-        .and_then(|()| std::fs::rename(&temporary, path))
-        .inspect_err(|_| {
-            std::fs::remove_file(&temporary).ok();
-        })
+}
+
+/// Makes a failure to write to stdout (a full disk, `> /dev/full`) end the command with a
+/// message instead of a panic, and a closed pipe (`train | head`) end it quietly. `println!`
+/// panics when stdout fails, wherever it is called (library code prints progress); this
+/// panic hook recognises that panic and no other. Call it first thing in `main`.
+pub fn stdout_failures_are_messages() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if let Some(why) = message.strip_prefix("failed printing to stdout: ") {
+            if why.starts_with("Broken pipe") {
+                std::process::exit(0);
+            }
+            eprintln!("error: cannot write to stdout: {why}");
+            std::process::exit(1);
+        }
+        default(info)
+    }));
+}
+
+/// Makes Ctrl-C (SIGINT, and a console's Ctrl-C on Windows) stop training gently: the first
+/// asks the run to stop after the step it is in, through `interrupter`, and says so; a second
+/// ends the process at once (exit status 130). Under the dashboard, which reads the keyboard
+/// itself, the keys do not reach here: its `q` stops the run the same way.
+pub fn stop_on_ctrl_c(interrupter: burn::train::Interrupter) {
+    let watch = move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            eprintln!(
+                "\nStopping after this step; the run resumes from its last checkpoint with \
+                 --resume. Ctrl-C again quits at once."
+            );
+            interrupter.stop(Some("Ctrl-C"));
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("Quit.");
+                std::process::exit(130);
+            }
+        });
+    };
+    std::thread::Builder::new()
+        .name("ctrl-c".into())
+        .spawn(watch)
+        .ok();
 }
 
 /// Burn's CPU backends allocate and free many short-lived tensors every step; mimalloc reuses

@@ -1,7 +1,6 @@
 //! Writing NumPy `.npy` files (format version 1.0, little-endian float32, C order), the
 //! format `numpy.load` and PyTorch tutorials read features from.
 
-use std::io::Write;
 use std::path::Path;
 
 /// The `.npy` header for a float32 array of `shape`: magic, version, length, and the
@@ -34,7 +33,7 @@ pub fn write_f32(path: &Path, shape: &[usize], values: &[f32]) -> std::io::Resul
     for v in values {
         bytes.extend(v.to_le_bytes());
     }
-    std::fs::File::create(path)?.write_all(&bytes)
+    crate::write_file(path, &bytes)
 }
 
 #[cfg(test)]

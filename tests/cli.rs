@@ -613,7 +613,7 @@ fn train_on_a_flickr8k_folder_lists_what_it_skips_and_strict_refuses() {
     assert!(run.status.success(), "{stdout}\n{}", text(&run.stderr));
     assert!(stdout.contains("train: 6 images, 12 captions"), "{stdout}");
     assert!(stdout.contains("dev: 2 images, 4 captions"), "{stdout}");
-    assert!(stdout.contains("1 unreadable images"), "{stdout}");
+    assert!(stdout.contains("1 unreadable image"), "{stdout}");
     assert!(stdout.contains("broken.jpg"), "{stdout}");
     assert!(stdout.contains("Flickr8k.token.txt:18:"), "{stdout}");
     assert!(
@@ -707,7 +707,7 @@ fn cache_features_builds_once_and_is_reused_by_the_next_run() {
     };
     let first = train("first");
     assert!(first.contains("Feature cache built"), "{first}");
-    assert!(first.contains("1 unreadable images"), "{first}");
+    assert!(first.contains("1 unreadable image"), "{first}");
     assert!(
         first.contains("dev images (the split that picked the best epoch): 2"),
         "{first}"

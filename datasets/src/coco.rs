@@ -1,5 +1,6 @@
 //! MS-COCO captions as published: `annotations/captions_{train,val}{2014,2017}.json` with the
-//! pictures in `train2014/`, `val2014/` (or the 2017 folders). The train file is the train
+//! pictures in `train2014/`, `val2014/` (or the 2017 folders). The newest year with both files
+//! is read (a 2017 pair beside a stray 2014 file reads 2017). The train file is the train
 //! split and the val file the dev split; COCO's test captions are not public, so the test split
 //! stays empty (use the Karpathy split JSON for one).
 
@@ -30,15 +31,25 @@ struct CocoAnnotation {
     caption: String,
 }
 
-/// The caption files of the newest complete year under `root/annotations`:
-/// `(year, train file, val file)`.
+/// The caption files of the newest year under `root/annotations` that has both
+/// (`captions_train{year}.json` and `captions_val{year}.json`): `(year, train file, val file)`;
+/// otherwise the newest year with one of them, whose missing file [`load_coco`] names.
 pub(crate) fn find_annotations(root: &Path) -> Option<(&'static str, PathBuf, PathBuf)> {
     let dir = root.join("annotations");
-    ["2014", "2017"].into_iter().find_map(|year| {
+    let years = ["2017", "2014"].map(|year| {
         let train = dir.join(format!("captions_train{year}.json"));
         let val = dir.join(format!("captions_val{year}.json"));
-        (train.is_file() || val.is_file()).then_some((year, train, val))
-    })
+        (year, train, val)
+    });
+    let complete = years
+        .iter()
+        .find(|(_, train, val)| train.is_file() && val.is_file());
+    let partial = || {
+        years
+            .iter()
+            .find(|(_, train, val)| train.is_file() || val.is_file())
+    };
+    complete.or_else(partial).cloned()
 }
 
 /// Reads one COCO caption file into `table`; image names are made relative to `root`
@@ -87,14 +98,21 @@ pub fn load_coco(root: &Path) -> Result<Corpus, DatasetError> {
             what: "no annotations/captions_{train,val}{2014,2017}.json".into(),
         });
     };
+    if let Some(missing) = [&train, &val].into_iter().find(|p| !p.is_file()) {
+        return Err(DatasetError::NotFound {
+            dir: root.to_path_buf(),
+            what: format!(
+                "{} is missing: COCO's train split comes from captions_train{year}.json and its \
+                 dev split from captions_val{year}.json, and both are needed",
+                missing.display()
+            ),
+        });
+    }
     let mut corpus = Corpus::default();
     for (split, path, folder) in [
         (Split::Train, train, format!("train{year}")),
         (Split::Valid, val, format!("val{year}")),
     ] {
-        if !path.is_file() {
-            continue;
-        }
         let mut problems = Problems::default();
         let mut table = CaptionTable::default();
         read_file(&path, &folder, &mut table, &mut problems)?;

@@ -76,6 +76,19 @@ pub fn is_image_name(name: &str) -> bool {
     [".jpg", ".jpeg", ".png"].iter().any(|e| lower.ends_with(e))
 }
 
+/// Whether `name` stays inside the folder it is joined onto: a relative path without `..`
+/// (a subfolder such as COCO's `val2014/` is fine; `/etc/x.jpg`, `C:\\x.jpg` and
+/// `../x.jpg` are not).
+pub fn stays_inside(name: &str) -> bool {
+    use std::path::Component;
+    !name.starts_with(['/', '\\'])
+        && !name.contains(':')
+        && !name.split(['/', '\\']).any(|part| part == "..")
+        && Path::new(name)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
 /// Collects captions keyed by image file name, in order of first appearance, with the line of
 /// the first caption of each (for messages), and turns them into a [`Corpus`].
 #[derive(Debug, Default)]
@@ -102,6 +115,18 @@ impl CaptionTable {
                 file,
                 line,
                 format!("\"{name}\" is not an image file name (.jpg, .jpeg or .png)"),
+            );
+            return;
+        }
+        if !stays_inside(name) {
+            problems.push(
+                ProblemKind::OutsideDataFolder,
+                file,
+                line,
+                format!(
+                    "\"{name}\" points outside the data folder (an absolute path or ..): \
+                     pictures are read from inside it only"
+                ),
             );
             return;
         }
@@ -147,7 +172,8 @@ impl CaptionTable {
             };
             let path = image_dir.join(name);
             if !path.is_file() {
-                corpus.problems.push(
+                corpus.problems.push_for(
+                    split,
                     ProblemKind::MissingImage,
                     file,
                     line,
@@ -213,7 +239,7 @@ mod tests {
     }
 
     #[test]
-    fn table_skips_bad_names_and_empty_captions() {
+    fn table_skips_bad_names_empty_captions_and_paths_outside_the_data_folder() {
         let mut problems = Problems::default();
         let mut table = CaptionTable::default();
         let file = Path::new("captions.txt");
@@ -221,8 +247,12 @@ mod tests {
         table.add("a.jpg.1", "A cat.", file, Some(2), &mut problems);
         table.add("b.png", " ... ", file, Some(3), &mut problems);
         table.add("a.jpg", "Two dogs", file, Some(4), &mut problems);
-        assert_eq!(table.names(), ["a.jpg"]);
+        table.add("../../etc/c.jpg", "A cat.", file, Some(5), &mut problems);
+        table.add("/home/x/d.jpg", "A cat.", file, Some(6), &mut problems);
+        table.add("val2014/e.jpg", "A cat.", file, Some(7), &mut problems);
+        assert_eq!(table.names(), ["a.jpg", "val2014/e.jpg"]);
         assert_eq!(problems.count(ProblemKind::BadImageName), 1);
+        assert_eq!(problems.count(ProblemKind::OutsideDataFolder), 2);
         assert_eq!(problems.list()[1].line, Some(3));
         let corpus = table.into_corpus(file, Path::new("/nonexistent"), |_| Some(Split::Train));
         assert!(corpus.images.is_empty());

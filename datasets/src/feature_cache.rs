@@ -8,7 +8,9 @@
 //! A cache is only opened when its manifest's key equals the one asked for (same encoder
 //! settings, same weights, same resize, same picture files), so a stale cache is never used;
 //! it is written under a temporary name and renamed once complete, so a killed run never
-//! leaves a half cache behind.
+//! leaves a half cache behind. A builder holds the folder's lock ([`lock_folder`]) while it
+//! writes: two runs asking for the same cache at once build it once, the second waits and
+//! opens what the first wrote.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -177,6 +179,39 @@ pub struct FeatureCacheWriter {
     rows: usize,
 }
 
+/// The exclusive lock on the cache folder `dir` (created if missing), held until the file
+/// returned is dropped or the process ends, killed or not. Says on stderr when another process
+/// holds it and this one waits.
+pub fn lock_folder(dir: &Path) -> Result<File, DatasetError> {
+    std::fs::create_dir_all(dir).map_err(|e| DatasetError::io(dir, e))?;
+    let path = dir.join(".lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| DatasetError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => return Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => eprintln!(
+            "Waiting for another process to finish the feature cache {}",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => return Err(DatasetError::io(&path, e)),
+    }
+    file.lock().map_err(|e| DatasetError::io(&path, e))?;
+    Ok(file)
+}
+
+impl Drop for FeatureCacheWriter {
+    /// A cache left unfinished (an error, a panic) takes its temporary file with it.
+    fn drop(&mut self) {
+        if self.tmp.exists() {
+            std::fs::remove_file(&self.tmp).ok();
+        }
+    }
+}
+
 impl FeatureCacheWriter {
     /// Starts a cache in `dir` for `key`, grids of `positions` x `channels`.
     pub fn create(
@@ -188,7 +223,7 @@ impl FeatureCacheWriter {
         std::fs::create_dir_all(dir).map_err(|e| DatasetError::io(dir, e))?;
         // A half-written or stale cache in this folder goes first.
         let _ = std::fs::remove_file(dir.join(MANIFEST));
-        let tmp = dir.join(format!("{FEATURES}.partial"));
+        let tmp = crate::files::temporary_path(&dir.join(FEATURES));
         let file = File::create(&tmp).map_err(|e| DatasetError::io(&tmp, e))?;
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -235,12 +270,13 @@ impl FeatureCacheWriter {
         );
         self.out
             .flush()
+            .and_then(|()| self.out.get_ref().sync_all())
             .map_err(|e| DatasetError::io(&self.tmp, e))?;
         let features = self.dir.join(FEATURES);
         std::fs::rename(&self.tmp, &features).map_err(|e| DatasetError::io(&features, e))?;
         let manifest = self.dir.join(MANIFEST);
         let json = serde_json::to_vec_pretty(&self.manifest).expect("a manifest serialises");
-        std::fs::write(&manifest, json).map_err(|e| DatasetError::io(&manifest, e))?;
+        crate::files::write_file(&manifest, &json).map_err(|e| DatasetError::io(&manifest, e))?;
         FeatureCache::open(&self.dir, &self.manifest.key).ok_or_else(|| DatasetError::NotFound {
             dir: self.dir.clone(),
             what: "the feature cache just written cannot be read back".into(),

@@ -147,13 +147,19 @@ pub(crate) fn find_file(root: &Path, name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The folder among [`IMAGE_DIRS`] under `root` that holds the most of the first few `names`.
-pub(crate) fn find_image_dir(root: &Path, names: &[String]) -> PathBuf {
+/// The folder among [`IMAGE_DIRS`] under `root`, or under the folder of the annotation file
+/// `annotations` when it lies deeper (Kaggle's Flickr30k: `flickr30k_images/results.csv` beside
+/// `flickr30k_images/flickr30k_images/`), that holds the most of the first few `names`.
+pub(crate) fn find_image_dir(root: &Path, annotations: &Path, names: &[String]) -> PathBuf {
     let sample: Vec<&String> = names.iter().take(20).collect();
-    IMAGE_DIRS
+    let mut bases = vec![root];
+    if let Some(beside) = annotations.parent().filter(|p| *p != root) {
+        bases.push(beside);
+    }
+    bases
         .iter()
+        .flat_map(|base| IMAGE_DIRS.iter().map(move |d| base.join(d)))
         .enumerate()
-        .map(|(i, d)| (i, root.join(d)))
         .map(|(i, d)| (sample.iter().filter(|n| d.join(n).is_file()).count(), i, d))
         .filter(|(hits, _, _)| *hits > 0)
         // Most hits; on a tie the earlier candidate.
@@ -186,7 +192,7 @@ pub fn load_flickr(root: &Path, annotations: &Path, csv: bool) -> Result<Corpus,
             sources.push(list);
         }
     }
-    let image_dir = find_image_dir(root, table.names());
+    let image_dir = find_image_dir(root, annotations, table.names());
     let split = if lists.is_empty() {
         hashed_split(table.names())
     } else {

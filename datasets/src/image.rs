@@ -88,6 +88,9 @@ pub fn decode_rgb(
             .with_guessed_format()
             .map_err(|e| undecodable(&e))
     };
+    if let Some(reason) = jpeg_cut_short(bytes) {
+        return Err(undecodable(&reason));
+    }
     let (width, height) = reader()?.into_dimensions().map_err(|e| undecodable(&e))?;
     if u64::from(width) * u64::from(height) > limits.max_pixels {
         return Err(too_large(format!(
@@ -97,6 +100,25 @@ pub fn decode_rgb(
     }
     let decoded = reader()?.decode().map_err(|e| undecodable(&e))?;
     Ok(decoded.to_rgb8())
+}
+
+/// Why a JPEG file ends before its picture does, if it does. The `image` crate decodes a JPEG
+/// cut short without an error, filling in the rest of the picture; PIL refuses one. A
+/// complete JPEG ends its last scan (the last start-of-scan marker `FF DA`: embedded thumbnails
+/// come before the picture's own scans) with an end-of-image marker `FF D9`; inside a scan a
+/// data byte `FF` is always followed by `00` or a restart marker, so the pair cannot be data.
+fn jpeg_cut_short(bytes: &[u8]) -> Option<&'static str> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let marker = |code: u8| move |pair: &[u8]| pair == [0xFF, code];
+    let Some(last_scan) = bytes.windows(2).rposition(marker(0xDA)) else {
+        return Some("the file is cut short: it ends before the picture's data starts");
+    };
+    match bytes[last_scan..].windows(2).any(marker(0xD9)) {
+        true => None,
+        false => Some("the file is cut short: it ends in the middle of the picture's data"),
+    }
 }
 
 impl ImageLoadError {
@@ -170,6 +192,43 @@ pub fn to_normalized_chw(image: &RgbImage, size: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn jpeg_bytes() -> Vec<u8> {
+        let picture =
+            RgbImage::from_fn(64, 48, |x, y| ::image::Rgb([x as u8 * 4, y as u8 * 5, 90]));
+        let mut bytes = Vec::new();
+        picture
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                ::image::ImageFormat::Jpeg,
+            )
+            .unwrap();
+        bytes
+    }
+
+    #[test]
+    fn a_jpeg_cut_short_is_refused_as_pil_refuses_it_and_a_whole_one_decodes() {
+        let whole = jpeg_bytes();
+        assert_eq!(
+            decode_rgb(&whole, "whole.jpg", PictureLimits::default())
+                .unwrap()
+                .dimensions(),
+            (64, 48)
+        );
+        // Bytes after the end-of-image marker (some cameras append data) are fine.
+        let mut padded = whole.clone();
+        padded.extend([0u8; 100]);
+        assert!(decode_rgb(&padded, "padded.jpg", PictureLimits::default()).is_ok());
+        for keep in [whole.len() - 2, whole.len() * 2 / 3, 400, 40] {
+            let err = decode_rgb(&whole[..keep], "cut.jpg", PictureLimits::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("cut.jpg: ") && err.contains("cut short"),
+                "{keep}: {err}"
+            );
+        }
+    }
 
     #[test]
     fn normalises_channel_first_and_resizes() {

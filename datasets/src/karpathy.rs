@@ -69,7 +69,7 @@ pub fn load_karpathy(root: &Path, json: &Path) -> Result<Corpus, DatasetError> {
     let image_dir = if has_filepath {
         root.to_path_buf()
     } else {
-        find_image_dir(root, table.names())
+        find_image_dir(root, json, table.names())
     };
     let mut corpus = table.into_corpus(json, &image_dir, |n| splits.get(n).copied());
     problems.extend(std::mem::take(&mut corpus.problems));

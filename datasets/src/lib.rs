@@ -8,6 +8,7 @@ pub mod corpus;
 pub mod decode;
 pub mod error;
 pub mod feature_cache;
+pub mod files;
 pub mod flickr;
 pub mod format;
 pub mod image;

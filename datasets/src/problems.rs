@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::split::Split;
+
 /// The kinds of problem a dataset can have; each is skipped (the line, caption or image) when
 /// the run is not strict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -16,6 +18,8 @@ pub enum ProblemKind {
     MalformedLine,
     /// A caption names a file that is not an image (e.g. `2258277193_586949ec62.jpg.1`).
     BadImageName,
+    /// A caption names a file outside the data folder (an absolute path, or `..`).
+    OutsideDataFolder,
     /// A caption with no words.
     EmptyCaption,
     /// A caption longer than the longest kept.
@@ -28,12 +32,32 @@ pub enum ProblemKind {
     NoCaption,
 }
 
+/// `n` and the noun of `n` things: `1 image`, `2 images`, `0 images`.
+pub fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 impl ProblemKind {
-    /// A short plural description for summaries.
+    /// A short singular description: what one problem of the kind is.
+    pub fn describe_one(self) -> &'static str {
+        match self {
+            ProblemKind::MalformedLine => "malformed line",
+            ProblemKind::BadImageName => "caption of a file name that is not an image",
+            ProblemKind::OutsideDataFolder => "caption of a file outside the data folder",
+            ProblemKind::EmptyCaption => "empty caption",
+            ProblemKind::LongCaption => "caption longer than --max-caption-len",
+            ProblemKind::MissingImage => "image missing on disk",
+            ProblemKind::UnreadableImage => "unreadable image",
+            ProblemKind::NoCaption => "image without a caption",
+        }
+    }
+
+    /// A short plural description for summaries (and the keys of a run's report).
     pub fn describe(self) -> &'static str {
         match self {
             ProblemKind::MalformedLine => "malformed lines",
             ProblemKind::BadImageName => "captions of a file name that is not an image",
+            ProblemKind::OutsideDataFolder => "captions of a file outside the data folder",
             ProblemKind::EmptyCaption => "empty captions",
             ProblemKind::LongCaption => "captions longer than --max-caption-len",
             ProblemKind::MissingImage => "images missing on disk",
@@ -54,6 +78,9 @@ pub struct Problem {
     pub line: Option<usize>,
     /// Details for the user.
     pub message: String,
+    /// The split of the image it concerns, where it concerns one image of a split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
 }
 
 impl fmt::Display for Problem {
@@ -85,7 +112,21 @@ impl Problems {
             file: file.to_path_buf(),
             line,
             message: message.into(),
+            split: None,
         });
+    }
+
+    /// Records a problem of an image of `split` (counted by split in [`Self::summary`]).
+    pub fn push_for(
+        &mut self,
+        split: Split,
+        kind: ProblemKind,
+        file: &Path,
+        line: Option<usize>,
+        message: impl Into<String>,
+    ) {
+        self.push(kind, file, line, message);
+        self.list.last_mut().expect("just pushed").split = Some(split);
     }
 
     /// Adds all of `other`.
@@ -126,7 +167,23 @@ impl Problems {
     pub fn summary(&self, examples: usize) -> String {
         let mut out = String::new();
         for (kind, n) in self.counts() {
-            out.push_str(&format!("  {n} {}\n", kind.describe()));
+            let by_split: Vec<String> = Split::ALL
+                .iter()
+                .filter_map(|&split| {
+                    let count = self
+                        .list
+                        .iter()
+                        .filter(|p| p.kind == kind && p.split == Some(split))
+                        .count();
+                    (count > 0).then(|| format!("{} {count}", split.name()))
+                })
+                .collect();
+            let by_split = match by_split.is_empty() {
+                true => String::new(),
+                false => format!(" ({})", by_split.join(", ")),
+            };
+            let what = counted(n, kind.describe_one(), kind.describe());
+            out.push_str(&format!("  {what}{by_split}\n"));
             for p in self.list.iter().filter(|p| p.kind == kind).take(examples) {
                 out.push_str(&format!("      {p}\n"));
             }
@@ -162,5 +219,21 @@ mod tests {
         assert!(!summary.contains("data/captions.txt:3:"), "{summary}");
         assert!(summary.contains("... and 2 more"), "{summary}");
         assert!(summary.contains("img/a.jpg: not found"), "{summary}");
+    }
+
+    #[test]
+    fn image_problems_are_counted_by_the_split_of_their_image() {
+        let mut problems = Problems::default();
+        let file = Path::new("captions.txt");
+        for (split, line) in [(Split::Train, 1), (Split::Valid, 2), (Split::Train, 3)] {
+            problems.push_for(split, ProblemKind::MissingImage, file, Some(line), "gone");
+        }
+        problems.push(ProblemKind::EmptyCaption, file, Some(4), "empty");
+        let summary = problems.summary(1);
+        assert!(
+            summary.contains("  3 images missing on disk (train 2, dev 1)\n"),
+            "{summary}"
+        );
+        assert!(summary.contains("  1 empty caption\n"), "{summary}");
     }
 }

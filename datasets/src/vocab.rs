@@ -128,7 +128,7 @@ impl Vocab {
 
     /// Writes the vocabulary as JSON (`{"words": [...]}`, the id is the position).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        std::fs::write(path, serde_json::to_string_pretty(self)?)
+        crate::files::write_file(path, serde_json::to_string_pretty(self)?.as_bytes())
     }
 
     /// Reads a vocabulary written by [`Vocab::save`].

@@ -122,7 +122,7 @@ fn kaggle_captions_csv_with_quotes_and_hashed_split() {
 }
 
 #[test]
-fn flickr30k_token_and_pipe_csv() {
+fn flickr30k_token_and_pipe_csv_and_kaggles_layout() {
     let dir = fixture("flickr30k");
     picture(&dir.join("flickr30k-images/1000092795.jpg"));
     write(
@@ -155,6 +155,24 @@ fn flickr30k_token_and_pipe_csv() {
             "Two young guys with shaggy hair .",
             "Two young | White males ."
         ]
+    );
+
+    // Kaggle's download, --data-dir at the download folder: the csv one folder down, the
+    // pictures in a folder of the same name below it.
+    let kaggle = fixture("flickr30k-kaggle");
+    picture(&kaggle.join("flickr30k_images/flickr30k_images/1000092795.jpg"));
+    write(
+        &kaggle.join("flickr30k_images/results.csv"),
+        "image_name| comment_number| comment\n\
+         1000092795.jpg| 0| Two young guys with shaggy hair .\n",
+    );
+    let located = detect(&kaggle, Some(DatasetName::Flickr30k), None).unwrap();
+    let corpus = load(&kaggle, &located).unwrap();
+    assert_eq!(corpus.images.len(), 1, "{:?}", corpus.problems.list());
+    assert!(
+        corpus.problems.list().is_empty(),
+        "{:?}",
+        corpus.problems.list()
     );
 }
 
@@ -189,6 +207,48 @@ fn coco_annotations_and_a_json_file_of_the_wrong_shape() {
     let err = load(&dir, &located).unwrap_err().to_string();
     assert!(err.contains("captions_val2014.json:3:"), "{err}");
     assert!(err.contains("not a COCO captions file"), "{err}");
+}
+
+#[test]
+fn coco_reads_the_2017_pair_beside_a_stray_2014_file_and_names_a_missing_one() {
+    let dir = fixture("coco2017");
+    picture(&dir.join("train2017/000000000009.jpg"));
+    picture(&dir.join("val2017/000000000042.jpg"));
+    let file = |id: u32, name: &str, caption: &str| {
+        format!(
+            r#"{{"images": [{{"id": {id}, "file_name": "{name}"}}],
+                "annotations": [{{"id": 1, "image_id": {id}, "caption": "{caption}"}}]}}"#
+        )
+    };
+    write(
+        &dir.join("annotations/captions_train2017.json"),
+        &file(9, "000000000009.jpg", "A plate of food."),
+    );
+    write(
+        &dir.join("annotations/captions_val2017.json"),
+        &file(42, "000000000042.jpg", "A giraffe."),
+    );
+    write(
+        &dir.join("annotations/captions_val2014.json"),
+        &file(7, "COCO_val2014_000000000007.jpg", "Not on disk."),
+    );
+    let located = detect(&dir, None, None).unwrap();
+    let corpus = load(&dir, &located).unwrap();
+    assert_eq!(corpus.counts(Split::Train), (1, 1));
+    assert_eq!(corpus.counts(Split::Valid), (1, 1));
+    assert!(
+        corpus.problems.list().is_empty(),
+        "{:?}",
+        corpus.problems.list()
+    );
+
+    std::fs::remove_file(dir.join("annotations/captions_train2017.json")).unwrap();
+    let err = load(&dir, &located).unwrap_err().to_string();
+    assert!(
+        err.contains("captions_train2017.json is missing")
+            || err.contains("captions_train2014.json is missing"),
+        "{err}"
+    );
 }
 
 #[test]

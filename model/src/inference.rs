@@ -4,15 +4,14 @@
 //!
 //! A run folder holds what captioning reads ([`ModelFiles`]): `model.json` (the model's shape
 //! and how its pictures are prepared), `vocab.json` and the weights `model.mpk`; no
-//! optimiser state. [`Captioning::load`] reads them once; [`Captioning::caption_pictures`]
-//! prepares pictures of any size as the run's training pictures were and captions them in
-//! batches.
+//! optimiser state. [`Captioning::load`] reads them once; [`Captioning::prepare`]
+//! fits pictures of any size as the run's training pictures were and
+//! [`Captioning::caption_prepared`] captions them in batches.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use captioner_datasets::decode::{Resize, ResizeMode};
 use captioner_datasets::image::{to_normalized_chw, RgbImage};
 use captioner_datasets::Vocab;
@@ -21,9 +20,9 @@ use serde::Deserialize;
 use crate::captioner::{Captioner, CaptionerConfig};
 use crate::rows::{pad_with_first_row, Shapes};
 use crate::search::{Caption, Endings, SearchConfig};
+use crate::weights_file::{recorder_message, shape_mismatch};
 
-/// The recorder of final weights and checkpoints: full precision, named MessagePack.
-pub type WeightsRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
+pub use crate::weights_file::WeightsRecorder;
 
 /// The files of a run folder that captioning reads.
 #[derive(Debug, Clone)]
@@ -139,15 +138,18 @@ impl<B: Backend> Captioning<B> {
             Some(input) => input,
             None => input_of_older_run(files)?,
         };
-        let model = config
-            .init::<B>(device)
+        let fresh = config.init::<B>(device);
+        let model = fresh
+            .clone()
             .load_file(files.weights(), &WeightsRecorder::new(), device)
-            .map_err(|e| {
-                LoadError(format!(
-                    "cannot load the weights in {}: {e}",
-                    weights.display()
-                ))
-            })?;
+            .map_err(|e| LoadError(recorder_message(e)))?;
+        if let Some((index, want, got)) = shape_mismatch(&fresh, &model) {
+            return Err(LoadError(format!(
+                "{}: its weights do not fit {} (tensor {index} is {got:?}, the model there has                  {want:?}): the files come from different runs",
+                weights.display(),
+                files.model_config().display()
+            )));
+        }
         Ok(Self {
             model,
             endings: Endings::of(&vocab),
@@ -167,27 +169,6 @@ impl<B: Backend> Captioning<B> {
     /// were (centre crop or squashed to [`Self::image_size`]).
     pub fn prepare(&self, picture: &RgbImage) -> RgbImage {
         self.input.apply(picture)
-    }
-
-    /// Captions pictures of any size, prepared as the run's training pictures were, with a
-    /// progress bar when `show_progress` (and stderr is a terminal).
-    pub fn caption_pictures(
-        &self,
-        pictures: &[&RgbImage],
-        search: &SearchConfig,
-        batching: Batching,
-        show_progress: bool,
-    ) -> Vec<Caption> {
-        let prepared: Vec<RgbImage> = pictures.iter().map(|p| self.prepare(p)).collect();
-        let prepared: Vec<&RgbImage> = prepared.iter().collect();
-        let bar = progress_bar(pictures.len(), show_progress);
-        let mut captions = Vec::with_capacity(pictures.len());
-        for chunk in prepared.chunks(batching.batch_size.max(1)) {
-            captions.extend(self.caption_prepared(chunk, search, batching));
-            bar.inc(chunk.len() as u64);
-        }
-        bar.finish_and_clear();
-        captions
     }
 
     /// Captions pictures already prepared ([`Self::prepare`]), in batches of

@@ -39,6 +39,7 @@ pub mod captioner;
 
 pub mod inference;
 pub mod step;
+pub mod weights_file;
 
 pub use batch::{CaptionBatch, DecodeRequest, EncoderInput};
 pub use captioner::{
@@ -62,7 +63,7 @@ pub use self_critical::{
     advantages, Baseline, CaptionReward, SelfCriticalConfig, SelfCriticalRequest, SelfCriticalStats,
 };
 pub use small_cnn::{SmallCnn, SmallCnnConfig};
-pub use step::{ImageCaption, StepOutput, TrainStepOutput, ValidationOutput};
+pub use step::{ImageCaption, StepLoss, StepOutput, TrainStepOutput, ValidationOutput};
 pub use torchvision_weights::{LoadedWeights, WeightsError};
 
 /// Token ids that the model treats specially: the vocabulary's own

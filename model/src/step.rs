@@ -65,6 +65,17 @@ impl<B: Backend, S: Adaptor<AccuracyInput<B>>, E> Adaptor<AccuracyInput<B>> for 
     }
 }
 
+/// A step's loss as a number, for the metric that stops a run whose loss is not finite.
+#[derive(Debug, Clone, Copy)]
+pub struct StepLoss(pub f32);
+
+impl<B: Backend, E> Adaptor<StepLoss> for StepOutput<SequenceOutput<B>, E> {
+    /// Reads the loss of a synced step output (the metric thread's: no device round trip).
+    fn adapt(&self) -> StepLoss {
+        StepLoss(self.sequence.loss.clone().into_scalar().elem::<f32>())
+    }
+}
+
 impl<S> Adaptor<Option<SelfCriticalStats>> for TrainStepOutput<S> {
     fn adapt(&self) -> Option<SelfCriticalStats> {
         self.extra

@@ -207,9 +207,14 @@ fn score(args: &ScoreArgs) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     captioner::keep_freed_memory();
-    match Cli::parse().command {
+    captioner::stdout_failures_are_messages();
+    captioner::finish(run(Cli::parse()))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
         Command::Score(args) => score(&args),
         Command::Model(args) => {
             let (json, device) = (args.json, args.device);

@@ -208,6 +208,7 @@ fn run(args: Args) -> Result<usize> {
 
 fn main() -> ExitCode {
     captioner::keep_freed_memory();
+    captioner::stdout_failures_are_messages();
     match run(Args::parse()) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(failed) => {

@@ -9,13 +9,14 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use captioner::attention_image::attention_grid;
+use captioner::decoding::Decoding;
 use captioner::device::{run_chosen, BackendJob, DeviceKind, Target};
 use captioner::pictures::{collect, Picture};
 use captioner::report::{dominant_caption, html_page, Described, PageEntry};
 use captioner::write_file;
 use captioner_datasets::image::{load_rgb, RgbImage};
 use captioner_model::inference::progress_bar;
-use captioner_model::{Batching, Captioning, ModelFiles, SearchConfig};
+use captioner_model::{Batching, Captioning, ModelFiles};
 use clap::Parser;
 use rayon::prelude::*;
 
@@ -37,13 +38,8 @@ struct Args {
     /// to read paths from stdin, one a line.
     #[arg(value_name = "PICTURE|DIR|-", required = true)]
     inputs: Vec<PathBuf>,
-    /// Beams kept while decoding; 1 is greedy decoding. The beam's other captions are in
-    /// --json and --html.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
-    beam_size: u16,
-    /// Longest caption, in words; longer ones are cut.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..))]
-    max_len: u16,
+    #[command(flatten)]
+    decoding: Decoding,
     /// Print JSON lines: {"image", "caption", "tokens", "score", "finished", "alternatives"}
     /// (score: the caption's total log-probability; finished: false when cut at --max-len;
     /// alternatives: the beam's other captions with their scores).
@@ -90,10 +86,7 @@ impl BackendJob for InferJob {
         let args = &self.args;
         let run =
             Captioning::<B::InnerBackend>::load(&ModelFiles::new(&args.model), &target.device)?;
-        let search = SearchConfig {
-            beam_size: args.beam_size.into(),
-            max_len: args.max_len.into(),
-        };
+        let search = args.decoding.search();
         let batching = Batching {
             batch_size: args.batch_size.into(),
             shapes: target.shapes,

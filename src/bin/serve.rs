@@ -17,6 +17,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use burn::tensor::backend::AutodiffBackend;
 use captioner::attention_image::attention_grid;
+use captioner::decoding::Decoding;
 use captioner::device::{run_chosen, BackendJob, DeviceKind, Target};
 use captioner::report::Described;
 use captioner_datasets::decode::Resize;
@@ -48,12 +49,8 @@ struct Args {
     /// takes them from any.
     #[arg(long, default_value = "127.0.0.1")]
     host: std::net::IpAddr,
-    /// Beams kept while decoding; 1 is greedy decoding.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
-    beam_size: u16,
-    /// Longest caption, in words.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..))]
-    max_len: u16,
+    #[command(flatten)]
+    decoding: Decoding,
     /// Most pictures captioned together, from requests that are waiting.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     batch_size: u16,
@@ -210,10 +207,7 @@ impl BackendJob for ServeJob {
         let args = self.args;
         let run =
             Captioning::<B::InnerBackend>::load(&ModelFiles::new(&args.model), &target.device)?;
-        let search = SearchConfig {
-            beam_size: args.beam_size.into(),
-            max_len: args.max_len.into(),
-        };
+        let search = args.decoding.search();
         let batching = Batching {
             batch_size: args.batch_size.into(),
             shapes: target.shapes,

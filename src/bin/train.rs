@@ -3,13 +3,15 @@
 //! With no argument it trains on the embedded "shapes" dataset on the CPU in a few minutes.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use burn::tensor::backend::AutodiffBackend;
+use burn::train::Interrupter;
 use captioner::device::{choose, run_on, BackendJob, DeviceKind, DeviceList, ShapesFlag, Target};
 use captioner::settings::TrainFlags;
 use captioner_training::run_dir::RunDir;
-use captioner_training::train::{train, TrainReport};
+use captioner_training::train::{train, Stopped, TrainReport};
 use captioner_training::TrainConfig;
 use clap::Parser;
 
@@ -65,6 +67,7 @@ struct TrainJob {
     config: TrainConfig,
     run: RunDir,
     resume_from: Option<usize>,
+    interrupter: Interrupter,
 }
 
 impl BackendJob for TrainJob {
@@ -76,6 +79,7 @@ impl BackendJob for TrainJob {
             &self.run,
             self.resume_from,
             target.shapes,
+            self.interrupter,
         )
     }
 }
@@ -90,9 +94,22 @@ fn newest_run(parent: &Path) -> Option<PathBuf> {
         .map(|e| e.path())
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     captioner::keep_freed_memory();
-    let args = Args::parse();
+    captioner::stdout_failures_are_messages();
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => match error.downcast_ref::<Stopped>() {
+            Some(stopped) => {
+                eprintln!("{stopped}");
+                ExitCode::from(130)
+            }
+            None => captioner::report_error(&error),
+        },
+    }
+}
+
+fn run(args: Args) -> Result<()> {
     let kind = match args.devices.as_ref().and_then(|d| d.kind) {
         Some(listed) if args.device != DeviceKind::Auto && args.device != listed => bail!(
             "--device {} and --devices {listed}:.. name two backends: give one",
@@ -145,22 +162,44 @@ fn main() -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&config)?);
         return Ok(());
     }
+    config
+        .check()
+        .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
     let resume_from = if args.resume {
-        let Some(epoch) = run.last_checkpoint() else {
-            bail!(
-                "{} has no checkpoint to resume from; start a new run without --resume",
-                run.checkpoints().display()
-            );
-        };
-        if epoch >= config.epochs {
-            bail!(
+        let (last, broken) = run.last_checkpoint();
+        for problem in &broken {
+            eprintln!("warning: {problem}");
+        }
+        match last {
+            Some(epoch) if epoch >= config.epochs && run.report().exists() => bail!(
                 "{} has already trained {epoch} epochs: pass --epochs N with N > {epoch} to train more",
                 run.root().display()
-            );
+            ),
+            Some(epoch) if epoch >= config.epochs => {
+                println!(
+                    "{} has trained its {epoch} epochs but stopped before its report: \
+                     finishing it",
+                    run.root().display()
+                );
+                Some(epoch)
+            }
+            Some(epoch) => Some(epoch),
+            None => {
+                println!(
+                    "{} has no complete checkpoint yet (the run stopped in its first epoch): \
+                     starting it from the beginning with its settings",
+                    run.root().display()
+                );
+                None
+            }
         }
-        Some(epoch)
     } else {
-        if run.train_config().exists() {
+        if run.never_checkpointed() {
+            println!(
+                "{} holds a run that stopped before its first checkpoint: starting it over",
+                run.root().display()
+            );
+        } else if run.train_config().exists() {
             bail!(
                 "{} already holds a run: pass --resume to continue it, or another --out",
                 run.root().display()
@@ -175,6 +214,8 @@ fn main() -> Result<()> {
     }
     println!("Run folder {}", run.root().display());
     let indices = args.devices.map(|d| d.indices).unwrap_or_default();
+    let interrupter = Interrupter::new();
+    captioner::stop_on_ctrl_c(interrupter.clone());
     let report = run_on(
         &chosen,
         &indices,
@@ -183,6 +224,7 @@ fn main() -> Result<()> {
             config,
             run,
             resume_from,
+            interrupter,
         },
     )?;
     print_report(&report);

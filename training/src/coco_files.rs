@@ -226,11 +226,7 @@ pub fn write_references(
 }
 
 fn write_json(path: &Path, value: &Value) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    std::fs::write(path, serde_json::to_string(value)?)
+    captioner_datasets::files::write_file(path, serde_json::to_string(value)?.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
 }
 

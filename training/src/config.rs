@@ -446,8 +446,50 @@ impl TrainConfig {
                 "validation: at least 1 image must be captioned (or all: leave it unset)".into(),
             );
         }
-        if self.batch_size == 0 || self.search.beam_size == 0 {
-            return Err("the batch size and the beam size must be at least 1".into());
+        if self.batch_size == 0 || self.search.beam_size == 0 || self.search.max_len == 0 {
+            return Err(
+                "the batch size, the beam size and the caption length must be at least 1".into(),
+            );
+        }
+        if self.epochs == 0 {
+            return Err("epochs: at least 1".into());
+        }
+        let model = &self.model;
+        if model.embed_dim == 0 || model.attention_dim == 0 || model.hidden_dim == 0 {
+            return Err(format!(
+                "model: the embedding, attention and hidden sizes must be at least 1 ({}, {}, {} \
+                 given)",
+                model.embed_dim, model.attention_dim, model.hidden_dim
+            ));
+        }
+        if !(0.0..1.0).contains(&model.dropout) {
+            return Err(format!(
+                "model: dropout is a probability below 1: from 0 (none) to 0.9, say ({} given)",
+                model.dropout
+            ));
+        }
+        let alpha_c = model.attention_regularization;
+        if !(alpha_c.is_finite() && alpha_c >= 0.0) {
+            return Err(format!(
+                "model: the attention regularisation must be 0 or more ({alpha_c} given)"
+            ));
+        }
+        let clip = self.optimizer.grad_clip;
+        if !(clip.is_finite() && clip > 0.0) {
+            return Err(format!(
+                "optimizer: the gradient clipping threshold must be positive ({clip} given)"
+            ));
+        }
+        if let DataSource::Files(files) = &self.data {
+            if files.max_caption_len == 0 {
+                return Err("data: captions of at least 1 word must be allowed".into());
+            }
+            if !(files.image_memory_gb.is_finite() && files.image_memory_gb >= 0.0) {
+                return Err(format!(
+                    "data: the memory for decoded pictures must be 0 GB or more ({} given)",
+                    files.image_memory_gb
+                ));
+            }
         }
         if let Objective::SelfCritical(scst) = &self.objective {
             scst.check().map_err(|e| format!("objective: {e}"))?;

@@ -10,7 +10,7 @@ use burn::data::dataset::Dataset;
 use captioner_datasets::decode::decode_all;
 use captioner_datasets::feature_cache::FeatureCache;
 use captioner_datasets::format::{detect, load};
-use captioner_datasets::problems::{ProblemKind, Problems};
+use captioner_datasets::problems::{counted, ProblemKind, Problems};
 use captioner_datasets::{CaptionDataset, Corpus, DatasetError, ItemImage, Split, Vocab};
 use serde::{Deserialize, Serialize};
 
@@ -167,20 +167,23 @@ fn read_pictures(
     let gigabytes = (paths.len() * 3 * files.image_size.pow(2)) as f64 / 1e9;
     let keep = gigabytes <= files.image_memory_gb;
     let decoded = decode_all(paths, &files.resize(), true, keep);
-    let message = format!(
-        "Decoded {} pictures at {:.0} images/s; {}",
-        paths.len(),
-        decoded.images_per_second,
-        if keep {
-            format!("kept in memory ({gigabytes:.1} GB)")
-        } else {
-            format!(
-                "at {gigabytes:.1} GB they exceed --image-memory-gb {}: the data loader \
+    let message = match paths.len() {
+        0 => "No picture to decode".to_string(),
+        n => format!(
+            "Decoded {} at {:.0} images/s; {}",
+            counted(n, "picture", "pictures"),
+            decoded.images_per_second,
+            if keep {
+                format!("kept in memory ({gigabytes:.1} GB)")
+            } else {
+                format!(
+                    "at {gigabytes:.1} GB they exceed --image-memory-gb {}: the data loader \
                  decodes them again every epoch",
-                files.image_memory_gb
-            )
-        }
-    );
+                    files.image_memory_gb
+                )
+            }
+        ),
+    };
     let unreadable: Vec<(PathBuf, String)> = decoded
         .errors
         .iter()
@@ -238,9 +241,16 @@ fn prepare_files(
     }
     let mut bad = Vec::new();
     for (path, why) in pictures.unreadable {
-        corpus
-            .problems
-            .push(ProblemKind::UnreadableImage, &path, None, why);
+        let split = corpus
+            .images
+            .iter()
+            .find(|i| i.path == path)
+            .map(|i| i.split);
+        let problems = &mut corpus.problems;
+        match split {
+            Some(split) => problems.push_for(split, ProblemKind::UnreadableImage, &path, None, why),
+            None => problems.push(ProblemKind::UnreadableImage, &path, None, why),
+        }
         bad.push(path);
     }
     let images: Vec<ItemImage> = pictures.images.into_iter().flatten().collect();
@@ -295,6 +305,13 @@ fn prepare_files(
     if train.num_images() == 0 {
         anyhow::bail!(
             "{}: no usable training image (see the problems above)",
+            files.data_dir.display()
+        );
+    }
+    if valid.num_images() == 0 {
+        anyhow::bail!(
+            "{}: no usable dev image (see the problems above): the dev split picks the best \
+             epoch and scores the model, so a run needs one",
             files.data_dir.display()
         );
     }
@@ -408,12 +425,20 @@ fn print_preflight(corpus: &Corpus, summary: &DataSummary) {
         } else {
             ""
         };
-        println!("  {split}: {images} images, {captions} captions{when}");
+        println!(
+            "  {split}: {}, {}{when}",
+            counted(*images, "image", "images"),
+            counted(*captions, "caption", "captions")
+        );
     }
     if corpus.unsplit_images > 0 {
         println!(
-            "  {} captioned images are in no split (left out)",
-            corpus.unsplit_images
+            "  {} in no split (left out)",
+            counted(
+                corpus.unsplit_images,
+                "captioned image is",
+                "captioned images are"
+            )
         );
     }
     if corpus.problems.is_empty() {

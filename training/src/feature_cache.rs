@@ -10,7 +10,7 @@ use anyhow::Result;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use captioner_datasets::decode::{decode_all, Resize};
-use captioner_datasets::feature_cache::{CacheKey, FeatureCache, FeatureCacheWriter};
+use captioner_datasets::feature_cache::{lock_folder, CacheKey, FeatureCache, FeatureCacheWriter};
 use captioner_datasets::image::to_normalized_chw;
 use captioner_model::{Encoder, EncoderConfig};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -70,6 +70,13 @@ impl<B: Backend> CacheEncoder<'_, B> {
                 cache.len(),
                 cache.bytes_per_image() / 1024
             );
+            return Ok(Arc::new(cache));
+        }
+        // Built once: another run building the same cache finishes first, and its cache is
+        // opened here instead.
+        let _lock = lock_folder(&dir)?;
+        if let Some(cache) = FeatureCache::open(&dir, &key) {
+            eprintln!("Feature cache: {} (built by another run)", dir.display());
             return Ok(Arc::new(cache));
         }
         let started = Instant::now();
@@ -133,5 +140,69 @@ impl<B: Backend> CacheEncoder<'_, B> {
             cache.bytes_per_image() / 1024
         );
         Ok(Arc::new(cache))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use captioner_datasets::decode::ResizeMode;
+    use captioner_datasets::image::RgbImage;
+    use captioner_model::SmallCnnConfig;
+
+    #[test]
+    fn two_runs_building_one_cache_at_once_build_it_once_and_read_the_same_features() {
+        let dir = std::env::temp_dir().join(format!("captioner-cache-race-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        let pictures: Vec<PathBuf> = (0..6u8)
+            .map(|i| {
+                let path = dir.join(format!("p{i}.png"));
+                std::fs::create_dir_all(&dir).unwrap();
+                RgbImage::from_fn(20, 16, |x, y| {
+                    image::Rgb([i * 40, x as u8 * 12, y as u8 * 15])
+                })
+                .save(&path)
+                .unwrap();
+                path
+            })
+            .collect();
+        let config = EncoderConfig::SmallCnn(SmallCnnConfig::new().with_image_size(16));
+        let device = Default::default();
+        let encoder: Encoder<NdArray> = config.init(&device);
+        let root = dir.join("cache");
+        let caches: Vec<Arc<FeatureCache>> = std::thread::scope(|scope| {
+            let builders: Vec<_> = (0..2)
+                .map(|_| {
+                    scope.spawn(|| {
+                        CacheEncoder {
+                            encoder: &encoder,
+                            config: &config,
+                            resize: ResizeMode::Squash.to_size(16),
+                            device,
+                        }
+                        .open_or_build(&pictures, &root, "race")
+                        .unwrap()
+                    })
+                })
+                .collect();
+            builders.into_iter().map(|b| b.join().unwrap()).collect()
+        });
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for row in 0..pictures.len() {
+            caches[0].read_row(row, &mut a);
+            caches[1].read_row(row, &mut b);
+        }
+        assert_eq!(a, b);
+        assert!(a.iter().any(|v| *v != 0.0));
+        let folders: Vec<_> = std::fs::read_dir(&root).unwrap().collect();
+        assert_eq!(folders.len(), 1, "one cache folder");
+        let mut names: Vec<String> = std::fs::read_dir(folders[0].as_ref().unwrap().path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".lock", "features.f16", "manifest.json"]);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod data;
 pub mod evaluate;
 pub mod feature_cache;
+pub mod guard;
 pub mod loader;
 pub mod metrics;
 pub mod optimizer;

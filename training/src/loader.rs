@@ -30,6 +30,8 @@ pub struct OrderedLoader<B: Backend, I, O> {
     device: B::Device,
     /// The epoch of the next `iter` call.
     epoch: Arc<AtomicUsize>,
+    /// Reseed the backend's generator at each epoch's start from this seed and the epoch.
+    reseed: Option<u64>,
 }
 
 impl<B: Backend, I, O> OrderedLoader<B, I, O>
@@ -52,6 +54,7 @@ where
             workers: 1,
             device,
             epoch: Arc::new(AtomicUsize::new(0)),
+            reseed: None,
         }
     }
 
@@ -59,6 +62,17 @@ where
     pub fn shuffle(self, seed: u64) -> Self {
         Self {
             shuffle: Some(seed),
+            ..self
+        }
+    }
+
+    /// Seeds the backend's random generator (dropout's masks) at the start of every epoch, on
+    /// the training thread, from `seed` and the epoch alone: a run resumed at an epoch
+    /// draws the masks an unbroken run draws there, instead of continuing from its fresh
+    /// start's state. Only for the training loader: validation draws nothing.
+    pub fn reseed_backend(self, seed: u64) -> Self {
+        Self {
+            reseed: Some(seed),
             ..self
         }
     }
@@ -82,7 +96,7 @@ where
     pub fn order(&self, epoch: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.dataset.len()).collect();
         if let Some(seed) = self.shuffle {
-            let stream = seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let stream = epoch_stream(seed, epoch);
             order.shuffle(&mut StdRng::seed_from_u64(stream));
         }
         order
@@ -97,8 +111,14 @@ where
             workers: self.workers,
             device,
             epoch: Arc::new(AtomicUsize::new(self.epoch.load(Ordering::SeqCst))),
+            reseed: self.reseed,
         }
     }
+}
+
+/// The random stream of `epoch` of a run seeded with `seed`.
+fn epoch_stream(seed: u64, epoch: usize) -> u64 {
+    seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 impl<B: Backend, I, O> DataLoader<B, O> for OrderedLoader<B, I, O>
@@ -108,6 +128,9 @@ where
 {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<O> + 'a> {
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst);
+        if let Some(seed) = self.reseed {
+            B::seed(&self.device, epoch_stream(seed, epoch).wrapping_add(1));
+        }
         let order = self.order(epoch);
         let batches: Arc<Vec<Vec<usize>>> = Arc::new(
             order

@@ -14,7 +14,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use burn::prelude::*;
+use captioner_datasets::files::write_file;
+use captioner_model::weights_file::check_complete;
 use captioner_model::{Captioning, ModelFiles};
+
+/// The files of one epoch's checkpoint, as burn-train names them: `<part>-<epoch>.mpk`.
+const CHECKPOINT_PARTS: [&str; 3] = ["model", "optim", "scheduler"];
 
 use crate::config::TrainConfig;
 
@@ -101,23 +106,60 @@ impl RunDir {
         self.root.join("report.json")
     }
 
-    /// The last epoch with a complete checkpoint (model, optimiser and scheduler), if any.
-    pub fn last_checkpoint(&self) -> Option<usize> {
+    /// The epochs with a checkpoint file of each part (model, optimiser, scheduler), newest
+    /// first, whether or not the files are whole.
+    pub fn checkpoint_epochs(&self) -> Vec<usize> {
         let dir = self.checkpoints();
-        let epochs = std::fs::read_dir(&dir).ok()?.filter_map(|entry| {
-            let name = entry.ok()?.file_name().into_string().ok()?;
-            name.strip_prefix("model-")?
-                .strip_suffix(".mpk")?
-                .parse::<usize>()
-                .ok()
-        });
-        epochs
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut epochs: Vec<usize> = entries
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                name.strip_prefix("model-")?
+                    .strip_suffix(".mpk")?
+                    .parse::<usize>()
+                    .ok()
+            })
             .filter(|e| {
-                ["optim", "scheduler"]
+                CHECKPOINT_PARTS
                     .iter()
                     .all(|p| dir.join(format!("{p}-{e}.mpk")).exists())
             })
-            .max()
+            .collect();
+        epochs.sort_unstable_by(|a, b| b.cmp(a));
+        epochs
+    }
+
+    /// The last epoch whose checkpoint is complete (its model, optimiser and scheduler files
+    /// all present and decoding to the end), if any, with a sentence for each newer one that
+    /// is not (a run killed while writing it, a disk that failed): resuming skips those.
+    pub fn last_checkpoint(&self) -> (Option<usize>, Vec<String>) {
+        let dir = self.checkpoints();
+        let mut broken = Vec::new();
+        for epoch in self.checkpoint_epochs() {
+            let faults: Vec<String> = CHECKPOINT_PARTS
+                .iter()
+                .filter_map(|p| check_complete(&dir.join(format!("{p}-{epoch}"))).err())
+                .collect();
+            if faults.is_empty() {
+                return (Some(epoch), broken);
+            }
+            broken.push(format!(
+                "the checkpoint of epoch {epoch} is unusable: {}",
+                faults.join("; ")
+            ));
+        }
+        (None, broken)
+    }
+
+    /// Whether the folder holds a run that never completed an epoch: its settings, but no
+    /// checkpoint and no final model (a run that failed or was stopped before its first
+    /// checkpoint). Such a folder can be started again from scratch.
+    pub fn never_checkpointed(&self) -> bool {
+        self.train_config().exists()
+            && self.checkpoint_epochs().is_empty()
+            && !self.weights().with_extension("mpk").exists()
     }
 
     /// Reads the training settings.
@@ -132,7 +174,7 @@ impl RunDir {
     /// Writes the training settings.
     pub fn save_train_config(&self, config: &TrainConfig) -> Result<()> {
         let path = self.train_config();
-        std::fs::write(&path, serde_json::to_string_pretty(config)?)
+        write_file(&path, serde_json::to_string_pretty(config)?.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))
     }
 

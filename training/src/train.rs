@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use burn::data::dataloader::DataLoader;
 use burn::data::dataset::Dataset;
 use burn::module::AutodiffModule;
@@ -17,10 +17,12 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::checkpoint::{ComposedCheckpointingStrategy, KeepLastNCheckpoints};
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
-use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
+use burn::train::{ExecutionStrategy, Interrupter, Learner, MultiDeviceOptim, SupervisedTraining};
+use captioner_datasets::files::write_file;
 use captioner_datasets::vocab::PAD;
 use captioner_datasets::Vocab;
 use captioner_datasets::{CaptionItem, Split};
+use captioner_model::weights_file::recorder_message;
 use captioner_model::{
     CaptionBatch, CaptionerConfig, DecoderConfig, Encoder, EncoderConfig, EncoderName, Endings,
     LoadedWeights, ModelFiles, SelfCriticalRequest, Shapes, WeightsRecorder,
@@ -33,6 +35,7 @@ use crate::config::{Objective, SelectBy, TrainConfig};
 use crate::data::{held_out_split, prepare, DataSummary, OpenCache};
 use crate::evaluate::{evaluate, EvalReport, HeldOut};
 use crate::feature_cache::CacheEncoder;
+use crate::guard::{Fault, FiniteLoss, Guarded};
 use crate::loader::OrderedLoader;
 use crate::optimizer::EncoderDecoderAdam;
 use crate::renderer::PlainRenderer;
@@ -43,6 +46,58 @@ use crate::validation::{
     caption_sample, BestCheckpoint, CaptionScoreMetric, EpochScores, PlateauStop,
     RecordedScoreMetric, ValidationHistory,
 };
+
+/// A run stopped before its last epoch, by the user or a signal: it resumes from its last
+/// checkpoint. Its `model.mpk`, if written, holds its best validated epoch.
+#[derive(Debug)]
+pub struct Stopped {
+    /// Why (burn-train's interrupt message).
+    pub reason: String,
+    /// The run.
+    pub run: RunDir,
+    /// Its last complete checkpoint.
+    pub checkpoint: Option<usize>,
+    /// The epoch whose weights `model.mpk` holds.
+    pub kept: Option<usize>,
+}
+
+impl Stopped {
+    /// What a stopped run keeps, as a sentence.
+    fn kept(run: &RunDir, checkpoint: Option<usize>) -> String {
+        match checkpoint {
+            Some(epoch) => format!(
+                "Its last checkpoint, epoch {epoch}, is as it was: `train --resume --out {}` \
+                 continues from there",
+                run.root().display()
+            ),
+            None => format!(
+                "No epoch was completed: `train --out {}` starts it again",
+                run.root().display()
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "training stopped ({}). {}.",
+            self.reason.trim_end_matches('.'),
+            Self::kept(&self.run, self.checkpoint)
+        )?;
+        if let Some(epoch) = self.kept {
+            write!(
+                f,
+                " {} holds the weights of epoch {epoch}.",
+                self.run.weights().with_extension("mpk").display()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 /// What a finished run reports; saved as `report.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,7 +237,9 @@ pub fn rounds_per_epoch(items: usize, batch_size: usize, devices: usize) -> usiz
 
 /// Trains on the data of `config` into `run`, resuming from checkpoint epoch `resume_from`
 /// when given, with batches laid out for `shapes` (the backend's), and returns the held-out
-/// report (also written to `report.json`).
+/// report (also written to `report.json`). `interrupter` stops the run after the step it is
+/// in (Ctrl-C; the dashboard's `q` stops it through its own): the run then ends with
+/// [`Stopped`] and can be resumed from its last checkpoint.
 ///
 /// With more than one device in `devices` (the first is the main one) training is
 /// data-parallel through burn-train's multi-device strategy: each device takes whole batches
@@ -194,6 +251,7 @@ pub fn train<B: AutodiffBackend>(
     run: &RunDir,
     resume_from: Option<usize>,
     shapes: Shapes,
+    interrupter: Interrupter,
 ) -> Result<TrainReport> {
     let started = Instant::now();
     let device = devices
@@ -244,9 +302,11 @@ pub fn train<B: AutodiffBackend>(
         .save(&run.vocab())
         .with_context(|| format!("cannot write {}", run.vocab().display()))?;
     let model_config = model_config(&config, vocab.len());
-    model_config
-        .save(run.model_config())
-        .with_context(|| format!("cannot write {}", run.model_config().display()))?;
+    write_file(
+        &run.model_config(),
+        serde_json::to_string_pretty(&model_config)?.as_bytes(),
+    )
+    .with_context(|| format!("cannot write {}", run.model_config().display()))?;
     let mut model = model_config.init_with_encoder(encoder, &device);
     if let (Some(from), None) = (&init_from, resume_from) {
         let path = from.weights();
@@ -254,9 +314,10 @@ pub fn train<B: AutodiffBackend>(
             .load_file(&path, &WeightsRecorder::new(), &device)
             .map_err(|e| {
                 anyhow::anyhow!(
-                    "cannot start from {}: {e}. The first stage's model must have this run's \
+                    "cannot start from {}: {}. The first stage's model must have this run's \
                      encoder and decoder sizes (its model.json)",
-                    path.display()
+                    path.display(),
+                    recorder_message(e)
                 )
             })?;
         println!("Starting from the weights of {}", from.root().display());
@@ -326,6 +387,7 @@ pub fn train<B: AutodiffBackend>(
     let train_loader: Arc<dyn DataLoader<B, CaptionBatch<B>>> = Arc::new(
         OrderedLoader::new(train_batcher, train_items, per_step, device.clone())
             .shuffle(config.seed)
+            .reseed_backend(config.seed)
             .workers(config.workers)
             .starting_epoch(resume_from.unwrap_or(0)),
     );
@@ -373,7 +435,10 @@ pub fn train<B: AutodiffBackend>(
     let recorded = RecordedScoreMetric::new(other, beam, history.clone());
 
     let pad = PAD as usize;
+    let fault = Fault::default();
     let mut training = SupervisedTraining::new(run.root(), train_loader, valid_loader)
+        .with_interrupter(interrupter.clone())
+        .metric_train(FiniteLoss::new(fault.clone(), interrupter.clone()))
         .metric_train_numeric(LossMetric::new())
         .metric_valid_numeric(LossMetric::new());
     training = match config.objective {
@@ -391,12 +456,13 @@ pub fn train<B: AutodiffBackend>(
         .metric_valid_numeric(recorded)
         .metric_train_numeric(LearningRateMetric::new())
         .with_file_checkpointer(WeightsRecorder::new())
-        .with_checkpointing_strategy(
+        .with_checkpointing_strategy(Guarded::new(
             ComposedCheckpointingStrategy::builder()
                 .add(KeepLastNCheckpoints::new(2))
                 .add(BestCheckpoint::new(history.clone()))
                 .build(),
-        )
+            fault.clone(),
+        ))
         .early_stopping(PlateauStop::new(history.clone()))
         .num_epochs(config.epochs)
         .summary();
@@ -418,15 +484,43 @@ pub fn train<B: AutodiffBackend>(
     }
     let optimizer = optimizer(&config, devices.len());
     let result = training.launch(Learner::new(model, optimizer, schedule));
-    let mut model = result.model;
     let epochs = history.epochs();
     let trained = epochs.last().map_or(config.epochs, |e| e.epoch);
     let best = history.best();
-    if let Some(best) = best.filter(|b| b.epoch != trained) {
-        let path = run.checkpoints().join(format!("model-{}", best.epoch));
-        model = model
-            .load_file(&path, &WeightsRecorder::new(), &device)
-            .with_context(|| format!("cannot load the best checkpoint {}", path.display()))?;
+    let (last_checkpoint, _) = run.last_checkpoint();
+    if let Some(fault) = fault.get() {
+        bail!(
+            "{fault}: training stopped. {}. Lower --lr or --grad-clip, then resume.",
+            Stopped::kept(run, last_checkpoint)
+        );
+    }
+    // The final weights are always those of a completed, validated epoch, read back from its
+    // checkpoint: never the in-memory model of a run stopped mid-epoch.
+    let keep = best.as_ref().map(|b| b.epoch).or(last_checkpoint);
+    let model = match keep {
+        Some(epoch) => {
+            let path = run.checkpoints().join(format!("model-{epoch}"));
+            let model = result
+                .model
+                .load_file(&path, &WeightsRecorder::new(), &device)
+                .map_err(|e| anyhow::anyhow!(recorder_message(e)))
+                .with_context(|| format!("cannot load the checkpoint of epoch {epoch}"))?;
+            model
+                .clone()
+                .save_file(run.weights(), &WeightsRecorder::new())
+                .map_err(|e| anyhow::anyhow!(recorder_message(e)))?;
+            model
+        }
+        None => result.model,
+    };
+    if let Some(reason) = interrupter.get_message() {
+        return Err(Stopped {
+            reason,
+            run: run.clone(),
+            checkpoint: last_checkpoint,
+            kept: keep,
+        }
+        .into());
     }
     if let Some(best) = &best {
         println!(
@@ -434,10 +528,6 @@ pub fn train<B: AutodiffBackend>(
             best.epoch, best.scores.bleu[3], best.scores.cider
         );
     }
-    model
-        .clone()
-        .save_file(run.weights(), &WeightsRecorder::new())
-        .with_context(|| format!("cannot write the weights to {}", run.root().display()))?;
 
     // A training batch's size: on a GPU, the searches' shapes are already compiled.
     let score = |held_out: &HeldOut| {
@@ -482,7 +572,10 @@ pub fn train<B: AutodiffBackend>(
         test,
         config,
     };
-    std::fs::write(run.report(), serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("cannot write {}", run.report().display()))?;
+    write_file(
+        &run.report(),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )
+    .with_context(|| format!("cannot write {}", run.report().display()))?;
     Ok(report)
 }
