@@ -187,7 +187,7 @@ mod tests {
         ] {
             touch(&dir, name);
         }
-        let (pictures, problems) = collect(&[dir.clone()], &mut &b""[..]);
+        let (pictures, problems) = collect(std::slice::from_ref(&dir), &mut &b""[..]);
         assert_eq!(problems, []);
         assert_eq!(
             relatives(&pictures),
@@ -201,7 +201,10 @@ mod tests {
         );
         assert_eq!(pictures[3].path, dir.join("sub/deeper/c.jpg"));
         // The same order again, whatever order the file system lists them in.
-        assert_eq!(collect(&[dir.clone()], &mut &b""[..]).0, pictures);
+        assert_eq!(
+            collect(std::slice::from_ref(&dir), &mut &b""[..]).0,
+            pictures
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 
@@ -251,7 +254,7 @@ mod tests {
         let dir = folder("link");
         touch(&dir, "sub/a.jpg");
         std::os::unix::fs::symlink(&dir, dir.join("sub/loop")).unwrap();
-        let (pictures, problems) = collect(&[dir.clone()], &mut &b""[..]);
+        let (pictures, problems) = collect(std::slice::from_ref(&dir), &mut &b""[..]);
         assert_eq!(problems, []);
         assert_eq!(relatives(&pictures), ["sub/a.jpg"]);
         std::fs::remove_dir_all(dir).ok();

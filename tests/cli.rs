@@ -9,13 +9,12 @@ use burn::module::Module;
 use captioner_datasets::shapes::{ShapesConfig, Split};
 use captioner_datasets::Vocab;
 use captioner_model::{Captioning, ModelFiles};
-use captioner_training::feature_cache::weights_sha256;
 use captioner_training::run_dir::{RunDir, WeightsRecorder};
 use captioner_training::train::model_config;
 use captioner_training::TrainConfig;
 
 mod common;
-use common::{exec, flickr8k_fixture, quick_flickr8k_flags, temp_dir, text};
+use common::{exec, flickr8k_fixture, quick_flickr8k_flags, temp_dir, text, weights_of};
 
 /// A run folder holding an untrained model: enough for `infer` to load and caption.
 fn untrained_run(dir: &Path) -> RunDir {
@@ -356,12 +355,6 @@ fn train_writes_a_run_that_resumes_and_that_infer_reads() {
     let captioned = exec("infer", &["--model", out, picture.to_str().unwrap()]);
     assert!(captioned.status.success(), "{}", text(&captioned.stderr));
     std::fs::remove_dir_all(dir).ok();
-}
-
-/// SHA-256 of the weights of the model in the run folder `dir` (values only).
-fn weights_of(dir: &Path) -> String {
-    let model = Captioning::<NdArray>::load(&ModelFiles::new(dir), &Default::default()).unwrap();
-    weights_sha256(&model.model)
 }
 
 #[test]

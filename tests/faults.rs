@@ -9,10 +9,9 @@ use burn::backend::NdArray;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use captioner_model::{Captioning, ModelFiles, WeightsRecorder};
-use captioner_training::feature_cache::weights_sha256;
 
 mod common;
-use common::{exec, temp_dir, text};
+use common::{exec, temp_dir, text, weights_of};
 
 /// A small shapes run: 40 training scenes in batches of 8 (5 steps an epoch).
 const SMALL: [&str; 10] = [
@@ -43,12 +42,6 @@ fn train(args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("train starts")
-}
-
-/// SHA-256 of the weights of the model in the run folder `dir` (values only).
-fn weights_of(dir: &Path) -> String {
-    let model = Captioning::<NdArray>::load(&ModelFiles::new(dir), &Default::default()).unwrap();
-    weights_sha256(&model.model)
 }
 
 /// A generator of kill times: xorshift from a seed printed by the test, so that a failure can

@@ -482,7 +482,7 @@ impl EncoderSettings {
         }
         if self.name == EncoderName::SmallCnn {
             let factor = 1usize << self.channels.len().min(31);
-            if self.channels.is_empty() || image_size % factor != 0 {
+            if self.channels.is_empty() || !image_size.is_multiple_of(factor) {
                 return Err(format!(
                     "the small CNN with {} stages needs an input side that is a multiple of \
                      {factor} ({image_size} given)",

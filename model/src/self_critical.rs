@@ -135,7 +135,7 @@ pub struct SelfCriticalStats {
 /// two samples an image.
 pub fn advantages(rewards: &[f64], samples: usize, baseline: Baseline, greedy: &[f64]) -> Vec<f64> {
     assert!(
-        samples > 0 && rewards.len() % samples == 0,
+        samples > 0 && rewards.len().is_multiple_of(samples),
         "{samples} samples per image"
     );
     rewards

@@ -63,7 +63,7 @@ impl SmallCnnConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> SmallCnn<B> {
         let factor = 1 << self.channels.len();
         assert!(
-            !self.channels.is_empty() && self.image_size >= factor && self.image_size % factor == 0,
+            !self.channels.is_empty() && self.image_size >= factor && self.image_size.is_multiple_of(factor),
             "the small CNN with {} stages needs an image size that is a multiple of {factor}, got {}",
             self.channels.len(),
             self.image_size

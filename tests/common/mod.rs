@@ -93,3 +93,12 @@ pub fn quick_flickr8k_flags(data: &Path) -> Vec<String> {
     .map(String::from)
     .to_vec()
 }
+
+/// SHA-256 of the weights of the model in the run folder `dir` (values only).
+#[allow(dead_code)]
+pub fn weights_of(dir: &Path) -> String {
+    use burn::backend::NdArray;
+    use captioner_model::{Captioning, ModelFiles};
+    let model = Captioning::<NdArray>::load(&ModelFiles::new(dir), &Default::default()).unwrap();
+    captioner_training::feature_cache::weights_sha256(&model.model)
+}

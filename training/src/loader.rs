@@ -245,7 +245,7 @@ mod tests {
             items: Vec<usize>,
             _device: &burn::backend::ndarray::NdArrayDevice,
         ) -> Vec<usize> {
-            if items[0] % 2 == 0 {
+            if items[0].is_multiple_of(2) {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             items
