@@ -174,12 +174,15 @@ impl BackendJob for InferJob {
             }
         }
         if let Some(html) = &args.html {
-            let title = args
+            let inputs: Vec<String> = args
                 .inputs
                 .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(" ");
+                .map(|p| match p.as_os_str() == "-" {
+                    true => "paths from stdin".to_string(),
+                    false => p.display().to_string(),
+                })
+                .collect();
+            let title = format!("Captions of {}", inputs.join(", "));
             write_file(html, html_page(&title, &page).as_bytes())
                 .with_context(|| format!("cannot write {}", html.display()))?;
             eprintln!("Wrote {} ({} pictures)", html.display(), page.len());

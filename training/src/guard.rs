@@ -83,7 +83,7 @@ impl Metric for FiniteLoss {
         }
         let shown = if loss.0.is_finite() { "yes" } else { "no" };
         SerializedEntry {
-            formatted: format!("{}: {shown}", self.name),
+            formatted: shown.to_string(),
             serialized: shown.to_string(),
         }
     }
