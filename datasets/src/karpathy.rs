@@ -60,6 +60,16 @@ pub fn load_karpathy(root: &Path, json: &Path) -> Result<Corpus, DatasetError> {
             Some(dir) if !dir.is_empty() => format!("{dir}/{}", image.filename),
             _ => image.filename.clone(),
         };
+        if image.sentences.is_empty() {
+            problems.push_for(
+                split,
+                ProblemKind::NoCaption,
+                json,
+                None,
+                format!("images[{index}] ({name}): no sentences"),
+            );
+            continue;
+        }
         for sentence in &image.sentences {
             table.add(&name, &sentence.tokens.join(" "), json, None, &mut problems);
         }

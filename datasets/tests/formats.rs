@@ -252,7 +252,7 @@ fn coco_reads_the_2017_pair_beside_a_stray_2014_file_and_names_a_missing_one() {
 }
 
 #[test]
-fn karpathy_split_puts_restval_in_train() {
+fn karpathy_split_puts_restval_in_train_and_counts_images_without_sentences() {
     let dir = fixture("karpathy");
     for name in ["a.jpg", "b.jpg", "c.jpg", "d.jpg"] {
         picture(&dir.join("Flicker8k_Dataset").join(name));
@@ -265,11 +265,12 @@ fn karpathy_split_puts_restval_in_train() {
     write(
         &dir.join("dataset_flickr8k.json"),
         &format!(
-            r#"{{"dataset": "flickr8k", "images": [{}, {}, {}, {}]}}"#,
+            r#"{{"dataset": "flickr8k", "images": [{}, {}, {}, {}, {}]}}"#,
             image("a.jpg", "train"),
             image("b.jpg", "restval"),
             image("c.jpg", "val"),
-            image("d.jpg", "test")
+            image("d.jpg", "test"),
+            r#"{"filename": "e.jpg", "split": "val", "sentences": []}"#
         ),
     );
     let located = detect(&dir, Some(DatasetName::Flickr8k), None).unwrap();
@@ -279,6 +280,16 @@ fn karpathy_split_puts_restval_in_train() {
     assert_eq!(corpus.counts(Split::Valid), (1, 2));
     assert_eq!(corpus.counts(Split::Test), (1, 2));
     assert_eq!(corpus.images[0].captions, ["a dog", "a cat"]);
+    // An image without sentences is counted, by its split, not dropped without a word.
+    let summary = corpus.problems.summary(1);
+    assert!(
+        summary.contains("1 image without a caption (dev 1)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("images[4] (e.jpg): no sentences"),
+        "{summary}"
+    );
 }
 
 #[test]
