@@ -14,19 +14,19 @@ pub use captioner_datasets::files::write_file;
 
 use std::process::ExitCode;
 
-/// Ends a command that failed: its error on stderr as one message with its causes
-/// (`error: what: why`), never a Rust backtrace, whatever `RUST_BACKTRACE` says: errors here
-/// are for users. Returns the exit status, 1.
-pub fn report_error(error: &anyhow::Error) -> ExitCode {
+/// Ends a command that failed with exit status `status`: its error on stderr as one message
+/// with its causes (`error: what: why`), never a Rust backtrace, whatever `RUST_BACKTRACE`
+/// says: errors here are for users.
+pub fn report_error(error: &anyhow::Error, status: u8) -> ExitCode {
     eprintln!("error: {error:#}");
-    ExitCode::from(1)
+    ExitCode::from(status)
 }
 
-/// Ends a command: success, or its error as [`report_error`] says it.
+/// Ends a command: success, or its error as [`report_error`] says it, with exit status 1.
 pub fn finish(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => report_error(&error),
+        Err(error) => report_error(&error, 1),
     }
 }
 

@@ -215,9 +215,6 @@ fn main() -> ExitCode {
             eprintln!("{failed} picture(s) could not be read");
             ExitCode::from(1)
         }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
+        Err(e) => captioner::report_error(&e, 2),
     }
 }

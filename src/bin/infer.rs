@@ -315,10 +315,7 @@ fn main() -> ExitCode {
     let device = args.device;
     let summary = match run_chosen(device, InferJob { args, pictures }) {
         Ok(summary) => summary,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return captioner::report_error(&e, 2),
     };
     if summary.stdout_closed {
         return ExitCode::SUCCESS;

@@ -328,9 +328,6 @@ fn main() -> std::process::ExitCode {
     let device = args.device;
     match run_chosen(device, ServeJob { args }) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::from(2)
-        }
+        Err(e) => captioner::report_error(&e, 2),
     }
 }

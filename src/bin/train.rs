@@ -104,7 +104,7 @@ fn main() -> ExitCode {
                 eprintln!("{stopped}");
                 ExitCode::from(130)
             }
-            None => captioner::report_error(&error),
+            None => captioner::report_error(&error, 1),
         },
     }
 }

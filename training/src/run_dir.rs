@@ -18,12 +18,12 @@ use captioner_datasets::files::write_file;
 use captioner_model::weights_file::check_complete;
 use captioner_model::{Captioning, ModelFiles};
 
-/// The files of one epoch's checkpoint, as burn-train names them: `<part>-<epoch>.mpk`.
-const CHECKPOINT_PARTS: [&str; 3] = ["model", "optim", "scheduler"];
-
 use crate::config::TrainConfig;
 
 pub use captioner_model::WeightsRecorder;
+
+/// The files of one epoch's checkpoint, as burn-train names them: `<part>-<epoch>.mpk`.
+const CHECKPOINT_PARTS: [&str; 3] = ["model", "optim", "scheduler"];
 
 /// A run folder.
 #[derive(Debug, Clone)]

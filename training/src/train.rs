@@ -62,8 +62,8 @@ pub struct Stopped {
 }
 
 impl Stopped {
-    /// What a stopped run keeps, as a sentence.
-    fn kept(run: &RunDir, checkpoint: Option<usize>) -> String {
+    /// Where a stopped run resumes from, as a sentence.
+    fn resume_hint(run: &RunDir, checkpoint: Option<usize>) -> String {
         match checkpoint {
             Some(epoch) => format!(
                 "Its last checkpoint, epoch {epoch}, is as it was: `train --resume --out {}` \
@@ -84,7 +84,7 @@ impl std::fmt::Display for Stopped {
             f,
             "training stopped ({}). {}.",
             self.reason.trim_end_matches('.'),
-            Self::kept(&self.run, self.checkpoint)
+            Self::resume_hint(&self.run, self.checkpoint)
         )?;
         if let Some(epoch) = self.kept {
             write!(
@@ -491,7 +491,7 @@ pub fn train<B: AutodiffBackend>(
     if let Some(fault) = fault.get() {
         bail!(
             "{fault}: training stopped. {}. Lower --lr or --grad-clip, then resume.",
-            Stopped::kept(run, last_checkpoint)
+            Stopped::resume_hint(run, last_checkpoint)
         );
     }
     // The final weights are always those of a completed, validated epoch, read back from its
