@@ -55,10 +55,11 @@ pub fn stdout_failures_are_messages() {
 }
 
 /// Makes Ctrl-C (SIGINT, and a console's Ctrl-C on Windows) stop training gently: the first
-/// asks the run to stop after the step it is in, through `interrupter`, and says so; a second
-/// ends the process at once (exit status 130). Under the dashboard, which reads the keyboard
-/// itself, the keys do not reach here: its `q` stops the run the same way.
-pub fn stop_on_ctrl_c(interrupter: burn::train::Interrupter) {
+/// asks the run to stop through `request` (it checkpoints the step it is in, or finishes the
+/// epoch it is validating, then ends), and says so; a second ends the process at once (exit
+/// status 130). Under the dashboard, which reads the keyboard itself, the keys do not reach
+/// here: its `q` makes the same request.
+pub fn stop_on_ctrl_c(request: burn::train::Interrupter) {
     let watch = move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -71,10 +72,11 @@ pub fn stop_on_ctrl_c(interrupter: burn::train::Interrupter) {
                 return;
             }
             eprintln!(
-                "\nStopping after this step; the run resumes from its last checkpoint with \
-                 --resume. Ctrl-C again quits at once."
+                "\nStopping: the run checkpoints the step it is in (or, if it is validating, \
+                 the epoch) and ends. Ctrl-C again quits at once, losing what was trained \
+                 since the last checkpoint."
             );
-            interrupter.stop(Some("Ctrl-C"));
+            request.stop(Some("Ctrl-C"));
             if tokio::signal::ctrl_c().await.is_ok() {
                 eprintln!("Quit.");
                 std::process::exit(130);

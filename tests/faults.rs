@@ -13,7 +13,7 @@ use captioner_model::{Captioning, ModelFiles, WeightsRecorder};
 mod common;
 use common::{exec, temp_dir, text, weights_of};
 
-/// A small shapes run: 40 training scenes in batches of 8 (5 steps an epoch).
+/// A small shapes run: 40 training scenes (200 captions) in batches of 8, 25 steps an epoch.
 const SMALL: [&str; 10] = [
     "--train-images",
     "40",
@@ -33,6 +33,21 @@ fn small<'a>(out: &'a str, epochs: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     args.extend(["--out", out, "--epochs", epochs]);
     args.extend(extra);
     args
+}
+
+/// As [`small`], with 400 training scenes (2000 captions, 250 steps an epoch): a run stopped
+/// once its first epoch is checkpointed stops early in the second.
+fn longer<'a>(out: &'a str, epochs: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = small(out, epochs, extra);
+    args[1] = "400";
+    args
+}
+
+/// Sends SIGINT, as Ctrl-C in a terminal does.
+fn interrupt(child: &Child) {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(sent.success());
 }
 
 fn train(args: &[&str]) -> Child {
@@ -58,7 +73,8 @@ impl Draws {
 }
 
 #[test]
-fn a_run_killed_at_random_moments_and_resumed_ends_with_the_weights_of_an_unbroken_run() {
+fn a_run_killed_or_interrupted_at_random_moments_and_resumed_ends_with_the_weights_of_an_unbroken_run(
+) {
     let dir = temp_dir("kill");
     let unbroken = dir.join("unbroken");
     let started = Instant::now();
@@ -82,6 +98,12 @@ fn a_run_killed_at_random_moments_and_resumed_ends_with_the_weights_of_an_unbrok
     let out = killed.to_str().unwrap();
     let (mut kills, mut finished) = (0, false);
     for attempt in 0..12 {
+        // A kill that lands after the report is written (while the process exits) leaves a
+        // finished run: resuming it is refused as a run with nothing left to train.
+        if killed.join("report.json").exists() {
+            finished = true;
+            break;
+        }
         // As a user would: --resume once the run folder exists (a run killed before its
         // first checkpoint starts again from the beginning).
         let resume = killed.join("config.json").exists();
@@ -105,6 +127,25 @@ fn a_run_killed_at_random_moments_and_resumed_ends_with_the_weights_of_an_unbrok
                 finished = true;
                 break;
             }
+            // Every other time Ctrl-C, which checkpoints the step (or finishes the epoch).
+            None if attempt % 2 == 0 => {
+                interrupt(&child);
+                let status = child.wait().unwrap();
+                let mut stderr = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).ok();
+                // Before its handler is installed, SIGINT ends the process as SIGKILL does.
+                let before_handler = std::os::unix::process::ExitStatusExt::signal(&status);
+                assert!(
+                    status.success() || status.code() == Some(130) || before_handler == Some(2),
+                    "attempt {attempt}: {status}: {stderr}"
+                );
+                assert!(!stderr.contains("panicked"), "attempt {attempt}: {stderr}");
+                kills += 1;
+                if status.success() {
+                    finished = true;
+                    break;
+                }
+            }
             None => {
                 child.kill().unwrap();
                 child.wait().unwrap();
@@ -127,12 +168,16 @@ fn a_run_killed_at_random_moments_and_resumed_ends_with_the_weights_of_an_unbrok
 }
 
 #[test]
-fn ctrl_c_stops_after_the_step_keeps_the_last_checkpoint_and_the_run_resumes() {
+fn ctrl_c_mid_epoch_checkpoints_the_step_and_the_resumed_run_ends_as_an_unbroken_one() {
     let dir = temp_dir("ctrl-c");
+    let unbroken = dir.join("unbroken");
+    let done = exec("train", &longer(unbroken.to_str().unwrap(), "2", &[]));
+    assert!(done.status.success(), "{}", text(&done.stderr));
+
     let run = dir.join("run");
     let out = run.to_str().unwrap();
-    let child = train(&small(out, "30", &[]));
-    // Once the first epoch is checkpointed, the run is somewhere in the second.
+    let child = train(&longer(out, "2", &[]));
+    // Once the first epoch is checkpointed, the run is early in the second.
     let started = Instant::now();
     while !run.join("checkpoint/scheduler-1.mpk").exists() {
         assert!(
@@ -141,46 +186,55 @@ fn ctrl_c_stops_after_the_step_keeps_the_last_checkpoint_and_the_run_resumes() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let pid = child.id().to_string();
-    let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    assert!(sent.success());
+    interrupt(&child);
     let output = child.wait_with_output().unwrap();
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("Stopping after this step"), "{stderr}");
+    assert!(
+        stderr.contains("Stopping: the run checkpoints the step"),
+        "{stderr}"
+    );
     assert!(stderr.contains("training stopped (Ctrl-C)"), "{stderr}");
     assert!(
         stderr.contains(&format!("train --resume --out {out}")),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
-    // model.mpk holds a completed, validated epoch: the one it names.
-    let kept = stderr
-        .split("holds the weights of epoch ")
+    let (step, steps): (usize, usize) = stderr
+        .split("Its last checkpoint is of epoch 2, step ")
         .nth(1)
-        .and_then(|rest| rest.split('.').next())
-        .and_then(|n| n.parse::<usize>().ok())
-        .expect("says which epoch model.mpk holds");
-    let checkpoint = run.join(format!("checkpoint/model-{kept}.mpk"));
+        .and_then(|rest| rest.split_once(':'))
+        .and_then(|(at, _)| at.split_once(" of "))
+        .and_then(|(step, steps)| Some((step.parse().ok()?, steps.parse().ok()?)))
+        .expect("says the step it stopped at");
+    // 2000 captions in batches of 8.
+    assert_eq!(steps, 250, "{stderr}");
+    assert!((1..steps).contains(&step), "{stderr}");
+    assert!(run.join("checkpoint/step/state.json").exists());
+    // model.mpk holds a completed, validated epoch: the first.
+    assert!(stderr.contains("holds the weights of epoch 1."), "{stderr}");
     let model = Captioning::<NdArray>::load(&ModelFiles::new(&run), &Default::default()).unwrap();
-    let saved = std::fs::read(run.join("model.mpk")).unwrap();
-    assert_eq!(saved, std::fs::read(checkpoint).unwrap());
     drop(model);
+    assert_eq!(
+        std::fs::read(run.join("model.mpk")).unwrap(),
+        std::fs::read(run.join("checkpoint/model-1.mpk")).unwrap()
+    );
 
-    let last: usize = stderr
-        .split("Its last checkpoint, epoch ")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .expect("says which checkpoint the run resumes from");
-    assert!(run.join(format!("checkpoint/model-{last}.mpk")).exists());
-    let total = (last + 1).to_string();
-    let resumed = exec("train", &small(out, &total, &["--resume"]));
+    let resumed = exec("train", &longer(out, "2", &["--resume"]));
     assert!(resumed.status.success(), "{}", text(&resumed.stderr));
     assert!(
-        text(&resumed.stdout).contains(&format!("from epoch {last}")),
+        text(&resumed.stdout).contains(&format!("from step {step} of {steps} in epoch 2")),
         "{}",
         text(&resumed.stdout)
+    );
+    assert_eq!(
+        weights_of(&run),
+        weights_of(&unbroken),
+        "stopped at step {step} of epoch 2 and resumed, the run must end where an unbroken one does"
+    );
+    assert!(
+        !run.join("checkpoint/step").exists(),
+        "the step checkpoint is removed"
     );
     std::fs::remove_dir_all(dir).ok();
 }

@@ -14,12 +14,23 @@ use serde::Serialize;
 /// The recorder of final weights and checkpoints (burn-train's checkpointer writes through
 /// it too, so every checkpoint file is complete or absent).
 #[derive(Debug, Default, Clone)]
-pub struct WeightsRecorder;
+pub struct WeightsRecorder {
+    /// Files read in place of others: `(asked for, read instead)`, without extensions.
+    substitutes: Vec<(PathBuf, PathBuf)>,
+}
 
 impl WeightsRecorder {
     /// The recorder.
     pub fn new() -> Self {
-        Self
+        Self::default()
+    }
+
+    /// Reads `instead` whenever `asked` is loaded (paths without the extension); saving is
+    /// unchanged. A run resumed mid-epoch hands burn-train, which resumes only from an epoch's
+    /// checkpoint, the files of the step it stopped at under the previous epoch's names.
+    pub fn reading_instead(mut self, asked: PathBuf, instead: PathBuf) -> Self {
+        self.substitutes.push((asked, instead));
+        self
     }
 }
 
@@ -44,7 +55,16 @@ impl<B: Backend> Recorder<B> for WeightsRecorder {
     }
 
     fn load_item<I: DeserializeOwned>(&self, file: &mut PathBuf) -> Result<I, RecorderError> {
-        let path = file.with_extension(<Self as FileRecorder<B>>::file_extension());
+        let extension = <Self as FileRecorder<B>>::file_extension();
+        let path = file.with_extension(extension);
+        let path = match self
+            .substitutes
+            .iter()
+            .find(|(asked, _)| asked.with_extension(extension) == path)
+        {
+            Some((_, instead)) => instead.with_extension(extension),
+            None => path,
+        };
         let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
                 RecorderError::FileNotFound(format!("{} is missing", path.display()))

@@ -10,7 +10,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::train::Interrupter;
 use captioner::device::{choose, run_on, BackendJob, DeviceKind, DeviceList, ShapesFlag, Target};
 use captioner::settings::TrainFlags;
-use captioner_training::run_dir::RunDir;
+use captioner_training::run_dir::{ResumePoint, RunDir};
 use captioner_training::train::{train, Stopped, TrainReport};
 use captioner_training::TrainConfig;
 use clap::Parser;
@@ -66,7 +66,7 @@ struct Args {
 struct TrainJob {
     config: TrainConfig,
     run: RunDir,
-    resume_from: Option<usize>,
+    resume_from: Option<ResumePoint>,
     interrupter: Interrupter,
 }
 
@@ -166,24 +166,35 @@ fn run(args: Args) -> Result<()> {
         .check()
         .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
     let resume_from = if args.resume {
-        let (last, broken) = run.last_checkpoint();
+        let (point, broken) = run.resume_point();
         for problem in &broken {
             eprintln!("warning: {problem}");
         }
-        match last {
-            Some(epoch) if epoch >= config.epochs && run.report().exists() => bail!(
-                "{} has already trained {epoch} epochs: pass --epochs N with N > {epoch} to train more",
+        // A step past the epochs now asked for is not trained: the run ends at its epoch.
+        let point = point.map(|p| match p.step {
+            Some(step) if step.epoch > config.epochs => ResumePoint { step: None, ..p },
+            _ => p,
+        });
+        match point {
+            Some(ResumePoint {
+                epochs, step: None, ..
+            }) if epochs >= config.epochs && run.report().exists() => bail!(
+                "{} has already trained {epochs} epochs: pass --epochs N with N > {epochs} to train more",
                 run.root().display()
             ),
-            Some(epoch) if epoch >= config.epochs => {
+            Some(
+                p @ ResumePoint {
+                    epochs, step: None, ..
+                },
+            ) if epochs >= config.epochs => {
                 println!(
-                    "{} has trained its {epoch} epochs but stopped before its report: \
+                    "{} has trained its {epochs} epochs but stopped before its report: \
                      finishing it",
                     run.root().display()
                 );
-                Some(epoch)
+                Some(p)
             }
-            Some(epoch) => Some(epoch),
+            Some(p) => Some(p),
             None => {
                 println!(
                     "{} has no complete checkpoint yet (the run stopped in its first epoch): \
@@ -209,8 +220,20 @@ fn run(args: Args) -> Result<()> {
     };
     let chosen = choose(kind)?;
     eprintln!("{chosen}");
-    if let Some(epoch) = resume_from {
-        println!("Resuming {} from epoch {epoch}", run.root().display());
+    match resume_from {
+        Some(ResumePoint {
+            step: Some(step), ..
+        }) => println!(
+            "Resuming {} from step {} of {} in epoch {}",
+            run.root().display(),
+            step.steps,
+            step.steps_per_epoch,
+            step.epoch
+        ),
+        Some(ResumePoint { epochs, .. }) => {
+            println!("Resuming {} from epoch {epochs}", run.root().display())
+        }
+        None => {}
     }
     println!("Run folder {}", run.root().display());
     let indices = args.devices.map(|d| d.indices).unwrap_or_default();

@@ -44,6 +44,9 @@ pub struct FiniteLoss {
     fault: Fault,
     interrupter: Interrupter,
     name: MetricName,
+    /// A run resumed mid-epoch: that epoch, and its steps done before (burn-train counts
+    /// the epoch's steps from 1 again).
+    resumed_at: (usize, usize),
 }
 
 impl FiniteLoss {
@@ -53,6 +56,16 @@ impl FiniteLoss {
             fault,
             interrupter,
             name: Arc::new("Loss is finite".to_string()),
+            resumed_at: (0, 0),
+        }
+    }
+
+    /// In a run resumed at step `steps` of `epoch`, names the steps of that epoch as an
+    /// unbroken run would.
+    pub fn resumed_at(self, epoch: usize, steps: usize) -> Self {
+        Self {
+            resumed_at: (epoch, steps),
+            ..self
         }
     }
 }
@@ -75,7 +88,10 @@ impl Metric for FiniteLoss {
     fn update(&mut self, loss: &StepLoss, metadata: &MetricMetadata) -> SerializedEntry {
         if !loss.0.is_finite() {
             let epoch = metadata.global_progress.items_processed;
-            let step = metadata.iteration.unwrap_or_default();
+            let mut step = metadata.iteration.unwrap_or_default();
+            if epoch == self.resumed_at.0 {
+                step += self.resumed_at.1;
+            }
             let what = format!("the loss became {} at epoch {epoch}, step {step}", loss.0);
             if self.fault.record(what.clone()) {
                 self.interrupter.stop(Some(&what));

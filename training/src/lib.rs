@@ -9,6 +9,7 @@ pub mod data;
 pub mod evaluate;
 pub mod feature_cache;
 pub mod guard;
+pub mod interrupt;
 pub mod loader;
 pub mod metrics;
 pub mod optimizer;

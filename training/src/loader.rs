@@ -30,8 +30,10 @@ pub struct OrderedLoader<B: Backend, I, O> {
     device: B::Device,
     /// The epoch of the next `iter` call.
     epoch: Arc<AtomicUsize>,
-    /// Reseed the backend's generator at each epoch's start from this seed and the epoch.
+    /// Reseed the backend's generator before each batch from this seed, the epoch and the batch.
     reseed: Option<u64>,
+    /// Batches of the next epoch that are left out (a run resumed mid-epoch has trained them).
+    skip: Arc<AtomicUsize>,
 }
 
 impl<B: Backend, I, O> OrderedLoader<B, I, O>
@@ -55,6 +57,7 @@ where
             device,
             epoch: Arc::new(AtomicUsize::new(0)),
             reseed: None,
+            skip: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -66,10 +69,10 @@ where
         }
     }
 
-    /// Seeds the backend's random generator (dropout's masks) at the start of every epoch, on
-    /// the training thread, from `seed` and the epoch alone: a run resumed at an epoch
-    /// draws the masks an unbroken run draws there, instead of continuing from its fresh
-    /// start's state. Only for the training loader: validation draws nothing.
+    /// Seeds the backend's random generator (dropout's masks) before every batch is handed
+    /// over, on the training thread, from `seed`, the epoch and the batch alone: a run resumed
+    /// at any step draws the masks an unbroken run draws there, instead of continuing from
+    /// its fresh start's state. Only for the training loader: validation draws nothing.
     pub fn reseed_backend(self, seed: u64) -> Self {
         Self {
             reseed: Some(seed),
@@ -89,6 +92,13 @@ where
     /// has still to train, not the first ones again.
     pub fn starting_epoch(self, epoch: usize) -> Self {
         self.epoch.store(epoch, Ordering::SeqCst);
+        self
+    }
+
+    /// Leaves out the first `batches` batches of the first epoch: a run resumed in the middle
+    /// of an epoch goes on with the batches it had not trained, in the epoch's order.
+    pub fn skipping(self, batches: usize) -> Self {
+        self.skip.store(batches, Ordering::SeqCst);
         self
     }
 
@@ -112,6 +122,7 @@ where
             device,
             epoch: Arc::new(AtomicUsize::new(self.epoch.load(Ordering::SeqCst))),
             reseed: self.reseed,
+            skip: Arc::new(AtomicUsize::new(self.skip.load(Ordering::SeqCst))),
         }
     }
 }
@@ -121,6 +132,13 @@ fn epoch_stream(seed: u64, epoch: usize) -> u64 {
     seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
+/// The backend's seed for batch `batch` of `epoch` of a run seeded with `seed`.
+fn batch_stream(seed: u64, epoch: usize, batch: usize) -> u64 {
+    epoch_stream(seed, epoch)
+        .wrapping_add(1)
+        .wrapping_add((batch as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9))
+}
+
 impl<B: Backend, I, O> DataLoader<B, O> for OrderedLoader<B, I, O>
 where
     I: Send + Sync + Clone + 'static,
@@ -128,16 +146,15 @@ where
 {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<O> + 'a> {
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst);
-        if let Some(seed) = self.reseed {
-            B::seed(&self.device, epoch_stream(seed, epoch).wrapping_add(1));
-        }
         let order = self.order(epoch);
-        let batches: Arc<Vec<Vec<usize>>> = Arc::new(
-            order
-                .chunks(self.batch_size)
-                .map(<[usize]>::to_vec)
-                .collect(),
-        );
+        let all: Vec<Vec<usize>> = order
+            .chunks(self.batch_size)
+            .map(<[usize]>::to_vec)
+            .collect();
+        let skipped = self.skip.swap(0, Ordering::SeqCst).min(all.len());
+        let done: usize = all[..skipped].iter().map(Vec::len).sum();
+        let total = order.len();
+        let batches: Arc<Vec<Vec<usize>>> = Arc::new(all[skipped..].to_vec());
         let workers = self.workers.min(batches.len()).max(1);
         let mut receivers = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
@@ -171,7 +188,14 @@ where
             receivers,
             handles,
             next: 0,
-            processed: 0,
+            processed: done,
+            total,
+            reseed: self.reseed.map(|seed| Reseed::<B> {
+                seed,
+                epoch,
+                first: skipped,
+                device: self.device.clone(),
+            }),
         })
     }
 
@@ -190,17 +214,30 @@ where
     }
 }
 
-struct OrderedIter<O> {
-    /// Items in each batch of the epoch.
+/// Where the backend's seed of each batch comes from.
+struct Reseed<B: Backend> {
+    seed: u64,
+    epoch: usize,
+    /// The epoch's batch number of the first batch handed over.
+    first: usize,
+    device: B::Device,
+}
+
+struct OrderedIter<B: Backend, O> {
+    /// Items in each batch handed over.
     sizes: Vec<usize>,
     /// Worker `w` sends batches `w`, `w + workers`, ... in order.
     receivers: Vec<Receiver<O>>,
     handles: Vec<Option<JoinHandle<()>>>,
     next: usize,
+    /// Items of the epoch handed over (or skipped).
     processed: usize,
+    /// Items of the whole epoch.
+    total: usize,
+    reseed: Option<Reseed<B>>,
 }
 
-impl<O> Iterator for OrderedIter<O> {
+impl<B: Backend, O> Iterator for OrderedIter<B, O> {
     type Item = O;
 
     fn next(&mut self) -> Option<O> {
@@ -210,6 +247,12 @@ impl<O> Iterator for OrderedIter<O> {
         let worker = self.next % self.receivers.len();
         match self.receivers[worker].recv() {
             Ok(batch) => {
+                if let Some(r) = &self.reseed {
+                    B::seed(
+                        &r.device,
+                        batch_stream(r.seed, r.epoch, r.first + self.next),
+                    );
+                }
                 self.processed += self.sizes[self.next];
                 self.next += 1;
                 Some(batch)
@@ -223,9 +266,9 @@ impl<O> Iterator for OrderedIter<O> {
     }
 }
 
-impl<O> DataLoaderIterator<O> for OrderedIter<O> {
+impl<B: Backend, O> DataLoaderIterator<O> for OrderedIter<B, O> {
     fn progress(&self) -> Progress {
-        Progress::new(self.processed, self.sizes.iter().sum())
+        Progress::new(self.processed, self.total)
     }
 }
 
@@ -285,6 +328,18 @@ mod tests {
         assert_ne!(first, second);
         let resumed = epochs(&loader(2).starting_epoch(1), 2);
         assert_eq!(resumed, all[14..].to_vec());
+    }
+
+    #[test]
+    fn a_loader_resumed_mid_epoch_skips_the_batches_trained_and_counts_them_done() {
+        let all = epochs(&loader(2), 2);
+        let resumed = loader(2).starting_epoch(1).skipping(5);
+        let mut iter = resumed.iter();
+        assert_eq!(iter.progress().items_processed, 15);
+        assert_eq!(iter.next().as_ref(), Some(&all[14 + 5]));
+        drop(iter);
+        // Only the first epoch is cut; the next one is whole.
+        assert_eq!(resumed.iter().count(), 14);
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The learning-rate schedule: cosine or constant, multiplied by the plateau decays of the
 //! validation score.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use burn::lr_scheduler::constant::ConstantLr;
 use burn::lr_scheduler::cosine::{CosineAnnealingLrScheduler, CosineAnnealingLrSchedulerConfig};
 use burn::lr_scheduler::LrScheduler;
@@ -63,24 +66,47 @@ impl LrScheduler for BaseSchedule {
 /// A learning-rate schedule multiplied by the plateau decays of the validation history
 /// (`lr_decay_factor` after every `lr_decay_patience` epochs without a better score). Its
 /// checkpoint holds the history too, so that a resumed run goes on from the same state.
+///
+/// Clones share the position and the history: burn-train's learner owns the one that steps,
+/// and a clone kept outside writes the schedule of a mid-epoch checkpoint ([`Self::snapshot`]).
 #[derive(Clone)]
-pub struct PlateauDecay<S> {
-    inner: S,
+pub struct PlateauDecay {
+    inner: BaseSchedule,
     history: ValidationHistory,
+    /// The base schedule's record after its last step.
+    position: Arc<AtomicUsize>,
 }
 
-impl<S> PlateauDecay<S> {
+impl PlateauDecay {
     /// `inner` decayed on the plateaus of `history`.
-    pub fn new(inner: S, history: ValidationHistory) -> Self {
-        Self { inner, history }
+    pub fn new(inner: BaseSchedule, history: ValidationHistory) -> Self {
+        let position = Arc::new(AtomicUsize::new(base_record(&inner)));
+        Self {
+            inner,
+            history,
+            position,
+        }
+    }
+
+    /// The record the learner's schedule would save now (read from any clone).
+    pub fn snapshot(&self) -> (usize, String) {
+        (self.position.load(Ordering::SeqCst), self.history.to_json())
     }
 }
 
-impl<S: LrScheduler> LrScheduler for PlateauDecay<S> {
-    type Record<B: Backend> = (S::Record<B>, String);
+/// The base schedule's record, which is the same on every backend.
+fn base_record(schedule: &BaseSchedule) -> usize {
+    LrScheduler::to_record::<burn::backend::NdArray>(schedule)
+}
+
+impl LrScheduler for PlateauDecay {
+    type Record<B: Backend> = (usize, String);
 
     fn step(&mut self) -> LearningRate {
-        self.inner.step() * self.history.lr_factor()
+        let lr = self.inner.step() * self.history.lr_factor();
+        self.position
+            .store(base_record(&self.inner), Ordering::SeqCst);
+        lr
     }
 
     fn to_record<B: Backend>(&self) -> Self::Record<B> {
@@ -89,10 +115,9 @@ impl<S: LrScheduler> LrScheduler for PlateauDecay<S> {
 
     fn load_record<B: Backend>(self, (inner, history): Self::Record<B>) -> Self {
         self.history.restore(&history);
-        Self {
-            inner: self.inner.load_record::<B>(inner),
-            history: self.history,
-        }
+        let inner = self.inner.load_record::<B>(inner);
+        self.position.store(base_record(&inner), Ordering::SeqCst);
+        Self { inner, ..self }
     }
 }
 
@@ -134,10 +159,16 @@ mod tests {
             BaseSchedule::new(LrSchedule::Cosine, 1e-3, 10).unwrap(),
             h.clone(),
         );
+        let watcher = decay.clone();
         for _ in 0..4 {
             decay.step();
         }
         let record = decay.to_record::<B>();
+        assert_eq!(
+            watcher.snapshot(),
+            record,
+            "a clone made before sees the steps taken"
+        );
         let fresh = ValidationHistory::new(ValidationConfig {
             lr_decay_patience: 2,
             ..ValidationConfig::default()

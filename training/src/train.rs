@@ -17,6 +17,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::checkpoint::{ComposedCheckpointingStrategy, KeepLastNCheckpoints};
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
+use burn::train::renderer::tui::TuiMetricsRendererWrapper;
 use burn::train::{ExecutionStrategy, Interrupter, Learner, MultiDeviceOptim, SupervisedTraining};
 use captioner_datasets::files::write_file;
 use captioner_datasets::vocab::PAD;
@@ -36,10 +37,11 @@ use crate::data::{held_out_split, prepare, DataSummary, OpenCache};
 use crate::evaluate::{evaluate, EvalReport, HeldOut};
 use crate::feature_cache::CacheEncoder;
 use crate::guard::{Fault, FiniteLoss, Guarded};
+use crate::interrupt::Interruptible;
 use crate::loader::OrderedLoader;
 use crate::optimizer::EncoderDecoderAdam;
 use crate::renderer::PlainRenderer;
-use crate::run_dir::RunDir;
+use crate::run_dir::{ResumePoint, RunDir, CHECKPOINT_PARTS};
 use crate::schedule::{BaseSchedule, PlateauDecay};
 use crate::self_critical::{CiderReward, SampleStat, SelfCriticalMetric};
 use crate::validation::{
@@ -55,21 +57,27 @@ pub struct Stopped {
     pub reason: String,
     /// The run.
     pub run: RunDir,
-    /// Its last complete checkpoint.
-    pub checkpoint: Option<usize>,
+    /// Where it resumes from.
+    pub checkpoint: Option<ResumePoint>,
     /// The epoch whose weights `model.mpk` holds.
     pub kept: Option<usize>,
 }
 
 impl Stopped {
     /// Where a stopped run resumes from, as a sentence.
-    fn resume_hint(run: &RunDir, checkpoint: Option<usize>) -> String {
+    fn resume_hint(run: &RunDir, checkpoint: Option<ResumePoint>) -> String {
+        let resume = format!("`train --resume --out {}`", run.root().display());
         match checkpoint {
-            Some(epoch) => format!(
-                "Its last checkpoint, epoch {epoch}, is as it was: `train --resume --out {}` \
-                 continues from there",
-                run.root().display()
+            Some(ResumePoint {
+                step: Some(step), ..
+            }) => format!(
+                "Its last checkpoint is of epoch {}, step {} of {}: {resume} continues from \
+                 there",
+                step.epoch, step.steps, step.steps_per_epoch
             ),
+            Some(ResumePoint { epochs, .. }) => {
+                format!("Its last checkpoint is of epoch {epochs}: {resume} continues from there")
+            }
             None => format!(
                 "No epoch was completed: `train --out {}` starts it again",
                 run.root().display()
@@ -235,11 +243,11 @@ pub fn rounds_per_epoch(items: usize, batch_size: usize, devices: usize) -> usiz
     largest_share.div_ceil(batch_size.max(1))
 }
 
-/// Trains on the data of `config` into `run`, resuming from checkpoint epoch `resume_from`
-/// when given, with batches laid out for `shapes` (the backend's), and returns the held-out
-/// report (also written to `report.json`). `interrupter` stops the run after the step it is
-/// in (Ctrl-C; the dashboard's `q` stops it through its own): the run then ends with
-/// [`Stopped`] and can be resumed from its last checkpoint.
+/// Trains on the data of `config` into `run`, resuming from `resume_from` when given, with
+/// batches laid out for `shapes` (the backend's), and returns the held-out report (also
+/// written to `report.json`). Once `request` is set (Ctrl-C; the dashboard's `q` sets it
+/// too) the run checkpoints the step it is in, or finishes its epoch, and ends with
+/// [`Stopped`]: it can be resumed from there ([`crate::interrupt`]).
 ///
 /// With more than one device in `devices` (the first is the main one) training is
 /// data-parallel through burn-train's multi-device strategy: each device takes whole batches
@@ -249,9 +257,9 @@ pub fn train<B: AutodiffBackend>(
     devices: Vec<B::Device>,
     config: TrainConfig,
     run: &RunDir,
-    resume_from: Option<usize>,
+    resume_from: Option<ResumePoint>,
     shapes: Shapes,
-    interrupter: Interrupter,
+    request: Interrupter,
 ) -> Result<TrainReport> {
     let started = Instant::now();
     let device = devices
@@ -329,7 +337,29 @@ pub fn train<B: AutodiffBackend>(
         Objective::CrossEntropy => data.train.len(),
         Objective::SelfCritical(_) => data.train.num_images(),
     };
-    let steps = config.epochs * rounds_per_epoch(items, per_step, devices.len());
+    let steps_per_epoch = rounds_per_epoch(items, per_step, devices.len());
+    let steps = config.epochs * steps_per_epoch;
+    let (epochs_done, steps_done) = match resume_from {
+        Some(ResumePoint {
+            epochs,
+            step: Some(step),
+        }) => {
+            if step.steps_per_epoch != steps_per_epoch {
+                bail!(
+                    "{} stopped at step {} of {} in epoch {}, but its data now makes {} steps \
+                     an epoch: resume with the data and settings it was started with",
+                    run.root().display(),
+                    step.steps,
+                    step.steps_per_epoch,
+                    step.epoch,
+                    steps_per_epoch
+                );
+            }
+            (epochs, step.steps)
+        }
+        Some(ResumePoint { epochs, step: None }) => (epochs, 0),
+        None => (0, 0),
+    };
     println!(
         "{} training images ({} captions), vocabulary of {} words",
         data.train.num_images(),
@@ -389,7 +419,8 @@ pub fn train<B: AutodiffBackend>(
             .shuffle(config.seed)
             .reseed_backend(config.seed)
             .workers(config.workers)
-            .starting_epoch(resume_from.unwrap_or(0)),
+            .starting_epoch(epochs_done)
+            .skipping(steps_done),
     );
     let sample = caption_sample(data.valid.num_images(), config.validation.caption_images);
     println!(
@@ -436,9 +467,14 @@ pub fn train<B: AutodiffBackend>(
 
     let pad = PAD as usize;
     let fault = Fault::default();
+    // burn-train's loop stops on this one; the user's request reaches it through the
+    // optimiser, after the step's checkpoint (crate::interrupt).
+    let stop = Interrupter::new();
     let mut training = SupervisedTraining::new(run.root(), train_loader, valid_loader)
-        .with_interrupter(interrupter.clone())
-        .metric_train(FiniteLoss::new(fault.clone(), interrupter.clone()))
+        .with_interrupter(stop.clone())
+        .metric_train(
+            FiniteLoss::new(fault.clone(), stop.clone()).resumed_at(epochs_done + 1, steps_done),
+        )
         .metric_train_numeric(LossMetric::new())
         .metric_valid_numeric(LossMetric::new());
     training = match config.objective {
@@ -450,12 +486,23 @@ pub fn train<B: AutodiffBackend>(
             .metric_train_numeric(SelfCriticalMetric::new(SampleStat::GreedyReward))
             .metric_train_numeric(SelfCriticalMetric::new(SampleStat::Length)),
     };
+    // Resumed mid-epoch, burn-train loads the previous epoch's checkpoint: it gets the
+    // step's files under those names.
+    let mut recorder = WeightsRecorder::new();
+    if steps_done > 0 {
+        for part in CHECKPOINT_PARTS {
+            recorder = recorder.reading_instead(
+                run.checkpoints().join(format!("{part}-{epochs_done}")),
+                run.step_checkpoints().join(part),
+            );
+        }
+    }
     let mut training = training
         .metric_valid_numeric(AccuracyMetric::new().with_pad_token(pad))
         .metric_valid_numeric(scoring)
         .metric_valid_numeric(recorded)
         .metric_train_numeric(LearningRateMetric::new())
-        .with_file_checkpointer(WeightsRecorder::new())
+        .with_file_checkpointer(recorder)
         .with_checkpointing_strategy(Guarded::new(
             ComposedCheckpointingStrategy::builder()
                 .add(KeepLastNCheckpoints::new(2))
@@ -463,11 +510,11 @@ pub fn train<B: AutodiffBackend>(
                 .build(),
             fault.clone(),
         ))
-        .early_stopping(PlateauStop::new(history.clone()))
+        .early_stopping(PlateauStop::new(history.clone()).or_when(request.clone()))
         .num_epochs(config.epochs)
         .summary();
-    if let Some(epoch) = resume_from {
-        training = training.checkpoint(epoch);
+    if resume_from.is_some() {
+        training = training.checkpoint(epochs_done);
     }
     if devices.len() > 1 {
         println!(
@@ -479,19 +526,39 @@ pub fn train<B: AutodiffBackend>(
             ExecutionStrategy::multi(devices.clone(), MultiDeviceOptim::OptimMainDevice).into(),
         );
     }
-    if !std::io::stdout().is_terminal() {
-        training = training.renderer(PlainRenderer::new(Duration::from_secs(10)));
-    }
-    let optimizer = optimizer(&config, devices.len());
+    training = if std::io::stdout().is_terminal() {
+        // The dashboard's `q` makes the same request as Ctrl-C.
+        training.renderer(TuiMetricsRendererWrapper::new(
+            request.clone(),
+            resume_from.map(|r| r.epochs),
+        ))
+    } else {
+        training.renderer(PlainRenderer::new(Duration::from_secs(10)))
+    };
+    let optimizer = Interruptible::new(
+        optimizer(&config, devices.len()),
+        request.clone(),
+        stop,
+        run.clone(),
+        schedule.clone(),
+        steps_per_epoch,
+        epochs_done * steps_per_epoch + steps_done,
+        devices.len() == 1,
+    );
+    let step_saved = optimizer.saved();
     let result = training.launch(Learner::new(model, optimizer, schedule));
     let epochs = history.epochs();
     let trained = epochs.last().map_or(config.epochs, |e| e.epoch);
     let best = history.best();
     let (last_checkpoint, _) = run.last_checkpoint();
+    let last_epoch = last_checkpoint.map(|epochs| ResumePoint { epochs, step: None });
+    let step_saved = step_saved.lock().expect("step checkpoint lock").take();
     if let Some(fault) = fault.get() {
+        // A step checkpoint taken as the loss went wrong holds spoiled weights.
+        run.drop_step_checkpoint()?;
         bail!(
             "{fault}: training stopped. {}. Lower --lr or --grad-clip, then resume.",
-            Stopped::resume_hint(run, last_checkpoint)
+            Stopped::resume_hint(run, last_epoch)
         );
     }
     // The final weights are always those of a completed, validated epoch, read back from its
@@ -513,15 +580,29 @@ pub fn train<B: AutodiffBackend>(
         }
         None => result.model,
     };
-    if let Some(reason) = interrupter.get_message() {
+    let stopped_early = step_saved.is_some() || trained < config.epochs;
+    if let (Some(reason), true) = (request.get_message(), stopped_early) {
+        let checkpoint = match step_saved {
+            Some(Ok(step)) => Some(ResumePoint {
+                epochs: step.epoch - 1,
+                step: Some(step),
+            }),
+            Some(Err(why)) => {
+                eprintln!("warning: cannot write the checkpoint of the step: {why}");
+                last_epoch
+            }
+            None => last_epoch,
+        };
         return Err(Stopped {
             reason,
             run: run.clone(),
-            checkpoint: last_checkpoint,
+            checkpoint,
             kept: keep,
         }
         .into());
     }
+    // The run went on past any step it stopped at before.
+    run.drop_step_checkpoint()?;
     if let Some(best) = &best {
         println!(
             "Best epoch: {} (validation BLEU-4 {:.4}, CIDEr-D {:.4}); its weights are the run's",
@@ -564,7 +645,7 @@ pub fn train<B: AutodiffBackend>(
         run: run.root().display().to_string(),
         epochs: trained,
         wall_seconds: started.elapsed().as_secs_f64(),
-        resumed_after: resume_from,
+        resumed_after: resume_from.map(|r| r.epochs),
         data: data.summary,
         best,
         validation: epochs,

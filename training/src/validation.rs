@@ -476,12 +476,26 @@ impl CheckpointingStrategy for BestCheckpoint {
 #[derive(Clone)]
 pub struct PlateauStop {
     history: ValidationHistory,
+    /// The user's request to stop, honoured once an epoch is checkpointed.
+    request: Option<burn::train::Interrupter>,
 }
 
 impl PlateauStop {
     /// Judges epochs by `history`.
     pub fn new(history: ValidationHistory) -> Self {
-        Self { history }
+        Self {
+            history,
+            request: None,
+        }
+    }
+
+    /// Also stops after the epoch in which `request` is set (by the user, when the run could
+    /// not stop mid-epoch: see [`crate::interrupt`]).
+    pub fn or_when(self, request: burn::train::Interrupter) -> Self {
+        Self {
+            request: Some(request),
+            ..self
+        }
     }
 }
 
@@ -505,6 +519,9 @@ impl PlateauStop {
 
 impl EarlyStoppingStrategy for PlateauStop {
     fn should_stop(&mut self, epoch: usize, _: &EventStoreClient) -> bool {
+        if self.request.as_ref().is_some_and(|r| r.should_stop()) {
+            return true;
+        }
         self.stop_after(epoch)
     }
 }
