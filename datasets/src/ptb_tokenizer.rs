@@ -306,9 +306,10 @@ const CLITICS: [&str; 11] = [
 /// assimilations back on their word (`dog 's` -> `dog's`, `is n't` -> `isn't`,
 /// `gon na` -> `gonna`, `'t is` -> `'tis`, `y' all` -> `y'all`). A word is joined to the one
 /// before only when the tokenizer splits the joined form back into the same words, so that
-/// `ptb_tokenize(&detokenize(words))` gives `words` back for tokenised captions (short of
-/// tokens that CoreNLP keeps whole only in capitals, like `AT&T`, whose lowercase form it
-/// splits).
+/// `ptb_tokenize(&detokenize(words))` gives `words` back for tokenised captions, short of
+/// tokens that CoreNLP keeps whole only in capitals (like `AT&T`, whose lowercase form it
+/// splits) and of a whole number followed by a fraction that were not apart in the caption
+/// (`3'1/2`: shown as `3 1/2`, CoreNLP makes them one token).
 pub fn detokenize(words: &[&str]) -> String {
     let mut out = String::new();
     // The words making up the text after the last space of `out`.

@@ -24,15 +24,21 @@ pub struct Layout {
 impl Layout {
     /// Whether the elements lie in row-major order (dimensions of size 1 have any stride).
     pub fn is_contiguous(&self) -> bool {
+        if self.shape.len() != self.stride.len() {
+            return false;
+        }
         if self.shape.contains(&0) {
             return true;
         }
-        let mut expected = 1;
+        let mut expected = 1usize;
         for (&size, &stride) in self.shape.iter().zip(&self.stride).rev() {
             if size != 1 && stride != expected {
                 return false;
             }
-            expected *= size;
+            let Some(next) = expected.checked_mul(size) else {
+                return false;
+            };
+            expected = next;
         }
         true
     }
@@ -40,6 +46,9 @@ impl Layout {
     /// Whether the view covers its `numel` storage elements exactly once (a permutation of a
     /// contiguous tensor): then the storage-order elements that burn-store returns hold it all.
     fn is_dense(&self) -> bool {
+        if self.shape.len() != self.stride.len() {
+            return false;
+        }
         if self.shape.contains(&0) {
             return true;
         }
@@ -51,30 +60,53 @@ impl Layout {
             .map(|(&size, &stride)| (stride, size))
             .collect();
         dims.sort();
-        let mut expected = 1;
+        let mut expected = 1usize;
         for (stride, size) in dims {
             if stride != expected {
                 return false;
             }
-            expected *= size;
+            let Some(next) = expected.checked_mul(size) else {
+                return false;
+            };
+            expected = next;
         }
         true
     }
 }
 
 /// Puts `elements` (of `element_size` bytes each, in the storage order that burn-store
-/// returns) into row-major order. `None` when the view is not dense (a slice with gaps, whose
-/// elements burn-store did not all read).
+/// returns) into row-major order. An error, to follow the tensor's name, when the view is not
+/// dense (a slice with gaps, whose elements burn-store did not all read) or when `elements`
+/// does not hold as many elements as the layout's shape (a file whose pickle and data
+/// disagree).
 pub fn reorder_to_contiguous(
     layout: &Layout,
     elements: &[u8],
     element_size: usize,
-) -> Option<Vec<u8>> {
+) -> Result<Vec<u8>, String> {
     if !layout.is_dense() {
-        return None;
+        return Err(format!(
+            "is stored as a view with gaps (strides {:?}); save the state dict again with \
+             contiguous tensors",
+            layout.stride
+        ));
     }
-    let count: usize = layout.shape.iter().product();
-    let mut out = Vec::with_capacity(count * element_size);
+    let count = layout
+        .shape
+        .iter()
+        .try_fold(1usize, |n, &size| n.checked_mul(size));
+    let bytes = count.and_then(|count| count.checked_mul(element_size));
+    if bytes != Some(elements.len()) {
+        return Err(format!(
+            "has {} bytes of data where its shape {:?} needs {} elements of {element_size} \
+             bytes: the file is corrupt",
+            elements.len(),
+            layout.shape,
+            count.map_or("more than can be counted".to_string(), |c| c.to_string())
+        ));
+    }
+    let count = count.unwrap_or_default();
+    let mut out = Vec::with_capacity(elements.len());
     let mut index = vec![0usize; layout.shape.len()];
     for _ in 0..count {
         let source: usize = index.iter().zip(&layout.stride).map(|(i, s)| i * s).sum();
@@ -87,7 +119,7 @@ pub fn reorder_to_contiguous(
             index[d] = 0;
         }
     }
-    Some(out)
+    Ok(out)
 }
 
 /// The layout of every tensor in the `.pth` file at `path`, by its key (nested dictionaries
@@ -431,7 +463,7 @@ mod tests {
             shape: vec![2, 3],
             stride: vec![6, 2],
         };
-        assert!(reorder_to_contiguous(&strided, &stored, 1).is_none());
+        assert!(reorder_to_contiguous(&strided, &stored, 1).is_err());
         // Size-1 dimensions carry any stride.
         let column = Layout {
             shape: vec![3, 1],

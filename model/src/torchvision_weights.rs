@@ -139,15 +139,8 @@ fn contiguous_copy(path: &Path, layouts: &HashMap<String, Layout>) -> Result<Vec
         };
         let bytes = match layouts.get(key) {
             Some(layout) if !layout.is_contiguous() => {
-                reorder_to_contiguous(layout, data.as_bytes(), dtype.bitsize() / 8).ok_or_else(
-                    || {
-                        format!(
-                            "{key} is stored as a view with gaps (strides {:?}); save the state \
-                         dict again with contiguous tensors",
-                            layout.stride
-                        )
-                    },
-                )?
+                reorder_to_contiguous(layout, data.as_bytes(), dtype.bitsize() / 8)
+                    .map_err(|why| format!("{key} {why}"))?
             }
             _ => data.as_bytes().to_vec(),
         };
