@@ -34,50 +34,45 @@ use crate::schedule::PlateauDecay;
 /// it could not be. Shared between the optimiser inside burn-train's learner and the caller.
 pub type StepSaved = Arc<Mutex<Option<Result<StepCheckpoint, String>>>>;
 
+/// When and where a run checkpoints the step in which its user asked it to stop.
+#[derive(Clone)]
+pub struct StepCheckpointing {
+    /// Set by the user (Ctrl-C, the dashboard's `q`).
+    pub request: Interrupter,
+    /// burn-train's own: stops its loop after the current step.
+    pub stop: Interrupter,
+    /// The run the checkpoint goes into.
+    pub run: RunDir,
+    /// A clone of the learner's schedule, sharing its position.
+    pub schedule: PlateauDecay,
+    /// Optimiser steps in an epoch.
+    pub steps_per_epoch: usize,
+    /// Whether a step checkpoint can be resumed from (one device only); otherwise the epoch
+    /// is finished instead.
+    pub mid_epoch: bool,
+}
+
 /// An optimiser that, once the user asks the run to stop, checkpoints the step it has just
 /// taken and then stops burn-train's training loop (see the module's documentation).
 #[derive(Clone)]
 pub struct Interruptible<O> {
     inner: O,
-    /// Set by the user (Ctrl-C, the dashboard's `q`).
-    request: Interrupter,
-    /// burn-train's own: stops its loop after the current step.
-    stop: Interrupter,
-    run: RunDir,
-    /// A clone of the learner's schedule, sharing its position.
-    schedule: PlateauDecay,
-    steps_per_epoch: usize,
+    at: StepCheckpointing,
     /// Optimiser steps of the run so far, those before a resume included.
     steps: usize,
-    /// Whether a step checkpoint can be resumed from (one device only).
-    mid_epoch: bool,
     saved: StepSaved,
 }
 
 impl<O> Interruptible<O> {
-    /// `inner`, in a run of `steps_per_epoch` steps an epoch that has taken `steps_done` steps
-    /// already; it checkpoints into `run` when `request` is set and stops through `stop`.
-    /// With `mid_epoch` false the epoch is finished instead.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        inner: O,
-        request: Interrupter,
-        stop: Interrupter,
-        run: RunDir,
-        schedule: PlateauDecay,
-        steps_per_epoch: usize,
-        steps_done: usize,
-        mid_epoch: bool,
-    ) -> Self {
+    /// `inner`, checkpointing as `at` says, in a run that has taken `steps_done` steps.
+    pub fn new(inner: O, at: StepCheckpointing, steps_done: usize) -> Self {
         Self {
             inner,
-            request,
-            stop,
-            run,
-            schedule,
-            steps_per_epoch: steps_per_epoch.max(1),
+            at: StepCheckpointing {
+                steps_per_epoch: at.steps_per_epoch.max(1),
+                ..at
+            },
             steps: steps_done,
-            mid_epoch,
             saved: StepSaved::default(),
         }
     }
@@ -89,8 +84,9 @@ impl<O> Interruptible<O> {
 
     /// The epoch (1-based) and its steps done after `steps` steps of the run.
     fn position(&self, steps: usize) -> (usize, usize) {
-        let epoch = (steps - 1) / self.steps_per_epoch + 1;
-        (epoch, steps - (epoch - 1) * self.steps_per_epoch)
+        let per_epoch = self.at.steps_per_epoch;
+        let epoch = (steps - 1) / per_epoch + 1;
+        (epoch, steps - (epoch - 1) * per_epoch)
     }
 }
 
@@ -102,25 +98,26 @@ impl<O> Interruptible<O> {
     {
         self.steps += 1;
         // Not asked, or already stopping (a NaN loss stops the loop too: nothing is saved).
-        if !self.request.should_stop() || self.stop.should_stop() {
+        if !self.at.request.should_stop() || self.at.stop.should_stop() {
             return;
         }
         let (epoch, steps) = self.position(self.steps);
-        if !self.mid_epoch || steps == self.steps_per_epoch {
+        if !self.at.mid_epoch || steps == self.at.steps_per_epoch {
             return;
         }
         let state = StepCheckpoint {
             epoch,
             steps,
-            steps_per_epoch: self.steps_per_epoch,
+            steps_per_epoch: self.at.steps_per_epoch,
         };
         let outcome = self
+            .at
             .run
             .save_step_checkpoint(state, |dir| self.save(dir, model))
             .map(|()| state)
             .map_err(|e| format!("{e:#}"));
         *self.saved.lock().expect("step checkpoint lock") = Some(outcome);
-        self.stop.stop(self.request.get_message().as_deref());
+        self.at.stop.stop(self.at.request.get_message().as_deref());
     }
 
     /// The model, optimiser and schedule files of the step checkpoint, in `dir`, as
@@ -140,9 +137,13 @@ impl<O> Interruptible<O> {
         Recorder::<B>::record(&recorder, self.inner.to_record(), dir.join("optim"))
             .map_err(fail)
             .context("optimiser")?;
-        Recorder::<B>::record(&recorder, self.schedule.snapshot(), dir.join("scheduler"))
-            .map_err(fail)
-            .context("schedule")?;
+        Recorder::<B>::record(
+            &recorder,
+            self.at.schedule.snapshot(),
+            dir.join("scheduler"),
+        )
+        .map_err(fail)
+        .context("schedule")?;
         Ok(())
     }
 }
@@ -199,16 +200,15 @@ mod tests {
                 .unwrap(),
             history,
         );
-        let at = Interruptible::new(
-            (),
-            Interrupter::new(),
-            Interrupter::new(),
+        let at = StepCheckpointing {
+            request: Interrupter::new(),
+            stop: Interrupter::new(),
             run,
             schedule,
-            10,
-            0,
-            true,
-        );
+            steps_per_epoch: 10,
+            mid_epoch: true,
+        };
+        let at = Interruptible::new((), at, 0);
         assert_eq!(at.position(1), (1, 1));
         assert_eq!(at.position(10), (1, 10));
         assert_eq!(at.position(11), (2, 1));

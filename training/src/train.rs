@@ -37,7 +37,7 @@ use crate::data::{held_out_split, prepare, DataSummary, OpenCache};
 use crate::evaluate::{evaluate, EvalReport, HeldOut};
 use crate::feature_cache::CacheEncoder;
 use crate::guard::{Fault, FiniteLoss, Guarded};
-use crate::interrupt::Interruptible;
+use crate::interrupt::{Interruptible, StepCheckpointing};
 use crate::loader::OrderedLoader;
 use crate::optimizer::EncoderDecoderAdam;
 use crate::renderer::PlainRenderer;
@@ -535,15 +535,18 @@ pub fn train<B: AutodiffBackend>(
     } else {
         training.renderer(PlainRenderer::new(Duration::from_secs(10)))
     };
+    let at = StepCheckpointing {
+        request: request.clone(),
+        stop,
+        run: run.clone(),
+        schedule: schedule.clone(),
+        steps_per_epoch,
+        mid_epoch: devices.len() == 1,
+    };
     let optimizer = Interruptible::new(
         optimizer(&config, devices.len()),
-        request.clone(),
-        stop,
-        run.clone(),
-        schedule.clone(),
-        steps_per_epoch,
+        at,
         epochs_done * steps_per_epoch + steps_done,
-        devices.len() == 1,
     );
     let step_saved = optimizer.saved();
     let result = training.launch(Learner::new(model, optimizer, schedule));
