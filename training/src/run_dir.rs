@@ -26,6 +26,15 @@ pub use captioner_model::WeightsRecorder;
 /// The files of one epoch's checkpoint, as burn-train names them: `<part>-<epoch>.mpk`.
 pub const CHECKPOINT_PARTS: [&str; 3] = ["model", "optim", "scheduler"];
 
+/// What is wrong with each file of a checkpoint whose part files `file` names (without
+/// extension): nothing when all of them are there and decode to the end.
+fn part_faults(file: impl Fn(&str) -> PathBuf) -> Vec<String> {
+    CHECKPOINT_PARTS
+        .iter()
+        .filter_map(|part| check_complete(&file(part)).err())
+        .collect()
+}
+
 /// Where a run stopped in the middle of an epoch: `checkpoint/step/state.json`, written after
 /// the step's model, optimiser and scheduler files (`checkpoint/step/<part>.mpk`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -182,10 +191,7 @@ impl RunDir {
             // Older than the last epoch checkpoint: that epoch was finished since.
             .filter(|state| state.epoch == epochs + 1)
             .filter(|state| {
-                let faults: Vec<String> = CHECKPOINT_PARTS
-                    .iter()
-                    .filter_map(|p| check_complete(&self.step_checkpoints().join(p)).err())
-                    .collect();
+                let faults = part_faults(|part| self.step_checkpoints().join(part));
                 if !faults.is_empty() {
                     broken.push(format!(
                         "the checkpoint of epoch {}, step {} is unusable: {}",
@@ -234,10 +240,7 @@ impl RunDir {
         let dir = self.checkpoints();
         let mut broken = Vec::new();
         for epoch in self.checkpoint_epochs() {
-            let faults: Vec<String> = CHECKPOINT_PARTS
-                .iter()
-                .filter_map(|p| check_complete(&dir.join(format!("{p}-{epoch}"))).err())
-                .collect();
+            let faults = part_faults(|part| dir.join(format!("{part}-{epoch}")));
             if faults.is_empty() {
                 return (Some(epoch), broken);
             }
