@@ -5,6 +5,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
 use crate::activation::tanh_by_exp;
+use crate::fused_attention;
 use crate::step_linear::StepLinear;
 
 /// Sizes of an [`Attention`] layer.
@@ -60,14 +61,26 @@ impl<B: Backend> Attention<B> {
         query: &StepLinear<B>,
         hidden: Tensor<B, 2>,
     ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let query = query.forward(hidden);
+        // flex (and Autodiff<Flex>): the whole step in one pass, `fused_attention.rs`.
+        fused_attention::attend(features, projected, &query, &self.score.weight.val())
+            .unwrap_or_else(|| self.forward_by_tensor_ops(features, projected, query))
+    }
+
+    /// [`Attention::forward`] as Burn tensor operations, given the decoder side `query`
+    /// `[batch, attention_dim]`: what every backend but flex runs, and the reference that
+    /// the fused kernel is tested against.
+    pub fn forward_by_tensor_ops(
+        &self,
+        features: &Tensor<B, 3>,
+        projected: &Tensor<B, 3>,
+        query: Tensor<B, 2>,
+    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let [batch, positions, width] = projected.dims();
         // The query repeated over the positions, not broadcast: flex adds two contiguous
         // tensors in a vectorised loop but walks a broadcast one index by index (that add
         // was 12% of a decoder training step in the profile, bench/RESULTS.md).
-        let query = query
-            .forward(hidden)
-            .unsqueeze_dim::<3>(1)
-            .repeat_dim(1, positions);
+        let query = query.unsqueeze_dim::<3>(1).repeat_dim(1, positions);
         let energy = tanh_by_exp(projected.clone() + query);
         // One `[batch * positions, width] x [width, 1]` product rather than a batch of them.
         let scores = self
@@ -81,5 +94,143 @@ impl<B: Backend> Attention<B> {
             .matmul(features.clone())
             .squeeze_dim::<2>(1);
         (context, alpha)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::tensor::Distribution;
+
+    /// The largest difference between two tensors' values, relative to the largest value.
+    fn relative_gap<B: Backend, const D: usize>(
+        ours: Tensor<B, D>,
+        reference: Tensor<B, D>,
+    ) -> f32 {
+        let ours: Vec<f32> = ours.into_data().to_vec().unwrap();
+        let reference: Vec<f32> = reference.into_data().to_vec().unwrap();
+        assert_eq!(ours.len(), reference.len());
+        let scale = reference.iter().fold(1e-12f32, |m, x| m.max(x.abs()));
+        let gap = ours
+            .iter()
+            .zip(&reference)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        gap / scale
+    }
+
+    #[test]
+    fn backends_without_a_fused_kernel_take_the_tensor_operations() {
+        let device = Default::default();
+        let features = Tensor::<NdArray, 3>::zeros([2, 3, 4], &device);
+        let projected = Tensor::<NdArray, 3>::zeros([2, 3, 5], &device);
+        let query = Tensor::<NdArray, 2>::zeros([2, 5], &device);
+        let score = Tensor::<NdArray, 2>::zeros([5, 1], &device);
+        assert!(fused_attention::attend(&features, &projected, &query, &score).is_none());
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn the_fused_step_on_flex_gives_the_outputs_and_gradients_of_the_tensor_operations() {
+        use burn::backend::Flex;
+        use burn::module::AutodiffModule;
+        type Ad = Autodiff<Flex>;
+        let device = Default::default();
+        // Widths that are not multiples of the kernels' 16 lanes, and the preset's own.
+        for (n, positions, feature_dim, hidden_dim, attention_dim) in [
+            (3, 5, 11, 7, 19),
+            (8, 49, 40, 24, 64),
+            (4, 49, 1280, 512, 512),
+        ] {
+            Ad::seed(&device, 7);
+            let attention =
+                AttentionConfig::new(feature_dim, hidden_dim, attention_dim).init::<Ad>(&device);
+            let features = Tensor::<Ad, 3>::random(
+                [n, positions, feature_dim],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            )
+            .require_grad();
+            let hidden =
+                Tensor::<Ad, 2>::random([n, hidden_dim], Distribution::Normal(0.0, 1.0), &device)
+                    .require_grad();
+            let weigh_context =
+                Tensor::<Ad, 2>::random([n, feature_dim], Distribution::Normal(0.0, 1.0), &device);
+            let weigh_alpha =
+                Tensor::<Ad, 2>::random([n, positions], Distribution::Normal(0.0, 1.0), &device);
+            let run = |fused: bool| {
+                let projected = attention.project_features(features.clone());
+                let (context, alpha) = if fused {
+                    attention.forward(
+                        &features,
+                        &projected,
+                        &attention.query_layer(),
+                        hidden.clone(),
+                    )
+                } else {
+                    let query = attention.query_layer().forward(hidden.clone());
+                    attention.forward_by_tensor_ops(&features, &projected, query)
+                };
+                let loss = (context.clone() * weigh_context.clone()).sum()
+                    + (alpha.clone() * weigh_alpha.clone()).sum();
+                let grads = loss.backward();
+                let grad = |t: &Tensor<Ad, 2>| t.grad(&grads).unwrap();
+                (
+                    context.inner(),
+                    alpha.inner(),
+                    features.grad(&grads).unwrap(),
+                    grad(&hidden),
+                    attention.feature_proj.weight.grad(&grads).unwrap(),
+                    attention
+                        .feature_proj
+                        .bias
+                        .as_ref()
+                        .unwrap()
+                        .grad(&grads)
+                        .unwrap(),
+                    attention.hidden_proj.weight.grad(&grads).unwrap(),
+                    attention.score.weight.grad(&grads).unwrap(),
+                    attention.score.bias.as_ref().unwrap().grad(&grads),
+                )
+            };
+            let ours = run(true);
+            let reference = run(false);
+            let sizes = format!("n {n}, positions {positions}, attention {attention_dim}");
+            let checks = [
+                ("context", relative_gap(ours.0, reference.0)),
+                ("alpha", relative_gap(ours.1, reference.1)),
+                ("d features", relative_gap(ours.2, reference.2)),
+                ("d hidden", relative_gap(ours.3, reference.3)),
+                ("d feature_proj.weight", relative_gap(ours.4, reference.4)),
+                ("d feature_proj.bias", relative_gap(ours.5, reference.5)),
+                ("d hidden_proj.weight", relative_gap(ours.6, reference.6)),
+                ("d score.weight", relative_gap(ours.7, reference.7)),
+            ];
+            for (what, gap) in checks {
+                assert!(
+                    gap < 2e-5,
+                    "{what} differs by {gap} of its largest value ({sizes})"
+                );
+            }
+            // The bias shifts every score alike, which softmax undoes: the fused step leaves
+            // it without a gradient, and the tensor operations give it rounding noise.
+            assert!(ours.8.is_none(), "{sizes}");
+            let noise: f32 = reference.8.unwrap().abs().max().into_scalar();
+            assert!(noise < 1e-4, "{sizes}: {noise}");
+
+            // Inference (flex without autodiff) gives the same values.
+            let inner = attention.valid();
+            let (features, hidden) = (features.clone().inner(), hidden.clone().inner());
+            let projected = inner.project_features(features.clone());
+            let (context, alpha) =
+                inner.forward(&features, &projected, &inner.query_layer(), hidden.clone());
+            let query = inner.query_layer().forward(hidden);
+            let weight = inner.score.weight.val();
+            assert!(fused_attention::attend(&features, &projected, &query, &weight).is_some());
+            let (context_ref, alpha_ref) =
+                inner.forward_by_tensor_ops(&features, &projected, query);
+            assert!(relative_gap(context, context_ref) < 2e-5, "{sizes}");
+            assert!(relative_gap(alpha, alpha_ref) < 2e-5, "{sizes}");
+        }
     }
 }

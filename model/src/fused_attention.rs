@@ -1,0 +1,586 @@
+//! One decoder step's attention in one pass over memory, with its own backward, on the flex
+//! backend.
+//!
+//! [`crate::attention::Attention::forward`] is written as Burn tensor operations, and on
+//! every backend but flex that is what runs. On flex, Burn 0.21 runs each of those operations
+//! as its own pass over the `[n, positions, attention]` energies: the add of the query, the
+//! `tanh` (through `exp`, one element at a time), the score product, and in the backward pass
+//! as many again, each writing a tensor of that size. Here the whole step is two loops per
+//! row, vectorised for AVX2 or AVX-512, whichever the CPU has (`pulp`'s dispatch):
+//!
+//! - forward: `t = tanh(projected + query)`, `s = t . w`, `alpha = softmax(s)`,
+//!   `context = sum_p alpha_p features_p`;
+//! - backward: `d alpha` from the context's and alpha's gradients, `ds` through the softmax,
+//!   then in one pass over `t` the gradients of `projected` (`ds w (1 - t^2)`), of the query
+//!   (its sum over positions) and of `w`.
+//!
+//! The score layer's bias is left out: softmax does not depend on a shift of all its inputs,
+//! so the bias changes nothing and its gradient is zero (the tensor-operation path computes
+//! it as a sum that cancels to rounding noise). Results are the same whatever the number of
+//! threads: rows are split between threads, and sums across rows are added in row order.
+//!
+//! `attention.rs`'s tests hold the outputs and every gradient to the tensor-operation path.
+//! Setting `CAPTIONER_FUSED=0` in the environment turns the kernel off (to compare speeds, or
+//! to rule it out when something looks wrong).
+
+use std::sync::OnceLock;
+
+use burn::prelude::*;
+
+/// Whether the fused kernels run where they can: yes unless the environment sets
+/// `CAPTIONER_FUSED=0` (read once, at the first step).
+pub fn enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("CAPTIONER_FUSED").map_or(true, |v| v.trim() != "0"))
+}
+
+/// The context `[n, feature_dim]` and the attention weights `[n, positions]`, computed by
+/// the fused kernel, or `None` where the backend has none (every backend but flex and
+/// `Autodiff<Flex>`, or tensors that are not `f32`).
+///
+/// - `features`: `[n, positions, feature_dim]`;
+/// - `projected`: `[n, positions, attention_dim]`, the encoder side of the scores;
+/// - `query`: `[n, attention_dim]`, the decoder side;
+/// - `score`: `[attention_dim, 1]`, the score layer's weight.
+pub fn attend<B: Backend>(
+    features: &Tensor<B, 3>,
+    projected: &Tensor<B, 3>,
+    query: &Tensor<B, 2>,
+    score: &Tensor<B, 2>,
+) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
+    #[cfg(feature = "flex")]
+    {
+        if !enabled() {
+            return None;
+        }
+        let [n, positions, feature_dim] = features.dims();
+        let [rows, positions_2, attention_dim] = projected.dims();
+        if rows != n
+            || positions_2 != positions
+            || query.dims() != [n, attention_dim]
+            || score.dims() != [attention_dim, 1]
+        {
+            return None;
+        }
+        let joined = on_flex::attend(features, projected, query, score)?;
+        let context = joined.clone().narrow(1, 0, feature_dim);
+        let alpha = joined.narrow(1, feature_dim, positions);
+        Some((context, alpha))
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (features, projected, query, score);
+        None
+    }
+}
+
+/// The arithmetic of the fused step on plain `f32` slices, row-major.
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
+mod kernels {
+    use rayon::prelude::*;
+
+    /// Sizes of one step: `n` rows, `p` positions, `a` attention width, `e` feature width.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Dims {
+        pub n: usize,
+        pub p: usize,
+        pub a: usize,
+        pub e: usize,
+    }
+
+    /// `tanh` as a rational function (the odd 13/6 form that Eigen uses for `float`), within
+    /// 5e-7 of `tanh` over all of `f32`: only multiplications, additions, a division and a
+    /// clamp, so that it vectorises.
+    #[inline(always)]
+    fn tanh(x: f32) -> f32 {
+        let x = x.clamp(-9.0, 9.0);
+        let x2 = x * x;
+        let mut p = -2.760_768_5e-16_f32;
+        p = p * x2 + 2.000_187_9e-13;
+        p = p * x2 - 8.604_671_5e-11;
+        p = p * x2 + 5.122_297e-8;
+        p = p * x2 + 1.485_722_4e-5;
+        p = p * x2 + 6.372_619_3e-4;
+        p = p * x2 + 4.893_524_6e-3;
+        let mut q = 1.198_258_4e-6_f32;
+        q = q * x2 + 1.185_347_1e-4;
+        q = q * x2 + 2.268_434_6e-3;
+        q = q * x2 + 4.893_525_2e-3;
+        x * p / q
+    }
+
+    /// `x . y` with sixteen partial sums, which the compiler keeps in vector registers.
+    #[inline(always)]
+    fn dot(x: &[f32], y: &[f32]) -> f32 {
+        let mut acc = [0.0f32; 16];
+        let mut xs = x.chunks_exact(16);
+        let mut ys = y.chunks_exact(16);
+        for (xc, yc) in (&mut xs).zip(&mut ys) {
+            for i in 0..16 {
+                acc[i] += xc[i] * yc[i];
+            }
+        }
+        let tail: f32 = xs
+            .remainder()
+            .iter()
+            .zip(ys.remainder())
+            .map(|(a, b)| a * b)
+            .sum();
+        acc.iter().sum::<f32>() + tail
+    }
+
+    /// Runs `f` compiled for the best instruction set of this CPU.
+    #[inline(always)]
+    fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+        pulp::Arch::new().dispatch(
+            #[inline(always)]
+            || f(),
+        )
+    }
+
+    /// One row of the forward pass: writes `out` = `[context (e), alpha (p)]`, and the
+    /// energies `[p, a]` into `energy`, or into its first `a` values one position at a time
+    /// when it is that short.
+    #[inline(always)]
+    fn forward_row(
+        d: Dims,
+        features: &[f32],
+        projected: &[f32],
+        query: &[f32],
+        w: &[f32],
+        energy: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let (context, alpha) = out.split_at_mut(d.e);
+        let keep = energy.len() == d.p * d.a;
+        for (position, (score, projected)) in alpha
+            .iter_mut()
+            .zip(projected.chunks_exact(d.a))
+            .enumerate()
+        {
+            let energy = &mut energy[if keep { position * d.a } else { 0 }..][..d.a];
+            for ((t, &x), &y) in energy.iter_mut().zip(projected).zip(query) {
+                *t = tanh(x + y);
+            }
+            *score = dot(energy, w);
+        }
+        let max = alpha.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut total = 0.0;
+        for s in alpha.iter_mut() {
+            *s = (*s - max).exp();
+            total += *s;
+        }
+        for s in alpha.iter_mut() {
+            *s /= total;
+        }
+        context.fill(0.0);
+        for (&weight, feature) in alpha.iter().zip(features.chunks_exact(d.e)) {
+            for (c, &f) in context.iter_mut().zip(feature) {
+                *c += weight * f;
+            }
+        }
+    }
+
+    /// The forward pass: `[n, e + p]` (context, then alpha), and when `keep_energy` the
+    /// energies `tanh(projected + query)` `[n, p, a]` that the backward pass reads (empty
+    /// otherwise).
+    pub fn forward(
+        d: Dims,
+        features: &[f32],
+        projected: &[f32],
+        query: &[f32],
+        w: &[f32],
+        keep_energy: bool,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let mut out = vec![0.0; d.n * (d.e + d.p)];
+        let row = |row: usize, energy: &mut [f32], out: &mut [f32]| {
+            vectorised(|| {
+                forward_row(
+                    d,
+                    &features[row * d.p * d.e..][..d.p * d.e],
+                    &projected[row * d.p * d.a..][..d.p * d.a],
+                    &query[row * d.a..][..d.a],
+                    w,
+                    energy,
+                    out,
+                )
+            })
+        };
+        let energy = if keep_energy {
+            let mut energy = vec![0.0; d.n * d.p * d.a];
+            out.par_chunks_mut(d.e + d.p)
+                .zip(energy.par_chunks_mut(d.p * d.a))
+                .enumerate()
+                .for_each(|(i, (out, energy))| row(i, energy, out));
+            energy
+        } else {
+            out.par_chunks_mut(d.e + d.p)
+                .enumerate()
+                .for_each_init(|| vec![0.0; d.a], |scratch, (i, out)| row(i, scratch, out));
+            Vec::new()
+        };
+        (out, energy)
+    }
+
+    /// Gradients of the fused step.
+    pub struct Gradients {
+        /// `[n, p, a]`.
+        pub projected: Vec<f32>,
+        /// `[n, a]`.
+        pub query: Vec<f32>,
+        /// `[a]`.
+        pub w: Vec<f32>,
+        /// `[n, p, e]`, when asked for.
+        pub features: Option<Vec<f32>>,
+    }
+
+    /// One row of the backward pass; `dw` receives this row's part of `w`'s gradient.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn backward_row(
+        d: Dims,
+        features: &[f32],
+        alpha: &[f32],
+        energy: &[f32],
+        w: &[f32],
+        d_out: &[f32],
+        d_projected: &mut [f32],
+        d_query: &mut [f32],
+        dw: &mut [f32],
+        ds: &mut [f32],
+    ) {
+        let (d_context, d_alpha) = d_out.split_at(d.e);
+        for ((ds, &da), feature) in ds.iter_mut().zip(d_alpha).zip(features.chunks_exact(d.e)) {
+            *ds = da + dot(d_context, feature);
+        }
+        let mean: f32 = alpha.iter().zip(ds.iter()).map(|(a, g)| a * g).sum();
+        for (ds, &a) in ds.iter_mut().zip(alpha) {
+            *ds = a * (*ds - mean);
+        }
+        d_query.fill(0.0);
+        dw.fill(0.0);
+        for ((&s, energy), d_projected) in ds
+            .iter()
+            .zip(energy.chunks_exact(d.a))
+            .zip(d_projected.chunks_exact_mut(d.a))
+        {
+            for ((((g, &t), &w), dq), dw) in d_projected
+                .iter_mut()
+                .zip(energy)
+                .zip(w)
+                .zip(d_query.iter_mut())
+                .zip(dw.iter_mut())
+            {
+                let v = s * w * (1.0 - t * t);
+                *g = v;
+                *dq += v;
+                *dw += s * t;
+            }
+        }
+    }
+
+    /// The backward pass, given the forward pass's `out` and `energy` and the gradient of
+    /// `out`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        d: Dims,
+        features: &[f32],
+        out: &[f32],
+        energy: &[f32],
+        w: &[f32],
+        d_out: &[f32],
+        want_features: bool,
+    ) -> Gradients {
+        let mut d_projected = vec![0.0; d.n * d.p * d.a];
+        let mut d_query = vec![0.0; d.n * d.a];
+        let mut dw_rows = vec![0.0; d.n * d.a];
+        let mut ds = vec![0.0; d.n * d.p];
+        d_projected
+            .par_chunks_mut(d.p * d.a)
+            .zip(d_query.par_chunks_mut(d.a))
+            .zip(dw_rows.par_chunks_mut(d.a))
+            .zip(ds.par_chunks_mut(d.p))
+            .enumerate()
+            .for_each(|(row, (((d_projected, d_query), dw), ds))| {
+                vectorised(|| {
+                    backward_row(
+                        d,
+                        &features[row * d.p * d.e..][..d.p * d.e],
+                        &out[row * (d.e + d.p) + d.e..][..d.p],
+                        &energy[row * d.p * d.a..][..d.p * d.a],
+                        w,
+                        &d_out[row * (d.e + d.p)..][..d.e + d.p],
+                        d_projected,
+                        d_query,
+                        dw,
+                        ds,
+                    )
+                })
+            });
+        // Rows added in order, so that the sum is the same whatever the threads did.
+        let mut dw = vec![0.0; d.a];
+        for row in dw_rows.chunks_exact(d.a) {
+            for (total, &x) in dw.iter_mut().zip(row) {
+                *total += x;
+            }
+        }
+        let features = want_features.then(|| {
+            // d features_p = alpha_p d context.
+            let mut d_features = vec![0.0; d.n * d.p * d.e];
+            d_features
+                .par_chunks_mut(d.p * d.e)
+                .enumerate()
+                .for_each(|(row, d_features)| {
+                    let alpha = &out[row * (d.e + d.p) + d.e..][..d.p];
+                    let d_context = &d_out[row * (d.e + d.p)..][..d.e];
+                    vectorised(|| {
+                        for (&a, g) in alpha.iter().zip(d_features.chunks_exact_mut(d.e)) {
+                            for (g, &dc) in g.iter_mut().zip(d_context) {
+                                *g = a * dc;
+                            }
+                        }
+                    })
+                });
+            d_features
+        });
+        Gradients {
+            projected: d_projected,
+            query: d_query,
+            w: dw,
+            features,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_rational_tanh_is_within_5e7_of_tanh_everywhere() {
+            let mut worst = 0.0f64;
+            for i in -240_000..=240_000 {
+                let x = i as f32 * 5e-5;
+                worst = worst.max((tanh(x) as f64 - (x as f64).tanh()).abs());
+            }
+            for x in [-1e30f32, -50.0, -9.5, 9.5, 50.0, 1e30] {
+                worst = worst.max((tanh(x) as f64 - (x as f64).tanh()).abs());
+            }
+            assert!(worst < 5e-7, "worst error {worst}");
+        }
+
+        #[test]
+        fn dot_adds_every_product_also_past_the_last_sixteen() {
+            let x: Vec<f32> = (0..37).map(|i| i as f32).collect();
+            let y: Vec<f32> = (0..37).map(|i| 1.0 + (i % 3) as f32).collect();
+            let expected: f32 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
+            assert_eq!(dot(&x, &y), expected);
+        }
+    }
+}
+
+#[cfg(feature = "flex")]
+mod on_flex {
+    use std::any::Any;
+
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::flex::FlexTensor;
+    use burn::backend::{Autodiff, Flex};
+    use burn::prelude::*;
+    use burn::tensor::ops::FloatTensor;
+    use burn::tensor::{DType, TensorMetadata, TensorPrimitive};
+
+    use super::kernels::{self, Dims};
+
+    /// `x` as a `U` when `T` is `U`, or back as it came.
+    fn cast<T: 'static, U: 'static>(x: T) -> Result<U, T> {
+        let mut slot = Some(x);
+        match (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
+            Some(u) => Ok(u.take().expect("just filled")),
+            None => Err(slot.expect("untouched")),
+        }
+    }
+
+    fn primitive<B: Backend, const D: usize>(t: &Tensor<B, D>) -> B::FloatTensorPrimitive {
+        t.clone().into_primitive().tensor()
+    }
+
+    /// An `f32` flex tensor whose values lie in row-major order: itself when they already
+    /// do (a tensor narrowed to its first rows included), or a copy.
+    fn values(t: &FlexTensor) -> Option<FlexTensor> {
+        if t.dtype() != DType::F32 {
+            return None;
+        }
+        Some(if t.is_contiguous() {
+            t.clone()
+        } else {
+            t.to_contiguous()
+        })
+    }
+
+    fn slice(t: &FlexTensor) -> &[f32] {
+        t.as_slice::<f32>().expect("contiguous f32")
+    }
+
+    fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+        FlexTensor::from_data(TensorData::new(values, shape))
+    }
+
+    fn dims(features: &FlexTensor, projected: &FlexTensor) -> Dims {
+        let [n, p, e] = features.shape().dims();
+        let a = projected.shape().dims::<3>()[2];
+        Dims { n, p, a, e }
+    }
+
+    /// `[n, e + p]`: the context, then alpha.
+    pub(super) fn attend<B: Backend>(
+        features: &Tensor<B, 3>,
+        projected: &Tensor<B, 3>,
+        query: &Tensor<B, 2>,
+        score: &Tensor<B, 2>,
+    ) -> Option<Tensor<B, 2>> {
+        let joined = match cast::<_, [FlexTensor; 4]>([
+            primitive(features),
+            primitive(projected),
+            primitive(query),
+            primitive(score),
+        ]) {
+            Ok([f, p, q, w]) => cast(inference(f, p, q, w)?).ok()?,
+            Err(_) => {
+                let [f, p, q, w] = cast::<_, [FloatTensor<Autodiff<Flex>>; 4]>([
+                    primitive(features),
+                    primitive(projected),
+                    primitive(query),
+                    primitive(score),
+                ])
+                .ok()?;
+                cast(training(f, p, q, w)?).ok()?
+            }
+        };
+        Some(Tensor::from_primitive(TensorPrimitive::Float(joined)))
+    }
+
+    fn inference(
+        features: FlexTensor,
+        projected: FlexTensor,
+        query: FlexTensor,
+        w: FlexTensor,
+    ) -> Option<FlexTensor> {
+        let [features, projected, query, w] = [
+            values(&features)?,
+            values(&projected)?,
+            values(&query)?,
+            values(&w)?,
+        ];
+        let d = dims(&features, &projected);
+        let (out, _) = kernels::forward(
+            d,
+            slice(&features),
+            slice(&projected),
+            slice(&query),
+            slice(&w),
+            false,
+        );
+        Some(flex_tensor(out, [d.n, d.e + d.p]))
+    }
+
+    /// What the backward pass reads.
+    #[derive(Debug, Clone)]
+    struct Saved {
+        features: FlexTensor,
+        out: FlexTensor,
+        energy: FlexTensor,
+        w: FlexTensor,
+        dims: Dims,
+    }
+
+    #[derive(Debug)]
+    struct AttendBackward;
+
+    impl Backward<Flex, 4> for AttendBackward {
+        type State = Saved;
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 4>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let Saved {
+                features,
+                out,
+                energy,
+                w,
+                dims: d,
+            } = ops.state;
+            let [projected_node, query_node, w_node, features_node] = ops.parents;
+            let d_out = grads.consume::<Flex>(&ops.node).to_contiguous();
+            let g = kernels::backward(
+                d,
+                slice(&features),
+                slice(&out),
+                slice(&energy),
+                slice(&w),
+                slice(&d_out),
+                features_node.is_some(),
+            );
+            if let Some(node) = projected_node {
+                grads.register::<Flex>(node.id, flex_tensor(g.projected, [d.n, d.p, d.a]));
+            }
+            if let Some(node) = query_node {
+                grads.register::<Flex>(node.id, flex_tensor(g.query, [d.n, d.a]));
+            }
+            if let Some(node) = w_node {
+                grads.register::<Flex>(node.id, flex_tensor(g.w, [d.a, 1]));
+            }
+            if let (Some(node), Some(d_features)) = (features_node, g.features) {
+                grads.register::<Flex>(node.id, flex_tensor(d_features, [d.n, d.p, d.e]));
+            }
+        }
+    }
+
+    fn training(
+        features: FloatTensor<Autodiff<Flex>>,
+        projected: FloatTensor<Autodiff<Flex>>,
+        query: FloatTensor<Autodiff<Flex>>,
+        w: FloatTensor<Autodiff<Flex>>,
+    ) -> Option<FloatTensor<Autodiff<Flex>>> {
+        let [f, p, q, wv] = [
+            values(&features.primitive)?,
+            values(&projected.primitive)?,
+            values(&query.primitive)?,
+            values(&w.primitive)?,
+        ];
+        let d = dims(&f, &p);
+        let forward = |keep_energy| {
+            let (out, energy) =
+                kernels::forward(d, slice(&f), slice(&p), slice(&q), slice(&wv), keep_energy);
+            (flex_tensor(out, [d.n, d.e + d.p]), energy)
+        };
+        let prepared = AttendBackward
+            .prepare::<NoCheckpointing>([
+                projected.node.clone(),
+                query.node.clone(),
+                w.node.clone(),
+                features.node.clone(),
+            ])
+            .compute_bound()
+            .stateful();
+        Some(match prepared {
+            OpsKind::Tracked(prep) => {
+                let (out, energy) = forward(true);
+                let saved = Saved {
+                    energy: flex_tensor(energy, [d.n, d.p, d.a]),
+                    out: out.clone(),
+                    features: f.clone(),
+                    w: wv.clone(),
+                    dims: d,
+                };
+                prep.finish(saved, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(false).0),
+        })
+    }
+}
