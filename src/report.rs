@@ -76,6 +76,25 @@ pub fn dominant_caption<'a>(
     (total >= MIN_PICTURES && 2 * count > total).then_some((caption, count, total))
 }
 
+/// The page's title from what `infer` was given (files, folders, "paths from stdin"): every
+/// input when there are up to three, else the first two and how many more, so that a folder's
+/// pictures passed one by one do not fill the top of the page.
+pub fn page_title(inputs: &[String]) -> String {
+    match inputs {
+        [] => "Captions".to_string(),
+        [one] => format!("Captions of {one}"),
+        [first @ .., last] if inputs.len() <= 3 => {
+            format!("Captions of {} and {last}", first.join(", "))
+        }
+        [first, second, rest @ ..] => {
+            format!(
+                "Captions of {first}, {second} and {} more inputs",
+                rest.len()
+            )
+        }
+    }
+}
+
 /// One picture's entry on the page.
 #[derive(Debug, Clone)]
 pub struct PageEntry {
@@ -214,6 +233,22 @@ mod tests {
         assert!(
             !page.contains("http"),
             "the page links nothing outside itself"
+        );
+    }
+
+    #[test]
+    fn the_title_names_up_to_three_inputs_and_counts_the_rest() {
+        let inputs: Vec<String> = (1..=12).map(|i| format!("p/{i}.jpg")).collect();
+        assert_eq!(page_title(&inputs[..0]), "Captions");
+        assert_eq!(page_title(&inputs[..1]), "Captions of p/1.jpg");
+        assert_eq!(page_title(&inputs[..2]), "Captions of p/1.jpg and p/2.jpg");
+        assert_eq!(
+            page_title(&inputs[..3]),
+            "Captions of p/1.jpg, p/2.jpg and p/3.jpg"
+        );
+        assert_eq!(
+            page_title(&inputs),
+            "Captions of p/1.jpg, p/2.jpg and 10 more inputs"
         );
     }
 

@@ -5,7 +5,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
 use crate::activation::tanh_by_exp;
-use crate::fused_attention;
+use crate::fused;
 use crate::step_linear::StepLinear;
 
 /// Sizes of an [`Attention`] layer.
@@ -62,8 +62,8 @@ impl<B: Backend> Attention<B> {
         hidden: Tensor<B, 2>,
     ) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let query = query.forward(hidden);
-        // flex (and Autodiff<Flex>): the whole step in one pass, `fused_attention.rs`.
-        fused_attention::attend(features, projected, &query, &self.score.weight.val())
+        // flex (and Autodiff<Flex>): the whole step in one pass, `fused.rs`.
+        fused::attend(features, projected, &query, &self.score.weight.val())
             .unwrap_or_else(|| self.forward_by_tensor_ops(features, projected, query))
     }
 
@@ -126,7 +126,7 @@ mod tests {
         let projected = Tensor::<NdArray, 3>::zeros([2, 3, 5], &device);
         let query = Tensor::<NdArray, 2>::zeros([2, 5], &device);
         let score = Tensor::<NdArray, 2>::zeros([5, 1], &device);
-        assert!(fused_attention::attend(&features, &projected, &query, &score).is_none());
+        assert!(fused::attend(&features, &projected, &query, &score).is_none());
     }
 
     #[cfg(feature = "flex")]
@@ -158,9 +158,9 @@ mod tests {
                 Tensor::<Ad, 2>::random([n, feature_dim], Distribution::Normal(0.0, 1.0), &device);
             let weigh_alpha =
                 Tensor::<Ad, 2>::random([n, positions], Distribution::Normal(0.0, 1.0), &device);
-            let run = |fused: bool| {
+            let run = |use_fused: bool| {
                 let projected = attention.project_features(features.clone());
-                let (context, alpha) = if fused {
+                let (context, alpha) = if use_fused {
                     attention.forward(
                         &features,
                         &projected,
@@ -226,7 +226,7 @@ mod tests {
                 inner.forward(&features, &projected, &inner.query_layer(), hidden.clone());
             let query = inner.query_layer().forward(hidden);
             let weight = inner.score.weight.val();
-            assert!(fused_attention::attend(&features, &projected, &query, &weight).is_some());
+            assert!(fused::attend(&features, &projected, &query, &weight).is_some());
             let (context_ref, alpha_ref) =
                 inner.forward_by_tensor_ops(&features, &projected, query);
             assert!(relative_gap(context, context_ref) < 2e-5, "{sizes}");

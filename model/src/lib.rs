@@ -16,7 +16,7 @@ pub mod activation;
 pub mod attention;
 pub mod conv_bn;
 pub mod frozen_batch_norm;
-pub mod fused_attention;
+pub mod fused;
 pub mod imagenet;
 pub mod lstm_cell;
 pub mod step_linear;

@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
 use crate::activation::tanh_by_exp;
+use crate::fused;
 use crate::step_linear::StepLinear;
 
 /// Sizes of an [`LstmCell`].
@@ -77,12 +78,126 @@ impl<B: Backend> LstmCell<B> {
     ) -> LstmState<B> {
         let joined = Tensor::cat(vec![context, state.hidden], 1);
         let gates = embed_gates + step_gates.forward(joined);
+        // flex (and Autodiff<Flex>): the nonlinearities and the update in one pass, `fused.rs`.
+        match fused::lstm_cell(&gates, &state.cell) {
+            Some((hidden, cell)) => LstmState { hidden, cell },
+            None => Self::update_by_tensor_ops(gates, state.cell),
+        }
+    }
+
+    /// The cell's nonlinearities and state update as Burn tensor operations, from the summed
+    /// gates `[batch, 4H]` and the previous cell state `[batch, H]`: what every backend but
+    /// flex runs, and the reference that the fused kernel is tested against.
+    pub fn update_by_tensor_ops(gates: Tensor<B, 2>, cell: Tensor<B, 2>) -> LstmState<B> {
         let [i, f, g, o]: [Tensor<B, 2>; 4] = gates
             .chunk(4, 1)
             .try_into()
             .expect("four gates of equal width");
-        let cell = sigmoid(f) * state.cell + sigmoid(i) * tanh_by_exp(g);
+        let cell = sigmoid(f) * cell + sigmoid(i) * tanh_by_exp(g);
         let hidden = sigmoid(o) * tanh_by_exp(cell.clone());
         LstmState { hidden, cell }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(feature = "flex")]
+    #[test]
+    fn the_fused_cell_on_flex_gives_the_states_and_gradients_of_the_tensor_operations() {
+        use super::*;
+        use crate::fused;
+        use burn::backend::{Autodiff, Flex};
+        use burn::module::AutodiffModule;
+        use burn::tensor::Distribution;
+        type Ad = Autodiff<Flex>;
+
+        fn relative_gap<B: Backend>(ours: Tensor<B, 2>, reference: Tensor<B, 2>) -> f32 {
+            let ours: Vec<f32> = ours.into_data().to_vec().unwrap();
+            let reference: Vec<f32> = reference.into_data().to_vec().unwrap();
+            let scale = reference.iter().fold(1e-12f32, |m, x| m.max(x.abs()));
+            let gap = ours
+                .iter()
+                .zip(&reference)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            gap / scale
+        }
+
+        let device = Default::default();
+        for (n, embed, context_dim, hidden_dim) in [(3, 5, 6, 7), (32, 512, 1280, 512)] {
+            Ad::seed(&device, 3);
+            let cell = LstmCellConfig::new(embed, context_dim, hidden_dim).init::<Ad>(&device);
+            let normal = Distribution::Normal(0.0, 2.0);
+            let embeddings = Tensor::<Ad, 2>::random([n, embed], normal, &device).require_grad();
+            let context = Tensor::<Ad, 2>::random([n, context_dim], normal, &device).require_grad();
+            let hidden = Tensor::<Ad, 2>::random([n, hidden_dim], normal, &device).require_grad();
+            let previous = Tensor::<Ad, 2>::random([n, hidden_dim], normal, &device).require_grad();
+            let weigh_h = Tensor::<Ad, 2>::random([n, hidden_dim], normal, &device);
+            let weigh_c = Tensor::<Ad, 2>::random([n, hidden_dim], normal, &device);
+            let run = |use_fused: bool| {
+                let gates = cell.embed_gates(embeddings.clone())
+                    + cell
+                        .step_layer()
+                        .forward(Tensor::cat(vec![context.clone(), hidden.clone()], 1));
+                let state = if use_fused {
+                    let (hidden, cell) = fused::lstm_cell(&gates, &previous).unwrap();
+                    LstmState { hidden, cell }
+                } else {
+                    LstmCell::update_by_tensor_ops(gates, previous.clone())
+                };
+                let loss = (state.hidden.clone() * weigh_h.clone()).sum()
+                    + (state.cell.clone() * weigh_c.clone()).sum();
+                let grads = loss.backward();
+                [
+                    state.hidden.inner(),
+                    state.cell.inner(),
+                    embeddings.grad(&grads).unwrap(),
+                    context.grad(&grads).unwrap(),
+                    hidden.grad(&grads).unwrap(),
+                    previous.grad(&grads).unwrap(),
+                    cell.step_gates.weight.grad(&grads).unwrap(),
+                    cell.embed_gates
+                        .bias
+                        .as_ref()
+                        .unwrap()
+                        .grad(&grads)
+                        .unwrap()
+                        .unsqueeze(),
+                ]
+            };
+            let names = [
+                "h",
+                "c",
+                "d embed",
+                "d context",
+                "d hidden",
+                "d c_prev",
+                "d step W",
+                "d bias",
+            ];
+            for ((name, ours), reference) in names.iter().zip(run(true)).zip(run(false)) {
+                let gap = relative_gap(ours, reference);
+                assert!(
+                    gap < 2e-5,
+                    "{name} differs by {gap} of its largest value (n {n})"
+                );
+            }
+
+            // Inference (flex without autodiff) gives the same states.
+            let inner = cell.valid();
+            let (embeddings, context, hidden, previous) = (
+                embeddings.clone().inner(),
+                context.clone().inner(),
+                hidden.clone().inner(),
+                previous.clone().inner(),
+            );
+            let gates = inner.embed_gates(embeddings)
+                + inner
+                    .step_layer()
+                    .forward(Tensor::cat(vec![context, hidden], 1));
+            let (h, c) = fused::lstm_cell(&gates, &previous).unwrap();
+            let reference = LstmCell::update_by_tensor_ops(gates, previous);
+            assert!(relative_gap(h, reference.hidden) < 2e-5);
+            assert!(relative_gap(c, reference.cell) < 2e-5);
+        }
     }
 }

@@ -12,7 +12,7 @@ use captioner::attention_image::attention_grid;
 use captioner::decoding::Decoding;
 use captioner::device::{run_chosen, BackendJob, DeviceKind, Target};
 use captioner::pictures::{collect, Picture};
-use captioner::report::{dominant_caption, html_page, Described, PageEntry};
+use captioner::report::{dominant_caption, html_page, page_title, Described, PageEntry};
 use captioner::write_file;
 use captioner_datasets::image::{load_rgb, RgbImage};
 use captioner_model::inference::progress_bar;
@@ -182,8 +182,7 @@ impl BackendJob for InferJob {
                     false => p.display().to_string(),
                 })
                 .collect();
-            let title = format!("Captions of {}", inputs.join(", "));
-            write_file(html, html_page(&title, &page).as_bytes())
+            write_file(html, html_page(&page_title(&inputs), &page).as_bytes())
                 .with_context(|| format!("cannot write {}", html.display()))?;
             eprintln!("Wrote {} ({} pictures)", html.display(), page.len());
         }

@@ -1,13 +1,16 @@
-//! One decoder step's attention in one pass over memory, with its own backward, on the flex
-//! backend.
+//! The decoder step's two hot spots, each as one operation with its own backward, on the flex
+//! backend: the attention, and the LSTM cell's nonlinearities and state update.
 //!
-//! [`crate::attention::Attention::forward`] is written as Burn tensor operations, and on
-//! every backend but flex that is what runs. On flex, Burn 0.21 runs each of those operations
-//! as its own pass over the `[n, positions, attention]` energies: the add of the query, the
-//! `tanh` (through `exp`, one element at a time), the score product, and in the backward pass
-//! as many again, each writing a tensor of that size. Here the whole step is two loops per
-//! row, vectorised for AVX2 or AVX-512, whichever the CPU has (`pulp`'s dispatch):
+//! [`crate::attention::Attention::forward`] and [`crate::lstm_cell::LstmCell::step`] are
+//! written as Burn tensor operations, and on every backend but flex that is what runs. On
+//! flex, Burn 0.21 runs each of those operations as its own pass over memory: for the
+//! attention, over the `[n, positions, attention]` energies, the add of the query, the `tanh`
+//! (through `exp`, one element at a time), the score product, and in the backward pass as
+//! many again, each writing a tensor of that size; for the cell, a dozen small passes over
+//! `[n, hidden]`. Here each is one loop per row, vectorised for AVX2 or AVX-512, whichever
+//! the CPU has (`pulp`'s dispatch).
 //!
+//! **Attention** ([`attend`]):
 //! - forward: `t = tanh(projected + query)`, `s = t . w`, `alpha = softmax(s)`,
 //!   `context = sum_p alpha_p features_p`;
 //! - backward: `d alpha` from the context's and alpha's gradients, `ds` through the softmax,
@@ -16,12 +19,17 @@
 //!
 //! The score layer's bias is left out: softmax does not depend on a shift of all its inputs,
 //! so the bias changes nothing and its gradient is zero (the tensor-operation path computes
-//! it as a sum that cancels to rounding noise). Results are the same whatever the number of
-//! threads: rows are split between threads, and sums across rows are added in row order.
+//! it as a sum that cancels to rounding noise).
 //!
-//! `attention.rs`'s tests hold the outputs and every gradient to the tensor-operation path.
-//! Setting `CAPTIONER_FUSED=0` in the environment turns the kernel off (to compare speeds, or
-//! to rule it out when something looks wrong).
+//! **LSTM cell** ([`lstm_cell`]): from the summed gates `[i, f, g, o]` and the previous cell
+//! state, `c = sigmoid(f) c_prev + sigmoid(i) tanh(g)` and `h = sigmoid(o) tanh(c)`, and
+//! back.
+//!
+//! Results are the same whatever the number of threads: rows are split between threads, and
+//! sums across rows are added in row order. The tests of `attention.rs` and `lstm_cell.rs`
+//! hold the outputs and every gradient to the tensor-operation path. Setting
+//! `CAPTIONER_FUSED=0` in the environment turns the fused operations off (to compare speeds,
+//! or to rule them out when something looks wrong).
 
 use std::sync::OnceLock;
 
@@ -74,7 +82,35 @@ pub fn attend<B: Backend>(
     }
 }
 
-/// The arithmetic of the fused step on plain `f32` slices, row-major.
+/// The LSTM cell's new hidden and cell states, `[n, hidden]` each, from the summed gates
+/// `[n, 4 hidden]` (`[i, f, g, o]`) and the previous cell state `[n, hidden]`, computed by
+/// the fused kernel, or `None` where the backend has none (as for [`attend`]).
+pub fn lstm_cell<B: Backend>(
+    gates: &Tensor<B, 2>,
+    cell: &Tensor<B, 2>,
+) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
+    #[cfg(feature = "flex")]
+    {
+        if !enabled() {
+            return None;
+        }
+        let [n, hidden] = cell.dims();
+        if gates.dims() != [n, 4 * hidden] {
+            return None;
+        }
+        let joined = on_flex::lstm_cell(gates, cell)?;
+        let new_hidden = joined.clone().narrow(1, 0, hidden);
+        let new_cell = joined.narrow(1, hidden, hidden);
+        Some((new_hidden, new_cell))
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (gates, cell);
+        None
+    }
+}
+
+/// The arithmetic of the fused operations on plain `f32` slices, row-major.
 #[cfg_attr(not(feature = "flex"), allow(dead_code))]
 mod kernels {
     use rayon::prelude::*;
@@ -351,6 +387,106 @@ mod kernels {
         }
     }
 
+    /// `sigmoid(x) = (1 + tanh(x / 2)) / 2`, through the rational [`tanh`].
+    #[inline(always)]
+    fn sigmoid(x: f32) -> f32 {
+        0.5 + 0.5 * tanh(0.5 * x)
+    }
+
+    /// The LSTM cell forward: `[n, 2h]` (new hidden, then new cell) and, when `keep`, the
+    /// activations `[n, 5h]` that the backward pass reads (`i, f, g, o` after their
+    /// nonlinearities, then `tanh(c)`), empty otherwise.
+    pub fn lstm_forward(
+        n: usize,
+        h: usize,
+        gates: &[f32],
+        cell: &[f32],
+        keep: bool,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let mut out = vec![0.0; n * 2 * h];
+        let mut saved = if keep {
+            vec![0.0; n * 5 * h]
+        } else {
+            Vec::new()
+        };
+        let row = |row: usize, out: &mut [f32], saved: &mut [f32]| {
+            vectorised(|| {
+                let gates = &gates[row * 4 * h..][..4 * h];
+                let c_prev = &cell[row * h..][..h];
+                let (new_h, new_c) = out.split_at_mut(h);
+                for j in 0..h {
+                    let i = sigmoid(gates[j]);
+                    let f = sigmoid(gates[h + j]);
+                    let g = tanh(gates[2 * h + j]);
+                    let o = sigmoid(gates[3 * h + j]);
+                    let c = f * c_prev[j] + i * g;
+                    let tc = tanh(c);
+                    new_c[j] = c;
+                    new_h[j] = o * tc;
+                    if !saved.is_empty() {
+                        saved[j] = i;
+                        saved[h + j] = f;
+                        saved[2 * h + j] = g;
+                        saved[3 * h + j] = o;
+                        saved[4 * h + j] = tc;
+                    }
+                }
+            })
+        };
+        if keep {
+            out.par_chunks_mut(2 * h)
+                .zip(saved.par_chunks_mut(5 * h))
+                .enumerate()
+                .for_each(|(i, (out, saved))| row(i, out, saved));
+        } else {
+            out.par_chunks_mut(2 * h)
+                .enumerate()
+                .for_each(|(i, out)| row(i, out, &mut []));
+        }
+        (out, saved)
+    }
+
+    /// The LSTM cell backward, given the forward pass's `saved` activations, the previous
+    /// cell state and the gradient `[n, 2h]` of its output: the gradients of the gates
+    /// `[n, 4h]` and of the previous cell state `[n, h]`.
+    pub fn lstm_backward(
+        n: usize,
+        h: usize,
+        saved: &[f32],
+        cell: &[f32],
+        d_out: &[f32],
+    ) -> (Vec<f32>, Vec<f32>) {
+        let mut d_gates = vec![0.0; n * 4 * h];
+        let mut d_cell = vec![0.0; n * h];
+        d_gates
+            .par_chunks_mut(4 * h)
+            .zip(d_cell.par_chunks_mut(h))
+            .enumerate()
+            .for_each(|(row, (d_gates, d_cell))| {
+                vectorised(|| {
+                    let saved = &saved[row * 5 * h..][..5 * h];
+                    let c_prev = &cell[row * h..][..h];
+                    let (dh, dc_out) = d_out[row * 2 * h..][..2 * h].split_at(h);
+                    for j in 0..h {
+                        let (i, f, g, o, tc) = (
+                            saved[j],
+                            saved[h + j],
+                            saved[2 * h + j],
+                            saved[3 * h + j],
+                            saved[4 * h + j],
+                        );
+                        let dc = dc_out[j] + dh[j] * o * (1.0 - tc * tc);
+                        d_gates[j] = dc * g * i * (1.0 - i);
+                        d_gates[h + j] = dc * c_prev[j] * f * (1.0 - f);
+                        d_gates[2 * h + j] = dc * i * (1.0 - g * g);
+                        d_gates[3 * h + j] = dh[j] * tc * o * (1.0 - o);
+                        d_cell[j] = dc * f;
+                    }
+                })
+            });
+        (d_gates, d_cell)
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
@@ -581,6 +717,98 @@ mod on_flex {
                 prep.finish(saved, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(forward(false).0),
+        })
+    }
+
+    /// `[n, 2 hidden]`: the new hidden state, then the new cell state.
+    pub(super) fn lstm_cell<B: Backend>(
+        gates: &Tensor<B, 2>,
+        cell: &Tensor<B, 2>,
+    ) -> Option<Tensor<B, 2>> {
+        let joined = match cast::<_, [FlexTensor; 2]>([primitive(gates), primitive(cell)]) {
+            Ok([g, c]) => {
+                let [g, c] = [values(&g)?, values(&c)?];
+                let [n, h] = c.shape().dims();
+                let (out, _) = kernels::lstm_forward(n, h, slice(&g), slice(&c), false);
+                cast(flex_tensor(out, [n, 2 * h])).ok()?
+            }
+            Err(_) => {
+                let [g, c] = cast::<_, [FloatTensor<Autodiff<Flex>>; 2]>([
+                    primitive(gates),
+                    primitive(cell),
+                ])
+                .ok()?;
+                cast(lstm_training(g, c)?).ok()?
+            }
+        };
+        Some(Tensor::from_primitive(TensorPrimitive::Float(joined)))
+    }
+
+    /// What the LSTM cell's backward pass reads.
+    #[derive(Debug, Clone)]
+    struct CellSaved {
+        activations: FlexTensor,
+        cell: FlexTensor,
+        n: usize,
+        h: usize,
+    }
+
+    #[derive(Debug)]
+    struct CellBackward;
+
+    impl Backward<Flex, 2> for CellBackward {
+        type State = CellSaved;
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 2>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let CellSaved {
+                activations,
+                cell,
+                n,
+                h,
+            } = ops.state;
+            let [gates_node, cell_node] = ops.parents;
+            let d_out = grads.consume::<Flex>(&ops.node).to_contiguous();
+            let (d_gates, d_cell) =
+                kernels::lstm_backward(n, h, slice(&activations), slice(&cell), slice(&d_out));
+            if let Some(node) = gates_node {
+                grads.register::<Flex>(node.id, flex_tensor(d_gates, [n, 4 * h]));
+            }
+            if let Some(node) = cell_node {
+                grads.register::<Flex>(node.id, flex_tensor(d_cell, [n, h]));
+            }
+        }
+    }
+
+    fn lstm_training(
+        gates: FloatTensor<Autodiff<Flex>>,
+        cell: FloatTensor<Autodiff<Flex>>,
+    ) -> Option<FloatTensor<Autodiff<Flex>>> {
+        let [g, c] = [values(&gates.primitive)?, values(&cell.primitive)?];
+        let [n, h] = c.shape().dims();
+        let prepared = CellBackward
+            .prepare::<NoCheckpointing>([gates.node.clone(), cell.node.clone()])
+            .compute_bound()
+            .stateful();
+        Some(match prepared {
+            OpsKind::Tracked(prep) => {
+                let (out, activations) = kernels::lstm_forward(n, h, slice(&g), slice(&c), true);
+                let saved = CellSaved {
+                    activations: flex_tensor(activations, [n, 5 * h]),
+                    cell: c.clone(),
+                    n,
+                    h,
+                };
+                prep.finish(saved, flex_tensor(out, [n, 2 * h]))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (out, _) = kernels::lstm_forward(n, h, slice(&g), slice(&c), false);
+                prep.finish(flex_tensor(out, [n, 2 * h]))
+            }
         })
     }
 }
