@@ -100,24 +100,9 @@ impl<B: Backend> Attention<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fused::relative_gap;
     use burn::backend::{Autodiff, NdArray};
     use burn::tensor::Distribution;
-
-    /// The largest difference between two tensors' values, relative to the largest value.
-    fn relative_gap<B: Backend, const D: usize>(
-        ours: Tensor<B, D>,
-        reference: Tensor<B, D>,
-    ) -> f32 {
-        let ours: Vec<f32> = ours.into_data().to_vec().unwrap();
-        let reference: Vec<f32> = reference.into_data().to_vec().unwrap();
-        assert_eq!(ours.len(), reference.len());
-        let scale = reference.iter().fold(1e-12f32, |m, x| m.max(x.abs()));
-        let gap = ours
-            .iter()
-            .zip(&reference)
-            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        gap / scale
-    }
 
     #[test]
     fn backends_without_a_fused_kernel_take_the_tensor_operations() {

@@ -110,6 +110,24 @@ pub fn lstm_cell<B: Backend>(
     }
 }
 
+/// For the tests that hold the fused operations to the tensor operations: the largest
+/// difference between two tensors' values, relative to the largest value of `reference`.
+#[cfg(test)]
+pub(crate) fn relative_gap<B: Backend, const D: usize>(
+    ours: Tensor<B, D>,
+    reference: Tensor<B, D>,
+) -> f32 {
+    let ours: Vec<f32> = ours.into_data().to_vec().unwrap();
+    let reference: Vec<f32> = reference.into_data().to_vec().unwrap();
+    assert_eq!(ours.len(), reference.len());
+    let scale = reference.iter().fold(1e-12f32, |m, x| m.max(x.abs()));
+    let gap = ours
+        .iter()
+        .zip(&reference)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    gap / scale
+}
+
 /// The arithmetic of the fused operations on plain `f32` slices, row-major.
 #[cfg_attr(not(feature = "flex"), allow(dead_code))]
 mod kernels {

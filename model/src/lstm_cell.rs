@@ -105,22 +105,11 @@ mod tests {
     #[test]
     fn the_fused_cell_on_flex_gives_the_states_and_gradients_of_the_tensor_operations() {
         use super::*;
-        use crate::fused;
+        use crate::fused::{self, relative_gap};
         use burn::backend::{Autodiff, Flex};
         use burn::module::AutodiffModule;
         use burn::tensor::Distribution;
         type Ad = Autodiff<Flex>;
-
-        fn relative_gap<B: Backend>(ours: Tensor<B, 2>, reference: Tensor<B, 2>) -> f32 {
-            let ours: Vec<f32> = ours.into_data().to_vec().unwrap();
-            let reference: Vec<f32> = reference.into_data().to_vec().unwrap();
-            let scale = reference.iter().fold(1e-12f32, |m, x| m.max(x.abs()));
-            let gap = ours
-                .iter()
-                .zip(&reference)
-                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            gap / scale
-        }
 
         let device = Default::default();
         for (n, embed, context_dim, hidden_dim) in [(3, 5, 6, 7), (32, 512, 1280, 512)] {

@@ -4,54 +4,54 @@
 use burn::nn::Linear;
 use burn::prelude::*;
 
-/// A `Linear` for inference whose weight is copied once (per search) to `[d_output,
-/// d_input]`, the layout PyTorch keeps, and used transposed at each step. Burn's `Linear`
-/// stores `[d_input, d_output]`; for a beam search step's `[96, 1792] x [1792, 2048]` the CPU
-/// gemm runs at about 105 GFLOP/s here with that layout, 205 with this one
-/// (`bench/examples/matmul.rs`).
+/// A `Linear` for inference that also keeps its weight copied once (per search) to
+/// `[d_output, d_input]`, the layout PyTorch keeps, and used transposed. Burn's `Linear`
+/// stores `[d_input, d_output]`. Which layout the CPU's gemm multiplies faster depends on the
+/// number of rows: the copy for a batched beam search step (`[96, 1792] x [1792, 2048]`),
+/// Burn's layout for a single picture's three beams (measured in bench/RESULTS.md). So steps
+/// of at least [`StepLinear::WIDE_ROWS`] rows use the copy and thinner ones Burn's layout.
 ///
-/// While training (the weight requires a gradient) the layer keeps Burn's layout: the
-/// backward pass would then multiply by the copy in the slow layout and add up transposed
-/// per-step gradients, which halved the speed of a decoder training step.
+/// While training (the weight requires a gradient) the layer keeps Burn's layout only: the
+/// backward pass would otherwise multiply by the copy in the slow layout and add up
+/// transposed per-step gradients, which halved the speed of a decoder training step.
 #[derive(Debug, Clone)]
 pub struct StepLinear<B: Backend> {
-    /// `[d_output, d_input]` when `transposed`, else `[d_input, d_output]`.
+    /// `[d_input, d_output]`.
     weight: Tensor<B, 2>,
-    transposed: bool,
+    /// `[d_output, d_input]`, when not training.
+    transposed: Option<Tensor<B, 2>>,
     bias: Option<Tensor<B, 1>>,
 }
 
 impl<B: Backend> StepLinear<B> {
-    /// Lays out `linear`'s weight for stepping (a copy when it is not being trained).
+    /// Steps with at least this many rows multiply by the `[d_output, d_input]` copy.
+    pub const WIDE_ROWS: usize = 16;
+
+    /// Lays out `linear`'s weight for stepping (with a copy when it is not being trained).
     pub fn new(linear: &Linear<B>) -> Self {
         let weight = linear.weight.val();
         let bias = linear.bias.as_ref().map(|bias| bias.val());
-        if weight.is_require_grad() {
-            return Self {
-                weight,
-                transposed: false,
-                bias,
-            };
-        }
-        let [d_input, d_output] = weight.dims();
-        // `reshape` of the transposed view copies it into the new layout.
-        let weight = weight
-            .transpose()
-            .reshape([d_output * d_input])
-            .reshape([d_output, d_input]);
+        let transposed = (!weight.is_require_grad()).then(|| {
+            let [d_input, d_output] = weight.dims();
+            // `reshape` of the transposed view copies it into the new layout.
+            weight
+                .clone()
+                .transpose()
+                .reshape([d_output * d_input])
+                .reshape([d_output, d_input])
+        });
         Self {
             weight,
-            transposed: true,
+            transposed,
             bias,
         }
     }
 
     /// `linear.forward(x)` for `x` `[rows, d_input]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let weight = if self.transposed {
-            self.weight.clone().transpose()
-        } else {
-            self.weight.clone()
+        let weight = match &self.transposed {
+            Some(copy) if x.dims()[0] >= Self::WIDE_ROWS => copy.clone().transpose(),
+            _ => self.weight.clone(),
         };
         let y = x.matmul(weight);
         match &self.bias {
@@ -83,14 +83,25 @@ mod tests {
 
         let inference = linear.valid();
         let step = StepLinear::new(&inference);
-        assert!(step.transposed);
+        assert!(step.transposed.is_some());
         let ours = values(step.forward(x.clone().inner()));
         let expected = values(inference.forward(x.clone().inner()));
         assert!(close(&ours, &expected), "{ours:?} vs {expected:?}");
+        // Wide enough for the copy.
+        let wide = x
+            .clone()
+            .inner()
+            .repeat_dim(0, StepLinear::<NdArray>::WIDE_ROWS);
+        let ours = values(step.forward(wide.clone()));
+        let expected_wide = values(inference.forward(wide));
+        assert!(
+            close(&ours, &expected_wide),
+            "{ours:?} vs {expected_wide:?}"
+        );
 
         let target = Tensor::<Ad, 2>::from_floats([[1.0, -2.0], [0.5, 0.0]], &device);
         let step = StepLinear::new(&linear);
-        assert!(!step.transposed);
+        assert!(step.transposed.is_none());
         let y = step.forward(x);
         let grads = (y.clone() * target).sum().backward();
         assert!(close(&values(y.inner()), &expected));
