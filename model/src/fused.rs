@@ -39,7 +39,10 @@ use burn::prelude::*;
 /// `CAPTIONER_FUSED=0` (read once, at the first step).
 pub fn enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| std::env::var("CAPTIONER_FUSED").map_or(true, |v| v.trim() != "0"))
+    *ENABLED.get_or_init(|| {
+        let setting = std::env::var("CAPTIONER_FUSED");
+        !matches!(setting.as_deref().map(str::trim), Ok("0"))
+    })
 }
 
 /// The context `[n, feature_dim]` and the attention weights `[n, positions]`, computed by
@@ -170,8 +173,8 @@ mod kernels {
         let mut xs = x.chunks_exact(16);
         let mut ys = y.chunks_exact(16);
         for (xc, yc) in (&mut xs).zip(&mut ys) {
-            for i in 0..16 {
-                acc[i] += xc[i] * yc[i];
+            for ((a, &x), &y) in acc.iter_mut().zip(xc).zip(yc) {
+                *a += x * y;
             }
         }
         let tail: f32 = xs
@@ -430,23 +433,22 @@ mod kernels {
         let row = |row: usize, out: &mut [f32], saved: &mut [f32]| {
             vectorised(|| {
                 let gates = &gates[row * 4 * h..][..4 * h];
+                let (gi, rest) = gates.split_at(h);
+                let (gf, rest) = rest.split_at(h);
+                let (gg, go) = rest.split_at(h);
                 let c_prev = &cell[row * h..][..h];
                 let (new_h, new_c) = out.split_at_mut(h);
-                for j in 0..h {
-                    let i = sigmoid(gates[j]);
-                    let f = sigmoid(gates[h + j]);
-                    let g = tanh(gates[2 * h + j]);
-                    let o = sigmoid(gates[3 * h + j]);
-                    let c = f * c_prev[j] + i * g;
+                let activations = gi.iter().zip(gf).zip(gg).zip(go).zip(c_prev);
+                for (j, ((((&gi, &gf), &gg), &go), &c_prev)) in activations.enumerate() {
+                    let (i, f, g, o) = (sigmoid(gi), sigmoid(gf), tanh(gg), sigmoid(go));
+                    let c = f * c_prev + i * g;
                     let tc = tanh(c);
                     new_c[j] = c;
                     new_h[j] = o * tc;
                     if !saved.is_empty() {
-                        saved[j] = i;
-                        saved[h + j] = f;
-                        saved[2 * h + j] = g;
-                        saved[3 * h + j] = o;
-                        saved[4 * h + j] = tc;
+                        for (k, value) in [i, f, g, o, tc].into_iter().enumerate() {
+                            saved[k * h + j] = value;
+                        }
                     }
                 }
             })
@@ -485,20 +487,15 @@ mod kernels {
                     let saved = &saved[row * 5 * h..][..5 * h];
                     let c_prev = &cell[row * h..][..h];
                     let (dh, dc_out) = d_out[row * 2 * h..][..2 * h].split_at(h);
-                    for j in 0..h {
-                        let (i, f, g, o, tc) = (
-                            saved[j],
-                            saved[h + j],
-                            saved[2 * h + j],
-                            saved[3 * h + j],
-                            saved[4 * h + j],
-                        );
-                        let dc = dc_out[j] + dh[j] * o * (1.0 - tc * tc);
+                    let inputs = dh.iter().zip(dc_out).zip(c_prev).zip(d_cell.iter_mut());
+                    for (j, (((&dh, &dc_out), &c_prev), d_cell)) in inputs.enumerate() {
+                        let [i, f, g, o, tc] = [0, 1, 2, 3, 4].map(|k| saved[k * h + j]);
+                        let dc = dc_out + dh * o * (1.0 - tc * tc);
                         d_gates[j] = dc * g * i * (1.0 - i);
-                        d_gates[h + j] = dc * c_prev[j] * f * (1.0 - f);
+                        d_gates[h + j] = dc * c_prev * f * (1.0 - f);
                         d_gates[2 * h + j] = dc * i * (1.0 - g * g);
-                        d_gates[3 * h + j] = dh[j] * tc * o * (1.0 - o);
-                        d_cell[j] = dc * f;
+                        d_gates[3 * h + j] = dh * tc * o * (1.0 - o);
+                        *d_cell = dc * f;
                     }
                 })
             });
