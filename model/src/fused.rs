@@ -153,8 +153,8 @@ mod kernels {
         let x = x.clamp(-9.0, 9.0);
         let x2 = x * x;
         let mut p = -2.760_768_5e-16_f32;
-        p = p * x2 + 2.000_187_9e-13;
-        p = p * x2 - 8.604_671_5e-11;
+        p = p * x2 + 2.000_188e-13;
+        p = p * x2 - 8.604_672e-11;
         p = p * x2 + 5.122_297e-8;
         p = p * x2 + 1.485_722_4e-5;
         p = p * x2 + 6.372_619_3e-4;
@@ -162,7 +162,7 @@ mod kernels {
         let mut q = 1.198_258_4e-6_f32;
         q = q * x2 + 1.185_347_1e-4;
         q = q * x2 + 2.268_434_6e-3;
-        q = q * x2 + 4.893_525_2e-3;
+        q = q * x2 + 4.893_525e-3;
         x * p / q
     }
 
@@ -189,10 +189,7 @@ mod kernels {
     /// Runs `f` compiled for the best instruction set of this CPU.
     #[inline(always)]
     fn vectorised<R>(f: impl FnOnce() -> R) -> R {
-        pulp::Arch::new().dispatch(
-            #[inline(always)]
-            || f(),
-        )
+        pulp::Arch::new().dispatch(f)
     }
 
     /// One row of the forward pass: writes `out` = `[context (e), alpha (p)]`, and the
