@@ -582,6 +582,20 @@ mod on_flex {
         Dims { n, p, a, e }
     }
 
+    /// Runs `inference` when `B` is flex, `training` when it is `Autodiff<Flex>`, on the
+    /// tensors' `primitives`; `None` on any other backend.
+    fn dispatch<B: Backend, const N: usize>(
+        primitives: [B::FloatTensorPrimitive; N],
+        inference: impl FnOnce([FlexTensor; N]) -> Option<FlexTensor>,
+        training: impl FnOnce([FloatTensor<Autodiff<Flex>>; N]) -> Option<FloatTensor<Autodiff<Flex>>>,
+    ) -> Option<Tensor<B, 2>> {
+        let joined = match cast::<_, [FlexTensor; N]>(primitives) {
+            Ok(flex) => cast(inference(flex)?).ok()?,
+            Err(primitives) => cast(training(cast(primitives).ok()?)?).ok()?,
+        };
+        Some(Tensor::from_primitive(TensorPrimitive::Float(joined)))
+    }
+
     /// `[n, e + p]`: the context, then alpha.
     pub(super) fn attend<B: Backend>(
         features: &Tensor<B, 3>,
@@ -589,25 +603,17 @@ mod on_flex {
         query: &Tensor<B, 2>,
         score: &Tensor<B, 2>,
     ) -> Option<Tensor<B, 2>> {
-        let joined = match cast::<_, [FlexTensor; 4]>([
+        let primitives = [
             primitive(features),
             primitive(projected),
             primitive(query),
             primitive(score),
-        ]) {
-            Ok([f, p, q, w]) => cast(inference(f, p, q, w)?).ok()?,
-            Err(_) => {
-                let [f, p, q, w] = cast::<_, [FloatTensor<Autodiff<Flex>>; 4]>([
-                    primitive(features),
-                    primitive(projected),
-                    primitive(query),
-                    primitive(score),
-                ])
-                .ok()?;
-                cast(training(f, p, q, w)?).ok()?
-            }
-        };
-        Some(Tensor::from_primitive(TensorPrimitive::Float(joined)))
+        ];
+        dispatch::<B, 4>(
+            primitives,
+            |[f, p, q, w]| inference(f, p, q, w),
+            |[f, p, q, w]| training(f, p, q, w),
+        )
     }
 
     fn inference(
@@ -737,23 +743,16 @@ mod on_flex {
         gates: &Tensor<B, 2>,
         cell: &Tensor<B, 2>,
     ) -> Option<Tensor<B, 2>> {
-        let joined = match cast::<_, [FlexTensor; 2]>([primitive(gates), primitive(cell)]) {
-            Ok([g, c]) => {
+        dispatch::<B, 2>(
+            [primitive(gates), primitive(cell)],
+            |[g, c]| {
                 let [g, c] = [values(&g)?, values(&c)?];
                 let [n, h] = c.shape().dims();
                 let (out, _) = kernels::lstm_forward(n, h, slice(&g), slice(&c), false);
-                cast(flex_tensor(out, [n, 2 * h])).ok()?
-            }
-            Err(_) => {
-                let [g, c] = cast::<_, [FloatTensor<Autodiff<Flex>>; 2]>([
-                    primitive(gates),
-                    primitive(cell),
-                ])
-                .ok()?;
-                cast(lstm_training(g, c)?).ok()?
-            }
-        };
-        Some(Tensor::from_primitive(TensorPrimitive::Float(joined)))
+                Some(flex_tensor(out, [n, 2 * h]))
+            },
+            |[g, c]| lstm_training(g, c),
+        )
     }
 
     /// What the LSTM cell's backward pass reads.
