@@ -113,6 +113,59 @@ pub fn lstm_cell<B: Backend>(
     }
 }
 
+/// Whether [`step_product`] runs on backend `B`: on `Autodiff<Flex>` (training on flex)
+/// unless `CAPTIONER_FUSED=0`.
+pub fn step_product_runs<B: Backend>() -> bool {
+    #[cfg(feature = "flex")]
+    {
+        use burn::backend::{Autodiff, Flex};
+        use std::any::TypeId;
+        enabled() && TypeId::of::<B>() == TypeId::of::<Autodiff<Flex>>()
+    }
+    #[cfg(not(feature = "flex"))]
+    false
+}
+
+/// `x weight + bias`, `[n, d_output]`, for a layer applied at every decoding step while
+/// training on flex, or `None` elsewhere (see [`step_product_runs`]).
+///
+/// - `x`: `[n, d_input]`;
+/// - `weight`: `[d_input, d_output]`, Burn's `Linear` layout, which the forward product
+///   reads;
+/// - `transposed`: the same values laid out `[d_output, d_input]`, a constant made once per
+///   batch, which the backward product `d x = d y weight^T` reads.
+///
+/// Burn multiplies `d y` by a transposed view of `weight`, and flex's gemm (AVX-512 kernels)
+/// packs such a view three times slower than a row-major operand at the few rows of a step
+/// (bench/RESULTS.md). The products are gemm's, written straight into their outputs.
+pub fn step_product<B: Backend>(
+    x: &Tensor<B, 2>,
+    weight: &Tensor<B, 2>,
+    transposed: &Tensor<B, 2>,
+    bias: Option<&Tensor<B, 1>>,
+) -> Option<Tensor<B, 2>> {
+    #[cfg(feature = "flex")]
+    {
+        if !step_product_runs::<B>() {
+            return None;
+        }
+        let [_, d_input] = x.dims();
+        let [rows, d_output] = weight.dims();
+        if rows != d_input
+            || transposed.dims() != [d_output, d_input]
+            || bias.is_some_and(|b| b.dims() != [d_output])
+        {
+            return None;
+        }
+        on_flex::step_product(x, weight, transposed, bias)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (x, weight, transposed, bias);
+        None
+    }
+}
+
 /// For the tests that hold the fused operations to the tensor operations: the largest
 /// difference between two tensors' values, relative to the largest value of `reference`.
 #[cfg(test)]
@@ -529,6 +582,7 @@ mod kernels {
 #[cfg(feature = "flex")]
 mod on_flex {
     use std::any::Any;
+    use std::mem::MaybeUninit;
 
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -821,5 +875,218 @@ mod on_flex {
                 prep.finish(flex_tensor(out, [n, 2 * h]))
             }
         })
+    }
+
+    /// `dst` `[m, n]`, row-major, `= lhs rhs`, or `+= lhs rhs` when `accumulate` (then
+    /// `dst` must hold values); each operand given with its (row, column) strides, in
+    /// elements. gemm runs on all threads once the product is as large as flex's own
+    /// threshold for that.
+    fn product_into(
+        dst: &mut [MaybeUninit<f32>],
+        [m, n, k]: [usize; 3],
+        accumulate: bool,
+        (lhs, [lhs_row, lhs_col]): (&[f32], [usize; 2]),
+        (rhs, [rhs_row, rhs_col]): (&[f32], [usize; 2]),
+    ) {
+        let reach = |rows: usize, cols: usize, row: usize, col: usize| {
+            (rows.max(1) - 1) * row + (cols.max(1) - 1) * col + 1
+        };
+        assert!(dst.len() == m * n, "the output holds [{m}, {n}]");
+        assert!(
+            lhs.len() >= reach(m, k, lhs_row, lhs_col),
+            "lhs holds [{m}, {k}]"
+        );
+        assert!(
+            rhs.len() >= reach(k, n, rhs_row, rhs_col),
+            "rhs holds [{k}, {n}]"
+        );
+        if m == 0 || n == 0 {
+            return;
+        }
+        if k == 0 {
+            if !accumulate {
+                dst.fill(MaybeUninit::new(0.0));
+            }
+            return;
+        }
+        let parallelism = if m * n * k >= 192 * 192 * 192 {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: the asserts above keep every element that the strides reach inside its
+        // slice; `dst` is borrowed mutably, apart from the operands; gemm reads `dst` only
+        // when told to (`accumulate`, where the caller has filled it) and writes all of it.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr().cast::<f32>(),
+                1,
+                n as isize,
+                accumulate,
+                lhs.as_ptr(),
+                lhs_col as isize,
+                lhs_row as isize,
+                rhs.as_ptr(),
+                rhs_col as isize,
+                rhs_row as isize,
+                if accumulate { 1.0 } else { 0.0 },
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+    }
+
+    /// A new `[m, n]` product, as [`product_into`], written without zeroing it first.
+    fn product(dims: [usize; 3], lhs: (&[f32], [usize; 2]), rhs: (&[f32], [usize; 2])) -> Vec<f32> {
+        let len = dims[0] * dims[1];
+        let mut dst = Vec::with_capacity(len);
+        product_into(&mut dst.spare_capacity_mut()[..len], dims, false, lhs, rhs);
+        // SAFETY: `product_into` wrote all `len` values.
+        unsafe { dst.set_len(len) };
+        dst
+    }
+
+    /// What the backward pass of [`step_product`] reads: the input `[n, d_input]` and the
+    /// weight laid out `[d_output, d_input]`.
+    #[derive(Debug, Clone)]
+    struct ProductSaved {
+        x: FlexTensor,
+        transposed: FlexTensor,
+        n: usize,
+        d_input: usize,
+        d_output: usize,
+    }
+
+    /// Parents: the input, the weight, and the bias where the layer has one.
+    #[derive(Debug)]
+    struct ProductBackward;
+
+    impl<const N: usize> Backward<Flex, N> for ProductBackward {
+        type State = ProductSaved;
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, N>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let ProductSaved {
+                x,
+                transposed,
+                n,
+                d_input,
+                d_output,
+            } = ops.state;
+            let d_y = grads.consume::<Flex>(&ops.node).to_contiguous();
+            let d_y = slice(&d_y);
+            let mut parents = ops.parents.into_iter();
+            if let Some(node) = parents.next().flatten() {
+                // d x = d y W^T, with W^T read row-major from the copy.
+                let d_x = product(
+                    [n, d_input, d_output],
+                    (d_y, [d_output, 1]),
+                    (slice(&transposed), [d_input, 1]),
+                );
+                grads.register::<Flex>(node.id, flex_tensor(d_x, [n, d_input]));
+            }
+            if let Some(node) = parents.next().flatten() {
+                // d W = x^T d y.
+                let d_w = product(
+                    [d_input, d_output, n],
+                    (slice(&x), [1, d_input]),
+                    (d_y, [d_output, 1]),
+                );
+                grads.register::<Flex>(node.id, flex_tensor(d_w, [d_input, d_output]));
+            }
+            if let Some(node) = parents.next().flatten() {
+                // d b = the sum of d y's rows, added in row order.
+                let mut d_b = vec![0.0; d_output];
+                for row in d_y.chunks_exact(d_output) {
+                    for (total, &g) in d_b.iter_mut().zip(row) {
+                        *total += g;
+                    }
+                }
+                grads.register::<Flex>(node.id, flex_tensor(d_b, [d_output]));
+            }
+        }
+    }
+
+    pub(super) fn step_product<B: Backend>(
+        x: &Tensor<B, 2>,
+        weight: &Tensor<B, 2>,
+        transposed: &Tensor<B, 2>,
+        bias: Option<&Tensor<B, 1>>,
+    ) -> Option<Tensor<B, 2>> {
+        type Ad = FloatTensor<Autodiff<Flex>>;
+        let x: Ad = cast(primitive(x)).ok()?;
+        let weight: Ad = cast(primitive(weight)).ok()?;
+        let transposed: Ad = cast(primitive(transposed)).ok()?;
+        let bias: Option<Ad> = match bias {
+            Some(b) => Some(cast(b.clone().into_primitive().tensor()).ok()?),
+            None => None,
+        };
+        let [xv, wv, tv] = [
+            values(&x.primitive)?,
+            values(&weight.primitive)?,
+            values(&transposed.primitive)?,
+        ];
+        let bv = match &bias {
+            Some(b) => Some(values(&b.primitive)?),
+            None => None,
+        };
+        let [n, d_input] = xv.shape().dims();
+        let d_output = wv.shape().dims::<2>()[1];
+        let forward = || {
+            let dims = [n, d_output, d_input];
+            let (x, w) = ((slice(&xv), [d_input, 1]), (slice(&wv), [d_output, 1]));
+            let y = match &bv {
+                None => product(dims, x, w),
+                Some(b) => {
+                    // The bias in every row, then the product added to it.
+                    let mut y: Vec<MaybeUninit<f32>> = Vec::with_capacity(n * d_output);
+                    for _ in 0..n {
+                        y.extend(slice(b).iter().map(|&v| MaybeUninit::new(v)));
+                    }
+                    product_into(&mut y, dims, true, x, w);
+                    // SAFETY: every value was written (the bias, then the sum).
+                    y.into_iter().map(|v| unsafe { v.assume_init() }).collect()
+                }
+            };
+            flex_tensor(y, [n, d_output])
+        };
+        let saved = || ProductSaved {
+            x: xv.clone(),
+            transposed: tv.clone(),
+            n,
+            d_input,
+            d_output,
+        };
+        let y: Ad = match bias {
+            Some(b) => match ProductBackward
+                .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), b.node.clone()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(saved(), forward()),
+                OpsKind::UnTracked(prep) => prep.finish(forward()),
+            },
+            None => match ProductBackward
+                .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(saved(), forward()),
+                OpsKind::UnTracked(prep) => prep.finish(forward()),
+            },
+        };
+        Some(Tensor::from_primitive(TensorPrimitive::Float(
+            cast(y).ok()?,
+        )))
     }
 }

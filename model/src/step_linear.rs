@@ -1,59 +1,90 @@
 //! `Linear` layers applied at every decoding step, with their weight laid out for the step's
 //! thin product.
 
+use std::sync::OnceLock;
+
 use burn::nn::Linear;
 use burn::prelude::*;
 
-/// A `Linear` for inference that also keeps its weight copied once (per search) to
-/// `[d_output, d_input]`, the layout PyTorch keeps, and used transposed. Burn's `Linear`
-/// stores `[d_input, d_output]`. Which layout the CPU's gemm multiplies faster depends on the
-/// number of rows: the copy for a batched beam search step (`[96, 1792] x [1792, 2048]`),
-/// Burn's layout for a single picture's three beams (measured in bench/RESULTS.md). So steps
-/// of at least [`StepLinear::WIDE_ROWS`] rows use the copy and thinner ones Burn's layout.
+use crate::fused;
+
+/// A `Linear` applied at every decoding step, which also keeps its weight copied once (per
+/// batch or search, at the first step that needs it) to `[d_output, d_input]`, the layout
+/// PyTorch keeps. Burn's `Linear` stores `[d_input, d_output]`. The CPU's gemm multiplies by
+/// a row-major right operand faster than by a transposed view at the few rows of a step
+/// (bench/RESULTS.md), and which layout a product meets depends on where it runs:
 ///
-/// While training (the weight requires a gradient) the layer keeps Burn's layout only: the
-/// backward pass would otherwise multiply by the copy in the slow layout and add up
-/// transposed per-step gradients, which halved the speed of a decoder training step.
+/// - **inference**: the copy, used transposed, for a batched beam search step
+///   (`[96, 1792] x [1792, 2048]`); Burn's layout for a single picture's three beams. So
+///   steps of at least [`StepLinear::WIDE_ROWS`] rows use the copy and thinner ones Burn's
+///   layout.
+/// - **training on flex** ([`fused::step_product`]): the forward product in Burn's layout
+///   and the backward's `d x = d y W^T` from the copy, so that neither meets a transposed
+///   view.
+/// - **training elsewhere**: Burn's layout only, through Burn's operations. (Multiplying by
+///   the copy there would put the slow layout in the backward pass instead and add up
+///   transposed per-step gradients, which halved the speed of a decoder training step.)
 #[derive(Debug, Clone)]
 pub struct StepLinear<B: Backend> {
     /// `[d_input, d_output]`.
     weight: Tensor<B, 2>,
-    /// `[d_output, d_input]`, when not training.
-    transposed: Option<Tensor<B, 2>>,
+    /// `[d_output, d_input]`, a constant, made at the first step that reads it.
+    transposed: OnceLock<Tensor<B, 2>>,
     bias: Option<Tensor<B, 1>>,
+    /// Whether the weight is being trained (it requires a gradient).
+    training: bool,
 }
 
 impl<B: Backend> StepLinear<B> {
-    /// Steps with at least this many rows multiply by the `[d_output, d_input]` copy.
+    /// Steps with at least this many rows multiply by the `[d_output, d_input]` copy in
+    /// inference.
     pub const WIDE_ROWS: usize = 16;
 
-    /// Lays out `linear`'s weight for stepping (with a copy when it is not being trained).
+    /// Lays out `linear`'s weight for stepping.
     pub fn new(linear: &Linear<B>) -> Self {
         let weight = linear.weight.val();
-        let bias = linear.bias.as_ref().map(|bias| bias.val());
-        let transposed = (!weight.is_require_grad()).then(|| {
-            let [d_input, d_output] = weight.dims();
+        Self {
+            training: weight.is_require_grad(),
+            weight,
+            transposed: OnceLock::new(),
+            bias: linear.bias.as_ref().map(|bias| bias.val()),
+        }
+    }
+
+    /// The `[d_output, d_input]` copy, made at the first call.
+    fn transposed(&self) -> &Tensor<B, 2> {
+        self.transposed.get_or_init(|| {
+            let [d_input, d_output] = self.weight.dims();
             // `reshape` of the transposed view copies it into the new layout.
-            weight
+            self.weight
                 .clone()
+                .detach()
                 .transpose()
                 .reshape([d_output * d_input])
                 .reshape([d_output, d_input])
-        });
-        Self {
-            weight,
-            transposed,
-            bias,
-        }
+        })
     }
 
     /// `linear.forward(x)` for `x` `[rows, d_input]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let weight = match &self.transposed {
-            Some(copy) if x.dims()[0] >= Self::WIDE_ROWS => copy.clone().transpose(),
-            _ => self.weight.clone(),
+        if self.training {
+            if fused::step_product_runs::<B>() {
+                let bias = self.bias.as_ref();
+                if let Some(y) = fused::step_product(&x, &self.weight, self.transposed(), bias) {
+                    return y;
+                }
+            }
+            return self.add_bias(x.matmul(self.weight.clone()));
+        }
+        let weight = if x.dims()[0] >= Self::WIDE_ROWS {
+            self.transposed().clone().transpose()
+        } else {
+            self.weight.clone()
         };
-        let y = x.matmul(weight);
+        self.add_bias(x.matmul(weight))
+    }
+
+    fn add_bias(&self, y: Tensor<B, 2>) -> Tensor<B, 2> {
         match &self.bias {
             Some(bias) => y + bias.clone().unsqueeze_dim(0),
             None => y,
@@ -83,7 +114,6 @@ mod tests {
 
         let inference = linear.valid();
         let step = StepLinear::new(&inference);
-        assert!(step.transposed.is_some());
         let ours = values(step.forward(x.clone().inner()));
         let expected = values(inference.forward(x.clone().inner()));
         assert!(close(&ours, &expected), "{ours:?} vs {expected:?}");
@@ -93,6 +123,10 @@ mod tests {
             .inner()
             .repeat_dim(0, StepLinear::<NdArray>::WIDE_ROWS);
         let ours = values(step.forward(wide.clone()));
+        assert!(
+            step.transposed.get().is_some(),
+            "a wide step reads the copy"
+        );
         let expected_wide = values(inference.forward(wide));
         assert!(
             close(&ours, &expected_wide),
@@ -101,10 +135,71 @@ mod tests {
 
         let target = Tensor::<Ad, 2>::from_floats([[1.0, -2.0], [0.5, 0.0]], &device);
         let step = StepLinear::new(&linear);
-        assert!(step.transposed.is_none());
         let y = step.forward(x);
+        assert!(
+            step.transposed.get().is_none(),
+            "ndarray trains in Burn's layout"
+        );
         let grads = (y.clone() * target).sum().backward();
         assert!(close(&values(y.inner()), &expected));
         assert!(linear.weight.val().grad(&grads).is_some());
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn training_on_flex_gives_the_outputs_and_gradients_of_the_linear_layer() {
+        use crate::fused::relative_gap;
+        use burn::backend::Flex;
+        use burn::tensor::Distribution;
+        type AdFlex = Autodiff<Flex>;
+
+        let device = Default::default();
+        // Widths that are not multiples of gemm's blocks, and the preset's LSTM step.
+        for (rows, d_input, d_output, with_bias) in [
+            (3, 5, 7, true),
+            (5, 33, 17, false),
+            (32, 1792, 2048, false),
+            (32, 512, 1280, true),
+        ] {
+            let linear = LinearConfig::new(d_input, d_output)
+                .with_bias(with_bias)
+                .init::<AdFlex>(&device);
+            let normal = Distribution::Normal(0.0, 1.0);
+            let x = Tensor::<AdFlex, 2>::random([rows, d_input], normal, &device).require_grad();
+            let weigh = Tensor::<AdFlex, 2>::random([rows, d_output], normal, &device);
+            let run = |y: Tensor<AdFlex, 2>| {
+                let grads = (y.clone() * weigh.clone()).sum().backward();
+                let bias = linear.bias.as_ref().map(|b| b.grad(&grads).unwrap());
+                (
+                    y.inner(),
+                    x.grad(&grads).unwrap(),
+                    linear.weight.grad(&grads).unwrap(),
+                    bias,
+                )
+            };
+            let step = StepLinear::new(&linear);
+            let ours = run(step.forward(x.clone()));
+            assert!(
+                step.transposed.get().is_some(),
+                "the backward reads the copy"
+            );
+            let reference = run(linear.forward(x.clone()));
+            let sizes = format!("[{rows}, {d_input}] x [{d_input}, {d_output}]");
+            for (what, gap) in [
+                ("y", relative_gap(ours.0, reference.0)),
+                ("d x", relative_gap(ours.1, reference.1)),
+                ("d weight", relative_gap(ours.2, reference.2)),
+            ] {
+                assert!(gap < 1e-5, "{what} differs by {gap} ({sizes})");
+            }
+            match (ours.3, reference.3) {
+                (Some(ours), Some(reference)) => {
+                    let gap = relative_gap(ours, reference);
+                    assert!(gap < 1e-5, "d bias differs by {gap} ({sizes})");
+                }
+                (None, None) => assert!(!with_bias),
+                _ => panic!("one side has a bias gradient ({sizes})"),
+            }
+        }
     }
 }
