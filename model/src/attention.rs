@@ -6,6 +6,7 @@ use burn::tensor::activation::softmax;
 
 use crate::activation::tanh_by_exp;
 use crate::fused;
+use crate::rows::linear_by_rows;
 use crate::step_linear::StepLinear;
 
 /// Sizes of an [`Attention`] layer.
@@ -42,7 +43,7 @@ impl<B: Backend> Attention<B> {
     /// The encoder side of the scores, `[batch, positions, attention_dim]`: it does not depend
     /// on the decoding step, so callers compute it once per batch.
     pub fn project_features(&self, features: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.feature_proj.forward(features)
+        linear_by_rows(&self.feature_proj, features)
     }
 
     /// The decoder side of the scores, laid out for stepping: pass it to every

@@ -8,6 +8,7 @@ use burn::tensor::activation::sigmoid;
 
 use crate::activation::tanh_by_exp;
 use crate::fused;
+use crate::rows::linear_by_rows;
 use crate::step_linear::StepLinear;
 
 /// Sizes of an [`LstmCell`].
@@ -53,7 +54,7 @@ impl LstmCellConfig {
 impl<B: Backend> LstmCell<B> {
     /// The embedding part of the gates for every step at once: `[.., embed]` to `[.., 4H]`.
     pub fn embed_gates<const D: usize>(&self, embeddings: Tensor<B, D>) -> Tensor<B, D> {
-        self.embed_gates.forward(embeddings)
+        linear_by_rows(&self.embed_gates, embeddings)
     }
 
     /// [`LstmCell::embed_gates`] laid out for one word per step (inference).
