@@ -47,9 +47,10 @@ fn time_batched<B: Backend>(name: &str, [batch, m, k, n]: [usize; 4], device: &B
 
 /// The 2-D products: name, `[m, k, n]`, and whether the right operand is a transposed view
 /// (as `W^T` is in a `Linear`'s backward pass). `bench/matmul_reference.py` has the same list.
-const PRODUCTS: [(&str, [usize; 3], bool); 8] = [
+const PRODUCTS: [(&str, [usize; 3], bool); 9] = [
     ("x [32,1792] W [1792,2048]", [32, 1792, 2048], false),
     ("dy [32,2048] W^T [2048,1792]", [32, 2048, 1792], true),
+    ("dy [32,2048] W^T copied row-major", [32, 2048, 1792], false),
     ("x^T [1792,32] dy [32,2048]", [1792, 32, 2048], false),
     ("h [32,512] W [512,512]", [32, 512, 512], false),
     ("beams [96,1792] W [1792,2048]", [96, 1792, 2048], false),

@@ -1,5 +1,6 @@
-//! The decoder step's two hot spots, each as one operation with its own backward, on the flex
-//! backend: the attention, and the LSTM cell's nonlinearities and state update.
+//! The decoder step's hot spots, each as one operation with its own backward, on the flex
+//! backend: the attention, the LSTM cell's nonlinearities and state update, and (in
+//! training) the step's products ([`step_product`]).
 //!
 //! [`crate::attention::Attention::forward`] and [`crate::lstm_cell::LstmCell::step`] are
 //! written as Burn tensor operations, and on every backend but flex that is what runs. On
@@ -25,9 +26,14 @@
 //! state, `c = sigmoid(f) c_prev + sigmoid(i) tanh(g)` and `h = sigmoid(o) tanh(c)`, and
 //! back.
 //!
+//! **Step products** ([`step_product`]): `x W + b` with `W` in Burn's `[d_input, d_output]`
+//! layout, and in the backward pass `d x = d y W^T` from a row-major copy of `W^T` rather
+//! than a transposed view (see [`crate::step_linear::StepLinear`]).
+//!
 //! Results are the same whatever the number of threads: rows are split between threads, and
-//! sums across rows are added in row order. The tests of `attention.rs` and `lstm_cell.rs`
-//! hold the outputs and every gradient to the tensor-operation path. Setting
+//! sums across rows are added in row order (the products split their outputs, not their sums,
+//! between threads). The tests of `attention.rs`, `lstm_cell.rs` and `step_linear.rs` hold
+//! the outputs and every gradient to the tensor-operation path. Setting
 //! `CAPTIONER_FUSED=0` in the environment turns the fused operations off (to compare speeds,
 //! or to rule them out when something looks wrong).
 
