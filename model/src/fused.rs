@@ -132,6 +132,21 @@ pub fn step_product_runs<B: Backend>() -> bool {
     false
 }
 
+/// Whether `B` is flex (inference) on a CPU with AVX-512, where gemm's kernels multiply by a
+/// row-major right operand at least as fast as by a transposed one at every row count
+/// measured (bench/RESULTS.md), so that [`crate::step_linear::StepLinear`]'s transposed
+/// copy does not pay.
+pub fn flex_with_avx512<B: Backend>() -> bool {
+    #[cfg(all(feature = "flex", target_arch = "x86_64"))]
+    {
+        use burn::backend::Flex;
+        use std::any::TypeId;
+        TypeId::of::<B>() == TypeId::of::<Flex>() && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(all(feature = "flex", target_arch = "x86_64")))]
+    false
+}
+
 /// `x weight + bias`, `[n, d_output]`, for a layer applied at every decoding step while
 /// training on flex, or `None` elsewhere (see [`step_product_runs`]).
 ///

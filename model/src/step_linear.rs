@@ -17,7 +17,8 @@ use crate::fused;
 /// - **inference**: the copy, used transposed, for a batched beam search step
 ///   (`[96, 1792] x [1792, 2048]`); Burn's layout for a single picture's three beams. So
 ///   steps of at least [`StepLinear::WIDE_ROWS`] rows use the copy and thinner ones Burn's
-///   layout.
+///   layout; except on flex on a CPU with AVX-512, whose gemm kernels are at least as
+///   fast in Burn's layout ([`fused::flex_with_avx512`]).
 /// - **training on flex** ([`fused::step_product`]): the forward product in Burn's layout
 ///   and the backward's `d x = d y W^T` from the copy, so that neither meets a transposed
 ///   view.
@@ -76,7 +77,7 @@ impl<B: Backend> StepLinear<B> {
             }
             return self.add_bias(x.matmul(self.weight.clone()));
         }
-        let weight = if x.dims()[0] >= Self::WIDE_ROWS {
+        let weight = if x.dims()[0] >= Self::WIDE_ROWS && !fused::flex_with_avx512::<B>() {
             self.transposed().clone().transpose()
         } else {
             self.weight.clone()
