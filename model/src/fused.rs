@@ -446,12 +446,7 @@ mod kernels {
                 })
             });
         // Rows added in order, so that the sum is the same whatever the threads did.
-        let mut dw = vec![0.0; d.a];
-        for row in dw_rows.chunks_exact(d.a) {
-            for (total, &x) in dw.iter_mut().zip(row) {
-                *total += x;
-            }
-        }
+        let dw = sum_rows(&dw_rows, d.a);
         let features = want_features.then(|| {
             // d features_p = alpha_p d context.
             let mut d_features = vec![0.0; d.n * d.p * d.e];
@@ -477,6 +472,17 @@ mod kernels {
             w: dw,
             features,
         }
+    }
+
+    /// The sum of the rows of `rows` (`[_, width]`, row-major), added in row order.
+    pub fn sum_rows(rows: &[f32], width: usize) -> Vec<f32> {
+        let mut total = vec![0.0; width];
+        for row in rows.chunks_exact(width) {
+            for (total, &x) in total.iter_mut().zip(row) {
+                *total += x;
+            }
+        }
+        total
     }
 
     /// `sigmoid(x) = (1 + tanh(x / 2)) / 2`, through the rational [`tanh`].
@@ -603,7 +609,6 @@ mod kernels {
 #[cfg(feature = "flex")]
 mod on_flex {
     use std::any::Any;
-    use std::mem::MaybeUninit;
 
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -898,21 +903,17 @@ mod on_flex {
         })
     }
 
-    /// `dst` `[m, n]`, row-major, `= lhs rhs`, or `+= lhs rhs` when `accumulate` (then
-    /// `dst` must hold values); each operand given with its (row, column) strides, in
-    /// elements. gemm runs on all threads once the product is as large as flex's own
-    /// threshold for that.
-    fn product_into(
-        dst: &mut [MaybeUninit<f32>],
+    /// `lhs rhs`, `[m, n]` row-major, each operand given with its (row, column) strides in
+    /// elements, written by gemm into a new buffer without zeroing it first. gemm runs on
+    /// all threads once the product is as large as flex's own threshold for that.
+    fn product(
         [m, n, k]: [usize; 3],
-        accumulate: bool,
         (lhs, [lhs_row, lhs_col]): (&[f32], [usize; 2]),
         (rhs, [rhs_row, rhs_col]): (&[f32], [usize; 2]),
-    ) {
+    ) -> Vec<f32> {
         let reach = |rows: usize, cols: usize, row: usize, col: usize| {
             (rows.max(1) - 1) * row + (cols.max(1) - 1) * col + 1
         };
-        assert!(dst.len() == m * n, "the output holds [{m}, {n}]");
         assert!(
             lhs.len() >= reach(m, k, lhs_row, lhs_col),
             "lhs holds [{m}, {k}]"
@@ -921,55 +922,42 @@ mod on_flex {
             rhs.len() >= reach(k, n, rhs_row, rhs_col),
             "rhs holds [{k}, {n}]"
         );
-        if m == 0 || n == 0 {
-            return;
-        }
-        if k == 0 {
-            if !accumulate {
-                dst.fill(MaybeUninit::new(0.0));
-            }
-            return;
+        if m == 0 || n == 0 || k == 0 {
+            return vec![0.0; m * n];
         }
         let parallelism = if m * n * k >= 192 * 192 * 192 {
             gemm::Parallelism::Rayon(0)
         } else {
             gemm::Parallelism::None
         };
+        let mut dst = Vec::with_capacity(m * n);
         // SAFETY: the asserts above keep every element that the strides reach inside its
-        // slice; `dst` is borrowed mutably, apart from the operands; gemm reads `dst` only
-        // when told to (`accumulate`, where the caller has filled it) and writes all of it.
+        // slice, and `dst` has room for `[m, n]`; gemm does not read `dst` (`read_dst` is
+        // false) and writes every one of its `m * n` values, so they hold values after it.
         unsafe {
             gemm::gemm(
                 m,
                 n,
                 k,
-                dst.as_mut_ptr().cast::<f32>(),
+                dst.as_mut_ptr(),
                 1,
                 n as isize,
-                accumulate,
+                false,
                 lhs.as_ptr(),
                 lhs_col as isize,
                 lhs_row as isize,
                 rhs.as_ptr(),
                 rhs_col as isize,
                 rhs_row as isize,
-                if accumulate { 1.0 } else { 0.0 },
+                0.0,
                 1.0,
                 false,
                 false,
                 false,
                 parallelism,
             );
+            dst.set_len(m * n);
         }
-    }
-
-    /// A new `[m, n]` product, as [`product_into`], written without zeroing it first.
-    fn product(dims: [usize; 3], lhs: (&[f32], [usize; 2]), rhs: (&[f32], [usize; 2])) -> Vec<f32> {
-        let len = dims[0] * dims[1];
-        let mut dst = Vec::with_capacity(len);
-        product_into(&mut dst.spare_capacity_mut()[..len], dims, false, lhs, rhs);
-        // SAFETY: `product_into` wrote all `len` values.
-        unsafe { dst.set_len(len) };
         dst
     }
 
@@ -1026,15 +1014,22 @@ mod on_flex {
                 grads.register::<Flex>(node.id, flex_tensor(d_w, [d_input, d_output]));
             }
             if let Some(node) = parents.next().flatten() {
-                // d b = the sum of d y's rows, added in row order.
-                let mut d_b = vec![0.0; d_output];
-                for row in d_y.chunks_exact(d_output) {
-                    for (total, &g) in d_b.iter_mut().zip(row) {
-                        *total += g;
-                    }
-                }
+                // d b = the sum of d y's rows.
+                let d_b = kernels::sum_rows(d_y, d_output);
                 grads.register::<Flex>(node.id, flex_tensor(d_b, [d_output]));
             }
+        }
+    }
+
+    /// The product's output, with what its backward pass reads when it is tracked.
+    fn record<const N: usize>(
+        kind: OpsKind<ProductBackward, Flex, ProductSaved, NoCheckpointing, N>,
+        saved: impl FnOnce() -> ProductSaved,
+        forward: impl FnOnce() -> FlexTensor,
+    ) -> FloatTensor<Autodiff<Flex>> {
+        match kind {
+            OpsKind::Tracked(prep) => prep.finish(saved(), forward()),
+            OpsKind::UnTracked(prep) => prep.finish(forward()),
         }
     }
 
@@ -1064,21 +1059,15 @@ mod on_flex {
         let [n, d_input] = xv.shape().dims();
         let d_output = wv.shape().dims::<2>()[1];
         let forward = || {
-            let dims = [n, d_output, d_input];
-            let (x, w) = ((slice(&xv), [d_input, 1]), (slice(&wv), [d_output, 1]));
-            let y = match &bv {
-                None => product(dims, x, w),
-                Some(b) => {
-                    // The bias in every row, then the product added to it.
-                    let mut y: Vec<MaybeUninit<f32>> = Vec::with_capacity(n * d_output);
-                    for _ in 0..n {
-                        y.extend(slice(b).iter().map(|&v| MaybeUninit::new(v)));
+            let x = (slice(&xv), [d_input, 1]);
+            let mut y = product([n, d_output, d_input], x, (slice(&wv), [d_output, 1]));
+            if let Some(b) = &bv {
+                for row in y.chunks_exact_mut(d_output) {
+                    for (y, &b) in row.iter_mut().zip(slice(b)) {
+                        *y += b;
                     }
-                    product_into(&mut y, dims, true, x, w);
-                    // SAFETY: every value was written (the bias, then the sum).
-                    y.into_iter().map(|v| unsafe { v.assume_init() }).collect()
                 }
-            };
+            }
             flex_tensor(y, [n, d_output])
         };
         let saved = || ProductSaved {
@@ -1089,22 +1078,22 @@ mod on_flex {
             d_output,
         };
         let y: Ad = match bias {
-            Some(b) => match ProductBackward
-                .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), b.node.clone()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(saved(), forward()),
-                OpsKind::UnTracked(prep) => prep.finish(forward()),
-            },
-            None => match ProductBackward
-                .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(saved(), forward()),
-                OpsKind::UnTracked(prep) => prep.finish(forward()),
-            },
+            Some(b) => record(
+                ProductBackward
+                    .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), b.node])
+                    .compute_bound()
+                    .stateful(),
+                saved,
+                forward,
+            ),
+            None => record(
+                ProductBackward
+                    .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone()])
+                    .compute_bound()
+                    .stateful(),
+                saved,
+                forward,
+            ),
         };
         Some(Tensor::from_primitive(TensorPrimitive::Float(
             cast(y).ok()?,
