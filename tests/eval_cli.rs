@@ -176,6 +176,37 @@ fn a_run_on_a_dataset_folder_captions_its_dev_split_by_file_name() {
         .collect();
     assert_eq!(ids, ["6.jpg", "7.jpg"]);
 
+    // Without --beam-size and --max-len, eval searches as the run's config.json says: as its
+    // validation and final report did.
+    let config_path = run.join("config.json");
+    let mut config = json_file(&config_path);
+    config["search"] = serde_json::json!({"beam_size": 2, "max_len": 3});
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let short = dir.join("short.json");
+    let (stdout, _) = run_ok(
+        "eval",
+        &[
+            "model",
+            "--model",
+            run.to_str().unwrap(),
+            "--split",
+            "dev",
+            "--json",
+            "--results-out",
+            short.to_str().unwrap(),
+        ],
+    );
+    let scores: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(scores["beam_size"], 2, "{stdout}");
+    for result in json_file(&short).as_array().unwrap() {
+        let words = result["caption"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .count();
+        assert!(words <= 3, "{result}");
+    }
+
     // The fixture has no test split: said plainly.
     let out = exec(
         "eval",

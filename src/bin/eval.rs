@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
+use captioner::decoding::searches;
 use captioner::device::{run_chosen, BackendJob, DeviceKind, Target};
 use captioner_datasets::{DatasetName, Split};
-use captioner_model::SearchConfig;
 use captioner_training::coco_files::{read_and_pair, write_references, write_results};
 use captioner_training::config::{DataSource, FilesConfig};
 use captioner_training::data::held_out_split;
@@ -62,12 +62,14 @@ struct ModelArgs {
     #[arg(long, default_value = "test", value_parser = parse_split)]
     split: Split,
     /// Beams kept while decoding; 1 is greedy decoding. Several values (`--beam-size 1,3,5`)
-    /// score each in turn.
-    #[arg(long, default_value = "3", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
+    /// score each in turn [default: the run's, as its validation and final report searched:
+    /// 3 unless it was trained otherwise].
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
     beam_size: Vec<u16>,
-    /// Longest caption, in words; longer ones are cut.
-    #[arg(long, default_value_t = 20)]
-    max_len: usize,
+    /// Longest caption, in words; longer ones are cut [default: the run's, 20 unless it was
+    /// trained otherwise].
+    #[arg(long)]
+    max_len: Option<usize>,
     /// Images captioned together.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -164,11 +166,8 @@ impl BackendJob for ModelJob {
             eprintln!("References: {}", path.display());
         }
         let mut reports = Vec::new();
-        for &beam in &args.beam_size {
-            let search = SearchConfig {
-                beam_size: beam as usize,
-                max_len: args.max_len,
-            };
+        for search in searches(&run.train_config.search, &args.beam_size, args.max_len) {
+            let beam = search.beam_size;
             let texts = caption_held_out(
                 &run.captioning.model,
                 &run.captioning.vocab,
@@ -189,7 +188,7 @@ impl BackendJob for ModelJob {
                 write_results(&path, &held_out.ids, &texts)?;
                 eprintln!("Results: {}", path.display());
             }
-            reports.push(score_captions(&held_out, &texts, beam as usize));
+            reports.push(score_captions(&held_out, &texts, beam));
         }
         Ok(reports)
     }

@@ -371,10 +371,7 @@ impl Default for TrainConfig {
                 grad_clip: 5.0,
             },
             validation: ValidationConfig::default(),
-            search: SearchConfig {
-                beam_size: 3,
-                max_len: 20,
-            },
+            search: SearchConfig::default(),
             preset: None,
             objective: Objective::CrossEntropy,
             init_from: None,
@@ -548,7 +545,8 @@ impl TrainConfig {
     }
 
     /// The defaults for real photos from `files`: a 224-pixel input to a four-stage small CNN
-    /// (14 x 14 grid), a wider decoder, rare words as `<unk>`, and longer captions.
+    /// (14 x 14 grid), a wider decoder and rare words as `<unk>`. Captions are searched up to
+    /// 20 words, as `eval`, `infer` and self-critical samples are.
     pub fn for_files(files: FilesConfig) -> Self {
         let defaults = Self::default();
         Self {
@@ -566,10 +564,6 @@ impl TrainConfig {
             optimizer: OptimizerSettings {
                 lr: 1e-3,
                 ..defaults.optimizer
-            },
-            search: SearchConfig {
-                max_len: 30,
-                ..defaults.search
             },
             ..defaults
         }
