@@ -145,21 +145,18 @@ fn a_run_on_a_dataset_folder_captions_its_dev_split_by_file_name() {
         &flags.iter().map(String::as_str).collect::<Vec<_>>(),
     );
 
+    let eval_dev = |flags: &[&str]| {
+        let mut args = vec!["model", "--model", run.to_str().unwrap(), "--split", "dev"];
+        args.extend(flags);
+        run_ok("eval", &args)
+    };
     let results = dir.join("results.json");
-    let (stdout, stderr) = run_ok(
-        "eval",
-        &[
-            "model",
-            "--model",
-            run.to_str().unwrap(),
-            "--split",
-            "dev",
-            "--beam-size",
-            "1,2",
-            "--results-out",
-            results.to_str().unwrap(),
-        ],
-    );
+    let (stdout, stderr) = eval_dev(&[
+        "--beam-size",
+        "1,2",
+        "--results-out",
+        results.to_str().unwrap(),
+    ]);
     assert!(stderr.contains("Captioning 2 dev images"), "{stderr}");
     assert_eq!(
         stdout.matches("Held-out dev images: 2").count(),
@@ -183,19 +180,7 @@ fn a_run_on_a_dataset_folder_captions_its_dev_split_by_file_name() {
     config["search"] = serde_json::json!({"beam_size": 2, "max_len": 3});
     std::fs::write(&config_path, config.to_string()).unwrap();
     let short = dir.join("short.json");
-    let (stdout, _) = run_ok(
-        "eval",
-        &[
-            "model",
-            "--model",
-            run.to_str().unwrap(),
-            "--split",
-            "dev",
-            "--json",
-            "--results-out",
-            short.to_str().unwrap(),
-        ],
-    );
+    let (stdout, _) = eval_dev(&["--json", "--results-out", short.to_str().unwrap()]);
     let scores: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(scores["beam_size"], 2, "{stdout}");
     for result in json_file(&short).as_array().unwrap() {
