@@ -68,8 +68,8 @@ struct ModelArgs {
     beam_size: Vec<u16>,
     /// Longest caption, in words; longer ones are cut [default: the run's, 20 unless it was
     /// trained otherwise].
-    #[arg(long)]
-    max_len: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    max_len: Option<u16>,
     /// Images captioned together.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -166,7 +166,11 @@ impl BackendJob for ModelJob {
             eprintln!("References: {}", path.display());
         }
         let mut reports = Vec::new();
-        for search in searches(&run.train_config.search, &args.beam_size, args.max_len) {
+        for search in searches(
+            &run.train_config.search,
+            &args.beam_size,
+            args.max_len.map(usize::from),
+        ) {
             let beam = search.beam_size;
             let texts = caption_held_out(
                 &run.captioning.model,
