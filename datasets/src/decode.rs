@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ::image::imageops::{self, FilterType};
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::image::{load_rgb, ImageLoadError, RgbImage};
+use crate::progress::Progress;
 
 /// How a picture of any size becomes the encoder's square input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,19 +86,11 @@ pub struct Decoded {
     pub images_per_second: f64,
 }
 
-/// Decodes and resizes every file of `paths` on all cores (rayon), with a progress bar on
+/// Decodes and resizes every file of `paths` on all cores (rayon), with its progress on
 /// stderr when `progress` is true. With `keep` false the pictures are only checked (all come
 /// back `None`; the errors are still listed).
 pub fn decode_all(paths: &[PathBuf], resize: &Resize, progress: bool, keep: bool) -> Decoded {
-    let bar = if progress {
-        ProgressBar::new(paths.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("decoding {bar:30} {pos}/{len} images  {per_sec}  eta {eta}")
-            .expect("valid template"),
-    );
+    let bar = Progress::new("decoding", paths.len(), progress);
     let started = Instant::now();
     let results: Vec<Result<Option<RgbImage>, ImageLoadError>> = paths
         .par_iter()
@@ -108,7 +100,7 @@ pub fn decode_all(paths: &[PathBuf], resize: &Resize, progress: bool, keep: bool
             image
         })
         .collect();
-    bar.finish_and_clear();
+    bar.finish();
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
     let mut images = Vec::with_capacity(results.len());
     let mut errors = Vec::new();

@@ -15,6 +15,7 @@ pub mod image;
 pub mod karpathy;
 pub mod names;
 pub mod problems;
+pub mod progress;
 pub mod ptb_tokenizer;
 pub mod rng;
 pub mod shapes;

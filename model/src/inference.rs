@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use captioner_datasets::decode::{Resize, ResizeMode};
 use captioner_datasets::image::{to_normalized_chw, RgbImage};
+use captioner_datasets::progress::Progress;
 use captioner_datasets::Vocab;
 use serde::Deserialize;
 
@@ -228,23 +229,6 @@ fn input_of_older_run(files: &ModelFiles) -> Result<Resize, LoadError> {
     Ok(mode.to_size(data.image_size))
 }
 
-/// A "captioning" progress bar on stderr (hidden when `show` is false; indicatif hides it
-/// when stderr is not a terminal).
-pub fn progress_bar(len: usize, show: bool) -> indicatif::ProgressBar {
-    let bar = if show {
-        indicatif::ProgressBar::new(len as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "captioning {bar:30} {pos}/{len} images  {per_sec}  eta {eta}",
-        )
-        .expect("valid template"),
-    );
-    bar
-}
-
 /// Captions pictures already prepared (`image_size` squares) in batches of
 /// `batching.batch_size`, with a progress bar when `show_progress`.
 #[allow(clippy::too_many_arguments)]
@@ -258,7 +242,7 @@ pub fn caption_prepared<B: Backend>(
     device: &B::Device,
     show_progress: bool,
 ) -> Vec<Caption> {
-    let bar = progress_bar(pictures.len(), show_progress);
+    let bar = Progress::new("captioning", pictures.len(), show_progress);
     let mut captions = Vec::with_capacity(pictures.len());
     for chunk in pictures.chunks(batching.batch_size.max(1)) {
         let mut pixels = Vec::with_capacity(chunk.len() * 3 * image_size * image_size);
@@ -270,9 +254,9 @@ pub fn caption_prepared<B: Backend>(
             device,
         );
         captions.extend(caption_batch(model, images, search, endings, batching));
-        bar.inc(chunk.len() as u64);
+        bar.inc(chunk.len());
     }
-    bar.finish_and_clear();
+    bar.finish();
     captions
 }
 

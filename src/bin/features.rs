@@ -13,10 +13,10 @@ use captioner::device::{run_chosen, BackendJob, DeviceKind, Target};
 use captioner::npy;
 use captioner_datasets::decode::{decode_all, ResizeMode};
 use captioner_datasets::image::{to_normalized_chw, RgbImage};
+use captioner_datasets::progress::Progress;
 use captioner_model::{EncoderConfig, EncoderMode, EncoderName, EncoderSettings};
 use captioner_training::train::report_encoder_weights;
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
 
 /// Write the feature grid of each picture as `OUT/<picture stem>.npy`.
 ///
@@ -111,13 +111,7 @@ impl BackendJob for FeaturesJob {
             .map_err(anyhow::Error::msg)?;
         report_encoder_weights(self.settings.name, weights, loaded.as_ref());
         let (positions, channels) = (self.config.grid_positions(), self.config.feature_dim());
-        let bar = ProgressBar::new(self.pictures.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "encoding {bar:30} {pos}/{len} images  {per_sec}  eta {eta}",
-            )
-            .expect("valid template"),
-        );
+        let bar = Progress::new("encoding", self.pictures.len(), true);
         let started = Instant::now();
         for chunk in self.pictures.chunks(self.args.batch_size.max(1)) {
             let mut pixels = Vec::with_capacity(chunk.len() * 3 * size * size);
@@ -138,9 +132,9 @@ impl BackendJob for FeaturesJob {
                 npy::write_f32(path, &[positions, channels], grid)
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
-            bar.inc(chunk.len() as u64);
+            bar.inc(chunk.len());
         }
-        bar.finish_and_clear();
+        bar.finish();
         let seconds = started.elapsed().as_secs_f64();
         eprintln!(
             "wrote {} files of [{positions}, {channels}] float32 to {} ({:.1} images/s)",

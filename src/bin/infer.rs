@@ -1,7 +1,7 @@
 //! `infer`: captions pictures with a trained run.
 
 use std::collections::HashMap;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -15,7 +15,7 @@ use captioner::pictures::{collect, Picture};
 use captioner::report::{dominant_caption, html_page, page_title, Described, PageEntry};
 use captioner::write_file;
 use captioner_datasets::image::{load_rgb, RgbImage};
-use captioner_model::inference::progress_bar;
+use captioner_datasets::progress::Progress;
 use captioner_model::{Batching, Captioning, ModelFiles};
 use clap::Parser;
 use rayon::prelude::*;
@@ -92,7 +92,12 @@ impl BackendJob for InferJob {
             shapes: target.shapes,
         };
         let started = Instant::now();
-        let mut progress = Progress::new(self.pictures.len(), batching.batch_size);
+        // Shown past one batch of pictures.
+        let progress = Progress::new(
+            "captioning",
+            self.pictures.len(),
+            self.pictures.len() > batching.batch_size,
+        );
         let mut stdout = BufWriter::new(std::io::stdout().lock());
         let mut summary = Summary {
             captioned: 0,
@@ -163,7 +168,7 @@ impl BackendJob for InferJob {
                 captions.push(described.caption);
                 summary.captioned += 1;
             }
-            progress.advance(chunk.len());
+            progress.inc(chunk.len());
         }
         progress.finish();
         if let Err(e) = stdout.flush() {
@@ -223,54 +228,6 @@ fn encode(picture: &RgbImage, format: image::ImageFormat) -> Result<Vec<u8>> {
     let mut bytes = std::io::Cursor::new(Vec::new());
     picture.write_to(&mut bytes, format)?;
     Ok(bytes.into_inner())
-}
-
-/// Progress past one batch of pictures: a bar on a terminal, a line every tenth of the way
-/// otherwise.
-struct Progress {
-    bar: indicatif::ProgressBar,
-    plain: bool,
-    total: usize,
-    done: usize,
-    next_line: usize,
-    started: Instant,
-}
-
-impl Progress {
-    fn new(total: usize, batch_size: usize) -> Self {
-        let shown = total > batch_size;
-        let terminal = std::io::stderr().is_terminal();
-        Self {
-            bar: progress_bar(total, shown && terminal),
-            plain: shown && !terminal,
-            total,
-            done: 0,
-            next_line: total.div_ceil(10),
-            started: Instant::now(),
-        }
-    }
-
-    fn advance(&mut self, pictures: usize) {
-        self.done += pictures;
-        self.bar.inc(pictures as u64);
-        if self.plain && self.done >= self.next_line && self.done < self.total {
-            let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-            eprintln!(
-                "captioned {}/{} pictures ({rate:.1}/s)",
-                self.done, self.total
-            );
-            self.next_line += self.total.div_ceil(10);
-        }
-    }
-
-    /// Prints a line on stderr without breaking the bar.
-    fn say(&self, line: &str) {
-        self.bar.suspend(|| eprintln!("{line}"));
-    }
-
-    fn finish(&self) {
-        self.bar.finish_and_clear();
-    }
 }
 
 /// Pictures whose output files would have the same name: each pair as a message.

@@ -7,10 +7,11 @@ use captioner_datasets::image::RgbImage;
 
 use captioner_datasets::decode::Resize;
 use captioner_datasets::feature_cache::FeatureCache;
+use captioner_datasets::progress::Progress;
 use captioner_datasets::shapes::{CaptionCheck, Scene, ShapesConfig};
 use captioner_datasets::Split;
 use captioner_datasets::{ItemImage, Vocab};
-use captioner_model::inference::{caption_prepared, progress_bar};
+use captioner_model::inference::caption_prepared;
 use captioner_model::{Batching, Caption, Captioner, Endings, SearchConfig, Shapes};
 use serde::{Deserialize, Serialize};
 
@@ -30,14 +31,14 @@ fn caption_cached<B: Backend>(
     shapes: Shapes,
     device: &B::Device,
 ) -> Vec<Caption> {
-    let bar = progress_bar(images.len(), true);
+    let bar = Progress::new("captioning", images.len(), true);
     let mut captions = Vec::with_capacity(images.len());
     for chunk in images.chunks(batch_size.max(1)) {
         let features = cached_features(cache, chunk.iter(), device);
         captions.extend(model.caption_features(features, search, endings, shapes, batch_size));
-        bar.inc(chunk.len() as u64);
+        bar.inc(chunk.len());
     }
-    bar.finish_and_clear();
+    bar.finish();
     captions
 }
 

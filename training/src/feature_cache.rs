@@ -12,8 +12,8 @@ use burn::prelude::*;
 use captioner_datasets::decode::{decode_all, Resize};
 use captioner_datasets::feature_cache::{lock_folder, CacheKey, FeatureCache, FeatureCacheWriter};
 use captioner_datasets::image::to_normalized_chw;
+use captioner_datasets::progress::Progress;
 use captioner_model::{Encoder, EncoderConfig};
-use indicatif::{ProgressBar, ProgressStyle};
 
 /// Collects the values of every float parameter, in module order.
 struct WeightBytes(Vec<u8>);
@@ -83,13 +83,7 @@ impl<B: Backend> CacheEncoder<'_, B> {
         let positions = self.config.grid_positions();
         let channels = self.config.feature_dim();
         let mut writer = FeatureCacheWriter::create(&dir, key, positions, channels)?;
-        let bar = ProgressBar::new(files.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "caching features {bar:30} {pos}/{len} images  {per_sec}  eta {eta}",
-            )
-            .expect("valid template"),
-        );
+        let bar = Progress::new("caching features", files.len(), true);
         let size = self.resize.size;
         for chunk in files.chunks(256) {
             let decoded = decode_all(chunk, &self.resize, false, true);
@@ -128,9 +122,9 @@ impl<B: Backend> CacheEncoder<'_, B> {
                     }
                 }
             }
-            bar.inc(chunk.len() as u64);
+            bar.inc(chunk.len());
         }
-        bar.finish_and_clear();
+        bar.finish();
         let cache = writer.finish()?;
         eprintln!(
             "Feature cache built in {:.1}s: {} ({} pictures, {} KiB each)",
