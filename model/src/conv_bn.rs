@@ -9,6 +9,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::{PadMode, PaddedConvOptions};
 
 use crate::frozen_batch_norm::FrozenBatchNorm2d;
+use crate::fused;
 
 /// Shape of one convolution: `kernel` and `padding` are `[height, width]`.
 #[derive(Debug, Clone, Copy)]
@@ -114,7 +115,8 @@ fn padding_pairs<B: Backend>(conv: &Conv2d<B>, size: [usize; 2]) -> [(usize, usi
     }
 }
 
-/// `conv`'s convolution with `weight` and `bias` in place of its own. On the ndarray backend
+/// `conv`'s convolution with `weight` and `bias` in place of its own. In training on flex, a
+/// convolution of stride 1 is [`fused::conv_stride1`]. On the ndarray backend
 /// it runs as matrix products: one per kernel tap, each over a shifted copy of the input (for
 /// stride `s`, over one of the `s*s` phases of the input, so that nothing is computed and
 /// thrown away). ndarray's direct convolution is slow and its matmul fast: ResNet-50's
@@ -139,6 +141,13 @@ fn convolve<B: Backend>(
         );
         conv2d(x, weight, bias, options)
     };
+    if conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1 {
+        let [_, _, h, w] = x.dims();
+        let padding = padding_pairs(conv, [h, w]);
+        if let Some(y) = fused::conv_stride1(&x, &weight, bias.as_ref(), padding) {
+            return y;
+        }
+    }
     if !B::name(&x.device()).contains("ndarray") {
         return direct(x, weight, bias);
     }
@@ -302,6 +311,70 @@ mod tests {
                     worst < 1e-4,
                     "{padding:?} stride {stride}: differs by {worst}"
                 );
+            }
+        }
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn a_convolution_of_stride_1_in_training_on_flex_gives_the_outputs_and_gradients_of_conv2d() {
+        use crate::fused::relative_gap;
+        use burn::backend::{Autodiff, Flex};
+        type AdFlex = Autodiff<Flex>;
+
+        let device = Default::default();
+        // Kernels and paddings of every kind (wider than the input, lopsided), widths that
+        // are not multiples of gemm's blocks, and ResNet-101's layer-3 and layer-4 sizes
+        // (large enough for gemm to use every thread).
+        for ([n, c_in, c_out, h, w], [kh, kw], [(top, bottom), (left, right)], with_bias) in [
+            ([2, 5, 7, 3, 4], [1, 1], [(0, 0), (0, 0)], true),
+            ([3, 33, 17, 5, 1], [1, 1], [(0, 0), (0, 0)], false),
+            ([2, 3, 4, 6, 5], [3, 3], [(1, 1), (1, 1)], true),
+            ([2, 3, 4, 6, 5], [3, 3], [(0, 0), (0, 0)], false),
+            ([1, 2, 3, 4, 7], [1, 3], [(0, 0), (1, 1)], true),
+            ([1, 2, 3, 5, 5], [5, 5], [(2, 2), (2, 2)], false),
+            ([1, 2, 3, 2, 3], [3, 3], [(2, 1), (0, 2)], true),
+            ([2, 2048, 512, 7, 7], [1, 1], [(0, 0), (0, 0)], true),
+            ([2, 256, 256, 14, 14], [3, 3], [(1, 1), (1, 1)], true),
+        ] {
+            let normal = Distribution::Normal(0.0, 1.0);
+            let x = Tensor::<AdFlex, 4>::random([n, c_in, h, w], normal, &device).require_grad();
+            let weight =
+                Tensor::<AdFlex, 4>::random([c_out, c_in, kh, kw], normal, &device).require_grad();
+            let bias = with_bias
+                .then(|| Tensor::<AdFlex, 1>::random([c_out], normal, &device).require_grad());
+            let padding = [(top, bottom), (left, right)];
+            let options =
+                PaddedConvOptions::asymmetric([1, 1], [top, left], [bottom, right], [1, 1], 1);
+            let reference = conv2d(x.clone(), weight.clone(), bias.clone(), options);
+            let weigh = Tensor::<AdFlex, 4>::random(reference.dims(), normal, &device);
+            let run = |y: Tensor<AdFlex, 4>| {
+                let grads = (y.clone() * weigh.clone()).sum().backward();
+                (
+                    y.inner(),
+                    x.grad(&grads).unwrap(),
+                    weight.grad(&grads).unwrap(),
+                    bias.as_ref().map(|b| b.grad(&grads).unwrap()),
+                )
+            };
+            let ours = fused::conv_stride1(&x, &weight, bias.as_ref(), padding).expect("on flex");
+            let (ours, reference) = (run(ours), run(reference));
+            let sizes =
+                format!("{c_in} to {c_out} channels, {kh}x{kw}, {padding:?} on [{n}, {h}, {w}]");
+            for (what, gap) in [
+                ("y", relative_gap(ours.0, reference.0)),
+                ("d x", relative_gap(ours.1, reference.1)),
+                ("d weight", relative_gap(ours.2, reference.2)),
+            ] {
+                assert!(gap < 1e-5, "{what} differs by {gap} ({sizes})");
+            }
+            match (ours.3, reference.3) {
+                (Some(ours), Some(reference)) => {
+                    let gap = relative_gap(ours, reference);
+                    assert!(gap < 1e-5, "d bias differs by {gap} ({sizes})");
+                }
+                (None, None) => assert!(!with_bias),
+                _ => panic!("one side has a bias gradient ({sizes})"),
             }
         }
     }

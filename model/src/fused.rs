@@ -30,6 +30,10 @@
 //! layout, and in the backward pass `d x = d y W^T` from a row-major copy of `W^T` rather
 //! than a transposed view (see [`crate::step_linear::StepLinear`]).
 //!
+//! **Convolutions of stride 1 in training** ([`conv_stride1`]): most of ResNet's and
+//! EfficientNet's convolutions, as one product per picture forward and two back (flex's own
+//! convolution backward goes through `conv_transpose` and badly shaped products).
+//!
 //! Results are the same whatever the number of threads: rows are split between threads, and
 //! sums across rows are added in row order (the products split their outputs, not their sums,
 //! between threads). The tests of `attention.rs`, `lstm_cell.rs` and `step_linear.rs` hold
@@ -119,9 +123,9 @@ pub fn lstm_cell<B: Backend>(
     }
 }
 
-/// Whether [`step_product`] runs on backend `B`: on `Autodiff<Flex>` (training on flex)
-/// unless `CAPTIONER_FUSED=0`.
-pub fn step_product_runs<B: Backend>() -> bool {
+/// Whether [`step_product`] and [`conv_stride1`] run on backend `B`: on `Autodiff<Flex>`
+/// (training on flex) unless `CAPTIONER_FUSED=0`.
+pub fn training_on_flex<B: Backend>() -> bool {
     #[cfg(feature = "flex")]
     {
         use burn::backend::{Autodiff, Flex};
@@ -148,7 +152,7 @@ pub fn flex_with_avx512<B: Backend>() -> bool {
 }
 
 /// `x weight + bias`, `[n, d_output]`, for a layer applied at every decoding step while
-/// training on flex, or `None` elsewhere (see [`step_product_runs`]).
+/// training on flex, or `None` elsewhere (see [`training_on_flex`]).
 ///
 /// - `x`: `[n, d_input]`;
 /// - `weight`: `[d_input, d_output]`, Burn's `Linear` layout, which the forward product
@@ -167,7 +171,7 @@ pub fn step_product<B: Backend>(
 ) -> Option<Tensor<B, 2>> {
     #[cfg(feature = "flex")]
     {
-        if !step_product_runs::<B>() {
+        if !training_on_flex::<B>() {
             return None;
         }
         let [_, d_input] = x.dims();
@@ -183,6 +187,52 @@ pub fn step_product<B: Backend>(
     #[cfg(not(feature = "flex"))]
     {
         let _ = (x, weight, transposed, bias);
+        None
+    }
+}
+
+/// A convolution of stride 1 (no dilation, no groups), `[n, d_output, ho, wo]`, while training
+/// on flex, or `None` elsewhere (see [`training_on_flex`]).
+///
+/// - `x`: `[n, d_input, h, w]`;
+/// - `weight`: `[d_output, d_input, kh, kw]`;
+/// - `bias`: `[d_output]`;
+/// - `padding`: `[(top, bottom), (left, right)]` zeros.
+///
+/// Picture by picture, the input is unrolled into `cols [d_input * kh * kw, ho * wo]` (im2col;
+/// a 1x1 convolution without padding reads the input itself) and the output is `weight
+/// [d_output, d_input * kh * kw]` times it. In the backward pass `d cols = weight^T d y` is
+/// rolled back onto the input's positions, `d weight` is the sum over the pictures of `d y
+/// cols^T` (accumulated in one buffer, `cols^T` laid out row-major first) and `d bias` the sum
+/// of `d y` over pictures and positions: products of the layer's whole width, where flex's
+/// own convolution backward goes through `conv_transpose`, im2col of badly shaped operands and
+/// copies (bench/RESULTS.md, row 3).
+pub fn conv_stride1<B: Backend>(
+    x: &Tensor<B, 4>,
+    weight: &Tensor<B, 4>,
+    bias: Option<&Tensor<B, 1>>,
+    padding: [(usize, usize); 2],
+) -> Option<Tensor<B, 4>> {
+    #[cfg(feature = "flex")]
+    {
+        if !training_on_flex::<B>() {
+            return None;
+        }
+        let [_, d_input, h, w] = x.dims();
+        let [d_output, rows, kh, kw] = weight.dims();
+        let [(top, bottom), (left, right)] = padding;
+        if rows != d_input
+            || h + top + bottom < kh
+            || w + left + right < kw
+            || bias.is_some_and(|b| b.dims() != [d_output])
+        {
+            return None;
+        }
+        on_flex::conv_stride1(x, weight, bias, padding)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (x, weight, bias, padding);
         None
     }
 }
@@ -483,6 +533,23 @@ mod kernels {
             }
         }
         total
+    }
+
+    /// `dst [cols, rows]` = the transpose of `src [rows, cols]`, both row-major, in tiles
+    /// that stay in cache.
+    pub fn transpose(src: &[f32], [rows, cols]: [usize; 2], dst: &mut [f32]) {
+        const TILE: usize = 32;
+        assert_eq!(src.len(), rows * cols);
+        assert_eq!(dst.len(), rows * cols);
+        for r0 in (0..rows).step_by(TILE) {
+            for c0 in (0..cols).step_by(TILE) {
+                for r in r0..(r0 + TILE).min(rows) {
+                    for c in c0..(c0 + TILE).min(cols) {
+                        dst[c * rows + r] = src[r * cols + c];
+                    }
+                }
+            }
+        }
     }
 
     /// `sigmoid(x) = (1 + tanh(x / 2)) / 2`, through the rational [`tanh`].
@@ -961,6 +1028,68 @@ mod on_flex {
         dst
     }
 
+    /// `dst = lhs rhs`, or `dst += lhs rhs` when `accumulate`, for `dst` `[m, n]` row-major;
+    /// the operands as for [`product`].
+    fn product_into(
+        [m, n, k]: [usize; 3],
+        dst: &mut [f32],
+        accumulate: bool,
+        (lhs, [lhs_row, lhs_col]): (&[f32], [usize; 2]),
+        (rhs, [rhs_row, rhs_col]): (&[f32], [usize; 2]),
+    ) {
+        let reach = |rows: usize, cols: usize, row: usize, col: usize| {
+            (rows.max(1) - 1) * row + (cols.max(1) - 1) * col + 1
+        };
+        assert!(dst.len() == m * n, "dst holds [{m}, {n}]");
+        assert!(
+            lhs.len() >= reach(m, k, lhs_row, lhs_col),
+            "lhs holds [{m}, {k}]"
+        );
+        assert!(
+            rhs.len() >= reach(k, n, rhs_row, rhs_col),
+            "rhs holds [{k}, {n}]"
+        );
+        if m == 0 || n == 0 {
+            return;
+        }
+        if k == 0 {
+            if !accumulate {
+                dst.fill(0.0);
+            }
+            return;
+        }
+        let parallelism = if m * n * k >= 192 * 192 * 192 {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: the asserts above keep every element that the strides reach inside its
+        // slice, and `dst` is `[m, n]` of initialised values.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                n as isize,
+                accumulate,
+                lhs.as_ptr(),
+                lhs_col as isize,
+                lhs_row as isize,
+                rhs.as_ptr(),
+                rhs_col as isize,
+                rhs_row as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+    }
+
     /// What the backward pass of [`step_product`] reads: the input `[n, d_input]` and the
     /// weight laid out `[d_output, d_input]`.
     #[derive(Debug, Clone)]
@@ -1021,12 +1150,16 @@ mod on_flex {
         }
     }
 
-    /// The product's output, with what its backward pass reads when it is tracked.
-    fn record<const N: usize>(
-        kind: OpsKind<ProductBackward, Flex, ProductSaved, NoCheckpointing, N>,
-        saved: impl FnOnce() -> ProductSaved,
+    /// An operation's output, with what its backward pass reads when it is tracked.
+    fn record<O, S, const N: usize>(
+        kind: OpsKind<O, Flex, S, NoCheckpointing, N>,
+        saved: impl FnOnce() -> S,
         forward: impl FnOnce() -> FlexTensor,
-    ) -> FloatTensor<Autodiff<Flex>> {
+    ) -> FloatTensor<Autodiff<Flex>>
+    where
+        O: Backward<Flex, N, State = S>,
+        S: Clone + Send + std::fmt::Debug + 'static,
+    {
         match kind {
             OpsKind::Tracked(prep) => prep.finish(saved(), forward()),
             OpsKind::UnTracked(prep) => prep.finish(forward()),
@@ -1088,6 +1221,321 @@ mod on_flex {
             ),
             None => record(
                 ProductBackward
+                    .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone()])
+                    .compute_bound()
+                    .stateful(),
+                saved,
+                forward,
+            ),
+        };
+        Some(Tensor::from_primitive(TensorPrimitive::Float(
+            cast(y).ok()?,
+        )))
+    }
+
+    /// The sizes of a convolution of stride 1 over one picture.
+    #[derive(Debug, Clone, Copy)]
+    struct ConvDims {
+        d_input: usize,
+        d_output: usize,
+        /// The input's height and width.
+        size: [usize; 2],
+        kernel: [usize; 2],
+        /// `[(top, bottom), (left, right)]` zeros.
+        padding: [(usize, usize); 2],
+    }
+
+    impl ConvDims {
+        /// The output's height and width.
+        fn out(&self) -> [usize; 2] {
+            std::array::from_fn(|i| {
+                let (before, after) = self.padding[i];
+                self.size[i] + before + after + 1 - self.kernel[i]
+            })
+        }
+
+        /// The rows of the unrolled input: one a channel and kernel tap.
+        fn taps(&self) -> usize {
+            self.d_input * self.kernel[0] * self.kernel[1]
+        }
+
+        /// A 1x1 convolution without padding: the unrolled input is the input itself.
+        fn pointwise(&self) -> bool {
+            self.kernel == [1, 1] && self.padding == [(0, 0); 2]
+        }
+
+        fn input_len(&self) -> usize {
+            self.d_input * self.size[0] * self.size[1]
+        }
+
+        fn output_len(&self) -> usize {
+            let [ho, wo] = self.out();
+            self.d_output * ho * wo
+        }
+
+        /// For each kernel tap `k` and output row or column `o`, the input row or column
+        /// `o + k - before` when it is inside the input: `(first o, last o + 1, first input)`.
+        fn span(&self, axis: usize, tap: usize) -> (usize, usize, usize) {
+            let out = self.out()[axis];
+            let before = self.padding[axis].0;
+            let first = before.saturating_sub(tap);
+            let end = (self.size[axis] + before).saturating_sub(tap).min(out);
+            // first + tap >= before: first is before - tap when that is positive.
+            (first, end.max(first), first + tap - before)
+        }
+
+        /// `cols [taps, ho * wo]`: row `(c, ky, kx)` holds `x[c, oy + ky - top, ox + kx - left]`
+        /// (zero outside the input). im2col of one picture `x [d_input, h, w]`.
+        fn unroll(&self, x: &[f32], cols: &mut [f32]) {
+            let [h, w] = self.size;
+            let [kh, kw] = self.kernel;
+            let [ho, wo] = self.out();
+            cols.fill(0.0);
+            for c in 0..self.d_input {
+                for ky in 0..kh {
+                    let (oy0, oy1, iy0) = self.span(0, ky);
+                    for kx in 0..kw {
+                        let (ox0, ox1, ix0) = self.span(1, kx);
+                        if ox0 == ox1 {
+                            continue;
+                        }
+                        let row = &mut cols[((c * kh + ky) * kw + kx) * ho * wo..][..ho * wo];
+                        for (dy, oy) in (oy0..oy1).enumerate() {
+                            let from = &x[(c * h + iy0 + dy) * w + ix0..][..ox1 - ox0];
+                            row[oy * wo + ox0..oy * wo + ox1].copy_from_slice(from);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// The transpose of [`ConvDims::unroll`]: adds each row of `cols [taps, ho * wo]` back
+        /// onto the input positions it was read from, into `dx [d_input, h, w]` (col2im).
+        fn roll_back(&self, cols: &[f32], dx: &mut [f32]) {
+            let [h, w] = self.size;
+            let [kh, kw] = self.kernel;
+            let [ho, wo] = self.out();
+            dx.fill(0.0);
+            for c in 0..self.d_input {
+                for ky in 0..kh {
+                    let (oy0, oy1, iy0) = self.span(0, ky);
+                    for kx in 0..kw {
+                        let (ox0, ox1, ix0) = self.span(1, kx);
+                        if ox0 == ox1 {
+                            continue;
+                        }
+                        let row = &cols[((c * kh + ky) * kw + kx) * ho * wo..][..ho * wo];
+                        for (dy, oy) in (oy0..oy1).enumerate() {
+                            let to = &mut dx[(c * h + iy0 + dy) * w + ix0..][..ox1 - ox0];
+                            for (to, &from) in to.iter_mut().zip(&row[oy * wo + ox0..oy * wo + ox1])
+                            {
+                                *to += from;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the backward pass of [`conv_stride1`] reads: the input `[n, d_input, h, w]`
+    /// (unrolled again there rather than kept unrolled) and the weight `[d_output, taps]`.
+    #[derive(Debug, Clone)]
+    struct ConvSaved {
+        x: FlexTensor,
+        weight: FlexTensor,
+        n: usize,
+        dims: ConvDims,
+    }
+
+    /// Parents: the input, the weight, and the bias where the convolution has one.
+    #[derive(Debug)]
+    struct ConvBackward;
+
+    impl<const N: usize> Backward<Flex, N> for ConvBackward {
+        type State = ConvSaved;
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, N>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let ConvSaved { x, weight, n, dims } = ops.state;
+            let ConvDims {
+                d_input,
+                d_output,
+                size: [h, w],
+                ..
+            } = dims;
+            let [ho, wo] = dims.out();
+            let (positions, taps) = (ho * wo, dims.taps());
+            let d_y = grads.consume::<Flex>(&ops.node).to_contiguous();
+            let d_y = slice(&d_y);
+            let pictures = || {
+                slice(&x)
+                    .chunks_exact(dims.input_len())
+                    .zip(d_y.chunks_exact(dims.output_len()))
+            };
+            let mut parents = ops.parents.into_iter();
+            if let Some(node) = parents.next().flatten() {
+                // d cols = W^T d y (W^T a view of W: its rows are long), rolled back onto x.
+                let mut d_x = vec![0.0; n * dims.input_len()];
+                let mut d_cols = vec![
+                    0.0;
+                    if dims.pointwise() {
+                        0
+                    } else {
+                        taps * positions
+                    }
+                ];
+                for (d_x, d_y) in d_x
+                    .chunks_exact_mut(dims.input_len())
+                    .zip(d_y.chunks_exact(dims.output_len()))
+                {
+                    let into = if dims.pointwise() {
+                        &mut *d_x
+                    } else {
+                        &mut d_cols
+                    };
+                    product_into(
+                        [taps, positions, d_output],
+                        into,
+                        false,
+                        (slice(&weight), [1, taps]),
+                        (d_y, [positions, 1]),
+                    );
+                    if !dims.pointwise() {
+                        dims.roll_back(&d_cols, d_x);
+                    }
+                }
+                grads.register::<Flex>(node.id, flex_tensor(d_x, [n, d_input, h, w]));
+            }
+            if let Some(node) = parents.next().flatten() {
+                // d W = the sum over pictures of d y cols^T, cols^T laid out row-major.
+                let mut d_w = vec![0.0; d_output * taps];
+                let mut cols = vec![
+                    0.0;
+                    if dims.pointwise() {
+                        0
+                    } else {
+                        taps * positions
+                    }
+                ];
+                let mut cols_t = vec![0.0; taps * positions];
+                for (picture, (x, d_y)) in pictures().enumerate() {
+                    let unrolled = if dims.pointwise() {
+                        x
+                    } else {
+                        dims.unroll(x, &mut cols);
+                        &cols
+                    };
+                    kernels::transpose(unrolled, [taps, positions], &mut cols_t);
+                    product_into(
+                        [d_output, taps, positions],
+                        &mut d_w,
+                        picture > 0,
+                        (d_y, [positions, 1]),
+                        (&cols_t, [taps, 1]),
+                    );
+                }
+                let [kh, kw] = dims.kernel;
+                grads.register::<Flex>(node.id, flex_tensor(d_w, [d_output, d_input, kh, kw]));
+            }
+            if let Some(node) = parents.next().flatten() {
+                // d b = the sum of d y over pictures and positions.
+                let mut d_b = vec![0.0f32; d_output];
+                for picture in d_y.chunks_exact(dims.output_len()) {
+                    for (d_b, channel) in d_b.iter_mut().zip(picture.chunks_exact(positions)) {
+                        *d_b += channel.iter().sum::<f32>();
+                    }
+                }
+                grads.register::<Flex>(node.id, flex_tensor(d_b, [d_output]));
+            }
+        }
+    }
+
+    pub(super) fn conv_stride1<B: Backend>(
+        x: &Tensor<B, 4>,
+        weight: &Tensor<B, 4>,
+        bias: Option<&Tensor<B, 1>>,
+        padding: [(usize, usize); 2],
+    ) -> Option<Tensor<B, 4>> {
+        type Ad = FloatTensor<Autodiff<Flex>>;
+        let x: Ad = cast(primitive(x)).ok()?;
+        let weight: Ad = cast(primitive(weight)).ok()?;
+        let bias: Option<Ad> = match bias {
+            Some(b) => Some(cast(b.clone().into_primitive().tensor()).ok()?),
+            None => None,
+        };
+        let [xv, wv] = [values(&x.primitive)?, values(&weight.primitive)?];
+        let bv = match &bias {
+            Some(b) => Some(values(&b.primitive)?),
+            None => None,
+        };
+        let [n, d_input, h, w] = xv.shape().dims();
+        let [d_output, _, kh, kw] = wv.shape().dims();
+        let dims = ConvDims {
+            d_input,
+            d_output,
+            size: [h, w],
+            kernel: [kh, kw],
+            padding,
+        };
+        let [ho, wo] = dims.out();
+        let (positions, taps) = (ho * wo, dims.taps());
+        let forward = || {
+            let mut y = vec![0.0; n * dims.output_len()];
+            let mut cols = vec![
+                0.0;
+                if dims.pointwise() {
+                    0
+                } else {
+                    taps * positions
+                }
+            ];
+            for (y, x) in y
+                .chunks_exact_mut(dims.output_len())
+                .zip(slice(&xv).chunks_exact(dims.input_len()))
+            {
+                let unrolled = if dims.pointwise() {
+                    x
+                } else {
+                    dims.unroll(x, &mut cols);
+                    &cols
+                };
+                product_into(
+                    [d_output, positions, taps],
+                    y,
+                    false,
+                    (slice(&wv), [taps, 1]),
+                    (unrolled, [positions, 1]),
+                );
+                if let Some(b) = &bv {
+                    for (channel, &b) in y.chunks_exact_mut(positions).zip(slice(b)) {
+                        channel.iter_mut().for_each(|y| *y += b);
+                    }
+                }
+            }
+            flex_tensor(y, [n, d_output, ho, wo])
+        };
+        let saved = || ConvSaved {
+            x: xv.clone(),
+            weight: wv.clone(),
+            n,
+            dims,
+        };
+        let y: Ad = match bias {
+            Some(b) => record(
+                ConvBackward
+                    .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), b.node])
+                    .compute_bound()
+                    .stateful(),
+                saved,
+                forward,
+            ),
+            None => record(
+                ConvBackward
                     .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone()])
                     .compute_bound()
                     .stateful(),

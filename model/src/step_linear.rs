@@ -69,7 +69,7 @@ impl<B: Backend> StepLinear<B> {
     /// `linear.forward(x)` for `x` `[rows, d_input]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         if self.training {
-            if fused::step_product_runs::<B>() {
+            if fused::training_on_flex::<B>() {
                 let bias = self.bias.as_ref();
                 if let Some(y) = fused::step_product(&x, &self.weight, self.transposed(), bias) {
                     return y;
