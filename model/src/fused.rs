@@ -237,6 +237,25 @@ pub fn conv_stride1<B: Backend>(
     }
 }
 
+/// For the tests that hold a fused operation to the tensor operations: its bias gradient
+/// (`ours`) within 1e-5 of the reference's, or both absent when the layer has no bias.
+#[cfg(test)]
+pub(crate) fn assert_same_bias_gradient<B: Backend>(
+    ours: Option<Tensor<B, 1>>,
+    reference: Option<Tensor<B, 1>>,
+    with_bias: bool,
+    sizes: &str,
+) {
+    match (ours, reference) {
+        (Some(ours), Some(reference)) => {
+            let gap = relative_gap(ours, reference);
+            assert!(gap < 1e-5, "d bias differs by {gap} ({sizes})");
+        }
+        (None, None) => assert!(!with_bias),
+        _ => panic!("one side has a bias gradient ({sizes})"),
+    }
+}
+
 /// For the tests that hold the fused operations to the tensor operations: the largest
 /// difference between two tensors' values, relative to the largest value of `reference`.
 #[cfg(test)]
@@ -1166,29 +1185,66 @@ mod on_flex {
         }
     }
 
+    type Ad = FloatTensor<Autodiff<Flex>>;
+
+    /// A layer's bias as a tracked tensor and its values, `Some(None)` without one, `None`
+    /// when it is not an `f32` tensor of `Autodiff<Flex>`.
+    fn bias_of<B: Backend>(bias: Option<&Tensor<B, 1>>) -> Option<Option<(Ad, FlexTensor)>> {
+        let Some(bias) = bias else {
+            return Some(None);
+        };
+        let bias: Ad = cast(primitive(bias)).ok()?;
+        let values = values(&bias.primitive)?;
+        Some(Some((bias, values)))
+    }
+
+    /// The output of a layer's operation, whose parents are its input, its weight and its
+    /// bias where it has one.
+    fn record_layer<O, S>(
+        backward: O,
+        [x, weight]: [&Ad; 2],
+        bias: Option<Ad>,
+        saved: impl FnOnce() -> S,
+        forward: impl FnOnce() -> FlexTensor,
+    ) -> Ad
+    where
+        O: Backward<Flex, 2, State = S> + Backward<Flex, 3, State = S>,
+        S: Clone + Send + std::fmt::Debug + 'static,
+    {
+        let (x, weight) = (x.node.clone(), weight.node.clone());
+        match bias {
+            Some(b) => record(
+                <O as Backward<Flex, 3>>::prepare::<NoCheckpointing>(backward, [x, weight, b.node])
+                    .compute_bound()
+                    .stateful(),
+                saved,
+                forward,
+            ),
+            None => record(
+                <O as Backward<Flex, 2>>::prepare::<NoCheckpointing>(backward, [x, weight])
+                    .compute_bound()
+                    .stateful(),
+                saved,
+                forward,
+            ),
+        }
+    }
+
     pub(super) fn step_product<B: Backend>(
         x: &Tensor<B, 2>,
         weight: &Tensor<B, 2>,
         transposed: &Tensor<B, 2>,
         bias: Option<&Tensor<B, 1>>,
     ) -> Option<Tensor<B, 2>> {
-        type Ad = FloatTensor<Autodiff<Flex>>;
         let x: Ad = cast(primitive(x)).ok()?;
         let weight: Ad = cast(primitive(weight)).ok()?;
         let transposed: Ad = cast(primitive(transposed)).ok()?;
-        let bias: Option<Ad> = match bias {
-            Some(b) => Some(cast(b.clone().into_primitive().tensor()).ok()?),
-            None => None,
-        };
+        let (bias, bv) = bias_of(bias)?.unzip();
         let [xv, wv, tv] = [
             values(&x.primitive)?,
             values(&weight.primitive)?,
             values(&transposed.primitive)?,
         ];
-        let bv = match &bias {
-            Some(b) => Some(values(&b.primitive)?),
-            None => None,
-        };
         let [n, d_input] = xv.shape().dims();
         let d_output = wv.shape().dims::<2>()[1];
         let forward = || {
@@ -1210,24 +1266,7 @@ mod on_flex {
             d_input,
             d_output,
         };
-        let y: Ad = match bias {
-            Some(b) => record(
-                ProductBackward
-                    .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), b.node])
-                    .compute_bound()
-                    .stateful(),
-                saved,
-                forward,
-            ),
-            None => record(
-                ProductBackward
-                    .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone()])
-                    .compute_bound()
-                    .stateful(),
-                saved,
-                forward,
-            ),
-        };
+        let y = record_layer(ProductBackward, [&x, &weight], bias, saved, forward);
         Some(Tensor::from_primitive(TensorPrimitive::Float(
             cast(y).ok()?,
         )))
@@ -1284,13 +1323,13 @@ mod on_flex {
             (first, end.max(first), first + tap - before)
         }
 
-        /// `cols [taps, ho * wo]`: row `(c, ky, kx)` holds `x[c, oy + ky - top, ox + kx - left]`
-        /// (zero outside the input). im2col of one picture `x [d_input, h, w]`.
-        fn unroll(&self, x: &[f32], cols: &mut [f32]) {
+        /// Calls `f(at_cols, at_x, len)` for every run of `len` values that an unrolled row
+        /// of `cols [taps, ho * wo]` reads from the input `[d_input, h, w]`: row `(c, ky, kx)`
+        /// holds `x[c, oy + ky - top, ox + kx - left]`, zero outside the input.
+        fn runs(&self, mut f: impl FnMut(usize, usize, usize)) {
             let [h, w] = self.size;
             let [kh, kw] = self.kernel;
             let [ho, wo] = self.out();
-            cols.fill(0.0);
             for c in 0..self.d_input {
                 for ky in 0..kh {
                     let (oy0, oy1, iy0) = self.span(0, ky);
@@ -1299,42 +1338,57 @@ mod on_flex {
                         if ox0 == ox1 {
                             continue;
                         }
-                        let row = &mut cols[((c * kh + ky) * kw + kx) * ho * wo..][..ho * wo];
+                        let row = ((c * kh + ky) * kw + kx) * ho * wo;
                         for (dy, oy) in (oy0..oy1).enumerate() {
-                            let from = &x[(c * h + iy0 + dy) * w + ix0..][..ox1 - ox0];
-                            row[oy * wo + ox0..oy * wo + ox1].copy_from_slice(from);
+                            f(row + oy * wo + ox0, (c * h + iy0 + dy) * w + ix0, ox1 - ox0);
                         }
                     }
                 }
             }
         }
 
-        /// The transpose of [`ConvDims::unroll`]: adds each row of `cols [taps, ho * wo]` back
-        /// onto the input positions it was read from, into `dx [d_input, h, w]` (col2im).
-        fn roll_back(&self, cols: &[f32], dx: &mut [f32]) {
-            let [h, w] = self.size;
-            let [kh, kw] = self.kernel;
+        /// The buffer of one picture's unrolled input: none for a 1x1 convolution without
+        /// padding, which reads the input itself.
+        fn scratch(&self) -> Vec<f32> {
             let [ho, wo] = self.out();
-            dx.fill(0.0);
-            for c in 0..self.d_input {
-                for ky in 0..kh {
-                    let (oy0, oy1, iy0) = self.span(0, ky);
-                    for kx in 0..kw {
-                        let (ox0, ox1, ix0) = self.span(1, kx);
-                        if ox0 == ox1 {
-                            continue;
-                        }
-                        let row = &cols[((c * kh + ky) * kw + kx) * ho * wo..][..ho * wo];
-                        for (dy, oy) in (oy0..oy1).enumerate() {
-                            let to = &mut dx[(c * h + iy0 + dy) * w + ix0..][..ox1 - ox0];
-                            for (to, &from) in to.iter_mut().zip(&row[oy * wo + ox0..oy * wo + ox1])
-                            {
-                                *to += from;
-                            }
-                        }
-                    }
+            vec![
+                0.0;
+                if self.pointwise() {
+                    0
+                } else {
+                    self.taps() * ho * wo
                 }
+            ]
+        }
+
+        /// One picture's unrolled input `[taps, ho * wo]`: `x` itself for a 1x1 convolution
+        /// without padding, else `x` unrolled into `cols` (from [`ConvDims::scratch`]).
+        fn unrolled<'a>(&self, x: &'a [f32], cols: &'a mut [f32]) -> &'a [f32] {
+            if self.pointwise() {
+                x
+            } else {
+                self.unroll(x, cols);
+                cols
             }
+        }
+
+        /// im2col of one picture `x [d_input, h, w]` into `cols` (see [`ConvDims::runs`]).
+        fn unroll(&self, x: &[f32], cols: &mut [f32]) {
+            cols.fill(0.0);
+            self.runs(|at_cols, at_x, len| {
+                cols[at_cols..at_cols + len].copy_from_slice(&x[at_x..at_x + len]);
+            });
+        }
+
+        /// The transpose of [`ConvDims::unroll`] (col2im): adds each value of `cols` onto the
+        /// input position it was read from, into `dx [d_input, h, w]`.
+        fn roll_back(&self, cols: &[f32], dx: &mut [f32]) {
+            dx.fill(0.0);
+            self.runs(|at_cols, at_x, len| {
+                for (to, &from) in dx[at_x..at_x + len].iter_mut().zip(&cols[at_cols..][..len]) {
+                    *to += from;
+                }
+            });
         }
     }
 
@@ -1381,14 +1435,7 @@ mod on_flex {
             if let Some(node) = parents.next().flatten() {
                 // d cols = W^T d y (W^T a view of W: its rows are long), rolled back onto x.
                 let mut d_x = vec![0.0; n * dims.input_len()];
-                let mut d_cols = vec![
-                    0.0;
-                    if dims.pointwise() {
-                        0
-                    } else {
-                        taps * positions
-                    }
-                ];
+                let mut d_cols = dims.scratch();
                 for (d_x, d_y) in d_x
                     .chunks_exact_mut(dims.input_len())
                     .zip(d_y.chunks_exact(dims.output_len()))
@@ -1414,22 +1461,10 @@ mod on_flex {
             if let Some(node) = parents.next().flatten() {
                 // d W = the sum over pictures of d y cols^T, cols^T laid out row-major.
                 let mut d_w = vec![0.0; d_output * taps];
-                let mut cols = vec![
-                    0.0;
-                    if dims.pointwise() {
-                        0
-                    } else {
-                        taps * positions
-                    }
-                ];
+                let mut cols = dims.scratch();
                 let mut cols_t = vec![0.0; taps * positions];
                 for (picture, (x, d_y)) in pictures().enumerate() {
-                    let unrolled = if dims.pointwise() {
-                        x
-                    } else {
-                        dims.unroll(x, &mut cols);
-                        &cols
-                    };
+                    let unrolled = dims.unrolled(x, &mut cols);
                     kernels::transpose(unrolled, [taps, positions], &mut cols_t);
                     product_into(
                         [d_output, taps, positions],
@@ -1461,18 +1496,10 @@ mod on_flex {
         bias: Option<&Tensor<B, 1>>,
         padding: [(usize, usize); 2],
     ) -> Option<Tensor<B, 4>> {
-        type Ad = FloatTensor<Autodiff<Flex>>;
         let x: Ad = cast(primitive(x)).ok()?;
         let weight: Ad = cast(primitive(weight)).ok()?;
-        let bias: Option<Ad> = match bias {
-            Some(b) => Some(cast(b.clone().into_primitive().tensor()).ok()?),
-            None => None,
-        };
+        let (bias, bv) = bias_of(bias)?.unzip();
         let [xv, wv] = [values(&x.primitive)?, values(&weight.primitive)?];
-        let bv = match &bias {
-            Some(b) => Some(values(&b.primitive)?),
-            None => None,
-        };
         let [n, d_input, h, w] = xv.shape().dims();
         let [d_output, _, kh, kw] = wv.shape().dims();
         let dims = ConvDims {
@@ -1486,24 +1513,12 @@ mod on_flex {
         let (positions, taps) = (ho * wo, dims.taps());
         let forward = || {
             let mut y = vec![0.0; n * dims.output_len()];
-            let mut cols = vec![
-                0.0;
-                if dims.pointwise() {
-                    0
-                } else {
-                    taps * positions
-                }
-            ];
+            let mut cols = dims.scratch();
             for (y, x) in y
                 .chunks_exact_mut(dims.output_len())
                 .zip(slice(&xv).chunks_exact(dims.input_len()))
             {
-                let unrolled = if dims.pointwise() {
-                    x
-                } else {
-                    dims.unroll(x, &mut cols);
-                    &cols
-                };
+                let unrolled = dims.unrolled(x, &mut cols);
                 product_into(
                     [d_output, positions, taps],
                     y,
@@ -1525,24 +1540,7 @@ mod on_flex {
             n,
             dims,
         };
-        let y: Ad = match bias {
-            Some(b) => record(
-                ConvBackward
-                    .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), b.node])
-                    .compute_bound()
-                    .stateful(),
-                saved,
-                forward,
-            ),
-            None => record(
-                ConvBackward
-                    .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone()])
-                    .compute_bound()
-                    .stateful(),
-                saved,
-                forward,
-            ),
-        };
+        let y = record_layer(ConvBackward, [&x, &weight], bias, saved, forward);
         Some(Tensor::from_primitive(TensorPrimitive::Float(
             cast(y).ok()?,
         )))

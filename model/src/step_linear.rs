@@ -193,14 +193,7 @@ mod tests {
             ] {
                 assert!(gap < 1e-5, "{what} differs by {gap} ({sizes})");
             }
-            match (ours.3, reference.3) {
-                (Some(ours), Some(reference)) => {
-                    let gap = relative_gap(ours, reference);
-                    assert!(gap < 1e-5, "d bias differs by {gap} ({sizes})");
-                }
-                (None, None) => assert!(!with_bias),
-                _ => panic!("one side has a bias gradient ({sizes})"),
-            }
+            crate::fused::assert_same_bias_gradient(ours.3, reference.3, with_bias, &sizes);
         }
     }
 }
