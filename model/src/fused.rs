@@ -237,16 +237,34 @@ pub fn conv_stride1<B: Backend>(
     }
 }
 
-/// For the tests that hold a fused operation to the tensor operations: its bias gradient
-/// (`ours`) within 1e-5 of the reference's, or both absent when the layer has no bias.
+/// For the tests that hold a fused operation to the tensor operations: its output `y` and
+/// the gradients of its input, weight and bias (`ours`) within 1e-5 of the reference's, the
+/// bias's absent on both sides when the layer has none.
 #[cfg(test)]
-pub(crate) fn assert_same_bias_gradient<B: Backend>(
-    ours: Option<Tensor<B, 1>>,
-    reference: Option<Tensor<B, 1>>,
+pub(crate) fn assert_same_outputs_and_gradients<B: Backend, const D: usize, const W: usize>(
+    ours: (
+        Tensor<B, D>,
+        Tensor<B, D>,
+        Tensor<B, W>,
+        Option<Tensor<B, 1>>,
+    ),
+    reference: (
+        Tensor<B, D>,
+        Tensor<B, D>,
+        Tensor<B, W>,
+        Option<Tensor<B, 1>>,
+    ),
     with_bias: bool,
     sizes: &str,
 ) {
-    match (ours, reference) {
+    for (what, gap) in [
+        ("y", relative_gap(ours.0, reference.0)),
+        ("d x", relative_gap(ours.1, reference.1)),
+        ("d weight", relative_gap(ours.2, reference.2)),
+    ] {
+        assert!(gap < 1e-5, "{what} differs by {gap} ({sizes})");
+    }
+    match (ours.3, reference.3) {
         (Some(ours), Some(reference)) => {
             let gap = relative_gap(ours, reference);
             assert!(gap < 1e-5, "d bias differs by {gap} ({sizes})");
@@ -990,68 +1008,46 @@ mod on_flex {
     }
 
     /// `lhs rhs`, `[m, n]` row-major, each operand given with its (row, column) strides in
-    /// elements, written by gemm into a new buffer without zeroing it first. gemm runs on
-    /// all threads once the product is as large as flex's own threshold for that.
+    /// elements, written by gemm into a new buffer without zeroing it first (see
+    /// [`product_into`]).
     fn product(
         [m, n, k]: [usize; 3],
-        (lhs, [lhs_row, lhs_col]): (&[f32], [usize; 2]),
-        (rhs, [rhs_row, rhs_col]): (&[f32], [usize; 2]),
+        lhs: (&[f32], [usize; 2]),
+        rhs: (&[f32], [usize; 2]),
     ) -> Vec<f32> {
-        let reach = |rows: usize, cols: usize, row: usize, col: usize| {
-            (rows.max(1) - 1) * row + (cols.max(1) - 1) * col + 1
-        };
-        assert!(
-            lhs.len() >= reach(m, k, lhs_row, lhs_col),
-            "lhs holds [{m}, {k}]"
-        );
-        assert!(
-            rhs.len() >= reach(k, n, rhs_row, rhs_col),
-            "rhs holds [{k}, {n}]"
-        );
-        if m == 0 || n == 0 || k == 0 {
-            return vec![0.0; m * n];
-        }
-        let parallelism = if m * n * k >= 192 * 192 * 192 {
-            gemm::Parallelism::Rayon(0)
-        } else {
-            gemm::Parallelism::None
-        };
-        let mut dst = Vec::with_capacity(m * n);
-        // SAFETY: the asserts above keep every element that the strides reach inside its
-        // slice, and `dst` has room for `[m, n]`; gemm does not read `dst` (`read_dst` is
-        // false) and writes every one of its `m * n` values, so they hold values after it.
+        let mut dst: Vec<f32> = Vec::with_capacity(m * n);
+        // SAFETY: `dst` has room for `[m, n]`; with `accumulate` false it is not read, and
+        // each of its `m * n` values is written.
         unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                lhs.as_ptr(),
-                lhs_col as isize,
-                lhs_row as isize,
-                rhs.as_ptr(),
-                rhs_col as isize,
-                rhs_row as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            );
+            gemm_into([m, n, k], dst.as_mut_ptr(), false, lhs, rhs);
             dst.set_len(m * n);
         }
         dst
     }
 
-    /// `dst = lhs rhs`, or `dst += lhs rhs` when `accumulate`, for `dst` `[m, n]` row-major;
-    /// the operands as for [`product`].
+    /// `dst = lhs rhs`, or `dst += lhs rhs` when `accumulate`, for `dst` `[m, n]` row-major,
+    /// each operand given with its (row, column) strides in elements. gemm runs on all threads
+    /// once the product is as large as flex's own threshold for that.
     fn product_into(
-        [m, n, k]: [usize; 3],
+        dims: [usize; 3],
         dst: &mut [f32],
+        accumulate: bool,
+        lhs: (&[f32], [usize; 2]),
+        rhs: (&[f32], [usize; 2]),
+    ) {
+        let [m, n, _] = dims;
+        assert!(dst.len() == m * n, "dst holds [{m}, {n}]");
+        // SAFETY: `dst` is `[m, n]` of initialised values.
+        unsafe { gemm_into(dims, dst.as_mut_ptr(), accumulate, lhs, rhs) }
+    }
+
+    /// [`product_into`] on `m * n` values at `dst`.
+    ///
+    /// # Safety
+    /// `dst` points to room for `m * n` values, initialised when `accumulate`.
+    unsafe fn gemm_into(
+        [m, n, k]: [usize; 3],
+        dst: *mut f32,
         accumulate: bool,
         (lhs, [lhs_row, lhs_col]): (&[f32], [usize; 2]),
         (rhs, [rhs_row, rhs_col]): (&[f32], [usize; 2]),
@@ -1059,7 +1055,6 @@ mod on_flex {
         let reach = |rows: usize, cols: usize, row: usize, col: usize| {
             (rows.max(1) - 1) * row + (cols.max(1) - 1) * col + 1
         };
-        assert!(dst.len() == m * n, "dst holds [{m}, {n}]");
         assert!(
             lhs.len() >= reach(m, k, lhs_row, lhs_col),
             "lhs holds [{m}, {k}]"
@@ -1073,7 +1068,8 @@ mod on_flex {
         }
         if k == 0 {
             if !accumulate {
-                dst.fill(0.0);
+                // SAFETY: the caller gives room for `m * n` values.
+                unsafe { std::ptr::write_bytes(dst, 0, m * n) };
             }
             return;
         }
@@ -1083,13 +1079,14 @@ mod on_flex {
             gemm::Parallelism::None
         };
         // SAFETY: the asserts above keep every element that the strides reach inside its
-        // slice, and `dst` is `[m, n]` of initialised values.
+        // slice, and the caller gives `dst` room for `[m, n]`; gemm reads it only when
+        // `accumulate`, and then the caller has initialised it.
         unsafe {
             gemm::gemm(
                 m,
                 n,
                 k,
-                dst.as_mut_ptr(),
+                dst,
                 1,
                 n as isize,
                 accumulate,
