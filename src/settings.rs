@@ -148,14 +148,18 @@ pub struct TrainFlags {
     /// Element-wise gradient clipping threshold [default: 5].
     #[arg(long, help_heading = "Optimiser")]
     pub grad_clip: Option<f32>,
-    /// Number of training scenes of the shapes dataset (5 captions each) [default: 2000].
-    #[arg(long, help_heading = "Data")]
+    /// Training images: the shapes dataset's scenes (5 captions each) [default: 2000]; of a
+    /// dataset on disk, only the first N of its train split, in the order of its annotation
+    /// file, for a quicker run [default: all].
+    #[arg(long, value_name = "N", help_heading = "Data")]
     pub train_images: Option<usize>,
-    /// Number of validation scenes, scored after every epoch [default: 200].
-    #[arg(long, help_heading = "Data")]
+    /// Validation images, scored after every epoch: the shapes dataset's scenes [default:
+    /// 200]; of a dataset on disk, only the first N of its dev split [default: all].
+    #[arg(long, value_name = "N", help_heading = "Data")]
     pub valid_images: Option<usize>,
-    /// Number of held-out test scenes in the final report [default: 500].
-    #[arg(long, help_heading = "Data")]
+    /// Held-out test scenes of the shapes dataset in the final report [default: 500] (a
+    /// dataset on disk scores its whole test split, when it has one).
+    #[arg(long, value_name = "N", help_heading = "Data")]
     pub test_images: Option<usize>,
     /// Dropout before the vocabulary projection [default: 0.2; real datasets: 0.5].
     #[arg(long, help_heading = "Model")]
@@ -225,7 +229,7 @@ impl TrainFlags {
         if let (Some(size), None) = (config.encoder.name.row().native_size, self.image_size) {
             config.data.set_image_size(size);
         }
-        let mut config = self.apply(config);
+        let mut config = self.apply(config)?;
         if let Some(preset) = self.preset {
             preset.settle_encoder(&mut config);
         }
@@ -298,7 +302,7 @@ impl TrainFlags {
                 run.display()
             );
         }
-        let config = self.apply(saved);
+        let config = self.apply(saved)?;
         config.check().map_err(anyhow::Error::msg)?;
         Ok(config)
     }
@@ -368,7 +372,7 @@ impl TrainFlags {
                 *cached = false;
             }
         }
-        let mut config = self.apply(config);
+        let mut config = self.apply(config)?;
         if let Objective::SelfCritical(scst) = &mut config.objective {
             if let Some(samples) = self.scst_samples {
                 scst.samples = samples;
@@ -400,7 +404,7 @@ impl TrainFlags {
     }
 
     /// Applies the flags that were given, but the encoder's, on top of `config`.
-    fn apply(&self, mut config: TrainConfig) -> TrainConfig {
+    fn apply(&self, mut config: TrainConfig) -> Result<TrainConfig> {
         macro_rules! set {
             ($($flag:ident => $($field:ident).+),*) => {
                 $(if let Some(v) = self.$flag.clone() { config.$($field).+ = v; })*
@@ -435,6 +439,19 @@ impl TrainFlags {
                 shapes_set(self.test_images, &mut shapes.test);
             }
             DataSource::Files(files) => {
+                if self.test_images.is_some() {
+                    bail!(
+                        "--test-images sets the shapes dataset's test scenes; {} scores its \
+                         whole test split at the end, when it has one: drop --test-images",
+                        files.dataset
+                    );
+                }
+                if self.train_images.is_some() {
+                    files.train_images = self.train_images;
+                }
+                if self.valid_images.is_some() {
+                    files.valid_images = self.valid_images;
+                }
                 if let Some(dir) = &self.data_dir {
                     files.data_dir = dir.clone();
                 }
@@ -457,13 +474,14 @@ impl TrainFlags {
                 files.hflip |= self.hflip;
             }
         }
-        config
+        Ok(config)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use captioner_datasets::Split;
     use clap::Parser;
 
     #[derive(Parser)]
@@ -490,6 +508,26 @@ mod tests {
     }
 
     const FLICKR: [&str; 4] = ["--dataset", "flickr8k", "--data-dir", "/data/flickr8k"];
+
+    #[test]
+    fn image_counts_cut_a_dataset_on_disk_to_its_first_images_and_test_images_is_refused() {
+        let all = new_run(&FLICKR);
+        assert_eq!(files(&all).images_of(Split::Train), None);
+        let part = new_run(
+            &[
+                &FLICKR[..],
+                &["--train-images", "1500", "--valid-images", "300"],
+            ]
+            .concat(),
+        );
+        assert_eq!(files(&part).images_of(Split::Train), Some(1500));
+        assert_eq!(files(&part).images_of(Split::Valid), Some(300));
+        assert_eq!(files(&part).images_of(Split::Test), None);
+        let err = flags(&[&FLICKR[..], &["--test-images", "10"]].concat())
+            .new_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("drop --test-images"), "{err}");
+    }
 
     #[test]
     fn with_no_flag_a_run_takes_the_shapes_defaults() {

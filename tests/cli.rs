@@ -663,6 +663,38 @@ fn train_on_a_flickr8k_folder_lists_what_it_skips_and_strict_refuses() {
         "{lazy_out}"
     );
 
+    // The first images of each split, for a quicker run: the broken picture comes after them.
+    let part = exec(
+        "train",
+        &[
+            &small[..],
+            &[
+                "--train-images",
+                "3",
+                "--valid-images",
+                "1",
+                "--out",
+                dir.join("part").to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
+    let part_out = text(&part.stdout);
+    assert!(part.status.success(), "{part_out}\n{}", text(&part.stderr));
+    assert!(
+        part_out.contains("only the first 3 images of its train split"),
+        "{part_out}"
+    );
+    assert!(
+        part_out.contains("train: 3 images, 6 captions"),
+        "{part_out}"
+    );
+    assert!(!part_out.contains("unreadable"), "{part_out}");
+    assert!(
+        part_out.contains("dev images (the split that picked the best epoch): 1"),
+        "{part_out}"
+    );
+
     let strict = exec(
         "train",
         &[

@@ -63,6 +63,19 @@ impl Corpus {
         self.images.retain(|i| !i.captions.is_empty());
     }
 
+    /// Keeps only the first `n` images of `split`, in the order of the annotation file (a
+    /// quicker run on part of a dataset); the other splits are untouched.
+    pub fn keep_first(&mut self, split: Split, n: usize) {
+        let mut seen = 0;
+        self.images.retain(|i| {
+            if i.split != split {
+                return true;
+            }
+            seen += 1;
+            seen <= n
+        });
+    }
+
     /// Drops `bad` images (e.g. those that failed to decode).
     pub fn remove_images(&mut self, bad: &[PathBuf]) {
         let bad: std::collections::HashSet<&PathBuf> = bad.iter().collect();
@@ -223,6 +236,35 @@ pub fn hashed_split(names: &[String]) -> HashMap<String, Split> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keeping_the_first_images_of_a_split_leaves_the_other_splits_and_the_order() {
+        let image = |name: &str, split| CorpusImage {
+            path: PathBuf::from(name),
+            split,
+            captions: vec!["a dog".into()],
+        };
+        let mut corpus = Corpus {
+            images: vec![
+                image("t1.jpg", Split::Train),
+                image("v1.jpg", Split::Valid),
+                image("t2.jpg", Split::Train),
+                image("t3.jpg", Split::Train),
+                image("v2.jpg", Split::Valid),
+            ],
+            ..Corpus::default()
+        };
+        corpus.keep_first(Split::Train, 2);
+        let names: Vec<_> = corpus
+            .images
+            .iter()
+            .map(|i| i.path.to_str().unwrap())
+            .collect();
+        assert_eq!(names, ["t1.jpg", "v1.jpg", "t2.jpg", "v2.jpg"]);
+        corpus.keep_first(Split::Valid, 0);
+        assert_eq!(corpus.counts(Split::Valid), (0, 0));
+        assert_eq!(corpus.counts(Split::Train), (2, 2));
+    }
 
     #[test]
     fn hashed_split_is_stable_and_sized() {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use captioner_datasets::decode::{Resize, ResizeMode};
 use captioner_datasets::shapes::ShapesConfig;
-use captioner_datasets::{DatasetName, Format};
+use captioner_datasets::{DatasetName, Format, Split};
 use captioner_model::{EncoderMode, EncoderSettings, SearchConfig, SelfCriticalConfig};
 use serde::{Deserialize, Serialize};
 
@@ -51,9 +51,25 @@ pub struct FilesConfig {
     /// Decoded pictures are kept in memory when they take at most this many gigabytes;
     /// beyond, the data loader decodes them from their files every epoch.
     pub image_memory_gb: f64,
+    /// Only the first this many images of the train split, in the order of the annotation
+    /// file (all of them when `None`): a quicker run on part of a dataset.
+    #[serde(default)]
+    pub train_images: Option<usize>,
+    /// Only the first this many images of the dev split (all of them when `None`).
+    #[serde(default)]
+    pub valid_images: Option<usize>,
 }
 
 impl FilesConfig {
+    /// The most images of `split` a run reads (`None`: all of them).
+    pub fn images_of(&self, split: Split) -> Option<usize> {
+        match split {
+            Split::Train => self.train_images,
+            Split::Valid => self.valid_images,
+            Split::Test => None,
+        }
+    }
+
     /// How a picture becomes the encoder's input.
     pub fn resize(&self) -> Resize {
         self.resize.to_size(self.image_size)
@@ -72,6 +88,8 @@ impl FilesConfig {
             hflip: false,
             cache_dir: PathBuf::from("artifacts/cache"),
             image_memory_gb: 8.0,
+            train_images: None,
+            valid_images: None,
         }
     }
 }

@@ -208,16 +208,24 @@ fn read_pictures(
     })
 }
 
-/// Finds and reads the annotations of `files`; also says what was read, for the user.
+/// Finds and reads the annotations of `files`, keeping of each split the images the run
+/// reads ([`FilesConfig::images_of`]); also says what was read, for the user.
 fn read_corpus(files: &FilesConfig) -> Result<(Corpus, String)> {
     let located = detect(&files.data_dir, Some(files.dataset), files.format)?;
-    let reading = format!(
+    let mut reading = format!(
         "Reading {} ({} format) from {}",
         files.dataset,
         located.format,
         located.annotations.display()
     );
-    Ok((load(&files.data_dir, &located)?, reading))
+    let mut corpus = load(&files.data_dir, &located)?;
+    for split in Split::ALL {
+        if let Some(n) = files.images_of(split) {
+            corpus.keep_first(split, n);
+            reading += &format!("; only the first {n} images of its {split} split");
+        }
+    }
+    Ok((corpus, reading))
 }
 
 /// Reads, checks and decodes a dataset on disk, printing the preflight report.

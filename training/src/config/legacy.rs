@@ -117,6 +117,8 @@ impl From<FlatConfig> for TrainConfig {
                 hflip: f.hflip,
                 cache_dir: f.cache_dir,
                 image_memory_gb: f.image_memory_gb,
+                train_images: None,
+                valid_images: None,
             }),
         };
         TrainConfig {
