@@ -116,7 +116,7 @@ fn padding_pairs<B: Backend>(conv: &Conv2d<B>, size: [usize; 2]) -> [(usize, usi
 }
 
 /// `conv`'s convolution with `weight` and `bias` in place of its own. In training on flex, a
-/// convolution of stride 1 is [`fused::conv_stride1`]. On the ndarray backend
+/// convolution without groups or dilation is [`fused::convolution`]. On the ndarray backend
 /// it runs as matrix products: one per kernel tap, each over a shifted copy of the input (for
 /// stride `s`, over one of the `s*s` phases of the input, so that nothing is computed and
 /// thrown away). ndarray's direct convolution is slow and its matmul fast: ResNet-50's
@@ -141,10 +141,10 @@ fn convolve<B: Backend>(
         );
         conv2d(x, weight, bias, options)
     };
-    if conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1 {
+    if conv.dilation == [1, 1] && conv.groups == 1 {
         let [_, _, h, w] = x.dims();
         let padding = padding_pairs(conv, [h, w]);
-        if let Some(y) = fused::conv_stride1(&x, &weight, bias.as_ref(), padding) {
+        if let Some(y) = fused::convolution(&x, &weight, bias.as_ref(), conv.stride, padding) {
             return y;
         }
     }
@@ -317,24 +317,50 @@ mod tests {
 
     #[cfg(feature = "flex")]
     #[test]
-    fn a_convolution_of_stride_1_in_training_on_flex_gives_the_outputs_and_gradients_of_conv2d() {
+    fn a_convolution_in_training_on_flex_gives_the_outputs_and_gradients_of_conv2d() {
         use burn::backend::{Autodiff, Flex};
         type AdFlex = Autodiff<Flex>;
 
         let device = Default::default();
-        // Kernels and paddings of every kind (wider than the input, lopsided), widths that
+        // Kernels and paddings of every kind (wider than the input, lopsided), strides of 1,
+        // 2 and 3 (ResNet's downsampling 1x1 and 3x3 and its 7x7 stem, EfficientNet's
+        // lopsided "same" padding, a stride that skips the input's last rows), widths that
         // are not multiples of gemm's blocks, and ResNet-101's layer-3 and layer-4 sizes
         // (large enough for gemm to use every thread).
-        for ([n, c_in, c_out, h, w], [kh, kw], [(top, bottom), (left, right)], with_bias) in [
-            ([2, 5, 7, 3, 4], [1, 1], [(0, 0), (0, 0)], true),
-            ([3, 33, 17, 5, 1], [1, 1], [(0, 0), (0, 0)], false),
-            ([2, 3, 4, 6, 5], [3, 3], [(1, 1), (1, 1)], true),
-            ([2, 3, 4, 6, 5], [3, 3], [(0, 0), (0, 0)], false),
-            ([1, 2, 3, 4, 7], [1, 3], [(0, 0), (1, 1)], true),
-            ([1, 2, 3, 5, 5], [5, 5], [(2, 2), (2, 2)], false),
-            ([1, 2, 3, 2, 3], [3, 3], [(2, 1), (0, 2)], true),
-            ([2, 2048, 512, 7, 7], [1, 1], [(0, 0), (0, 0)], true),
-            ([2, 256, 256, 14, 14], [3, 3], [(1, 1), (1, 1)], true),
+        for (
+            [n, c_in, c_out, h, w],
+            [kh, kw],
+            [sy, sx],
+            [(top, bottom), (left, right)],
+            with_bias,
+        ) in [
+            ([2, 5, 7, 3, 4], [1, 1], [1, 1], [(0, 0), (0, 0)], true),
+            ([3, 33, 17, 5, 1], [1, 1], [1, 1], [(0, 0), (0, 0)], false),
+            ([2, 3, 4, 6, 5], [3, 3], [1, 1], [(1, 1), (1, 1)], true),
+            ([2, 3, 4, 6, 5], [3, 3], [1, 1], [(0, 0), (0, 0)], false),
+            ([1, 2, 3, 4, 7], [1, 3], [1, 1], [(0, 0), (1, 1)], true),
+            ([1, 2, 3, 5, 5], [5, 5], [1, 1], [(2, 2), (2, 2)], false),
+            ([1, 2, 3, 2, 3], [3, 3], [1, 1], [(2, 1), (0, 2)], true),
+            ([2, 6, 5, 8, 7], [1, 1], [2, 2], [(0, 0), (0, 0)], false),
+            ([2, 3, 4, 8, 9], [3, 3], [2, 2], [(1, 1), (1, 1)], true),
+            ([1, 3, 4, 9, 8], [3, 3], [2, 2], [(0, 1), (0, 1)], true),
+            ([1, 3, 8, 15, 14], [7, 7], [2, 2], [(3, 3), (3, 3)], false),
+            ([2, 2, 3, 7, 10], [3, 2], [3, 2], [(1, 0), (0, 2)], true),
+            ([2, 2048, 512, 7, 7], [1, 1], [1, 1], [(0, 0), (0, 0)], true),
+            (
+                [2, 256, 256, 14, 14],
+                [3, 3],
+                [1, 1],
+                [(1, 1), (1, 1)],
+                true,
+            ),
+            (
+                [2, 256, 256, 14, 14],
+                [3, 3],
+                [2, 2],
+                [(1, 1), (1, 1)],
+                true,
+            ),
         ] {
             let normal = Distribution::Normal(0.0, 1.0);
             let x = Tensor::<AdFlex, 4>::random([n, c_in, h, w], normal, &device).require_grad();
@@ -344,7 +370,7 @@ mod tests {
                 .then(|| Tensor::<AdFlex, 1>::random([c_out], normal, &device).require_grad());
             let padding = [(top, bottom), (left, right)];
             let options =
-                PaddedConvOptions::asymmetric([1, 1], [top, left], [bottom, right], [1, 1], 1);
+                PaddedConvOptions::asymmetric([sy, sx], [top, left], [bottom, right], [1, 1], 1);
             let reference = conv2d(x.clone(), weight.clone(), bias.clone(), options);
             let weigh = Tensor::<AdFlex, 4>::random(reference.dims(), normal, &device);
             let run = |y: Tensor<AdFlex, 4>| {
@@ -356,10 +382,11 @@ mod tests {
                     bias.as_ref().map(|b| b.grad(&grads).unwrap()),
                 )
             };
-            let ours = fused::conv_stride1(&x, &weight, bias.as_ref(), padding).expect("on flex");
+            let ours =
+                fused::convolution(&x, &weight, bias.as_ref(), [sy, sx], padding).expect("on flex");
             let (ours, reference) = (run(ours), run(reference));
             let sizes =
-                format!("{c_in} to {c_out} channels, {kh}x{kw}, {padding:?} on [{n}, {h}, {w}]");
+                format!("{c_in} to {c_out} channels, {kh}x{kw} stride {sy}x{sx}, {padding:?} on [{n}, {h}, {w}]");
             crate::fused::assert_same_outputs_and_gradients(ours, reference, with_bias, &sizes);
         }
     }

@@ -30,9 +30,9 @@
 //! layout, and in the backward pass `d x = d y W^T` from a row-major copy of `W^T` rather
 //! than a transposed view (see [`crate::step_linear::StepLinear`]).
 //!
-//! **Convolutions of stride 1 in training** ([`conv_stride1`]): most of ResNet's and
-//! EfficientNet's convolutions, as one product per picture forward and two back (flex's own
-//! convolution backward goes through `conv_transpose` and badly shaped products).
+//! **Convolutions in training** ([`convolution`]): ResNet's and EfficientNet's convolutions
+//! but the grouped (depthwise) ones, as one product per picture forward and two back (flex's
+//! own convolution backward goes through `conv_transpose` and badly shaped products).
 //!
 //! Results are the same whatever the number of threads: rows are split between threads, and
 //! sums across rows are added in row order (the products split their outputs, not their sums,
@@ -123,7 +123,7 @@ pub fn lstm_cell<B: Backend>(
     }
 }
 
-/// Whether [`step_product`] and [`conv_stride1`] run on backend `B`: on `Autodiff<Flex>`
+/// Whether [`step_product`] and [`convolution`] run on backend `B`: on `Autodiff<Flex>`
 /// (training on flex) unless `CAPTIONER_FUSED=0`.
 pub fn training_on_flex<B: Backend>() -> bool {
     #[cfg(feature = "flex")]
@@ -191,26 +191,28 @@ pub fn step_product<B: Backend>(
     }
 }
 
-/// A convolution of stride 1 (no dilation, no groups), `[n, d_output, ho, wo]`, while training
-/// on flex, or `None` elsewhere (see [`training_on_flex`]).
+/// A convolution without dilation or groups, `[n, d_output, ho, wo]`, while training on flex,
+/// or `None` elsewhere (see [`training_on_flex`]).
 ///
 /// - `x`: `[n, d_input, h, w]`;
 /// - `weight`: `[d_output, d_input, kh, kw]`;
 /// - `bias`: `[d_output]`;
+/// - `stride`: `[sy, sx]`;
 /// - `padding`: `[(top, bottom), (left, right)]` zeros.
 ///
 /// Picture by picture, the input is unrolled into `cols [d_input * kh * kw, ho * wo]` (im2col;
-/// a 1x1 convolution without padding reads the input itself) and the output is `weight
-/// [d_output, d_input * kh * kw]` times it. In the backward pass `d cols = weight^T d y` is
-/// rolled back onto the input's positions, `d weight` is the sum over the pictures of `d y
-/// cols^T` (accumulated in one buffer, `cols^T` laid out row-major first) and `d bias` the sum
-/// of `d y` over pictures and positions: products of the layer's whole width, where flex's
-/// own convolution backward goes through `conv_transpose`, im2col of badly shaped operands and
-/// copies (bench/RESULTS.md, row 3).
-pub fn conv_stride1<B: Backend>(
+/// a 1x1 convolution of stride 1 without padding reads the input itself) and the output is
+/// `weight [d_output, d_input * kh * kw]` times it. In the backward pass `d cols = weight^T d
+/// y` is rolled back onto the input's positions, `d weight` is the sum over the pictures of `d
+/// y cols^T` (accumulated in one buffer, `cols^T` laid out row-major first) and `d bias` the
+/// sum of `d y` over pictures and positions: products of the layer's whole width, where
+/// flex's own convolution backward goes through `conv_transpose`, im2col of badly shaped
+/// operands and copies (bench/RESULTS.md, row 3).
+pub fn convolution<B: Backend>(
     x: &Tensor<B, 4>,
     weight: &Tensor<B, 4>,
     bias: Option<&Tensor<B, 1>>,
+    stride: [usize; 2],
     padding: [(usize, usize); 2],
 ) -> Option<Tensor<B, 4>> {
     #[cfg(feature = "flex")]
@@ -222,17 +224,18 @@ pub fn conv_stride1<B: Backend>(
         let [d_output, rows, kh, kw] = weight.dims();
         let [(top, bottom), (left, right)] = padding;
         if rows != d_input
+            || stride.contains(&0)
             || h + top + bottom < kh
             || w + left + right < kw
             || bias.is_some_and(|b| b.dims() != [d_output])
         {
             return None;
         }
-        on_flex::conv_stride1(x, weight, bias, padding)
+        on_flex::convolution(x, weight, bias, stride, padding)
     }
     #[cfg(not(feature = "flex"))]
     {
-        let _ = (x, weight, bias, padding);
+        let _ = (x, weight, bias, stride, padding);
         None
     }
 }
@@ -1269,7 +1272,7 @@ mod on_flex {
         )))
     }
 
-    /// The sizes of a convolution of stride 1 over one picture.
+    /// The sizes of a convolution over one picture.
     #[derive(Debug, Clone, Copy)]
     struct ConvDims {
         d_input: usize,
@@ -1277,6 +1280,7 @@ mod on_flex {
         /// The input's height and width.
         size: [usize; 2],
         kernel: [usize; 2],
+        stride: [usize; 2],
         /// `[(top, bottom), (left, right)]` zeros.
         padding: [(usize, usize); 2],
     }
@@ -1286,7 +1290,7 @@ mod on_flex {
         fn out(&self) -> [usize; 2] {
             std::array::from_fn(|i| {
                 let (before, after) = self.padding[i];
-                self.size[i] + before + after + 1 - self.kernel[i]
+                (self.size[i] + before + after - self.kernel[i]) / self.stride[i] + 1
             })
         }
 
@@ -1295,9 +1299,10 @@ mod on_flex {
             self.d_input * self.kernel[0] * self.kernel[1]
         }
 
-        /// A 1x1 convolution without padding: the unrolled input is the input itself.
+        /// A 1x1 convolution of stride 1 without padding: the unrolled input is the input
+        /// itself.
         fn pointwise(&self) -> bool {
-            self.kernel == [1, 1] && self.padding == [(0, 0); 2]
+            self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [(0, 0); 2]
         }
 
         fn input_len(&self) -> usize {
@@ -1309,24 +1314,34 @@ mod on_flex {
             self.d_output * ho * wo
         }
 
-        /// For each kernel tap `k` and output row or column `o`, the input row or column
-        /// `o + k - before` when it is inside the input: `(first o, last o + 1, first input)`.
+        /// For kernel tap `tap` along `axis`, the outputs `o` whose input row or column
+        /// `o * stride + tap - before` is inside the input: `(first o, last o + 1, the first
+        /// one's input)`.
         fn span(&self, axis: usize, tap: usize) -> (usize, usize, usize) {
-            let out = self.out()[axis];
+            let (out, size, stride) = (self.out()[axis], self.size[axis], self.stride[axis]);
             let before = self.padding[axis].0;
-            let first = before.saturating_sub(tap);
-            let end = (self.size[axis] + before).saturating_sub(tap).min(out);
-            // first + tap >= before: first is before - tap when that is positive.
-            (first, end.max(first), first + tap - before)
+            let first = before.saturating_sub(tap).div_ceil(stride);
+            let end = (size + before)
+                .saturating_sub(tap)
+                .div_ceil(stride)
+                .min(out);
+            // first * stride + tap >= before, by the choice of first.
+            (
+                first,
+                end.max(first),
+                (first * stride + tap).saturating_sub(before),
+            )
         }
 
         /// Calls `f(at_cols, at_x, len)` for every run of `len` values that an unrolled row
-        /// of `cols [taps, ho * wo]` reads from the input `[d_input, h, w]`: row `(c, ky, kx)`
-        /// holds `x[c, oy + ky - top, ox + kx - left]`, zero outside the input.
+        /// of `cols [taps, ho * wo]` reads from the input `[d_input, h, w]`, `stride[1]`
+        /// apart there: row `(c, ky, kx)` holds `x[c, oy * sy + ky - top, ox * sx + kx -
+        /// left]`, zero outside the input.
         fn runs(&self, mut f: impl FnMut(usize, usize, usize)) {
             let [h, w] = self.size;
             let [kh, kw] = self.kernel;
             let [ho, wo] = self.out();
+            let sy = self.stride[0];
             for c in 0..self.d_input {
                 for ky in 0..kh {
                     let (oy0, oy1, iy0) = self.span(0, ky);
@@ -1337,15 +1352,16 @@ mod on_flex {
                         }
                         let row = ((c * kh + ky) * kw + kx) * ho * wo;
                         for (dy, oy) in (oy0..oy1).enumerate() {
-                            f(row + oy * wo + ox0, (c * h + iy0 + dy) * w + ix0, ox1 - ox0);
+                            let at_x = (c * h + iy0 + dy * sy) * w + ix0;
+                            f(row + oy * wo + ox0, at_x, ox1 - ox0);
                         }
                     }
                 }
             }
         }
 
-        /// The buffer of one picture's unrolled input: none for a 1x1 convolution without
-        /// padding, which reads the input itself.
+        /// The buffer of one picture's unrolled input: none for a convolution that reads the
+        /// input itself ([`ConvDims::pointwise`]).
         fn scratch(&self) -> Vec<f32> {
             let [ho, wo] = self.out();
             vec![
@@ -1358,8 +1374,8 @@ mod on_flex {
             ]
         }
 
-        /// One picture's unrolled input `[taps, ho * wo]`: `x` itself for a 1x1 convolution
-        /// without padding, else `x` unrolled into `cols` (from [`ConvDims::scratch`]).
+        /// One picture's unrolled input `[taps, ho * wo]`: `x` itself for a pointwise
+        /// convolution, else `x` unrolled into `cols` (from [`ConvDims::scratch`]).
         fn unrolled<'a>(&self, x: &'a [f32], cols: &'a mut [f32]) -> &'a [f32] {
             if self.pointwise() {
                 x
@@ -1372,8 +1388,16 @@ mod on_flex {
         /// im2col of one picture `x [d_input, h, w]` into `cols` (see [`ConvDims::runs`]).
         fn unroll(&self, x: &[f32], cols: &mut [f32]) {
             cols.fill(0.0);
+            let sx = self.stride[1];
             self.runs(|at_cols, at_x, len| {
-                cols[at_cols..at_cols + len].copy_from_slice(&x[at_x..at_x + len]);
+                let to = &mut cols[at_cols..at_cols + len];
+                if sx == 1 {
+                    to.copy_from_slice(&x[at_x..at_x + len]);
+                } else {
+                    for (to, from) in to.iter_mut().zip(x[at_x..].iter().step_by(sx)) {
+                        *to = *from;
+                    }
+                }
             });
         }
 
@@ -1381,15 +1405,17 @@ mod on_flex {
         /// input position it was read from, into `dx [d_input, h, w]`.
         fn roll_back(&self, cols: &[f32], dx: &mut [f32]) {
             dx.fill(0.0);
+            let sx = self.stride[1];
             self.runs(|at_cols, at_x, len| {
-                for (to, &from) in dx[at_x..at_x + len].iter_mut().zip(&cols[at_cols..][..len]) {
+                let from = &cols[at_cols..][..len];
+                for (to, &from) in dx[at_x..].iter_mut().step_by(sx).zip(from) {
                     *to += from;
                 }
             });
         }
     }
 
-    /// What the backward pass of [`conv_stride1`] reads: the input `[n, d_input, h, w]`
+    /// What the backward pass of [`convolution`] reads: the input `[n, d_input, h, w]`
     /// (unrolled again there rather than kept unrolled) and the weight `[d_output, taps]`.
     #[derive(Debug, Clone)]
     struct ConvSaved {
@@ -1487,10 +1513,11 @@ mod on_flex {
         }
     }
 
-    pub(super) fn conv_stride1<B: Backend>(
+    pub(super) fn convolution<B: Backend>(
         x: &Tensor<B, 4>,
         weight: &Tensor<B, 4>,
         bias: Option<&Tensor<B, 1>>,
+        stride: [usize; 2],
         padding: [(usize, usize); 2],
     ) -> Option<Tensor<B, 4>> {
         let x: Ad = cast(primitive(x)).ok()?;
@@ -1504,6 +1531,7 @@ mod on_flex {
             d_output,
             size: [h, w],
             kernel: [kh, kw],
+            stride,
             padding,
         };
         let [ho, wo] = dims.out();
