@@ -204,8 +204,8 @@ pub fn step_product<B: Backend>(
 /// a 1x1 convolution of stride 1 without padding reads the input itself) and the output is
 /// `weight [d_output, d_input * kh * kw]` times it. In the backward pass `d cols = weight^T d
 /// y` is rolled back onto the input's positions, `d weight` is the sum over the pictures of `d
-/// y cols^T` (accumulated in one buffer, `cols^T` laid out row-major first) and `d bias` the
-/// sum of `d y` over pictures and positions: products of the layer's whole width, where
+/// y cols^T` (accumulated in one buffer, `cols^T` a transposed view) and `d bias` the sum of
+/// `d y` over pictures and positions: products of the layer's whole width, where
 /// flex's own convolution backward goes through `conv_transpose`, im2col of badly shaped
 /// operands and copies (bench/RESULTS.md, row 3).
 pub fn convolution<B: Backend>(
@@ -573,23 +573,6 @@ mod kernels {
             }
         }
         total
-    }
-
-    /// `dst [cols, rows]` = the transpose of `src [rows, cols]`, both row-major, in tiles
-    /// that stay in cache.
-    pub fn transpose(src: &[f32], [rows, cols]: [usize; 2], dst: &mut [f32]) {
-        const TILE: usize = 32;
-        assert_eq!(src.len(), rows * cols);
-        assert_eq!(dst.len(), rows * cols);
-        for r0 in (0..rows).step_by(TILE) {
-            for c0 in (0..cols).step_by(TILE) {
-                for r in r0..(r0 + TILE).min(rows) {
-                    for c in c0..(c0 + TILE).min(cols) {
-                        dst[c * rows + r] = src[r * cols + c];
-                    }
-                }
-            }
-        }
     }
 
     /// `sigmoid(x) = (1 + tanh(x / 2)) / 2`, through the rational [`tanh`].
@@ -1482,19 +1465,18 @@ mod on_flex {
                 grads.register::<Flex>(node.id, flex_tensor(d_x, [n, d_input, h, w]));
             }
             if let Some(node) = parents.next().flatten() {
-                // d W = the sum over pictures of d y cols^T, cols^T laid out row-major.
+                // d W = the sum over pictures of d y cols^T, cols^T a view of cols (on this
+                // product gemm packs the view faster than a row-major copy is made).
                 let mut d_w = vec![0.0; d_output * taps];
                 let mut cols = dims.scratch();
-                let mut cols_t = vec![0.0; taps * positions];
                 for (picture, (x, d_y)) in pictures().enumerate() {
                     let unrolled = dims.unrolled(x, &mut cols);
-                    kernels::transpose(unrolled, [taps, positions], &mut cols_t);
                     product_into(
                         [d_output, taps, positions],
                         &mut d_w,
                         picture > 0,
                         (d_y, [positions, 1]),
-                        (&cols_t, [taps, 1]),
+                        (unrolled, [1, positions]),
                     );
                 }
                 let [kh, kw] = dims.kernel;
