@@ -325,8 +325,9 @@ mod tests {
         // Kernels and paddings of every kind (wider than the input, lopsided), strides of 1,
         // 2 and 3 (ResNet's downsampling 1x1 and 3x3 and its 7x7 stem, EfficientNet's
         // lopsided "same" padding, a stride that skips the input's last rows), widths that
-        // are not multiples of gemm's blocks, and ResNet-101's layer-3 and layer-4 sizes
-        // (large enough for gemm to use every thread).
+        // are not multiples of gemm's blocks, batches of one picture (its products split
+        // between threads) and of more pictures than threads (runs of several pictures on each
+        // thread), and ResNet-101's layer-3 and layer-4 sizes.
         for (
             [n, c_in, c_out, h, w],
             [kh, kw],
@@ -346,6 +347,7 @@ mod tests {
             ([1, 3, 4, 9, 8], [3, 3], [2, 2], [(0, 1), (0, 1)], true),
             ([1, 3, 8, 15, 14], [7, 7], [2, 2], [(3, 3), (3, 3)], false),
             ([2, 2, 3, 7, 10], [3, 2], [3, 2], [(1, 0), (0, 2)], true),
+            ([7, 4, 6, 6, 5], [3, 3], [1, 1], [(1, 1), (1, 1)], true),
             ([2, 2048, 512, 7, 7], [1, 1], [1, 1], [(0, 0), (0, 0)], true),
             (
                 [2, 256, 256, 14, 14],

@@ -204,10 +204,13 @@ pub fn step_product<B: Backend>(
 /// a 1x1 convolution of stride 1 without padding reads the input itself) and the output is
 /// `weight [d_output, d_input * kh * kw]` times it. In the backward pass `d cols = weight^T d
 /// y` is rolled back onto the input's positions, `d weight` is the sum over the pictures of `d
-/// y cols^T` (accumulated in one buffer, `cols^T` a transposed view) and `d bias` the sum of
-/// `d y` over pictures and positions: products of the layer's whole width, where
-/// flex's own convolution backward goes through `conv_transpose`, im2col of badly shaped
-/// operands and copies (bench/RESULTS.md, row 3).
+/// y cols^T` (`cols^T` a transposed view) and `d bias` the sum of `d y` over pictures and
+/// positions: products of the layer's whole width, where flex's own convolution backward goes
+/// through `conv_transpose`, im2col of badly shaped operands and copies (bench/RESULTS.md, row
+/// 3). The pictures are split into one run per thread, each run's products on its thread (one
+/// picture's products are too thin for gemm to spread over threads); each run sums its own
+/// `d weight` and the runs' sums are added in order, so the result does not depend on which
+/// thread finishes first.
 pub fn convolution<B: Backend>(
     x: &Tensor<B, 4>,
     weight: &Tensor<B, 4>,
@@ -710,6 +713,8 @@ mod on_flex {
     use burn::tensor::ops::FloatTensor;
     use burn::tensor::{DType, TensorMetadata, TensorPrimitive};
 
+    use rayon::prelude::*;
+
     use super::kernels::{self, Dims};
 
     /// `x` as a `U` when `T` is `U`, or back as it came.
@@ -1005,26 +1010,28 @@ mod on_flex {
         // SAFETY: `dst` has room for `[m, n]`; with `accumulate` false it is not read, and
         // each of its `m * n` values is written.
         unsafe {
-            gemm_into([m, n, k], dst.as_mut_ptr(), false, lhs, rhs);
+            gemm_into([m, n, k], dst.as_mut_ptr(), false, lhs, rhs, true);
             dst.set_len(m * n);
         }
         dst
     }
 
     /// `dst = lhs rhs`, or `dst += lhs rhs` when `accumulate`, for `dst` `[m, n]` row-major,
-    /// each operand given with its (row, column) strides in elements. gemm runs on all threads
-    /// once the product is as large as flex's own threshold for that.
+    /// each operand given with its (row, column) strides in elements. With `threaded`, gemm
+    /// runs on all threads once the product is as large as flex's own threshold for that;
+    /// without, on the calling thread only.
     fn product_into(
         dims: [usize; 3],
         dst: &mut [f32],
         accumulate: bool,
         lhs: (&[f32], [usize; 2]),
         rhs: (&[f32], [usize; 2]),
+        threaded: bool,
     ) {
         let [m, n, _] = dims;
         assert!(dst.len() == m * n, "dst holds [{m}, {n}]");
         // SAFETY: `dst` is `[m, n]` of initialised values.
-        unsafe { gemm_into(dims, dst.as_mut_ptr(), accumulate, lhs, rhs) }
+        unsafe { gemm_into(dims, dst.as_mut_ptr(), accumulate, lhs, rhs, threaded) }
     }
 
     /// [`product_into`] on `m * n` values at `dst`.
@@ -1037,6 +1044,7 @@ mod on_flex {
         accumulate: bool,
         (lhs, [lhs_row, lhs_col]): (&[f32], [usize; 2]),
         (rhs, [rhs_row, rhs_col]): (&[f32], [usize; 2]),
+        threaded: bool,
     ) {
         let reach = |rows: usize, cols: usize, row: usize, col: usize| {
             (rows.max(1) - 1) * row + (cols.max(1) - 1) * col + 1
@@ -1059,7 +1067,7 @@ mod on_flex {
             }
             return;
         }
-        let parallelism = if m * n * k >= 192 * 192 * 192 {
+        let parallelism = if threaded && m * n * k >= 192 * 192 * 192 {
             gemm::Parallelism::Rayon(0)
         } else {
             gemm::Parallelism::None
@@ -1398,6 +1406,42 @@ mod on_flex {
         }
     }
 
+    /// A batch's pictures split into one run of neighbours per thread, each run's products on
+    /// its own thread: one picture's products are too thin for gemm to split between threads
+    /// (measured in bench/RESULTS.md, issue 21). A batch of fewer pictures than threads is
+    /// split less, and a single run's products use every thread again.
+    #[derive(Debug, Clone, Copy)]
+    struct PictureRuns {
+        /// Pictures per run (the last one may have fewer).
+        per_run: usize,
+        /// Whether gemm may split each product between threads: when there is one run.
+        threaded: bool,
+    }
+
+    impl PictureRuns {
+        fn new(pictures: usize) -> Self {
+            let runs = rayon::current_num_threads().min(pictures).max(1);
+            Self {
+                per_run: pictures.div_ceil(runs).max(1),
+                threaded: runs == 1,
+            }
+        }
+
+        /// `values`, `per_picture` of them a picture, in runs, on rayon's threads.
+        fn of<'a>(&self, values: &'a [f32], per_picture: usize) -> rayon::slice::Chunks<'a, f32> {
+            values.par_chunks(self.per_run * per_picture.max(1))
+        }
+
+        /// [`PictureRuns::of`], for writing.
+        fn of_mut<'a>(
+            &self,
+            values: &'a mut [f32],
+            per_picture: usize,
+        ) -> rayon::slice::ChunksMut<'a, f32> {
+            values.par_chunks_mut(self.per_run * per_picture.max(1))
+        }
+    }
+
     /// What the backward pass of [`convolution`] reads: the input `[n, d_input, h, w]`
     /// (unrolled again there rather than kept unrolled) and the weight `[d_output, taps]`.
     #[derive(Debug, Clone)]
@@ -1432,52 +1476,71 @@ mod on_flex {
             let (positions, taps) = (ho * wo, dims.taps());
             let d_y = grads.consume::<Flex>(&ops.node).to_contiguous();
             let d_y = slice(&d_y);
-            let pictures = || {
-                slice(&x)
-                    .chunks_exact(dims.input_len())
-                    .zip(d_y.chunks_exact(dims.output_len()))
-            };
+            let runs = PictureRuns::new(n);
             let mut parents = ops.parents.into_iter();
             if let Some(node) = parents.next().flatten() {
                 // d cols = W^T d y (W^T a view of W: its rows are long), rolled back onto x.
                 let mut d_x = vec![0.0; n * dims.input_len()];
-                let mut d_cols = dims.scratch();
-                for (d_x, d_y) in d_x
-                    .chunks_exact_mut(dims.input_len())
-                    .zip(d_y.chunks_exact(dims.output_len()))
-                {
-                    let into = if dims.pointwise() {
-                        &mut *d_x
-                    } else {
-                        &mut d_cols
-                    };
-                    product_into(
-                        [taps, positions, d_output],
-                        into,
-                        false,
-                        (slice(&weight), [1, taps]),
-                        (d_y, [positions, 1]),
-                    );
-                    if !dims.pointwise() {
-                        dims.roll_back(&d_cols, d_x);
-                    }
-                }
+                runs.of_mut(&mut d_x, dims.input_len())
+                    .zip(runs.of(d_y, dims.output_len()))
+                    .for_each(|(d_x, d_y)| {
+                        let mut d_cols = dims.scratch();
+                        for (d_x, d_y) in d_x
+                            .chunks_exact_mut(dims.input_len())
+                            .zip(d_y.chunks_exact(dims.output_len()))
+                        {
+                            let into = if dims.pointwise() {
+                                &mut *d_x
+                            } else {
+                                &mut d_cols
+                            };
+                            product_into(
+                                [taps, positions, d_output],
+                                into,
+                                false,
+                                (slice(&weight), [1, taps]),
+                                (d_y, [positions, 1]),
+                                runs.threaded,
+                            );
+                            if !dims.pointwise() {
+                                dims.roll_back(&d_cols, d_x);
+                            }
+                        }
+                    });
                 grads.register::<Flex>(node.id, flex_tensor(d_x, [n, d_input, h, w]));
             }
             if let Some(node) = parents.next().flatten() {
                 // d W = the sum over pictures of d y cols^T, cols^T a view of cols (on this
-                // product gemm packs the view faster than a row-major copy is made).
-                let mut d_w = vec![0.0; d_output * taps];
-                let mut cols = dims.scratch();
-                for (picture, (x, d_y)) in pictures().enumerate() {
-                    let unrolled = dims.unrolled(x, &mut cols);
-                    product_into(
-                        [d_output, taps, positions],
-                        &mut d_w,
-                        picture > 0,
-                        (d_y, [positions, 1]),
-                        (unrolled, [1, positions]),
-                    );
+                // product gemm packs the view faster than a row-major copy is made): a sum
+                // per run of pictures, then the runs' sums added in order.
+                let sums: Vec<Vec<f32>> = runs
+                    .of(slice(&x), dims.input_len())
+                    .zip(runs.of(d_y, dims.output_len()))
+                    .map(|(x, d_y)| {
+                        let mut d_w = vec![0.0; d_output * taps];
+                        let mut cols = dims.scratch();
+                        for (picture, (x, d_y)) in x
+                            .chunks_exact(dims.input_len())
+                            .zip(d_y.chunks_exact(dims.output_len()))
+                            .enumerate()
+                        {
+                            let unrolled = dims.unrolled(x, &mut cols);
+                            product_into(
+                                [d_output, taps, positions],
+                                &mut d_w,
+                                picture > 0,
+                                (d_y, [positions, 1]),
+                                (unrolled, [1, positions]),
+                                runs.threaded,
+                            );
+                        }
+                        d_w
+                    })
+                    .collect();
+                let mut sums = sums.into_iter();
+                let mut d_w = sums.next().unwrap_or_else(|| vec![0.0; d_output * taps]);
+                for sum in sums {
+                    d_w.iter_mut().zip(sum).for_each(|(d_w, s)| *d_w += s);
                 }
                 let [kh, kw] = dims.kernel;
                 grads.register::<Flex>(node.id, flex_tensor(d_w, [d_output, d_input, kh, kw]));
@@ -1519,26 +1582,32 @@ mod on_flex {
         let [ho, wo] = dims.out();
         let (positions, taps) = (ho * wo, dims.taps());
         let forward = || {
+            let runs = PictureRuns::new(n);
             let mut y = vec![0.0; n * dims.output_len()];
-            let mut cols = dims.scratch();
-            for (y, x) in y
-                .chunks_exact_mut(dims.output_len())
-                .zip(slice(&xv).chunks_exact(dims.input_len()))
-            {
-                let unrolled = dims.unrolled(x, &mut cols);
-                product_into(
-                    [d_output, positions, taps],
-                    y,
-                    false,
-                    (slice(&wv), [taps, 1]),
-                    (unrolled, [positions, 1]),
-                );
-                if let Some(b) = &bv {
-                    for (channel, &b) in y.chunks_exact_mut(positions).zip(slice(b)) {
-                        channel.iter_mut().for_each(|y| *y += b);
+            runs.of_mut(&mut y, dims.output_len())
+                .zip(runs.of(slice(&xv), dims.input_len()))
+                .for_each(|(y, x)| {
+                    let mut cols = dims.scratch();
+                    for (y, x) in y
+                        .chunks_exact_mut(dims.output_len())
+                        .zip(x.chunks_exact(dims.input_len()))
+                    {
+                        let unrolled = dims.unrolled(x, &mut cols);
+                        product_into(
+                            [d_output, positions, taps],
+                            y,
+                            false,
+                            (slice(&wv), [taps, 1]),
+                            (unrolled, [positions, 1]),
+                            runs.threaded,
+                        );
+                        if let Some(b) = &bv {
+                            for (channel, &b) in y.chunks_exact_mut(positions).zip(slice(b)) {
+                                channel.iter_mut().for_each(|y| *y += b);
+                            }
+                        }
                     }
-                }
-            }
+                });
             flex_tensor(y, [n, d_output, ho, wo])
         };
         let saved = || ConvSaved {
