@@ -204,7 +204,8 @@ pub fn step_product<B: Backend>(
 /// a 1x1 convolution of stride 1 without padding reads the input itself) and the output is
 /// `weight [d_output, d_input * kh * kw]` times it. In the backward pass `d cols = weight^T d
 /// y` is rolled back onto the input's positions, `d weight` is the sum over the pictures of `d
-/// y cols^T` (`cols^T` a transposed view) and `d bias` the sum of `d y` over pictures and
+/// y cols^T` (`cols^T` a transposed view; several pictures' `cols` side by side in one
+/// product, so that each product's sum is deep) and `d bias` the sum of `d y` over pictures and
 /// positions: products of the layer's whole width, where flex's own convolution backward goes
 /// through `conv_transpose`, im2col of badly shaped operands and copies (bench/RESULTS.md, row
 /// 3). The pictures are split into one run per thread, each run's products on its thread (one
@@ -227,6 +228,8 @@ pub fn convolution<B: Backend>(
         let [d_output, rows, kh, kw] = weight.dims();
         let [(top, bottom), (left, right)] = padding;
         if rows != d_input
+            || x.dims().contains(&0)
+            || weight.dims().contains(&0)
             || stride.contains(&0)
             || h + top + bottom < kh
             || w + left + right < kw
@@ -1324,14 +1327,15 @@ mod on_flex {
             )
         }
 
-        /// Calls `f(at_cols, at_x, len)` for every run of `len` values that an unrolled row
-        /// of `cols [taps, ho * wo]` reads from the input `[d_input, h, w]`, `stride[1]`
-        /// apart there: row `(c, ky, kx)` holds `x[c, oy * sy + ky - top, ox * sx + kx -
-        /// left]`, zero outside the input.
-        fn runs(&self, mut f: impl FnMut(usize, usize, usize)) {
+        /// Calls `f(row, at_row, at_x, len)` for every run of `len` values that row `row` of
+        /// the unrolled input `[taps, ho * wo]` reads from the input `[d_input, h, w]`, from
+        /// `at_row` in the row and from `at_x` in the input, `stride[1]` apart there: row `(c,
+        /// ky, kx)` holds `x[c, oy * sy + ky - top, ox * sx + kx - left]`, zero outside the
+        /// input.
+        fn runs(&self, mut f: impl FnMut(usize, usize, usize, usize)) {
             let [h, w] = self.size;
             let [kh, kw] = self.kernel;
-            let [ho, wo] = self.out();
+            let wo = self.out()[1];
             let sy = self.stride[0];
             for c in 0..self.d_input {
                 for ky in 0..kh {
@@ -1341,69 +1345,112 @@ mod on_flex {
                         if ox0 == ox1 {
                             continue;
                         }
-                        let row = ((c * kh + ky) * kw + kx) * ho * wo;
+                        let row = (c * kh + ky) * kw + kx;
                         for (dy, oy) in (oy0..oy1).enumerate() {
                             let at_x = (c * h + iy0 + dy * sy) * w + ix0;
-                            f(row + oy * wo + ox0, at_x, ox1 - ox0);
+                            f(row, oy * wo + ox0, at_x, ox1 - ox0);
                         }
                     }
                 }
             }
         }
 
-        /// The buffer of one picture's unrolled input: none for a convolution that reads the
-        /// input itself ([`ConvDims::pointwise`]).
-        fn scratch(&self) -> Vec<f32> {
+        fn positions(&self) -> usize {
             let [ho, wo] = self.out();
-            vec![
-                0.0;
-                if self.pointwise() {
-                    0
-                } else {
-                    self.taps() * ho * wo
-                }
-            ]
+            ho * wo
         }
 
-        /// One picture's unrolled input `[taps, ho * wo]`: `x` itself for a pointwise
-        /// convolution, else `x` unrolled into `cols` (from [`ConvDims::scratch`]).
-        fn unrolled<'a>(&self, x: &'a [f32], cols: &'a mut [f32]) -> &'a [f32] {
-            if self.pointwise() {
-                x
+        /// How many of `pictures` one product of `d W` takes: enough that its `group *
+        /// positions` terms make the sum deep (a picture of ResNet's layer 4 has 49 positions,
+        /// of layer 3 196), in groups of about the same size.
+        fn group(&self, pictures: usize) -> usize {
+            let wanted = GROUP_COLUMNS.div_ceil(self.positions().max(1));
+            let groups = pictures.div_ceil(wanted).max(1);
+            pictures.div_ceil(groups).max(1)
+        }
+
+        /// Room for the unrolled inputs of `group` pictures side by side, `[taps, group *
+        /// positions]`: none where one picture's input is read as it is
+        /// ([`ConvDims::unrolled`]).
+        fn scratch(&self, group: usize) -> Vec<f32> {
+            let len = if self.pointwise() && group == 1 {
+                0
             } else {
-                self.unroll(x, cols);
-                cols
-            }
+                self.taps() * group * self.positions()
+            };
+            vec![0.0; len]
         }
 
-        /// im2col of one picture `x [d_input, h, w]` into `cols` (see [`ConvDims::runs`]).
-        fn unroll(&self, x: &[f32], cols: &mut [f32]) {
+        /// The unrolled inputs of the pictures `xs [g, d_input, h, w]` side by side, `[taps, g
+        /// * positions]` (im2col, see [`ConvDims::runs`]): `xs` itself for one picture of a
+        /// 1x1 convolution of stride 1 without padding, else written into `cols` (from
+        /// [`ConvDims::scratch`]).
+        fn unrolled<'a>(&self, xs: &'a [f32], cols: &'a mut [f32]) -> &'a [f32] {
+            let positions = self.positions();
+            if self.pointwise() {
+                return side_by_side(xs, [self.d_input, positions], cols);
+            }
+            let g = xs.len() / self.input_len();
+            let width = g * positions;
+            let cols = &mut cols[..self.taps() * width];
             cols.fill(0.0);
             let sx = self.stride[1];
-            self.runs(|at_cols, at_x, len| {
-                let to = &mut cols[at_cols..at_cols + len];
-                if sx == 1 {
-                    to.copy_from_slice(&x[at_x..at_x + len]);
-                } else {
-                    for (to, from) in to.iter_mut().zip(x[at_x..].iter().step_by(sx)) {
-                        *to = *from;
+            for (picture, x) in xs.chunks_exact(self.input_len()).enumerate() {
+                let offset = picture * positions;
+                self.runs(|row, at_row, at_x, len| {
+                    let to = &mut cols[row * width + offset + at_row..][..len];
+                    if sx == 1 {
+                        to.copy_from_slice(&x[at_x..at_x + len]);
+                    } else {
+                        for (to, from) in to.iter_mut().zip(x[at_x..].iter().step_by(sx)) {
+                            *to = *from;
+                        }
                     }
-                }
-            });
+                });
+            }
+            cols
         }
 
-        /// The transpose of [`ConvDims::unroll`] (col2im): adds each value of `cols` onto the
-        /// input position it was read from, into `dx [d_input, h, w]`.
-        fn roll_back(&self, cols: &[f32], dx: &mut [f32]) {
-            dx.fill(0.0);
+        /// The transpose of [`ConvDims::unrolled`] for one picture (col2im): adds each value
+        /// of `cols [taps, ho * wo]` onto the input position it was read from, into `d_x
+        /// [d_input, h, w]`.
+        fn roll_back(&self, cols: &[f32], d_x: &mut [f32]) {
+            d_x.fill(0.0);
+            let positions = self.positions();
             let sx = self.stride[1];
-            self.runs(|at_cols, at_x, len| {
-                let from = &cols[at_cols..][..len];
-                for (to, &from) in dx[at_x..].iter_mut().step_by(sx).zip(from) {
+            self.runs(|row, at_row, at_x, len| {
+                let from = &cols[row * positions + at_row..][..len];
+                for (to, &from) in d_x[at_x..].iter_mut().step_by(sx).zip(from) {
                     *to += from;
                 }
             });
         }
+    }
+
+    /// Terms a product of `d W` sums at least, where a run has the pictures for them: one
+    /// picture's product reads and writes the whole `d W` for as few as 49 terms (ResNet's
+    /// layer 4). Grouping the forward and `d x` products as well did not pay (bench/RESULTS.md,
+    /// issue 21).
+    const GROUP_COLUMNS: usize = 1024;
+
+    /// The pictures `[g, rows, positions]` side by side, `[rows, g * positions]`: `pictures`
+    /// itself for one picture, else copied into the start of `wide`.
+    fn side_by_side<'a>(
+        pictures: &'a [f32],
+        [rows, positions]: [usize; 2],
+        wide: &'a mut [f32],
+    ) -> &'a [f32] {
+        let block = rows * positions;
+        if pictures.len() == block {
+            return pictures;
+        }
+        let width = pictures.len() / rows.max(1);
+        for (picture, values) in pictures.chunks_exact(block.max(1)).enumerate() {
+            for (row, values) in values.chunks_exact(positions.max(1)).enumerate() {
+                wide[row * width + picture * positions..][..positions].copy_from_slice(values);
+            }
+        }
+        &wide[..pictures.len()]
     }
 
     /// A batch's pictures split into one run of neighbours per thread, each run's products on
@@ -1477,17 +1524,18 @@ mod on_flex {
             let d_y = grads.consume::<Flex>(&ops.node).to_contiguous();
             let d_y = slice(&d_y);
             let runs = PictureRuns::new(n);
+            let (input_len, output_len) = (dims.input_len(), dims.output_len());
             let mut parents = ops.parents.into_iter();
             if let Some(node) = parents.next().flatten() {
                 // d cols = W^T d y (W^T a view of W: its rows are long), rolled back onto x.
-                let mut d_x = vec![0.0; n * dims.input_len()];
-                runs.of_mut(&mut d_x, dims.input_len())
-                    .zip(runs.of(d_y, dims.output_len()))
+                let mut d_x = vec![0.0; n * input_len];
+                runs.of_mut(&mut d_x, input_len)
+                    .zip(runs.of(d_y, output_len))
                     .for_each(|(d_x, d_y)| {
-                        let mut d_cols = dims.scratch();
+                        let mut d_cols = dims.scratch(1);
                         for (d_x, d_y) in d_x
-                            .chunks_exact_mut(dims.input_len())
-                            .zip(d_y.chunks_exact(dims.output_len()))
+                            .chunks_exact_mut(input_len)
+                            .zip(d_y.chunks_exact(output_len))
                         {
                             let into = if dims.pointwise() {
                                 &mut *d_x
@@ -1514,23 +1562,27 @@ mod on_flex {
                 // product gemm packs the view faster than a row-major copy is made): a sum
                 // per run of pictures, then the runs' sums added in order.
                 let sums: Vec<Vec<f32>> = runs
-                    .of(slice(&x), dims.input_len())
-                    .zip(runs.of(d_y, dims.output_len()))
+                    .of(slice(&x), input_len)
+                    .zip(runs.of(d_y, output_len))
                     .map(|(x, d_y)| {
+                        let group = dims.group(x.len() / input_len);
                         let mut d_w = vec![0.0; d_output * taps];
-                        let mut cols = dims.scratch();
-                        for (picture, (x, d_y)) in x
-                            .chunks_exact(dims.input_len())
-                            .zip(d_y.chunks_exact(dims.output_len()))
+                        let mut cols = dims.scratch(group);
+                        let mut wide_d_y = vec![0.0; group * output_len];
+                        for (at, (x, d_y)) in x
+                            .chunks(group * input_len)
+                            .zip(d_y.chunks(group * output_len))
                             .enumerate()
                         {
+                            let width = d_y.len() / d_output;
                             let unrolled = dims.unrolled(x, &mut cols);
+                            let d_y = side_by_side(d_y, [d_output, positions], &mut wide_d_y);
                             product_into(
-                                [d_output, taps, positions],
+                                [d_output, taps, width],
                                 &mut d_w,
-                                picture > 0,
-                                (d_y, [positions, 1]),
-                                (unrolled, [1, positions]),
+                                at > 0,
+                                (d_y, [width, 1]),
+                                (unrolled, [1, width]),
                                 runs.threaded,
                             );
                         }
@@ -1583,14 +1635,15 @@ mod on_flex {
         let (positions, taps) = (ho * wo, dims.taps());
         let forward = || {
             let runs = PictureRuns::new(n);
-            let mut y = vec![0.0; n * dims.output_len()];
-            runs.of_mut(&mut y, dims.output_len())
-                .zip(runs.of(slice(&xv), dims.input_len()))
+            let (input_len, output_len) = (dims.input_len(), dims.output_len());
+            let mut y = vec![0.0; n * output_len];
+            runs.of_mut(&mut y, output_len)
+                .zip(runs.of(slice(&xv), input_len))
                 .for_each(|(y, x)| {
-                    let mut cols = dims.scratch();
+                    let mut cols = dims.scratch(1);
                     for (y, x) in y
-                        .chunks_exact_mut(dims.output_len())
-                        .zip(x.chunks_exact(dims.input_len()))
+                        .chunks_exact_mut(output_len)
+                        .zip(x.chunks_exact(input_len))
                     {
                         let unrolled = dims.unrolled(x, &mut cols);
                         product_into(
