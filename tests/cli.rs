@@ -694,6 +694,28 @@ fn train_on_a_flickr8k_folder_lists_what_it_skips_and_strict_refuses() {
         part_out.contains("dev images (the split that picked the best epoch): 1"),
         "{part_out}"
     );
+    // `eval` repeats the run's report on the run's own data, its first dev image; data named
+    // by the flags (here the same folder) is read whole.
+    let part_dir = dir.join("part");
+    for (named, images) in [(false, 1), (true, 2)] {
+        let mut flags = vec![
+            "model",
+            "--model",
+            part_dir.to_str().unwrap(),
+            "--split",
+            "dev",
+        ];
+        if named {
+            flags.extend(["--data-dir", data.to_str().unwrap()]);
+        }
+        let eval = exec("eval", &flags);
+        let eval_out = text(&eval.stdout);
+        assert!(eval.status.success(), "{eval_out}\n{}", text(&eval.stderr));
+        assert!(
+            eval_out.contains(&format!("Held-out dev images: {images} ")),
+            "{eval_out}"
+        );
+    }
 
     let strict = exec(
         "train",

@@ -114,16 +114,19 @@ impl ModelJob {
             (DataSource::Shapes(shapes), None | Some(DatasetName::Shapes), None) => {
                 return Ok(HeldOut::shapes(shapes, args.split));
             }
-            (DataSource::Files(files), dataset, data_dir) => FilesConfig {
-                dataset: dataset.unwrap_or(files.dataset),
-                data_dir: data_dir.clone().unwrap_or_else(|| files.data_dir.clone()),
-                format: if dataset.is_some() || data_dir.is_some() {
-                    None
-                } else {
-                    files.format
-                },
-                ..files.clone()
-            },
+            (DataSource::Files(files), dataset, data_dir) => {
+                // Data named by the flags is read whole: the run's annotation format and its
+                // cuts of the splits (`--train-images`, `--valid-images`) were its own data's.
+                let named = dataset.is_some() || data_dir.is_some();
+                FilesConfig {
+                    dataset: dataset.unwrap_or(files.dataset),
+                    data_dir: data_dir.clone().unwrap_or_else(|| files.data_dir.clone()),
+                    format: if named { None } else { files.format },
+                    train_images: if named { None } else { files.train_images },
+                    valid_images: if named { None } else { files.valid_images },
+                    ..files.clone()
+                }
+            }
             (DataSource::Shapes(_), _, _) => anyhow::bail!(
                 "this run was trained on the shapes scenes: it can only caption those (leave \
                  out --dataset and --data-dir)"
