@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check: one command on a machine with an NVIDIA GPU, with binaries built beforehand
-# (no registry or compiler needed there):
+# (no registry or compiler needed there). Either the package that bench/gpu_pack.sh makes
+# (what the device tool carries; docs/gpu.md), or a build on the machine itself:
 #
-#   cargo build --release --features cuda,wgpu --bin train --bin infer --bin eval
-#   cargo build --release -p captioner-bench --features cuda,wgpu
+#   bench/gpu_check.sh --pack artifacts/gpu-pack/captioner-gpu.tar.xz [--backends "cuda wgpu"]
 #   bench/gpu_check.sh [--bin target/release] [--backends "cuda wgpu"]
 #
 # For each backend: `train` on the shapes dataset (2 epochs of 1000 scenes) through
@@ -18,16 +18,32 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 bin="target/release"
+pack=""
 backends="cuda wgpu"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --bin) bin="$2"; shift 2 ;;
+        --pack) pack="$2"; shift 2 ;;
         --backends) backends="$2"; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument $1 (see bench/gpu_check.sh --help)" >&2; exit 2 ;;
     esac
 done
+if [[ -n "$pack" ]]; then
+    unpacked="$(mktemp -d)"
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+        "$pack" "$unpacked" || { echo "cannot unpack $pack" >&2; exit 2; }
+    bin="$unpacked/bin"
+fi
 bin="$(cd "$bin" && pwd)"
+# CubeCL compiles CUDA kernels with NVRTC at run time: where the loader does not find it,
+# take CUDA's own or the one PyTorch's wheels bring.
+if ! ldconfig -p 2>/dev/null | grep -q libnvrtc; then
+    for dir in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+        $(python3 -c 'import nvidia, os; [print(os.path.join(p, d, "lib")) for p in nvidia.__path__ for d in os.listdir(p)]' 2>/dev/null); do
+        ls "$dir"/libnvrtc.so* >/dev/null 2>&1 && export LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    done
+fi
 out="artifacts/gpu-check/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
 summary="$out/summary.md"
@@ -103,4 +119,6 @@ if [[ " $backends " == *" cuda "* && -x "$bin/bench" ]]; then
 fi
 say ""
 say "Files: $out"
+# On the device tool's machine, the summary comes back through $OUT.
+[[ -n "${OUT:-}" && -d "${OUT:-}" ]] && cp "$summary" "$OUT/gpu-check-summary.md"
 exit $status

@@ -1,4 +1,4 @@
-"""The products of bench/examples/matmul.rs in PyTorch: python3 bench/matmul_reference.py"""
+"""The products of bench/src/bin/matmul.rs in PyTorch: python3 bench/matmul_reference.py"""
 import time
 
 import torch

@@ -1,10 +1,13 @@
-//! The command-line side of captioner: choosing the backend at run time, which pictures to
-//! caption and what to show of the results. The binaries live in `src/bin/` (`train`,
-//! `infer`, `eval`, `features`); the model, data and training code in the workspace crates.
+//! The command-line side of captioner: choosing the backend at run time, the work each
+//! binary runs on it ([`jobs`], compiled here once per backend), which pictures to caption
+//! and what to show of the results. The binaries live in `src/bin/` (`train`, `infer`,
+//! `eval`, `features`, `serve`) and only parse their flags and call [`jobs`]; the model, data
+//! and training code live in the workspace crates.
 
 pub mod attention_image;
 pub mod decoding;
 pub mod device;
+pub mod jobs;
 pub mod npy;
 pub mod pictures;
 pub mod report;

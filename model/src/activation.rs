@@ -5,7 +5,7 @@ use burn::prelude::*;
 /// `tanh(x) = (exp(2x) - 1) / (exp(2x) + 1)`. Burn 0.21's CPU backends compute `tanh` one
 /// element at a time with the C library (about 19 ns each here), but `exp`, additions and
 /// divisions in vectorised loops: this form is 5 to 8 times faster (`cargo run --release -p
-/// captioner-bench --example elementwise`) on the attention's `[batch, positions,
+/// captioner-bench --bin elementwise`) on the attention's `[batch, positions,
 /// attention]` energies, the decoder's hottest elementwise op, and within 3e-7 of `tanh`.
 /// The clamp keeps `exp` finite, so that the gradient never meets `0 * inf`. The division
 /// is a true one: ndarray's SIMD `recip()` is only good to about 1e-4, and only in the

@@ -3,7 +3,7 @@
 //! Its three convolutions are written as "im2col + one matmul" (space-to-depth reshapes for the
 //! two strided ones, nine shifted slices for the 3x3 one) rather than with `nn::conv::Conv2d`:
 //! on the CPU backends the matmul form trains about 20 times faster at these sizes (measured
-//! with `cargo run --release -p captioner-model --example conv_timing`), and it is the same
+//! with `cargo run --release -p captioner-bench --bin conv_timing`), and it is the same
 //! arithmetic on every backend.
 
 use std::path::Path;

@@ -4,17 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use burn::tensor::backend::AutodiffBackend;
-use captioner::decoding::searches;
-use captioner::device::{run_chosen, BackendJob, DeviceKind, Target};
+use captioner::device::DeviceKind;
+use captioner::jobs::eval::ModelJob;
 use captioner_datasets::{DatasetName, Split};
-use captioner_training::coco_files::{read_and_pair, write_references, write_results};
-use captioner_training::config::{DataSource, FilesConfig};
-use captioner_training::data::held_out_split;
-use captioner_training::evaluate::{caption_held_out, score_captions, EvalReport, HeldOut};
-use captioner_training::feature_cache::CacheEncoder;
+use captioner_training::coco_files::read_and_pair;
 use captioner_training::metrics::coco_scores_of_raw;
-use captioner_training::RunDir;
 use clap::{Args, Parser, Subcommand};
 
 /// Score captions as the coco-caption toolkit (pycocoevalcap) does: corpus BLEU-1..4,
@@ -97,110 +91,6 @@ fn parse_split(s: &str) -> Result<Split, String> {
         .ok_or_else(|| format!("unknown split {s:?}: train, dev or test"))
 }
 
-struct ModelJob {
-    args: ModelArgs,
-}
-
-impl ModelJob {
-    /// The images to caption with their references: the run's data unless the flags name
-    /// other data.
-    fn held_out<B: AutodiffBackend>(
-        &self,
-        run: &captioner_training::LoadedRun<B::InnerBackend>,
-        device: &B::Device,
-    ) -> Result<HeldOut> {
-        let args = &self.args;
-        let files = match (&run.train_config.data, args.dataset, &args.data_dir) {
-            (DataSource::Shapes(shapes), None | Some(DatasetName::Shapes), None) => {
-                return Ok(HeldOut::shapes(shapes, args.split));
-            }
-            (DataSource::Files(files), dataset, data_dir) => {
-                // Data named by the flags is read whole: the run's annotation format and its
-                // cuts of the splits (`--train-images`, `--valid-images`) were its own data's.
-                let named = dataset.is_some() || data_dir.is_some();
-                FilesConfig {
-                    dataset: dataset.unwrap_or(files.dataset),
-                    data_dir: data_dir.clone().unwrap_or_else(|| files.data_dir.clone()),
-                    format: if named { None } else { files.format },
-                    train_images: if named { None } else { files.train_images },
-                    valid_images: if named { None } else { files.valid_images },
-                    ..files.clone()
-                }
-            }
-            (DataSource::Shapes(_), _, _) => anyhow::bail!(
-                "this run was trained on the shapes scenes: it can only caption those (leave \
-                 out --dataset and --data-dir)"
-            ),
-        };
-        if !run.train_config.encoder.cached() {
-            return held_out_split(&files, args.split, None);
-        }
-        // A run that learned from cached features reads the split through a cache of its
-        // own (built once; later evaluations reuse it).
-        let open = |paths: &[PathBuf]| {
-            CacheEncoder {
-                encoder: &run.captioning.model.encoder,
-                config: &run.captioning.config.encoder,
-                resize: files.resize(),
-                device: device.clone(),
-            }
-            .open_or_build(paths, &files.cache_dir, files.dataset.name())
-        };
-        held_out_split(&files, args.split, Some(&open))
-    }
-}
-
-impl BackendJob for ModelJob {
-    type Output = Vec<EvalReport>;
-    fn run<B: AutodiffBackend>(self, target: Target<B>) -> Result<Self::Output> {
-        let device = target.device;
-        let run = RunDir::new(&self.args.model).load::<B::InnerBackend>(&device)?;
-        let held_out = self.held_out::<B>(&run, &device)?;
-        let args = &self.args;
-        eprintln!(
-            "Captioning {} {} images of {}",
-            held_out.images.len(),
-            held_out.split,
-            run.train_config.data.name()
-        );
-        if let Some(path) = &args.references_out {
-            write_references(path, &held_out.ids, None, &held_out.references)?;
-
-            eprintln!("References: {}", path.display());
-        }
-        let mut reports = Vec::new();
-        for search in searches(
-            &run.train_config.search,
-            &args.beam_size,
-            args.max_len.map(usize::from),
-        ) {
-            let beam = search.beam_size;
-            let texts = caption_held_out(
-                &run.captioning.model,
-                &run.captioning.vocab,
-                &held_out,
-                run.train_config.data.image_size(),
-                &search,
-                args.batch_size,
-                target.shapes,
-                &device,
-            );
-            if let Some(path) = &args.results_out {
-                let path = if args.beam_size.len() > 1 {
-                    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-                    path.with_file_name(format!("{stem}.beam{beam}.json"))
-                } else {
-                    path.clone()
-                };
-                write_results(&path, &held_out.ids, &texts)?;
-                eprintln!("Results: {}", path.display());
-            }
-            reports.push(score_captions(&held_out, &texts, beam));
-        }
-        Ok(reports)
-    }
-}
-
 fn score(args: &ScoreArgs) -> Result<()> {
     let paired = read_and_pair(&args.results, &args.references)?;
     let scores = coco_scores_of_raw(&paired.candidates, &paired.references);
@@ -223,9 +113,19 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Score(args) => score(&args),
         Command::Model(args) => {
-            let (json, device) = (args.json, args.device);
-            for report in run_chosen(device, ModelJob { args })? {
-                if json {
+            let job = ModelJob {
+                model: args.model,
+                dataset: args.dataset,
+                data_dir: args.data_dir,
+                split: args.split,
+                beam_sizes: args.beam_size,
+                max_len: args.max_len,
+                batch_size: args.batch_size,
+                results_out: args.results_out,
+                references_out: args.references_out,
+            };
+            for report in captioner::jobs::eval::run(args.device, job)? {
+                if args.json {
                     let mut value = report.scores.to_coco_json();
                     value["split"] = serde_json::json!(report.split);
                     value["images"] = serde_json::json!(report.images);

@@ -4,18 +4,12 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
-use captioner::device::{run_chosen, BackendJob, DeviceKind, Target};
-use captioner::npy;
+use captioner::device::DeviceKind;
+use captioner::jobs::features::FeaturesJob;
 use captioner_datasets::decode::{decode_all, ResizeMode};
-use captioner_datasets::image::{to_normalized_chw, RgbImage};
-use captioner_datasets::progress::Progress;
-use captioner_model::{EncoderConfig, EncoderMode, EncoderName, EncoderSettings};
-use captioner_training::train::report_encoder_weights;
+use captioner_model::{EncoderMode, EncoderName, EncoderSettings};
 use clap::Parser;
 
 /// Write the feature grid of each picture as `OUT/<picture stem>.npy`.
@@ -91,61 +85,6 @@ impl Args {
     }
 }
 
-struct FeaturesJob {
-    args: Args,
-    settings: EncoderSettings,
-    config: EncoderConfig,
-    /// Output file and resized picture, in input order.
-    pictures: Vec<(PathBuf, std::sync::Arc<RgbImage>)>,
-}
-
-impl BackendJob for FeaturesJob {
-    type Output = ();
-    fn run<B: AutodiffBackend>(self, target: Target<B>) -> Result<()> {
-        let device = target.device;
-        let size = self.config.image_size();
-        let weights = self.settings.weights.as_deref();
-        let (encoder, loaded) = self
-            .settings
-            .build::<B::InnerBackend>(size, weights, &device)
-            .map_err(anyhow::Error::msg)?;
-        report_encoder_weights(self.settings.name, weights, loaded.as_ref());
-        let (positions, channels) = (self.config.grid_positions(), self.config.feature_dim());
-        let bar = Progress::new("encoding", self.pictures.len(), true);
-        let started = Instant::now();
-        for chunk in self.pictures.chunks(self.args.batch_size.max(1)) {
-            let mut pixels = Vec::with_capacity(chunk.len() * 3 * size * size);
-            for (_, image) in chunk {
-                pixels.extend(to_normalized_chw(image, size));
-            }
-            let images = Tensor::<B::InnerBackend, 4>::from_data(
-                TensorData::new(pixels, [chunk.len(), 3, size, size]),
-                &device,
-            );
-            let features: Vec<f32> = encoder
-                .forward(images)
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .map_err(|e| anyhow::anyhow!("reading the features back: {e:?}"))?;
-            for ((path, _), grid) in chunk.iter().zip(features.chunks(positions * channels)) {
-                npy::write_f32(path, &[positions, channels], grid)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            bar.inc(chunk.len());
-        }
-        bar.finish();
-        let seconds = started.elapsed().as_secs_f64();
-        eprintln!(
-            "wrote {} files of [{positions}, {channels}] float32 to {} ({:.1} images/s)",
-            self.pictures.len(),
-            self.args.out.display(),
-            self.pictures.len() as f64 / seconds.max(1e-9)
-        );
-        Ok(())
-    }
-}
-
 /// Output paths, refusing two pictures that would write the same file.
 fn output_paths(args: &Args) -> Result<Vec<PathBuf>> {
     let mut seen: HashMap<PathBuf, &PathBuf> = HashMap::new();
@@ -186,16 +125,14 @@ fn run(args: Args) -> Result<usize> {
         .collect();
     let failed = decoded.errors.len();
     if !pictures.is_empty() {
-        let device = args.device;
-        run_chosen(
-            device,
-            FeaturesJob {
-                args,
-                settings,
-                config,
-                pictures,
-            },
-        )?;
+        let job = FeaturesJob {
+            settings,
+            config,
+            pictures,
+            batch_size: args.batch_size,
+            out: args.out,
+        };
+        captioner::jobs::features::run(args.device, job)?;
     }
     Ok(failed)
 }

@@ -1,30 +1,13 @@
 //! `serve`: captions pictures sent over HTTP, with a page to drop them on.
 
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::time::Instant;
 
-use anyhow::{Context, Result};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use base64::Engine;
-use burn::tensor::backend::AutodiffBackend;
-use captioner::attention_image::attention_grid;
 use captioner::decoding::Decoding;
-use captioner::device::{run_chosen, BackendJob, DeviceKind, Target};
-use captioner::report::Described;
-use captioner_datasets::decode::Resize;
-use captioner_datasets::image::{decode_rgb, ImageLoadError, PictureLimits, RgbImage};
-use captioner_model::{Batching, Captioning, ModelFiles, SearchConfig};
+use captioner::device::DeviceKind;
+use captioner::jobs::serve::ServeJob;
+use captioner_datasets::image::PictureLimits;
 use clap::Parser;
-use serde::{Deserialize, Serialize};
 
 /// Serve a model trained by `train` over HTTP.
 ///
@@ -70,263 +53,21 @@ struct Args {
     device: DeviceKind,
 }
 
-/// A picture waiting for the model.
-struct Request {
-    picture: RgbImage,
-    attention: bool,
-    /// When it was ready for the model.
-    queued: Instant,
-    answer: tokio::sync::oneshot::Sender<Result<Answer, String>>,
-}
-
-/// What the model said about one picture.
-#[derive(Serialize)]
-struct Answer {
-    #[serde(flatten)]
-    described: Described,
-    /// The attention grid, PNG in base64, when asked for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    attention_png: Option<String>,
-    /// Pictures captioned together with this one.
-    batch: usize,
-    timing_ms: Timing,
-}
-
-#[derive(Serialize, Default)]
-struct Timing {
-    /// Reading the picture and preparing it.
-    decode: f64,
-    /// Waiting for the model.
-    queue: f64,
-    /// Captioning its batch.
-    caption: f64,
-    /// From the request's arrival to the answer.
-    total: f64,
-}
-
-#[derive(Clone)]
-struct App {
-    requests: SyncSender<Request>,
-    input: Resize,
-    limits: PictureLimits,
-}
-
-#[derive(Deserialize)]
-struct CaptionQuery {
-    #[serde(default)]
-    attention: Option<String>,
-}
-
-fn refusal(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
-}
-
-async fn caption(
-    State(app): State<App>,
-    Query(query): Query<CaptionQuery>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let received = Instant::now();
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return refusal(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the picture is over the limit of {} bytes",
-                    app.limits.max_bytes
-                ),
-            )
-        }
-        Err(rejection) => return refusal(rejection.status(), rejection.body_text()),
-    };
-    if body.is_empty() {
-        return refusal(
-            StatusCode::BAD_REQUEST,
-            "send a JPEG or PNG picture as the request body",
-        );
-    }
-    let (limits, input) = (app.limits, app.input);
-    let decoded = tokio::task::spawn_blocking(move || {
-        decode_rgb(&body, "the picture", limits).map(|p| input.apply(&p))
-    })
-    .await;
-    let picture = match decoded {
-        Ok(Ok(picture)) => picture,
-        Ok(Err(e @ ImageLoadError::TooLarge { .. })) => {
-            return refusal(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
-        }
-        Ok(Err(e)) => return refusal(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()),
-        Err(e) => return refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
-    let decode = received.elapsed();
-    let attention = query
-        .attention
-        .is_some_and(|a| !matches!(a.as_str(), "0" | "false" | "no"));
-    let (answer, answered) = tokio::sync::oneshot::channel();
-    let request = Request {
-        picture,
-        attention,
-        queued: Instant::now(),
-        answer,
-    };
-    match app.requests.try_send(request) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_)) => {
-            return refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many pictures are waiting for the model: try again shortly",
-            )
-        }
-        Err(TrySendError::Disconnected(_)) => {
-            return refusal(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping")
-        }
-    }
-    match answered.await {
-        Ok(Ok(mut answer)) => {
-            answer.timing_ms.decode = decode.as_secs_f64() * 1000.0;
-            answer.timing_ms.total = received.elapsed().as_secs_f64() * 1000.0;
-            Json(answer).into_response()
-        }
-        Ok(Err(e)) => refusal(StatusCode::INTERNAL_SERVER_ERROR, e),
-        Err(_) => refusal(StatusCode::INTERNAL_SERVER_ERROR, "the model stopped"),
-    }
-}
-
-async fn page() -> Html<&'static str> {
-    Html(include_str!("serve_page.html"))
-}
-
-struct ServeJob {
-    args: Args,
-}
-
-impl BackendJob for ServeJob {
-    type Output = ();
-    fn run<B: AutodiffBackend>(self, target: Target<B>) -> Result<()> {
-        let args = self.args;
-        let run =
-            Captioning::<B::InnerBackend>::load(&ModelFiles::new(&args.model), &target.device)?;
-        let search = args.decoding.search();
-        let batching = Batching {
-            batch_size: args.batch_size.into(),
-            shapes: target.shapes,
-        };
-        let (requests, waiting) = sync_channel(args.queue.into());
-        let app = App {
-            requests,
-            input: run.input,
-            limits: PictureLimits {
-                max_bytes: args.max_bytes,
-                max_pixels: args.max_pixels,
-            },
-        };
-        let router = Router::new()
-            .route("/", get(page))
-            .route("/caption", post(caption))
-            .layer(DefaultBodyLimit::max(
-                usize::try_from(args.max_bytes).unwrap_or(usize::MAX),
-            ))
-            .with_state(app);
-        let address = SocketAddr::new(args.host, args.port);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(address))
-            .with_context(|| format!("cannot listen on {address}"))?;
-        let bound = listener.local_addr()?;
-        eprintln!("Listening on http://{bound}/ (Ctrl-C stops)");
-        // The server runs on the runtime's threads; this thread is the model's.
-        let server = std::thread::spawn(move || {
-            runtime.block_on(async {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async {
-                        tokio::signal::ctrl_c().await.ok();
-                    })
-                    .await
-            })
-        });
-        caption_requests(&run, waiting, &search, batching);
-        server
-            .join()
-            .map_err(|_| anyhow::anyhow!("the server thread panicked"))??;
-        Ok(())
-    }
-}
-
-/// Captions waiting pictures until the server stops: all that are waiting together, up to a
-/// batch. A failure answers that batch's requests with it; the next batch goes on.
-fn caption_requests<B: burn::prelude::Backend>(
-    run: &Captioning<B>,
-    waiting: Receiver<Request>,
-    search: &SearchConfig,
-    batching: Batching,
-) {
-    while let Ok(first) = waiting.recv() {
-        let mut batch = vec![first];
-        while batch.len() < batching.batch_size {
-            match waiting.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
-        let started = Instant::now();
-        let pictures: Vec<&RgbImage> = batch.iter().map(|r| &r.picture).collect();
-        let found = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            run.caption_prepared(&pictures, search, batching)
-        }));
-        let caption_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let n = batch.len();
-        match found {
-            Ok(captions) => {
-                for (request, caption) in batch.into_iter().zip(captions) {
-                    let described = Described::new(&caption, &run.vocab);
-                    let attention_png = request.attention.then(|| {
-                        let words: Vec<&str> =
-                            described.tokens.iter().map(String::as_str).collect();
-                        attention_grid(&request.picture, "", &words, &caption.alphas)
-                            .ok()
-                            .and_then(|grid| {
-                                let mut png = std::io::Cursor::new(Vec::new());
-                                grid.write_to(&mut png, image::ImageFormat::Png).ok()?;
-                                Some(
-                                    base64::engine::general_purpose::STANDARD
-                                        .encode(png.into_inner()),
-                                )
-                            })
-                    });
-                    let queue_ms = started.duration_since(request.queued).as_secs_f64() * 1000.0;
-                    let answer = Answer {
-                        described,
-                        attention_png: attention_png.flatten(),
-                        batch: n,
-                        timing_ms: Timing {
-                            queue: queue_ms,
-                            caption: caption_ms,
-                            ..Timing::default()
-                        },
-                    };
-                    request.answer.send(Ok(answer)).ok();
-                }
-            }
-            Err(_) => {
-                for request in batch {
-                    request
-                        .answer
-                        .send(Err("captioning failed on this batch".into()))
-                        .ok();
-                }
-            }
-        }
-    }
-}
-
 fn main() -> std::process::ExitCode {
     captioner::keep_freed_memory();
     let args = Args::parse();
-    let device = args.device;
-    match run_chosen(device, ServeJob { args }) {
+    let job = ServeJob {
+        model: args.model,
+        address: SocketAddr::new(args.host, args.port),
+        search: args.decoding.search(),
+        batch_size: args.batch_size.into(),
+        queue: args.queue.into(),
+        limits: PictureLimits {
+            max_bytes: args.max_bytes,
+            max_pixels: args.max_pixels,
+        },
+    };
+    match captioner::jobs::serve::run(args.device, job) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => captioner::report_error(&e, 2),
     }

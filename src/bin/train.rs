@@ -6,13 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use burn::tensor::backend::AutodiffBackend;
 use burn::train::Interrupter;
-use captioner::device::{choose, run_on, BackendJob, DeviceKind, DeviceList, ShapesFlag, Target};
+use captioner::device::{choose, DeviceKind, DeviceList, ShapesFlag};
+use captioner::jobs::train::TrainJob;
 use captioner::settings::TrainFlags;
 use captioner_training::run_dir::{ResumePoint, RunDir};
-use captioner_training::train::{train, Stopped, TrainReport};
-use captioner_training::TrainConfig;
+use captioner_training::train::{Stopped, TrainReport};
 use clap::Parser;
 
 /// Train an image captioner (CNN encoder + attention LSTM decoder, "Show, Attend and Tell").
@@ -61,27 +60,6 @@ struct Args {
     /// training or writing anything.
     #[arg(long)]
     print_config: bool,
-}
-
-struct TrainJob {
-    config: TrainConfig,
-    run: RunDir,
-    resume_from: Option<ResumePoint>,
-    interrupter: Interrupter,
-}
-
-impl BackendJob for TrainJob {
-    type Output = TrainReport;
-    fn run<B: AutodiffBackend>(self, target: Target<B>) -> Result<TrainReport> {
-        train::<B>(
-            target.devices,
-            self.config,
-            &self.run,
-            self.resume_from,
-            target.shapes,
-            self.interrupter,
-        )
-    }
 }
 
 /// The newest run folder under `artifacts/` that holds a training config.
@@ -239,7 +217,7 @@ fn run(args: Args) -> Result<()> {
     let indices = args.devices.map(|d| d.indices).unwrap_or_default();
     let interrupter = Interrupter::new();
     captioner::stop_on_ctrl_c(interrupter.clone());
-    let report = run_on(
+    let report = captioner::jobs::train::run(
         &chosen,
         &indices,
         args.shapes.shapes(),

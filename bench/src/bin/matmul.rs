@@ -1,7 +1,7 @@
 //! Times Burn's 2-D matmul on the decoder's per-step shapes (batch 32, the LSTM's `[1792,
 //! 2048]` recurrent weight of row 1b), forward and the two backward products, on the CPU
 //! backends compiled in, in GFLOP/s:
-//! `cargo run --release -p captioner-bench --example matmul`.
+//! `cargo run --release -p captioner-bench --bin matmul`.
 //! `bench/matmul_reference.py` times the same products in PyTorch.
 
 use std::time::Instant;

@@ -6,8 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-mod common;
-use common::{exec, flickr8k_fixture, quick_flickr8k_flags, temp_dir, text};
+use crate::common::{exec, flickr8k_fixture, quick_flickr8k_flags, temp_dir, text};
 
 fn json_file(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()

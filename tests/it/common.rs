@@ -3,6 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The backend these tests load models with, to read or write a run's weights: the one the
+/// binaries run by default, so that this test binary compiles the model for as few backends
+/// as it can.
+#[cfg(feature = "flex")]
+pub type Cpu = burn::backend::Flex;
+#[cfg(not(feature = "flex"))]
+pub type Cpu = burn::backend::NdArray;
+
 /// A fresh, empty folder for one test.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("captioner-cli-{name}-{}", std::process::id()));
@@ -30,7 +38,6 @@ pub fn text(bytes: &[u8]) -> String {
 
 /// A Flickr8k folder in the original layout: 6 train pictures (red or blue walls, odd sizes),
 /// 2 dev ones, a broken JPEG and a caption line for a bogus file name.
-#[allow(dead_code)]
 pub fn flickr8k_fixture(dir: &Path) {
     let images = dir.join("Flicker8k_Dataset");
     std::fs::create_dir_all(&images).unwrap();
@@ -70,7 +77,6 @@ pub fn flickr8k_fixture(dir: &Path) {
 }
 
 /// `train` flags for one quick epoch of a tiny model on the fixture folder `data`.
-#[allow(dead_code)]
 pub fn quick_flickr8k_flags(data: &Path) -> Vec<String> {
     [
         "--dataset",
@@ -95,10 +101,8 @@ pub fn quick_flickr8k_flags(data: &Path) -> Vec<String> {
 }
 
 /// SHA-256 of the weights of the model in the run folder `dir` (values only).
-#[allow(dead_code)]
 pub fn weights_of(dir: &Path) -> String {
-    use burn::backend::NdArray;
     use captioner_model::{Captioning, ModelFiles};
-    let model = Captioning::<NdArray>::load(&ModelFiles::new(dir), &Default::default()).unwrap();
+    let model = Captioning::<Cpu>::load(&ModelFiles::new(dir), &Default::default()).unwrap();
     captioner_training::feature_cache::weights_sha256(&model.model)
 }

@@ -31,8 +31,7 @@ use captioner_model::{
 use captioner_training::train::optimizer;
 use captioner_training::{CaptionBatcher, FixedBatch, TrainConfig};
 
-mod common;
-use common::{exec, temp_dir, text};
+use crate::common::{exec, temp_dir, text};
 
 const IMAGE: usize = 32;
 
@@ -90,8 +89,8 @@ impl Logs {
 
 /// Points CubeCL's compilation and autotune loggers at fresh files (and its autotune cache at
 /// a fresh folder, so that nothing tuned by an earlier run hides a tuning) before any test
-/// of this process touches the device; every test holds the returned lock, so that one
-/// test's kernels never land in another's counts.
+/// of this process touches the device; every test that uses the device in this process holds
+/// the returned lock, so that one test's kernels never land in another's counts.
 fn gpu() -> (&'static Logs, std::sync::MutexGuard<'static, ()>) {
     static LOGS: OnceLock<Logs> = OnceLock::new();
     static GPU: Mutex<()> = Mutex::new(());
@@ -322,10 +321,10 @@ fn after_a_warm_up_no_step_compiles_or_tunes_a_kernel() {
 }
 
 /// `train` on wgpu, then `infer` and `eval` on wgpu and flex, then the same run resumed on
-/// flex: one model, two backends.
+/// flex: one model, two backends. Its kernels are compiled in the binaries' processes, so it
+/// runs beside the tests of this process (it holds no lock of theirs).
 #[test]
 fn a_run_trained_on_wgpu_captions_the_same_on_flex_and_resumes_there() {
-    let (_logs, _gpu) = gpu();
     let dir = temp_dir("wgpu-run");
     let run = dir.join("run");
     let out = run.to_str().unwrap();

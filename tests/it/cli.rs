@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use burn::backend::NdArray;
 use burn::config::Config;
 use burn::module::Module;
 use captioner_datasets::shapes::{ShapesConfig, Split};
@@ -13,8 +12,9 @@ use captioner_training::run_dir::{RunDir, WeightsRecorder};
 use captioner_training::train::model_config;
 use captioner_training::TrainConfig;
 
-mod common;
-use common::{exec, flickr8k_fixture, quick_flickr8k_flags, temp_dir, text, weights_of};
+use crate::common::{
+    exec, flickr8k_fixture, quick_flickr8k_flags, temp_dir, text, weights_of, Cpu,
+};
 
 /// A run folder holding an untrained model: enough for `infer` to load and caption.
 fn untrained_run(dir: &Path) -> RunDir {
@@ -29,7 +29,7 @@ fn untrained_run(dir: &Path) -> RunDir {
     model.save(run.model_config()).unwrap();
     run.save_train_config(&config).unwrap();
     model
-        .init::<NdArray>(&Default::default())
+        .init::<Cpu>(&Default::default())
         .save_file(run.weights(), &WeightsRecorder::new())
         .unwrap();
     run
@@ -207,7 +207,7 @@ fn infer_walks_folders_and_stdin_and_writes_caption_files_attention_pictures_and
     .collect();
     assert_eq!(images, expected);
 
-    let side = Captioning::<NdArray>::load(&ModelFiles::new(run.root()), &Default::default())
+    let side = Captioning::<Cpu>::load(&ModelFiles::new(run.root()), &Default::default())
         .unwrap()
         .image_size() as u32;
     for (line, relative) in
@@ -856,7 +856,7 @@ fn serve_answers_pictures_refuses_bad_and_oversized_ones_and_stays_up() {
         .decode(answer["attention_png"].as_str().unwrap())
         .unwrap();
     let grid = image::load_from_memory(&grid).unwrap();
-    let side = Captioning::<NdArray>::load(&ModelFiles::new(run.root()), &Default::default())
+    let side = Captioning::<Cpu>::load(&ModelFiles::new(run.root()), &Default::default())
         .unwrap()
         .image_size() as u32;
     let (columns, _) = captioner::attention_image::grid_shape(words + 1);
@@ -896,7 +896,7 @@ fn serve_answers_pictures_refuses_bad_and_oversized_ones_and_stays_up() {
 }
 
 /// Needs Debian's `chromium` (`.ci/run` installs it and runs this test):
-/// `cargo test --release --test cli -- --ignored chromium`.
+/// `cargo test --release --test it -- --ignored chromium`.
 #[test]
 #[ignore = "needs chromium; .ci/run runs it"]
 fn the_html_page_shows_every_caption_and_picture_in_headless_chromium() {

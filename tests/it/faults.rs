@@ -5,13 +5,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use burn::backend::NdArray;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use captioner_model::{Captioning, ModelFiles, WeightsRecorder};
 
-mod common;
-use common::{exec, temp_dir, text, weights_of};
+use crate::common::{exec, temp_dir, text, weights_of, Cpu};
 
 /// A small shapes run: 40 training scenes (200 captions) in batches of 8, 25 steps an epoch.
 const SMALL: [&str; 10] = [
@@ -213,7 +211,7 @@ fn ctrl_c_mid_epoch_checkpoints_the_step_and_the_resumed_run_ends_as_an_unbroken
     assert!(run.join("checkpoint/step/state.json").exists());
     // model.mpk holds a completed, validated epoch: the first.
     assert!(stderr.contains("holds the weights of epoch 1."), "{stderr}");
-    let model = Captioning::<NdArray>::load(&ModelFiles::new(&run), &Default::default()).unwrap();
+    let model = Captioning::<Cpu>::load(&ModelFiles::new(&run), &Default::default()).unwrap();
     drop(model);
     assert_eq!(
         std::fs::read(run.join("model.mpk")).unwrap(),
@@ -256,7 +254,7 @@ fn a_loss_that_becomes_nan_stops_the_run_and_keeps_no_spoiled_checkpoint_or_mode
     let done = exec("train", &small(first.to_str().unwrap(), "1", &[]));
     assert!(done.status.success(), "{}", text(&done.stderr));
     let device = Default::default();
-    let model = Captioning::<NdArray>::load(&ModelFiles::new(&first), &device).unwrap();
+    let model = Captioning::<Cpu>::load(&ModelFiles::new(&first), &device).unwrap();
     model
         .model
         .map(&mut Spoil)

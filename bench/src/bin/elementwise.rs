@@ -1,5 +1,5 @@
 //! Times Burn's elementwise activations on the attention's `[32, 49, 512]` energies, on the
-//! CPU backends compiled in: `cargo run --release -p captioner-bench --features flex --example elementwise`.
+//! CPU backends compiled in: `cargo run --release -p captioner-bench --bin elementwise`.
 
 use std::time::Instant;
 

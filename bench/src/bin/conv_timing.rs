@@ -1,6 +1,6 @@
 //! Times Conv2d forward and backward on the ndarray and flex CPU backends at the sizes of
 //! a small CNN: why `SmallCnn` writes its convolutions as matmuls.
-//! `cargo run --release -p captioner-model --features flex --example conv_timing`
+//! `cargo run --release -p captioner-bench --bin conv_timing`
 
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::nn::conv::Conv2dConfig;

@@ -1,9 +1,9 @@
 //! Forward throughput of the pretrained-architecture encoders on the CPU backends: images per
 //! second at 224x224 (299 for Inception v3), frozen (no autodiff), random weights.
 //!
-//! `cargo run --release -p captioner-model --example encoder_throughput -- resnet50 resnet101`
-//! (add `--features flex` to time Burn's flex backend as well). `BATCH` (default 32) and
-//! `REPEATS` (default 3) set the batch size and the timed batches.
+//! `cargo run --release -p captioner-bench --bin encoder_throughput -- resnet50 resnet101`
+//! (flex is timed when the `flex` feature is on, as it is by default). `BATCH` (default 32)
+//! and `REPEATS` (default 3) set the batch size and the timed batches.
 
 use std::time::Instant;
 

@@ -3,8 +3,7 @@
 
 use std::path::Path;
 
-mod common;
-use common::{exec, temp_dir, text};
+use crate::common::{exec, temp_dir, text};
 
 /// A `width` x `height` picture with a gradient, as PNG.
 fn picture(path: &Path, width: u32, height: u32) {
@@ -199,9 +198,9 @@ fn train_with_a_resnet_refuses_misfit_weights_and_runs_end_to_end() {
 fn the_show_attend_tell_preset_caches_efficientnet_lite_features_and_yields_to_flags() {
     let dir = temp_dir("preset-lite0");
     let data = dir.join("flickr8k");
-    common::flickr8k_fixture(&data);
+    crate::common::flickr8k_fixture(&data);
     let out = dir.join("run");
-    let mut flags = common::quick_flickr8k_flags(&data);
+    let mut flags = crate::common::quick_flickr8k_flags(&data);
     flags.extend(
         [
             "--preset",
