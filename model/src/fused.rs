@@ -1430,7 +1430,7 @@ mod on_flex {
     /// Terms a product of `d W` sums at least, where a run has the pictures for them: one
     /// picture's product reads and writes the whole `d W` for as few as 49 terms (ResNet's
     /// layer 4). Grouping the forward and `d x` products as well did not pay (bench/RESULTS.md,
-    /// issue 21).
+    /// "one run of pictures per core").
     const GROUP_COLUMNS: usize = 1024;
 
     /// The pictures `[g, rows, positions]` side by side, `[rows, g * positions]`: `pictures`
@@ -1455,8 +1455,9 @@ mod on_flex {
 
     /// A batch's pictures split into one run of neighbours per thread, each run's products on
     /// its own thread: one picture's products are too thin for gemm to split between threads
-    /// (measured in bench/RESULTS.md, issue 21). A batch of fewer pictures than threads is
-    /// split less, and a single run's products use every thread again.
+    /// (measured in bench/RESULTS.md, "one run of pictures per core"). A batch of fewer
+    /// pictures than threads is split less, and a single run's products use every thread
+    /// again.
     #[derive(Debug, Clone, Copy)]
     struct PictureRuns {
         /// Pictures per run (the last one may have fewer).

@@ -632,7 +632,7 @@ mod tests {
     fn a_flat_config_json_of_earlier_runs_loads_into_the_sections() {
         // `train --print-config --dataset flickr8k --data-dir /data/flickr8k --preset sat
         // --encoder efficientnet-lite0 --encoder-weights /w/efficientnet-lite0-57934424.pth`,
-        // as commit 7b316d0 printed it.
+        // as the flat layout, before the config's sections, printed it.
         let sat = TrainConfig::from_json(&fixture("flat-sat-lite0.json")).unwrap();
         assert_eq!(sat.encoder.name, EncoderName::EfficientNetLite0);
         assert_eq!(sat.encoder.mode, EncoderMode::Frozen { cached: true });
@@ -656,7 +656,7 @@ mod tests {
         assert_eq!(fine.encoder.mode, EncoderMode::FineTune { lr: 2e-4 });
         assert!(fine.check().is_ok());
 
-        // The layout before the encoder fields (commit 2ca59fa), the schedule, validation and
+        // The first layout, before the encoder fields, the schedule, validation and
         // the preset: their defaults, the small CNN trained whole.
         let first = TrainConfig::from_json(&fixture("flat-first.json")).unwrap();
         assert_eq!(first.encoder, EncoderSettings::small_cnn(vec![16, 32, 64]));
