@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use captioner::device::DeviceKind;
-use captioner::jobs::eval::ModelJob;
+use captioner::jobs::eval::{ModelJob, ShapesRunOnly};
 use captioner_datasets::{DatasetName, Split};
 use captioner_training::coco_files::read_and_pair;
 use captioner_training::metrics::coco_scores_of_raw;
@@ -124,7 +124,14 @@ fn run(cli: Cli) -> Result<()> {
                 results_out: args.results_out,
                 references_out: args.references_out,
             };
-            for report in captioner::jobs::eval::run(args.device, job)? {
+            let reports = captioner::jobs::eval::run(args.device, job).map_err(|e| {
+                if e.is::<ShapesRunOnly>() {
+                    anyhow::anyhow!("{e} (leave out --dataset and --data-dir)")
+                } else {
+                    e
+                }
+            })?;
+            for report in reports {
                 if args.json {
                     let mut value = report.scores.to_coco_json();
                     value["split"] = serde_json::json!(report.split);

@@ -38,6 +38,11 @@ pub struct ModelJob {
     pub references_out: Option<PathBuf>,
 }
 
+/// Other data was named for a run trained on the shapes scenes, which can caption only those.
+#[derive(Debug, thiserror::Error)]
+#[error("this run was trained on the shapes scenes: it can caption only those, not other data")]
+pub struct ShapesRunOnly;
+
 impl ModelJob {
     /// The images to caption with their references: the run's data unless the flags name
     /// other data.
@@ -63,10 +68,7 @@ impl ModelJob {
                     ..files.clone()
                 }
             }
-            (DataSource::Shapes(_), _, _) => anyhow::bail!(
-                "this run was trained on the shapes scenes: it can only caption those (leave \
-                 out --dataset and --data-dir)"
-            ),
+            (DataSource::Shapes(_), _, _) => return Err(ShapesRunOnly.into()),
         };
         if !run.train_config.encoder.cached() {
             return held_out_split(&files, self.split, None);

@@ -101,6 +101,19 @@ fn a_shapes_run_is_scored_and_its_files_score_the_same_again() {
         40
     );
 
+    // Other data for a shapes run: refused, with the flags to leave out.
+    let out = exec(
+        "eval",
+        &["model", "--model", run, "--data-dir", dir.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("trained on the shapes scenes")
+            && stderr.contains("leave out --dataset and --data-dir"),
+        "{stderr}"
+    );
+
     let out = score(&results, &references);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rescored: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
