@@ -28,3 +28,12 @@ pub use error::DatasetError;
 pub use format::{DatasetName, Format};
 pub use split::Split;
 pub use vocab::{tokenize, Vocab};
+
+// The behaviour tests (`tests/it/`, datasets and pictures as found on disk) are compiled into
+// the unit tests' binary, as in the model and training crates: one test binary per crate.
+// They use the crate by its name, as a user's code would.
+#[cfg(test)]
+extern crate self as captioner_datasets;
+#[cfg(test)]
+#[path = "../tests/it/main.rs"]
+mod it;

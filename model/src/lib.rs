@@ -73,3 +73,13 @@ pub use torchvision_weights::{LoadedWeights, WeightsError};
 pub mod tokens {
     pub use captioner_datasets::vocab::{END, PAD, START, UNK};
 }
+
+// Our encoders against torchvision's (`tests/torchvision_encoders.rs`) are compiled into the
+// unit tests' binary rather than a binary of their own: a release build compiles the model
+// and Burn's generic code again for every test binary that names a backend. The file uses the
+// crate by its name, as a user's code would.
+#[cfg(test)]
+extern crate self as captioner_model;
+#[cfg(test)]
+#[path = "../tests/torchvision_encoders.rs"]
+mod torchvision_encoders;

@@ -25,3 +25,13 @@ pub use config::TrainConfig;
 pub use evaluate::EvalReport;
 pub use run_dir::{LoadedRun, RunDir};
 pub use train::train;
+
+// The behaviour tests (`tests/it/`, the trainer and the model from outside) are compiled into
+// the unit tests' binary rather than a binary of their own: a release build compiles the model,
+// the trainer and Burn's generic code again for every test binary that names a backend. They
+// use the crate by its name, as a user's code would.
+#[cfg(test)]
+extern crate self as captioner_training;
+#[cfg(test)]
+#[path = "../tests/it/main.rs"]
+mod it;

@@ -1,4 +1,5 @@
-//! Datasets and pictures as they are found on disk, in one test binary.
+//! Datasets and pictures as they are found on disk, through the crate's public API. Compiled
+//! into the unit tests' binary (`src/lib.rs`).
 
 mod formats;
 mod pictures;

@@ -1,5 +1,6 @@
-//! The training crate's behaviour from outside, in one test binary (the model and the trainer
-//! compiled once for the tests' backend, not once per file).
+//! The training crate's behaviour from outside, through its public API only. Compiled into the
+//! unit tests' binary (`src/lib.rs`), so that the model and the trainer are compiled once for
+//! the tests' backend.
 
 mod coco_metrics;
 mod feature_cache;
