@@ -19,8 +19,8 @@ pub enum DeviceKind {
     Cuda,
     /// GPU through WGPU: Vulkan, Metal or DirectX (cargo feature `wgpu`).
     Wgpu,
-    /// CPU through Burn's flex backend (faster than ndarray on every row of
-    /// bench/RESULTS.md; cargo feature `flex`, on by default).
+    /// CPU through Burn's flex backend (ahead of or level with ndarray on every row of
+    /// bench/RESULTS.md, "flex against ndarray"; cargo feature `flex`, on by default).
     Flex,
     /// CPU through Burn's ndarray backend (cargo feature `ndarray`, on by default).
     Ndarray,
@@ -40,7 +40,7 @@ impl DeviceKind {
 
     /// How this backend wants a step's tensors shaped: the GPU backends compile and tune
     /// kernels per shape, so they get [`Shapes::Fixed`]; the CPU backends do the least work
-    /// with [`Shapes::Packed`] (bench/RESULTS.md, "Fixed shapes on the CPU").
+    /// with [`Shapes::Packed`], which computes no padded rows or steps.
     pub fn shapes(self) -> Shapes {
         match self {
             DeviceKind::Cuda | DeviceKind::Wgpu => Shapes::Fixed,
@@ -183,7 +183,7 @@ fn not_compiled(kind: DeviceKind, auto: bool) -> String {
     } else {
         format!(
             "is not built in: rebuild with `cargo run --release --features {kind} --bin \
-             <train|infer|eval|features> -- --device {kind} ...`"
+             <train|infer|eval|features|serve> -- --device {kind} ...`"
         )
     }
 }
@@ -236,7 +236,8 @@ fn start_cuda(_auto: bool) -> Result<Option<String>, String> {
     use burn::backend::cuda::CudaDevice;
     check_device::<CudaBackend>(
         &CudaDevice { index: 0 },
-        "the NVIDIA driver (libcuda) or GPU is missing; check `nvidia-smi`",
+        "the NVIDIA driver (libcuda), CUDA's run-time compiler (libnvrtc, which compiles the \
+         kernels) or the GPU is missing; check `nvidia-smi` and `ldconfig -p | grep nvrtc`",
     )
     .map(|()| None)
 }

