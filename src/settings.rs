@@ -251,7 +251,8 @@ impl TrainFlags {
         if self.encoder_weights.is_some() && !pretrained {
             bail!(
                 "--encoder-weights loads ImageNet weights: pick their network with --encoder \
-                 (resnet18, ..., resnet152, inception-v3, efficientnet-lite0)"
+                 ({})",
+                EncoderName::pretrained_names()
             );
         }
         if self.grid.is_some() && !pretrained {

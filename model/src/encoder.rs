@@ -22,6 +22,7 @@ use crate::inception_v3::{InceptionV3, InceptionV3Config};
 use crate::resnet::{grid_features, ResNet, ResNetConfig};
 use crate::small_cnn::{SmallCnn, SmallCnnConfig};
 use crate::torchvision_weights::{load_torchvision, LoadedWeights, WeightsError};
+use crate::SettingsError;
 
 /// What every encoder network does.
 pub trait Backbone<B: Backend>: Module<B> {
@@ -302,6 +303,17 @@ impl EncoderName {
         self.row().weights_file.is_some()
     }
 
+    /// The names of the pretrained encoders, from the table, for messages: "resnet18,
+    /// resnet34, ...".
+    pub fn pretrained_names() -> String {
+        Self::NAMES
+            .iter()
+            .filter(|(name, _)| name.is_pretrained())
+            .map(|(_, spelled)| *spelled)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// How a user gets its ImageNet weights, as one sentence for messages.
     pub fn weights_hint(self) -> Option<String> {
         let row = self.row();
@@ -433,61 +445,62 @@ impl EncoderSettings {
     }
 
     /// Refuses settings that contradict each other or the network, in the config's terms.
-    pub fn check(&self, image_size: usize) -> Result<(), String> {
+    pub fn check(&self, image_size: usize) -> Result<(), SettingsError> {
         let (name, row) = (self.name, self.name.row());
         let pretrained = row.weights_file.is_some();
         match self.mode {
             EncoderMode::FineTune { .. } if !pretrained => {
-                return Err(format!(
+                return Err(SettingsError(format!(
                     "{name} has no pretrained layers to fine-tune: it is trained from scratch \
                      (or frozen)"
-                ))
+                )))
             }
             EncoderMode::Scratch { .. } if pretrained => {
-                return Err(format!(
+                return Err(SettingsError(format!(
                     "{name} is pretrained: it is frozen or its later layers fine-tuned, not \
                      trained from scratch"
-                ))
+                )))
             }
             _ => {}
         }
         let positive = |lr: f64| lr.is_finite() && lr > 0.0;
         if let EncoderMode::Scratch { lr: Some(lr) } | EncoderMode::FineTune { lr } = self.mode {
             if !positive(lr) {
-                return Err(format!(
+                return Err(SettingsError(format!(
                     "the encoder's learning rate must be positive ({lr} given)"
-                ));
+                )));
             }
         }
         if !pretrained && self.weights.is_some() {
-            return Err(format!(
-                "{name} has no published weights to load: pick a pretrained encoder (resnet18, \
-                 ..., resnet152, inception-v3, efficientnet-lite0/1/2) for ImageNet weights"
-            ));
+            return Err(SettingsError(format!(
+                "{name} has no published weights to load: pick a pretrained encoder ({}) for \
+                 ImageNet weights",
+                EncoderName::pretrained_names()
+            )));
         }
         if !pretrained && self.grid.is_some() {
-            return Err(format!(
+            return Err(SettingsError(format!(
                 "the grid of {name} follows from the input size (halved once per stage); a grid \
                  side is for pretrained encoders"
-            ));
+            )));
         }
         if self.grid == Some(0) {
-            return Err("the grid side must be at least 1".into());
+            return Err(SettingsError("the grid side must be at least 1".into()));
         }
         if image_size < row.min_size {
             let min = row.min_size;
-            return Err(format!(
+            return Err(SettingsError(format!(
                 "{name} needs pictures of at least {min}x{min} ({image_size} given)"
-            ));
+            )));
         }
         if self.name == EncoderName::SmallCnn {
             let factor = 1usize << self.channels.len().min(31);
             if self.channels.is_empty() || !image_size.is_multiple_of(factor) {
-                return Err(format!(
+                return Err(SettingsError(format!(
                     "the small CNN with {} stages needs an input side that is a multiple of \
                      {factor} ({image_size} given)",
                     self.channels.len()
-                ));
+                )));
             }
         }
         Ok(())
@@ -513,6 +526,31 @@ impl EncoderSettings {
             EncoderMode::FineTune { .. } => encoder.freeze_early_layers(),
         };
         Ok((encoder, loaded))
+    }
+
+    /// What [`Self::build`] loaded from `weights` (the settings' own, or none where a resumed
+    /// run's checkpoint holds them), as a line for stderr; or the warning that a pretrained
+    /// network keeps its random weights.
+    pub fn weights_line(
+        &self,
+        weights: Option<&Path>,
+        loaded: Option<&LoadedWeights>,
+    ) -> Option<String> {
+        let name = self.name;
+        match (weights, loaded) {
+            (Some(path), Some(loaded)) => Some(format!(
+                "Encoder {name}: {} tensors loaded from {} ({} left out: classifier, counters)",
+                loaded.applied,
+                path.display(),
+                loaded.ignored
+            )),
+            (None, _) if name.is_pretrained() => Some(format!(
+                "warning: no encoder weights: {name} starts from random weights. For ImageNet \
+                 features {} (see docs/encoders.md)",
+                name.weights_hint().unwrap_or_default()
+            )),
+            _ => None,
+        }
     }
 
     /// What training does with the encoder, for the line a run prints.
@@ -577,7 +615,7 @@ mod tests {
     fn settings_that_contradict_the_network_are_refused() {
         let small = EncoderSettings::small_cnn(vec![16, 32, 64]);
         assert!(small.check(64).is_ok());
-        assert!(small.check(60).unwrap_err().contains("multiple of 8"));
+        assert!(small.check(60).unwrap_err().0.contains("multiple of 8"));
         let fine_tuned_small = EncoderSettings {
             mode: EncoderMode::FineTune { lr: 1e-4 },
             ..small.clone()
@@ -585,6 +623,7 @@ mod tests {
         assert!(fine_tuned_small
             .check(64)
             .unwrap_err()
+            .0
             .contains("fine-tune"));
         let resnet = EncoderSettings {
             name: EncoderName::ResNet50,
@@ -596,17 +635,21 @@ mod tests {
             mode: EncoderMode::Scratch { lr: None },
             ..resnet.clone()
         };
-        assert!(scratch.check(224).unwrap_err().contains("pretrained"));
+        assert!(scratch.check(224).unwrap_err().0.contains("pretrained"));
         let inception = EncoderSettings {
             name: EncoderName::InceptionV3,
             ..resnet.clone()
         };
-        assert!(inception.check(64).unwrap_err().contains("at least 75x75"));
+        assert!(inception
+            .check(64)
+            .unwrap_err()
+            .0
+            .contains("at least 75x75"));
         let grid = EncoderSettings {
             grid: Some(7),
             ..small.clone()
         };
-        assert!(grid.check(64).unwrap_err().contains("grid"));
+        assert!(grid.check(64).unwrap_err().0.contains("grid"));
         let weights = EncoderSettings {
             weights: Some("w.pth".into()),
             ..small
@@ -614,7 +657,13 @@ mod tests {
         assert!(weights
             .check(64)
             .unwrap_err()
+            .0
             .contains("no published weights"));
+        // The pretrained ones it offers come from the table: all of them, in its order.
+        assert!(weights.check(64).unwrap_err().0.contains(
+            "(resnet18, resnet34, resnet50, resnet101, resnet152, inception-v3, \
+             efficientnet-lite0, efficientnet-lite1, efficientnet-lite2)"
+        ));
     }
 
     #[test]

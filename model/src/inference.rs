@@ -8,7 +8,6 @@
 //! fits pictures of any size as the run's training pictures were and
 //! [`Captioning::caption_prepared`] captions them in batches.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
@@ -21,7 +20,7 @@ use serde::Deserialize;
 use crate::captioner::{Captioner, CaptionerConfig};
 use crate::rows::{pad_with_first_row, Shapes};
 use crate::search::{Caption, Endings, SearchConfig};
-use crate::weights_file::{recorder_message, shape_mismatch};
+use crate::weights_file::{recorder_message, shape_mismatch, LoadError};
 
 pub use crate::weights_file::WeightsRecorder;
 
@@ -64,18 +63,6 @@ impl ModelFiles {
         self.root.join("config.json")
     }
 }
-
-/// Why a run folder cannot caption, in words that say which file and what to do.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoadError(pub String);
-
-impl fmt::Display for LoadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for LoadError {}
 
 /// How captioning batches its work: pictures per batch, and the backend's shapes (under
 /// [`Shapes::Fixed`] a short batch is padded to `batch_size` pictures, and searches run in

@@ -53,7 +53,7 @@ pub use encoder::{
     EncoderSettings, Network,
 };
 pub use inception_v3::{InceptionV3, InceptionV3Config};
-pub use inference::{Batching, Captioning, LoadError, ModelFiles, WeightsRecorder};
+pub use inference::{Batching, Captioning, ModelFiles, WeightsRecorder};
 pub use resnet::{ResNet, ResNetConfig};
 pub use rows::{bucket_steps, pad_with_first_row, Shapes};
 pub use search::{
@@ -66,6 +66,20 @@ pub use self_critical::{
 pub use small_cnn::{SmallCnn, SmallCnnConfig};
 pub use step::{ImageCaption, StepLoss, StepOutput, TrainStepOutput, ValidationOutput};
 pub use torchvision_weights::{LoadedWeights, WeightsError};
+pub use weights_file::LoadError;
+
+/// Settings that contradict each other or the network, said in the settings' own terms
+/// (the model crate's errors are typed: this, [`LoadError`] and [`WeightsError`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettingsError(pub String);
+
+impl std::fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SettingsError {}
 
 /// Token ids that the model treats specially: the vocabulary's own
 /// (`<pad>` ignored by the loss, `<start>` fed first, `<end>` emitted to stop, `<unk>` a

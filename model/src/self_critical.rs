@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::rows::{bucket_steps, Shapes};
 use crate::search::{Caption, Endings};
 use crate::tokens::{END, PAD, START};
+use crate::SettingsError;
 
 /// What a sample's reward is compared with.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,16 +67,18 @@ impl Default for SelfCriticalConfig {
 
 impl SelfCriticalConfig {
     /// Refuses settings that cannot train.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), SettingsError> {
         if self.samples == 0 || self.max_len == 0 {
-            return Err("samples and max_len must be at least 1".into());
+            return Err(SettingsError(
+                "samples and max_len must be at least 1".into(),
+            ));
         }
         if self.baseline == Baseline::Mean && self.samples < 2 {
-            return Err(format!(
+            return Err(SettingsError(format!(
                 "the mean baseline compares each sample with the image's other samples: it \
                  needs at least 2 samples an image ({} given), or the greedy baseline",
                 self.samples
-            ));
+            )));
         }
         Ok(())
     }
@@ -393,7 +396,7 @@ mod tests {
             samples: 1,
             ..Default::default()
         };
-        assert!(one.check().unwrap_err().contains("at least 2 samples"));
+        assert!(one.check().unwrap_err().0.contains("at least 2 samples"));
         let greedy = SelfCriticalConfig {
             baseline: Baseline::Greedy,
             ..one

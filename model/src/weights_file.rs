@@ -11,6 +11,18 @@ use burn::record::{FileRecorder, FullPrecisionSettings, Recorder, RecorderError}
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+/// Why a run folder cannot caption, in words that say which file and what to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadError(pub String);
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
 /// The recorder of final weights and checkpoints (burn-train's checkpointer writes through
 /// it too, so every checkpoint file is complete or absent).
 #[derive(Debug, Default, Clone)]
@@ -104,12 +116,13 @@ fn corrupt(path: &Path, error: rmp_serde::decode::Error) -> String {
 
 /// Whether the file at `path` (with the `.mpk` extension added) is a complete weights or
 /// checkpoint file: it decodes to the end. Says why not.
-pub fn check_complete(path: &Path) -> Result<(), String> {
+pub fn check_complete(path: &Path) -> Result<(), LoadError> {
     let path = path.with_extension("mpk");
-    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes = std::fs::read(&path)
+        .map_err(|e| LoadError(format!("cannot read {}: {e}", path.display())))?;
     rmp_serde::from_slice::<serde::de::IgnoredAny>(&bytes)
         .map(|_| ())
-        .map_err(|e| corrupt(&path, e))
+        .map_err(|e| LoadError(corrupt(&path, e)))
 }
 
 /// A recorder's error as a sentence: this recorder's own messages name the file already;

@@ -65,8 +65,8 @@ impl Args {
     fn encoder(&self) -> Result<(EncoderSettings, usize)> {
         if !self.encoder.is_pretrained() {
             bail!(
-                "features runs a pretrained encoder: pick resnet18, ..., resnet152, inception-v3 \
-                 or efficientnet-lite0/1/2"
+                "features runs a pretrained encoder: pick one of {}",
+                EncoderName::pretrained_names()
             );
         }
         let settings = EncoderSettings {

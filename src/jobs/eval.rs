@@ -76,13 +76,14 @@ impl ModelJob {
         // A run that learned from cached features reads the split through a cache of its
         // own (built once; later evaluations reuse it).
         let open = |paths: &[PathBuf]| {
-            CacheEncoder {
-                encoder: &run.captioning.model.encoder,
-                config: &run.captioning.config.encoder,
-                resize: files.resize(),
-                device: device.clone(),
-            }
-            .open_or_build(paths, &files.cache_dir, files.dataset.name())
+            let captioning = &run.captioning;
+            CacheEncoder::for_files(
+                &captioning.model.encoder,
+                &captioning.config.encoder,
+                &files,
+                device,
+            )
+            .open_for(paths, &files)
         };
         held_out_split(&files, self.split, Some(&open))
     }

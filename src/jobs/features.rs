@@ -11,7 +11,6 @@ use burn::tensor::backend::AutodiffBackend;
 use captioner_datasets::image::{to_normalized_chw, RgbImage};
 use captioner_datasets::progress::Progress;
 use captioner_model::{EncoderConfig, EncoderSettings};
-use captioner_training::train::report_encoder_weights;
 
 use crate::device::{run_chosen, BackendJob, DeviceKind, Target};
 use crate::npy;
@@ -40,7 +39,9 @@ impl BackendJob for FeaturesJob {
             .settings
             .build::<B::InnerBackend>(size, weights, &device)
             .map_err(anyhow::Error::msg)?;
-        report_encoder_weights(self.settings.name, weights, loaded.as_ref());
+        if let Some(line) = self.settings.weights_line(weights, loaded.as_ref()) {
+            eprintln!("{line}");
+        }
         let (positions, channels) = (self.config.grid_positions(), self.config.feature_dim());
         let bar = Progress::new("encoding", self.pictures.len(), true);
         let started = Instant::now();

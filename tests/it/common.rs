@@ -3,6 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use burn::config::Config;
+use burn::module::Module;
+use captioner_datasets::shapes::{ShapesConfig, Split};
+use captioner_datasets::Vocab;
+use captioner_training::run_dir::{RunDir, WeightsRecorder};
+use captioner_training::train::model_config;
+use captioner_training::TrainConfig;
+
 /// The backend these tests load models with, to read or write a run's weights: the one the
 /// binaries run by default, so that this test binary compiles the model for as few backends
 /// as it can.
@@ -105,4 +113,23 @@ pub fn weights_of(dir: &Path) -> String {
     use captioner_model::{Captioning, ModelFiles};
     let model = Captioning::<Cpu>::load(&ModelFiles::new(dir), &Default::default()).unwrap();
     captioner_training::feature_cache::weights_sha256(&model.model)
+}
+
+/// A run folder holding an untrained model: enough for `infer` to load and caption.
+pub fn untrained_run(dir: &Path) -> RunDir {
+    let run = RunDir::new(dir.join("run"));
+    std::fs::create_dir_all(run.root()).unwrap();
+    let config = TrainConfig::default();
+    let scenes = ShapesConfig::default().scenes(Split::Valid);
+    let captions: Vec<String> = scenes.iter().flat_map(|s| s.captions()).collect();
+    let vocab = Vocab::build(captions.iter().map(String::as_str), 1);
+    vocab.save(&run.vocab()).unwrap();
+    let model = model_config(&config, vocab.len());
+    model.save(run.model_config()).unwrap();
+    run.save_train_config(&config).unwrap();
+    model
+        .init::<Cpu>(&Default::default())
+        .save_file(run.weights(), &WeightsRecorder::new())
+        .unwrap();
+    run
 }

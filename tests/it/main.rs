@@ -1,9 +1,11 @@
 //! The binaries as a user runs them, in one test binary (one link of the whole tree instead
 //! of one per file): each module is one binary's or one concern's tests.
 
-mod cli;
 mod common;
 mod eval_cli;
 mod faults;
+mod infer_cli;
 mod pretrained_cli;
+mod serve_cli;
+mod train_cli;
 mod wgpu;

@@ -15,6 +15,8 @@ use captioner_datasets::image::to_normalized_chw;
 use captioner_datasets::progress::Progress;
 use captioner_model::{Encoder, EncoderConfig};
 
+use crate::config::FilesConfig;
+
 /// Collects the values of every float parameter, in module order.
 struct WeightBytes(Vec<u8>);
 
@@ -45,7 +47,29 @@ pub struct CacheEncoder<'a, B: Backend> {
     pub device: B::Device,
 }
 
-impl<B: Backend> CacheEncoder<'_, B> {
+impl<'a, B: Backend> CacheEncoder<'a, B> {
+    /// The frozen encoder of a run on `files`' dataset: its pictures resized as `files`
+    /// says.
+    pub fn for_files(
+        encoder: &'a Encoder<B>,
+        config: &'a EncoderConfig,
+        files: &FilesConfig,
+        device: &B::Device,
+    ) -> Self {
+        Self {
+            encoder,
+            config,
+            resize: files.resize(),
+            device: device.clone(),
+        }
+    }
+
+    /// The cache of these pictures of `files`' dataset, in its cache folder (`--cache-dir`),
+    /// named after the dataset: how training, its final report and `eval` all open one.
+    pub fn open_for(&self, pictures: &[PathBuf], files: &FilesConfig) -> Result<Arc<FeatureCache>> {
+        self.open_or_build(pictures, &files.cache_dir, files.dataset.name())
+    }
+
     /// The cache of `files` under `root` (a folder named after `prefix` and the key): opened if
     /// a complete one made by this very encoder from these very files is there, built otherwise.
     /// Prints which, and how long building took.

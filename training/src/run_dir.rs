@@ -31,7 +31,7 @@ pub const CHECKPOINT_PARTS: [&str; 3] = ["model", "optim", "scheduler"];
 fn part_faults(file: impl Fn(&str) -> PathBuf) -> Vec<String> {
     CHECKPOINT_PARTS
         .iter()
-        .filter_map(|part| check_complete(&file(part)).err())
+        .filter_map(|part| check_complete(&file(part)).err().map(|e| e.0))
         .collect()
 }
 

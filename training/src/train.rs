@@ -3,7 +3,6 @@
 //! the dataset has one).
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,8 +24,8 @@ use captioner_datasets::Vocab;
 use captioner_datasets::{CaptionItem, Split};
 use captioner_model::weights_file::recorder_message;
 use captioner_model::{
-    CaptionBatch, CaptionerConfig, DecoderConfig, Encoder, EncoderConfig, EncoderName, Endings,
-    LoadedWeights, ModelFiles, SelfCriticalRequest, Shapes, WeightsRecorder,
+    CaptionBatch, CaptionerConfig, DecoderConfig, Encoder, EncoderConfig, Endings, ModelFiles,
+    SelfCriticalRequest, Shapes, WeightsRecorder,
 };
 use serde::{Deserialize, Serialize};
 
@@ -143,29 +142,6 @@ pub fn encoder_config(config: &TrainConfig) -> EncoderConfig {
     config.encoder.config(config.data.image_size())
 }
 
-/// Says on stderr what [`EncoderSettings::build`] loaded for `name`, or warns that a
-/// pretrained network keeps its random weights.
-pub fn report_encoder_weights(
-    name: EncoderName,
-    weights: Option<&Path>,
-    loaded: Option<&LoadedWeights>,
-) {
-    match (weights, loaded) {
-        (Some(path), Some(loaded)) => eprintln!(
-            "Encoder {name}: {} tensors loaded from {} ({} left out: classifier, counters)",
-            loaded.applied,
-            path.display(),
-            loaded.ignored
-        ),
-        (None, _) if name.is_pretrained() => eprintln!(
-            "warning: no encoder weights: {name} starts from random weights. For ImageNet \
-             features {} (see docs/encoders.md)",
-            name.weights_hint().unwrap_or_default()
-        ),
-        _ => {}
-    }
-}
-
 /// The encoder of a run: built, its ImageNet weights loaded when given, and frozen as far as
 /// `config` asks. When `resuming`, a weights file that is gone is only a warning unless the
 /// run caches features (the cache is keyed by the loaded weights): the checkpoint holds them.
@@ -189,7 +165,9 @@ pub fn build_encoder<B: AutodiffBackend>(
         .build::<B>(config.data.image_size(), weights, device)
         .map_err(anyhow::Error::msg)?;
     if !resuming || weights.is_some() {
-        report_encoder_weights(settings.name, weights, loaded.as_ref());
+        if let Some(line) = settings.weights_line(weights, loaded.as_ref()) {
+            eprintln!("{line}");
+        }
     }
     let shape = encoder_config(config);
     println!(
@@ -291,13 +269,8 @@ pub fn train<B: AutodiffBackend>(
     };
     let open_cache = |paths: &[std::path::PathBuf]| {
         let files = cached.expect("only called for cached runs");
-        CacheEncoder {
-            encoder: &encoder.valid(),
-            config: &encoder_config,
-            resize: files.resize(),
-            device: device.clone(),
-        }
-        .open_or_build(paths, &files.cache_dir, files.dataset.name())
+        CacheEncoder::for_files(&encoder.valid(), &encoder_config, files, &device)
+            .open_for(paths, files)
     };
     let data = prepare(
         &config.data,
@@ -631,13 +604,8 @@ pub fn train<B: AutodiffBackend>(
     let test = match &config.data {
         DataSource::Files(files) if data.summary.splits.contains_key(&Split::Test) => {
             let open_cache = |paths: &[std::path::PathBuf]| {
-                CacheEncoder {
-                    encoder: &model.encoder,
-                    config: &encoder_config,
-                    resize: files.resize(),
-                    device: device.clone(),
-                }
-                .open_or_build(paths, &files.cache_dir, files.dataset.name())
+                CacheEncoder::for_files(&model.encoder, &encoder_config, files, &device)
+                    .open_for(paths, files)
             };
             let cache = config.encoder.cached().then_some(&open_cache as OpenCache);
             Some(score(&held_out_split(files, Split::Test, cache)?))
