@@ -1,0 +1,399 @@
+//! The arithmetic of the fused operations on plain `f32` slices, row-major.
+#![cfg_attr(not(feature = "flex"), allow(dead_code))]
+
+use rayon::prelude::*;
+
+/// Sizes of one step: `n` rows, `p` positions, `a` attention width, `e` feature width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    pub n: usize,
+    pub p: usize,
+    pub a: usize,
+    pub e: usize,
+}
+
+/// `tanh` as a rational function (the odd 13/6 form that Eigen uses for `float`), within
+/// 5e-7 of `tanh` over all of `f32`: only multiplications, additions, a division and a
+/// clamp, so that it vectorises.
+#[inline(always)]
+fn tanh(x: f32) -> f32 {
+    let x = x.clamp(-9.0, 9.0);
+    let x2 = x * x;
+    let mut p = -2.760_768_5e-16_f32;
+    p = p * x2 + 2.000_188e-13;
+    p = p * x2 - 8.604_672e-11;
+    p = p * x2 + 5.122_297e-8;
+    p = p * x2 + 1.485_722_4e-5;
+    p = p * x2 + 6.372_619_3e-4;
+    p = p * x2 + 4.893_524_6e-3;
+    let mut q = 1.198_258_4e-6_f32;
+    q = q * x2 + 1.185_347_1e-4;
+    q = q * x2 + 2.268_434_6e-3;
+    q = q * x2 + 4.893_525e-3;
+    x * p / q
+}
+
+/// `x . y` with sixteen partial sums, which the compiler keeps in vector registers.
+#[inline(always)]
+fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let mut xs = x.chunks_exact(16);
+    let mut ys = y.chunks_exact(16);
+    for (xc, yc) in (&mut xs).zip(&mut ys) {
+        for ((a, &x), &y) in acc.iter_mut().zip(xc).zip(yc) {
+            *a += x * y;
+        }
+    }
+    let tail: f32 = xs
+        .remainder()
+        .iter()
+        .zip(ys.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Runs `f` compiled for the best instruction set of this CPU.
+#[inline(always)]
+fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
+}
+
+/// One row of the forward pass: writes `out` = `[context (e), alpha (p)]`, and the
+/// energies `[p, a]` into `energy`, or into its first `a` values one position at a time
+/// when it is that short.
+#[inline(always)]
+fn forward_row(
+    d: Dims,
+    features: &[f32],
+    projected: &[f32],
+    query: &[f32],
+    w: &[f32],
+    energy: &mut [f32],
+    out: &mut [f32],
+) {
+    let (context, alpha) = out.split_at_mut(d.e);
+    let keep = energy.len() == d.p * d.a;
+    for (position, (score, projected)) in alpha
+        .iter_mut()
+        .zip(projected.chunks_exact(d.a))
+        .enumerate()
+    {
+        let energy = &mut energy[if keep { position * d.a } else { 0 }..][..d.a];
+        for ((t, &x), &y) in energy.iter_mut().zip(projected).zip(query) {
+            *t = tanh(x + y);
+        }
+        *score = dot(energy, w);
+    }
+    let max = alpha.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut total = 0.0;
+    for s in alpha.iter_mut() {
+        *s = (*s - max).exp();
+        total += *s;
+    }
+    for s in alpha.iter_mut() {
+        *s /= total;
+    }
+    context.fill(0.0);
+    for (&weight, feature) in alpha.iter().zip(features.chunks_exact(d.e)) {
+        for (c, &f) in context.iter_mut().zip(feature) {
+            *c += weight * f;
+        }
+    }
+}
+
+/// The forward pass: `[n, e + p]` (context, then alpha), and when `keep_energy` the
+/// energies `tanh(projected + query)` `[n, p, a]` that the backward pass reads (empty
+/// otherwise).
+pub fn forward(
+    d: Dims,
+    features: &[f32],
+    projected: &[f32],
+    query: &[f32],
+    w: &[f32],
+    keep_energy: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut out = vec![0.0; d.n * (d.e + d.p)];
+    let row = |row: usize, energy: &mut [f32], out: &mut [f32]| {
+        vectorised(|| {
+            forward_row(
+                d,
+                &features[row * d.p * d.e..][..d.p * d.e],
+                &projected[row * d.p * d.a..][..d.p * d.a],
+                &query[row * d.a..][..d.a],
+                w,
+                energy,
+                out,
+            )
+        })
+    };
+    let energy = if keep_energy {
+        let mut energy = vec![0.0; d.n * d.p * d.a];
+        out.par_chunks_mut(d.e + d.p)
+            .zip(energy.par_chunks_mut(d.p * d.a))
+            .enumerate()
+            .for_each(|(i, (out, energy))| row(i, energy, out));
+        energy
+    } else {
+        out.par_chunks_mut(d.e + d.p)
+            .enumerate()
+            .for_each_init(|| vec![0.0; d.a], |scratch, (i, out)| row(i, scratch, out));
+        Vec::new()
+    };
+    (out, energy)
+}
+
+/// Gradients of the fused step.
+pub struct Gradients {
+    /// `[n, p, a]`.
+    pub projected: Vec<f32>,
+    /// `[n, a]`.
+    pub query: Vec<f32>,
+    /// `[a]`.
+    pub w: Vec<f32>,
+    /// `[n, p, e]`, when asked for.
+    pub features: Option<Vec<f32>>,
+}
+
+/// One row of the backward pass; `dw` receives this row's part of `w`'s gradient.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn backward_row(
+    d: Dims,
+    features: &[f32],
+    alpha: &[f32],
+    energy: &[f32],
+    w: &[f32],
+    d_out: &[f32],
+    d_projected: &mut [f32],
+    d_query: &mut [f32],
+    dw: &mut [f32],
+    ds: &mut [f32],
+) {
+    let (d_context, d_alpha) = d_out.split_at(d.e);
+    for ((ds, &da), feature) in ds.iter_mut().zip(d_alpha).zip(features.chunks_exact(d.e)) {
+        *ds = da + dot(d_context, feature);
+    }
+    let mean: f32 = alpha.iter().zip(ds.iter()).map(|(a, g)| a * g).sum();
+    for (ds, &a) in ds.iter_mut().zip(alpha) {
+        *ds = a * (*ds - mean);
+    }
+    d_query.fill(0.0);
+    dw.fill(0.0);
+    for ((&s, energy), d_projected) in ds
+        .iter()
+        .zip(energy.chunks_exact(d.a))
+        .zip(d_projected.chunks_exact_mut(d.a))
+    {
+        for ((((g, &t), &w), dq), dw) in d_projected
+            .iter_mut()
+            .zip(energy)
+            .zip(w)
+            .zip(d_query.iter_mut())
+            .zip(dw.iter_mut())
+        {
+            let v = s * w * (1.0 - t * t);
+            *g = v;
+            *dq += v;
+            *dw += s * t;
+        }
+    }
+}
+
+/// The backward pass, given the forward pass's `out` and `energy` and the gradient of
+/// `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    d: Dims,
+    features: &[f32],
+    out: &[f32],
+    energy: &[f32],
+    w: &[f32],
+    d_out: &[f32],
+    want_features: bool,
+) -> Gradients {
+    let mut d_projected = vec![0.0; d.n * d.p * d.a];
+    let mut d_query = vec![0.0; d.n * d.a];
+    let mut dw_rows = vec![0.0; d.n * d.a];
+    let mut ds = vec![0.0; d.n * d.p];
+    d_projected
+        .par_chunks_mut(d.p * d.a)
+        .zip(d_query.par_chunks_mut(d.a))
+        .zip(dw_rows.par_chunks_mut(d.a))
+        .zip(ds.par_chunks_mut(d.p))
+        .enumerate()
+        .for_each(|(row, (((d_projected, d_query), dw), ds))| {
+            vectorised(|| {
+                backward_row(
+                    d,
+                    &features[row * d.p * d.e..][..d.p * d.e],
+                    &out[row * (d.e + d.p) + d.e..][..d.p],
+                    &energy[row * d.p * d.a..][..d.p * d.a],
+                    w,
+                    &d_out[row * (d.e + d.p)..][..d.e + d.p],
+                    d_projected,
+                    d_query,
+                    dw,
+                    ds,
+                )
+            })
+        });
+    // Rows added in order, so that the sum is the same whatever the threads did.
+    let dw = sum_rows(&dw_rows, d.a);
+    let features = want_features.then(|| {
+        // d features_p = alpha_p d context.
+        let mut d_features = vec![0.0; d.n * d.p * d.e];
+        d_features
+            .par_chunks_mut(d.p * d.e)
+            .enumerate()
+            .for_each(|(row, d_features)| {
+                let alpha = &out[row * (d.e + d.p) + d.e..][..d.p];
+                let d_context = &d_out[row * (d.e + d.p)..][..d.e];
+                vectorised(|| {
+                    for (&a, g) in alpha.iter().zip(d_features.chunks_exact_mut(d.e)) {
+                        for (g, &dc) in g.iter_mut().zip(d_context) {
+                            *g = a * dc;
+                        }
+                    }
+                })
+            });
+        d_features
+    });
+    Gradients {
+        projected: d_projected,
+        query: d_query,
+        w: dw,
+        features,
+    }
+}
+
+/// The sum of the rows of `rows` (`[_, width]`, row-major), added in row order.
+pub fn sum_rows(rows: &[f32], width: usize) -> Vec<f32> {
+    let mut total = vec![0.0; width];
+    for row in rows.chunks_exact(width) {
+        for (total, &x) in total.iter_mut().zip(row) {
+            *total += x;
+        }
+    }
+    total
+}
+
+/// `sigmoid(x) = (1 + tanh(x / 2)) / 2`, through the rational [`tanh`].
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    0.5 + 0.5 * tanh(0.5 * x)
+}
+
+/// The LSTM cell forward: `[n, 2h]` (new hidden, then new cell) and, when `keep`, the
+/// activations `[n, 5h]` that the backward pass reads (`i, f, g, o` after their
+/// nonlinearities, then `tanh(c)`), empty otherwise.
+pub fn lstm_forward(
+    n: usize,
+    h: usize,
+    gates: &[f32],
+    cell: &[f32],
+    keep: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut out = vec![0.0; n * 2 * h];
+    let mut saved = if keep {
+        vec![0.0; n * 5 * h]
+    } else {
+        Vec::new()
+    };
+    let row = |row: usize, out: &mut [f32], saved: &mut [f32]| {
+        vectorised(|| {
+            let gates = &gates[row * 4 * h..][..4 * h];
+            let (gi, rest) = gates.split_at(h);
+            let (gf, rest) = rest.split_at(h);
+            let (gg, go) = rest.split_at(h);
+            let c_prev = &cell[row * h..][..h];
+            let (new_h, new_c) = out.split_at_mut(h);
+            let activations = gi.iter().zip(gf).zip(gg).zip(go).zip(c_prev);
+            for (j, ((((&gi, &gf), &gg), &go), &c_prev)) in activations.enumerate() {
+                let (i, f, g, o) = (sigmoid(gi), sigmoid(gf), tanh(gg), sigmoid(go));
+                let c = f * c_prev + i * g;
+                let tc = tanh(c);
+                new_c[j] = c;
+                new_h[j] = o * tc;
+                if !saved.is_empty() {
+                    for (k, value) in [i, f, g, o, tc].into_iter().enumerate() {
+                        saved[k * h + j] = value;
+                    }
+                }
+            }
+        })
+    };
+    if keep {
+        out.par_chunks_mut(2 * h)
+            .zip(saved.par_chunks_mut(5 * h))
+            .enumerate()
+            .for_each(|(i, (out, saved))| row(i, out, saved));
+    } else {
+        out.par_chunks_mut(2 * h)
+            .enumerate()
+            .for_each(|(i, out)| row(i, out, &mut []));
+    }
+    (out, saved)
+}
+
+/// The LSTM cell backward, given the forward pass's `saved` activations, the previous
+/// cell state and the gradient `[n, 2h]` of its output: the gradients of the gates
+/// `[n, 4h]` and of the previous cell state `[n, h]`.
+pub fn lstm_backward(
+    n: usize,
+    h: usize,
+    saved: &[f32],
+    cell: &[f32],
+    d_out: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let mut d_gates = vec![0.0; n * 4 * h];
+    let mut d_cell = vec![0.0; n * h];
+    d_gates
+        .par_chunks_mut(4 * h)
+        .zip(d_cell.par_chunks_mut(h))
+        .enumerate()
+        .for_each(|(row, (d_gates, d_cell))| {
+            vectorised(|| {
+                let saved = &saved[row * 5 * h..][..5 * h];
+                let c_prev = &cell[row * h..][..h];
+                let (dh, dc_out) = d_out[row * 2 * h..][..2 * h].split_at(h);
+                let inputs = dh.iter().zip(dc_out).zip(c_prev).zip(d_cell.iter_mut());
+                for (j, (((&dh, &dc_out), &c_prev), d_cell)) in inputs.enumerate() {
+                    let [i, f, g, o, tc] = [0, 1, 2, 3, 4].map(|k| saved[k * h + j]);
+                    let dc = dc_out + dh * o * (1.0 - tc * tc);
+                    d_gates[j] = dc * g * i * (1.0 - i);
+                    d_gates[h + j] = dc * c_prev * f * (1.0 - f);
+                    d_gates[2 * h + j] = dc * i * (1.0 - g * g);
+                    d_gates[3 * h + j] = dh * tc * o * (1.0 - o);
+                    *d_cell = dc * f;
+                }
+            })
+        });
+    (d_gates, d_cell)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rational_tanh_is_within_5e7_of_tanh_everywhere() {
+        let mut worst = 0.0f64;
+        for i in -240_000..=240_000 {
+            let x = i as f32 * 5e-5;
+            worst = worst.max((tanh(x) as f64 - (x as f64).tanh()).abs());
+        }
+        for x in [-1e30f32, -50.0, -9.5, 9.5, 50.0, 1e30] {
+            worst = worst.max((tanh(x) as f64 - (x as f64).tanh()).abs());
+        }
+        assert!(worst < 5e-7, "worst error {worst}");
+    }
+
+    #[test]
+    fn dot_adds_every_product_also_past_the_last_sixteen() {
+        let x: Vec<f32> = (0..37).map(|i| i as f32).collect();
+        let y: Vec<f32> = (0..37).map(|i| 1.0 + (i % 3) as f32).collect();
+        let expected: f32 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
+        assert_eq!(dot(&x, &y), expected);
+    }
+}

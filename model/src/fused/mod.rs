@@ -1,0 +1,256 @@
+//! The decoder step's hot spots, each as one operation with its own backward, on the flex
+//! backend: the attention, the LSTM cell's nonlinearities and state update, and (in
+//! training) the step's products ([`step_product`]).
+//!
+//! [`crate::attention::Attention::forward`] and [`crate::lstm_cell::LstmCell::step`] are
+//! written as Burn tensor operations, and on every backend but flex that is what runs. On
+//! flex, Burn 0.21 runs each of those operations as its own pass over memory: for the
+//! attention, over the `[n, positions, attention]` energies, the add of the query, the `tanh`
+//! (through `exp`, one element at a time), the score product, and in the backward pass as
+//! many again, each writing a tensor of that size; for the cell, a dozen small passes over
+//! `[n, hidden]`. Here each is one loop per row, vectorised for AVX2 or AVX-512, whichever
+//! the CPU has (`pulp`'s dispatch).
+//!
+//! **Attention** ([`attend`]):
+//! - forward: `t = tanh(projected + query)`, `s = t . w`, `alpha = softmax(s)`,
+//!   `context = sum_p alpha_p features_p`;
+//! - backward: `d alpha` from the context's and alpha's gradients, `ds` through the softmax,
+//!   then in one pass over `t` the gradients of `projected` (`ds w (1 - t^2)`), of the query
+//!   (its sum over positions) and of `w`.
+//!
+//! The score layer's bias is left out: softmax does not depend on a shift of all its inputs,
+//! so the bias changes nothing and its gradient is zero (the tensor-operation path computes
+//! it as a sum that cancels to rounding noise).
+//!
+//! **LSTM cell** ([`lstm_cell`]): from the summed gates `[i, f, g, o]` and the previous cell
+//! state, `c = sigmoid(f) c_prev + sigmoid(i) tanh(g)` and `h = sigmoid(o) tanh(c)`, and
+//! back.
+//!
+//! **Step products** ([`step_product`]): `x W + b` with `W` in Burn's `[d_input, d_output]`
+//! layout, and in the backward pass `d x = d y W^T` from a row-major copy of `W^T` rather
+//! than a transposed view (see [`crate::step_linear::StepLinear`]).
+//!
+//! **Convolutions in training** ([`convolution`]): ResNet's and EfficientNet's convolutions
+//! but the grouped (depthwise) ones, as one product per picture forward and two back (flex's
+//! own convolution backward goes through `conv_transpose` and badly shaped products).
+//!
+//! Results are the same whatever the number of threads: rows are split between threads, and
+//! sums across rows are added in row order (the products split their outputs, not their sums,
+//! between threads). The tests of `attention.rs`, `lstm_cell.rs` and `step_linear.rs` hold
+//! the outputs and every gradient to the tensor-operation path. Setting
+//! `CAPTIONER_FUSED=0` in the environment turns the fused operations off (to compare speeds,
+//! or to rule them out when something looks wrong).
+
+use std::sync::OnceLock;
+
+use burn::prelude::*;
+
+/// Whether the fused kernels run where they can: yes unless the environment sets
+/// `CAPTIONER_FUSED=0` (read once, at the first step).
+pub fn enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        let setting = std::env::var("CAPTIONER_FUSED");
+        !matches!(setting.as_deref().map(str::trim), Ok("0"))
+    })
+}
+
+/// The context `[n, feature_dim]` and the attention weights `[n, positions]`, computed by
+/// the fused kernel, or `None` where the backend has none (every backend but flex and
+/// `Autodiff<Flex>`, or tensors that are not `f32`).
+///
+/// - `features`: `[n, positions, feature_dim]`;
+/// - `projected`: `[n, positions, attention_dim]`, the encoder side of the scores;
+/// - `query`: `[n, attention_dim]`, the decoder side;
+/// - `score`: `[attention_dim, 1]`, the score layer's weight.
+pub fn attend<B: Backend>(
+    features: &Tensor<B, 3>,
+    projected: &Tensor<B, 3>,
+    query: &Tensor<B, 2>,
+    score: &Tensor<B, 2>,
+) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
+    #[cfg(feature = "flex")]
+    {
+        if !enabled() {
+            return None;
+        }
+        let [n, positions, feature_dim] = features.dims();
+        let [rows, positions_2, attention_dim] = projected.dims();
+        if rows != n
+            || positions_2 != positions
+            || query.dims() != [n, attention_dim]
+            || score.dims() != [attention_dim, 1]
+        {
+            return None;
+        }
+        let joined = on_flex::attend(features, projected, query, score)?;
+        let context = joined.clone().narrow(1, 0, feature_dim);
+        let alpha = joined.narrow(1, feature_dim, positions);
+        Some((context, alpha))
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (features, projected, query, score);
+        None
+    }
+}
+
+/// The LSTM cell's new hidden and cell states, `[n, hidden]` each, from the summed gates
+/// `[n, 4 hidden]` (`[i, f, g, o]`) and the previous cell state `[n, hidden]`, computed by
+/// the fused kernel, or `None` where the backend has none (as for [`attend`]).
+pub fn lstm_cell<B: Backend>(
+    gates: &Tensor<B, 2>,
+    cell: &Tensor<B, 2>,
+) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
+    #[cfg(feature = "flex")]
+    {
+        if !enabled() {
+            return None;
+        }
+        let [n, hidden] = cell.dims();
+        if gates.dims() != [n, 4 * hidden] {
+            return None;
+        }
+        let joined = on_flex::lstm_cell(gates, cell)?;
+        let new_hidden = joined.clone().narrow(1, 0, hidden);
+        let new_cell = joined.narrow(1, hidden, hidden);
+        Some((new_hidden, new_cell))
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (gates, cell);
+        None
+    }
+}
+
+/// Whether [`step_product`] and [`convolution`] run on backend `B`: on `Autodiff<Flex>`
+/// (training on flex) unless `CAPTIONER_FUSED=0`.
+pub fn training_on_flex<B: Backend>() -> bool {
+    #[cfg(feature = "flex")]
+    {
+        use burn::backend::{Autodiff, Flex};
+        use std::any::TypeId;
+        enabled() && TypeId::of::<B>() == TypeId::of::<Autodiff<Flex>>()
+    }
+    #[cfg(not(feature = "flex"))]
+    false
+}
+
+/// Whether `B` is flex (inference) on a CPU with AVX-512, where gemm's kernels multiply by a
+/// row-major right operand at least as fast as by a transposed one at every row count
+/// measured (bench/RESULTS.md), so that [`crate::step_linear::StepLinear`]'s transposed
+/// copy does not pay.
+pub fn flex_with_avx512<B: Backend>() -> bool {
+    #[cfg(all(feature = "flex", target_arch = "x86_64"))]
+    {
+        use burn::backend::Flex;
+        use std::any::TypeId;
+        TypeId::of::<B>() == TypeId::of::<Flex>() && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(all(feature = "flex", target_arch = "x86_64")))]
+    false
+}
+
+/// `x weight + bias`, `[n, d_output]`, for a layer applied at every decoding step while
+/// training on flex, or `None` elsewhere (see [`training_on_flex`]).
+///
+/// - `x`: `[n, d_input]`;
+/// - `weight`: `[d_input, d_output]`, Burn's `Linear` layout, which the forward product
+///   reads;
+/// - `transposed`: the same values laid out `[d_output, d_input]`, a constant made once per
+///   batch, which the backward product `d x = d y weight^T` reads.
+///
+/// Burn multiplies `d y` by a transposed view of `weight`, and flex's gemm (AVX-512 kernels)
+/// packs such a view three times slower than a row-major operand at the few rows of a step
+/// (bench/RESULTS.md). The products are gemm's, written straight into their outputs.
+pub fn step_product<B: Backend>(
+    x: &Tensor<B, 2>,
+    weight: &Tensor<B, 2>,
+    transposed: &Tensor<B, 2>,
+    bias: Option<&Tensor<B, 1>>,
+) -> Option<Tensor<B, 2>> {
+    #[cfg(feature = "flex")]
+    {
+        if !training_on_flex::<B>() {
+            return None;
+        }
+        let [_, d_input] = x.dims();
+        let [rows, d_output] = weight.dims();
+        if rows != d_input
+            || transposed.dims() != [d_output, d_input]
+            || bias.is_some_and(|b| b.dims() != [d_output])
+        {
+            return None;
+        }
+        on_flex::step_product(x, weight, transposed, bias)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (x, weight, transposed, bias);
+        None
+    }
+}
+
+/// A convolution without dilation or groups, `[n, d_output, ho, wo]`, while training on flex,
+/// or `None` elsewhere (see [`training_on_flex`]).
+///
+/// - `x`: `[n, d_input, h, w]`;
+/// - `weight`: `[d_output, d_input, kh, kw]`;
+/// - `bias`: `[d_output]`;
+/// - `stride`: `[sy, sx]`;
+/// - `padding`: `[(top, bottom), (left, right)]` zeros.
+///
+/// Picture by picture, the input is unrolled into `cols [d_input * kh * kw, ho * wo]` (im2col;
+/// a 1x1 convolution of stride 1 without padding reads the input itself) and the output is
+/// `weight [d_output, d_input * kh * kw]` times it. In the backward pass `d cols = weight^T d
+/// y` is rolled back onto the input's positions, `d weight` is the sum over the pictures of `d
+/// y cols^T` (`cols^T` a transposed view; several pictures' `cols` side by side in one
+/// product, so that each product's sum is deep) and `d bias` the sum of `d y` over pictures and
+/// positions: products of the layer's whole width, where flex's own convolution backward goes
+/// through `conv_transpose`, im2col of badly shaped operands and copies (bench/RESULTS.md, row
+/// 3). The pictures are split into one run per thread, each run's products on its thread (one
+/// picture's products are too thin for gemm to spread over threads); each run sums its own
+/// `d weight` and the runs' sums are added in order, so the result does not depend on which
+/// thread finishes first.
+pub fn convolution<B: Backend>(
+    x: &Tensor<B, 4>,
+    weight: &Tensor<B, 4>,
+    bias: Option<&Tensor<B, 1>>,
+    stride: [usize; 2],
+    padding: [(usize, usize); 2],
+) -> Option<Tensor<B, 4>> {
+    #[cfg(feature = "flex")]
+    {
+        if !training_on_flex::<B>() {
+            return None;
+        }
+        let [_, d_input, h, w] = x.dims();
+        let [d_output, rows, kh, kw] = weight.dims();
+        let [(top, bottom), (left, right)] = padding;
+        if rows != d_input
+            || x.dims().contains(&0)
+            || weight.dims().contains(&0)
+            || stride.contains(&0)
+            || h + top + bottom < kh
+            || w + left + right < kw
+            || bias.is_some_and(|b| b.dims() != [d_output])
+        {
+            return None;
+        }
+        on_flex::convolution(x, weight, bias, stride, padding)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (x, weight, bias, stride, padding);
+        None
+    }
+}
+
+mod kernels;
+#[cfg(feature = "flex")]
+mod on_flex;
+#[cfg(test)]
+mod test_support;
+
+#[cfg(test)]
+pub(crate) use test_support::{assert_same_outputs_and_gradients, relative_gap};
