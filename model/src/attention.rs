@@ -63,7 +63,7 @@ impl<B: Backend> Attention<B> {
         hidden: Tensor<B, 2>,
     ) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let query = query.forward(hidden);
-        // flex (and Autodiff<Flex>): the whole step in one pass, `fused.rs`.
+        // flex (and Autodiff<Flex>): the whole step in one pass, `fused/`.
         fused::attend(features, projected, &query, &self.score.weight.val())
             .unwrap_or_else(|| self.forward_by_tensor_ops(features, projected, query))
     }

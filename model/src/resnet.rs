@@ -8,10 +8,10 @@
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
+use burn::tensor::module::max_pool2d;
 
+use crate::backbone::{Backbone, BackboneConfig};
 use crate::conv_bn::{conv_bn_forward, ConvBn, ConvShape};
-use crate::encoder::{Backbone, BackboneConfig};
 use crate::frozen_batch_norm::FrozenBatchNorm2d;
 
 const BN_EPS: f64 = 1e-5;
@@ -220,19 +220,4 @@ impl<B: Backend> Backbone<B> for ResNet<B> {
             ..self
         }
     }
-}
-
-/// Adaptive average pooling of `[batch, channels, h, w]` to `grid x grid` (PyTorch's
-/// `AdaptiveAvgPool2d`, also when it enlarges), as `[batch, grid*grid, channels]`, positions in
-/// row-major order.
-pub fn grid_features<B: Backend>(map: Tensor<B, 4>, grid: usize) -> Tensor<B, 3> {
-    let [batch, channels, h, w] = map.dims();
-    let pooled = if h == grid && w == grid {
-        map
-    } else {
-        adaptive_avg_pool2d(map, [grid, grid])
-    };
-    pooled
-        .reshape([batch, channels, grid * grid])
-        .swap_dims(1, 2)
 }

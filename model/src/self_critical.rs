@@ -200,9 +200,10 @@ mod tests {
     use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
     use burn::tensor::Distribution;
 
+    use crate::backbone::BackboneConfig;
     use crate::captioner::{weighted_log_likelihood_loss, CaptionerConfig};
     use crate::decoder::{Decoder, DecoderConfig};
-    use crate::encoder::{BackboneConfig, EncoderConfig};
+    use crate::encoder::EncoderConfig;
     use crate::small_cnn::SmallCnnConfig;
 
     type Train = Autodiff<NdArray>;

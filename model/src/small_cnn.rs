@@ -12,7 +12,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
-use crate::encoder::{Backbone, BackboneConfig};
+use crate::backbone::{Backbone, BackboneConfig};
 use crate::torchvision_weights::{LoadedWeights, WeightsError};
 
 /// Shape of a [`SmallCnn`].
