@@ -72,16 +72,9 @@ pub use weights_file::LoadError;
 
 /// Settings that contradict each other or the network, said in the settings' own terms
 /// (the model crate's errors are typed: this, [`LoadError`] and [`WeightsError`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
 pub struct SettingsError(pub String);
-
-impl std::fmt::Display for SettingsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for SettingsError {}
 
 /// Token ids that the model treats specially: the vocabulary's own
 /// (`<pad>` ignored by the loss, `<start>` fed first, `<end>` emitted to stop, `<unk>` a

@@ -12,16 +12,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// Why a run folder cannot caption, in words that say which file and what to do.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
 pub struct LoadError(pub String);
-
-impl std::fmt::Display for LoadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for LoadError {}
 
 /// The recorder of final weights and checkpoints (burn-train's checkpointer writes through
 /// it too, so every checkpoint file is complete or absent).
