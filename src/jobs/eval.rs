@@ -77,13 +77,13 @@ impl ModelJob {
         // own (built once; later evaluations reuse it).
         let open = |paths: &[PathBuf]| {
             let captioning = &run.captioning;
-            CacheEncoder::for_files(
+            CacheEncoder::open_for_dataset(
                 &captioning.model.encoder,
                 &captioning.config.encoder,
                 &files,
                 device,
+                paths,
             )
-            .open_for(paths, &files)
         };
         held_out_split(&files, self.split, Some(&open))
     }

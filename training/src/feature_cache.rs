@@ -48,26 +48,23 @@ pub struct CacheEncoder<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> CacheEncoder<'a, B> {
-    /// The frozen encoder of a run on `files`' dataset: its pictures resized as `files`
-    /// says.
-    pub fn for_files(
+    /// The cache of `pictures` of `files`' dataset made by this frozen encoder: the pictures
+    /// resized as `files` says, the cache in its cache folder (`--cache-dir`), named after the
+    /// dataset. How training, its final report and `eval` all open one.
+    pub fn open_for_dataset(
         encoder: &'a Encoder<B>,
         config: &'a EncoderConfig,
         files: &FilesConfig,
         device: &B::Device,
-    ) -> Self {
-        Self {
+        pictures: &[PathBuf],
+    ) -> Result<Arc<FeatureCache>> {
+        let cache_encoder = Self {
             encoder,
             config,
             resize: files.resize(),
             device: device.clone(),
-        }
-    }
-
-    /// The cache of these pictures of `files`' dataset, in its cache folder (`--cache-dir`),
-    /// named after the dataset: how training, its final report and `eval` all open one.
-    pub fn open_for(&self, pictures: &[PathBuf], files: &FilesConfig) -> Result<Arc<FeatureCache>> {
-        self.open_or_build(pictures, &files.cache_dir, files.dataset.name())
+        };
+        cache_encoder.open_or_build(pictures, &files.cache_dir, files.dataset.name())
     }
 
     /// The cache of `files` under `root` (a folder named after `prefix` and the key): opened if

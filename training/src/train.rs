@@ -269,8 +269,7 @@ pub fn train<B: AutodiffBackend>(
     };
     let open_cache = |paths: &[std::path::PathBuf]| {
         let files = cached.expect("only called for cached runs");
-        CacheEncoder::for_files(&encoder.valid(), &encoder_config, files, &device)
-            .open_for(paths, files)
+        CacheEncoder::open_for_dataset(&encoder.valid(), &encoder_config, files, &device, paths)
     };
     let data = prepare(
         &config.data,
@@ -604,8 +603,13 @@ pub fn train<B: AutodiffBackend>(
     let test = match &config.data {
         DataSource::Files(files) if data.summary.splits.contains_key(&Split::Test) => {
             let open_cache = |paths: &[std::path::PathBuf]| {
-                CacheEncoder::for_files(&model.encoder, &encoder_config, files, &device)
-                    .open_for(paths, files)
+                CacheEncoder::open_for_dataset(
+                    &model.encoder,
+                    &encoder_config,
+                    files,
+                    &device,
+                    paths,
+                )
             };
             let cache = config.encoder.cached().then_some(&open_cache as OpenCache);
             Some(score(&held_out_split(files, Split::Test, cache)?))
