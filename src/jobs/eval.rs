@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use captioner_datasets::{DatasetName, Split};
+use captioner_model::Batching;
 use captioner_training::coco_files::{write_references, write_results};
 use captioner_training::config::{DataSource, FilesConfig};
 use captioner_training::data::held_out_split;
@@ -113,16 +114,11 @@ impl BackendJob for ModelJob {
             self.max_len.map(usize::from),
         ) {
             let beam = search.beam_size;
-            let texts = caption_held_out(
-                &run.captioning.model,
-                &run.captioning.vocab,
-                &held_out,
-                run.train_config.data.image_size(),
-                &search,
-                self.batch_size,
-                target.shapes,
-                &device,
-            );
+            let batching = Batching {
+                batch_size: self.batch_size,
+                shapes: target.shapes,
+            };
+            let texts = caption_held_out(&run.captioning, &held_out, &search, batching);
             if let Some(path) = &self.results_out {
                 let path = if self.beam_sizes.len() > 1 {
                     let stem = path.file_stem().unwrap_or_default().to_string_lossy();

@@ -92,7 +92,7 @@ impl BackendJob for InferJob {
                 }
             }
             let prepared: Vec<&RgbImage> = ready.iter().map(|(_, p)| p).collect();
-            let found = run.caption_prepared(&prepared, &search, batching);
+            let found = run.caption_prepared(&prepared, &search, batching, false);
             for ((picture, prepared), caption) in ready.iter().zip(found) {
                 let described = Described::new(&caption, &run.vocab);
                 if self.json {

@@ -237,7 +237,7 @@ fn caption_requests<B: burn::prelude::Backend>(
         let started = Instant::now();
         let pictures: Vec<&RgbImage> = batch.iter().map(|r| &r.picture).collect();
         let found = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            run.caption_prepared(&pictures, search, batching)
+            run.caption_prepared(&pictures, search, batching, false)
         }));
         let caption_ms = started.elapsed().as_secs_f64() * 1000.0;
         let n = batch.len();

@@ -40,8 +40,8 @@ pub struct DataSummary {
 pub struct RunData {
     /// The vocabulary (built from the training captions, or the run's saved one).
     pub vocab: Vocab,
-    /// Training items, one per caption.
-    pub train: CaptionDataset,
+    /// Training items, one per caption (shared with the training loader).
+    pub train: Arc<CaptionDataset>,
     /// Validation items, scored after every epoch.
     pub valid: CaptionDataset,
     /// The reference captions of each training image (tokenised, joined by spaces), in the
@@ -49,7 +49,7 @@ pub struct RunData {
     pub train_references: Vec<Vec<String>>,
     /// The reference captions of each validation image (tokenised, joined by spaces), in the
     /// order of `valid`'s images.
-    pub valid_references: Vec<Vec<String>>,
+    pub valid_references: Arc<Vec<Vec<String>>>,
     /// The images of the final report (shapes: the test scenes; files: the dev split, which
     /// also picks the best epoch; a test split on disk is read at the end, see
     /// [`held_out_split`]).
@@ -107,10 +107,10 @@ pub fn prepare(
                 .insert(Split::Test, (held_out.images.len(), test_captions));
             Ok(RunData {
                 vocab,
-                train,
+                train: Arc::new(train),
                 train_references,
                 valid,
-                valid_references,
+                valid_references: Arc::new(valid_references),
                 held_out,
                 summary,
             })
@@ -325,10 +325,10 @@ fn prepare_files(
     }
     Ok(RunData {
         vocab,
-        train,
+        train: Arc::new(train),
         train_references: scoring_texts(&train_references),
         valid,
-        valid_references: scoring_texts(&held_out.references),
+        valid_references: Arc::new(scoring_texts(&held_out.references)),
         held_out,
         summary,
     })

@@ -9,33 +9,28 @@ use captioner_datasets::decode::Resize;
 use captioner_datasets::feature_cache::FeatureCache;
 use captioner_datasets::progress::Progress;
 use captioner_datasets::shapes::{CaptionCheck, Scene, ShapesConfig};
+use captioner_datasets::ItemImage;
 use captioner_datasets::Split;
-use captioner_datasets::{ItemImage, Vocab};
-use captioner_model::inference::caption_prepared;
-use captioner_model::{Batching, Caption, Captioner, Endings, SearchConfig, Shapes};
+use captioner_model::{Batching, Caption, Captioning, SearchConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::batcher::cached_features;
 use crate::coco_files::ImageId;
 use crate::metrics::{coco_scores_of_raw, CocoScores};
 
-/// Captions pictures from their cached encoder features.
-#[allow(clippy::too_many_arguments)]
+/// Captions pictures from their cached encoder features, `batching.batch_size` at a time.
 fn caption_cached<B: Backend>(
-    model: &Captioner<B>,
+    captioning: &Captioning<B>,
     cache: &FeatureCache,
     images: &[ItemImage],
     search: &SearchConfig,
-    endings: &Endings,
-    batch_size: usize,
-    shapes: Shapes,
-    device: &B::Device,
+    batching: Batching,
 ) -> Vec<Caption> {
     let bar = Progress::new("captioning", images.len(), true);
     let mut captions = Vec::with_capacity(images.len());
-    for chunk in images.chunks(batch_size.max(1)) {
-        let features = cached_features(cache, chunk.iter(), device);
-        captions.extend(model.caption_features(features, search, endings, shapes, batch_size));
+    for chunk in images.chunks(batching.batch_size.max(1)) {
+        let features = cached_features(cache, chunk.iter(), captioning.device());
+        captions.extend(captioning.caption_features(features, search, batching));
         bar.inc(chunk.len());
     }
     bar.finish();
@@ -166,31 +161,16 @@ impl std::fmt::Display for EvalReport {
     }
 }
 
-/// Captions every image of `held_out` with `model`, `batch_size` at a time, with a progress
-/// bar; returns the captions as words joined by spaces.
-#[allow(clippy::too_many_arguments)]
+/// Captions every image of `held_out`, `batching.batch_size` at a time, with a progress bar;
+/// returns the captions as words joined by spaces.
 pub fn caption_held_out<B: Backend>(
-    model: &Captioner<B>,
-    vocab: &Vocab,
+    captioning: &Captioning<B>,
     held_out: &HeldOut,
-    image_size: usize,
     search: &SearchConfig,
-    batch_size: usize,
-    shapes: Shapes,
-    device: &B::Device,
+    batching: Batching,
 ) -> Vec<String> {
-    let endings = Endings::of(vocab);
     let captions = match &held_out.cache {
-        Some(cache) => caption_cached(
-            model,
-            cache,
-            &held_out.images,
-            search,
-            &endings,
-            batch_size,
-            shapes,
-            device,
-        ),
+        Some(cache) => caption_cached(captioning, cache, &held_out.images, search, batching),
         None => {
             let pictures: Vec<Arc<RgbImage>> = held_out
                 .images
@@ -201,12 +181,10 @@ pub fn caption_held_out<B: Backend>(
                 })
                 .collect();
             let images: Vec<&RgbImage> = pictures.iter().map(|p| p.as_ref()).collect();
-            let batching = Batching { batch_size, shapes };
-            caption_prepared(
-                model, &images, image_size, search, &endings, batching, device, true,
-            )
+            captioning.caption_prepared(&images, search, batching, true)
         }
     };
+    let vocab = &captioning.vocab;
     captions.iter().map(|c| vocab.decode(&c.tokens)).collect()
 }
 
@@ -244,20 +222,13 @@ pub fn score_captions(held_out: &HeldOut, texts: &[String], beam_size: usize) ->
     }
 }
 
-/// Captions `held_out` with `model`, `batch_size` images at a time, and scores the captions.
-#[allow(clippy::too_many_arguments)]
+/// Captions `held_out`, `batching.batch_size` images at a time, and scores the captions.
 pub fn evaluate<B: Backend>(
-    model: &Captioner<B>,
-    vocab: &Vocab,
+    captioning: &Captioning<B>,
     held_out: &HeldOut,
-    image_size: usize,
     search: &SearchConfig,
-    batch_size: usize,
-    shapes: Shapes,
-    device: &B::Device,
+    batching: Batching,
 ) -> EvalReport {
-    let texts = caption_held_out(
-        model, vocab, held_out, image_size, search, batch_size, shapes, device,
-    );
+    let texts = caption_held_out(captioning, held_out, search, batching);
     score_captions(held_out, &texts, search.beam_size)
 }

@@ -249,8 +249,8 @@ pub fn convolution<B: Backend>(
 mod kernels;
 #[cfg(feature = "flex")]
 mod on_flex;
-#[cfg(test)]
+#[cfg(all(test, feature = "flex"))]
 mod test_support;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "flex"))]
 pub(crate) use test_support::{assert_same_outputs_and_gradients, relative_gap};
