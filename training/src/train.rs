@@ -243,7 +243,22 @@ pub fn train<B: AutodiffBackend>(
     request: Interrupter,
 ) -> Result<TrainReport> {
     let started = Instant::now();
-    let setup = Setup::<B>::start(devices, config, run, resume_from, shapes, request)?;
+    let device = devices
+        .first()
+        .cloned()
+        .context("training needs a device")?;
+    let setup = Setup::<B> {
+        config,
+        run: run.clone(),
+        devices,
+        device,
+        resume_from,
+        shapes,
+        request,
+        stop: Interrupter::new(),
+        fault: Fault::default(),
+    };
+    setup.start()?;
     let (data, model) = setup.data_and_model()?;
     let steps = setup.steps(&data)?;
     let history = ValidationHistory::new(setup.config.validation.clone());
@@ -305,36 +320,16 @@ type Components<B> =
 
 impl<B: AutodiffBackend> Setup<B> {
     /// Checks the settings, writes them into the run folder and seeds every device.
-    fn start(
-        devices: Vec<B::Device>,
-        config: TrainConfig,
-        run: &RunDir,
-        resume_from: Option<ResumePoint>,
-        shapes: Shapes,
-        request: Interrupter,
-    ) -> Result<Self> {
-        let device = devices
-            .first()
-            .cloned()
-            .context("training needs a device")?;
+    fn start(&self) -> Result<()> {
+        let (config, run) = (&self.config, &self.run);
         config.check().map_err(anyhow::Error::msg)?;
         std::fs::create_dir_all(run.root())
             .with_context(|| format!("cannot create the run folder {}", run.root().display()))?;
-        run.save_train_config(&config)?;
-        for device in &devices {
+        run.save_train_config(config)?;
+        for device in &self.devices {
             B::seed(device, config.seed);
         }
-        Ok(Self {
-            config,
-            run: run.clone(),
-            devices,
-            device,
-            resume_from,
-            shapes,
-            request,
-            stop: Interrupter::new(),
-            fault: Fault::default(),
-        })
+        Ok(())
     }
 
     /// The data (features cached first when the run caches them), its vocabulary and the
