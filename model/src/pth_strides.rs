@@ -83,13 +83,13 @@ pub fn reorder_to_contiguous(
     layout: &Layout,
     elements: &[u8],
     element_size: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, PthError> {
     if !layout.is_dense() {
-        return Err(format!(
+        return Err(PthError(format!(
             "is stored as a view with gaps (strides {:?}); save the state dict again with \
              contiguous tensors",
             layout.stride
-        ));
+        )));
     }
     let count = layout
         .shape
@@ -97,13 +97,13 @@ pub fn reorder_to_contiguous(
         .try_fold(1usize, |n, &size| n.checked_mul(size));
     let bytes = count.and_then(|count| count.checked_mul(element_size));
     if bytes != Some(elements.len()) {
-        return Err(format!(
+        return Err(PthError(format!(
             "has {} bytes of data where its shape {:?} needs {} elements of {element_size} \
              bytes: the file is corrupt",
             elements.len(),
             layout.shape,
             count.map_or("more than can be counted".to_string(), |c| c.to_string())
-        ));
+        )));
     }
     let count = count.unwrap_or_default();
     let mut out = Vec::with_capacity(elements.len());
@@ -122,9 +122,19 @@ pub fn reorder_to_contiguous(
     Ok(out)
 }
 
+/// What a `.pth` file's pickle or data gets wrong, as a phrase to follow the name of the file
+/// or the tensor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PthError(pub String);
+
 /// The layout of every tensor in the `.pth` file at `path`, by its key (nested dictionaries
 /// joined with dots).
-pub fn read_layouts(path: &Path) -> Result<HashMap<String, Layout>, String> {
+pub fn read_layouts(path: &Path) -> Result<HashMap<String, Layout>, PthError> {
+    layouts_of(path).map_err(PthError)
+}
+
+fn layouts_of(path: &Path) -> Result<HashMap<String, Layout>, String> {
     let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut magic = [0u8; 2];
     file.read_exact(&mut magic).map_err(|e| e.to_string())?;
