@@ -47,6 +47,10 @@ struct Args {
     /// decoded).
     #[arg(long, default_value_t = 40_000_000)]
     max_pixels: u64,
+    /// Seconds a request's body may go without a byte before the request is answered 408
+    /// (Request Timeout) and its connection closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    body_timeout: u16,
     /// Backend to run on: auto takes the first of cuda, wgpu, flex, ndarray that is built in
     /// and starts (said on stderr). GPU backends need their cargo feature.
     #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
@@ -66,6 +70,7 @@ fn main() -> std::process::ExitCode {
             max_bytes: args.max_bytes,
             max_pixels: args.max_pixels,
         },
+        body_patience: std::time::Duration::from_secs(args.body_timeout.into()),
     };
     match captioner::jobs::serve::run(args.device, job) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -5,13 +5,12 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::StatusCode;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,6 +19,7 @@ use burn::tensor::backend::AutodiffBackend;
 use captioner_datasets::decode::Resize;
 use captioner_datasets::image::{decode_rgb, ImageLoadError, PictureLimits, RgbImage};
 use captioner_model::{Batching, Captioning, ModelFiles, SearchConfig};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
 
 use crate::attention_image::attention_grid;
@@ -65,6 +65,8 @@ struct App {
     requests: SyncSender<Request>,
     input: Resize,
     limits: PictureLimits,
+    /// How long a request's body may stall.
+    patience: Duration,
 }
 
 #[derive(Deserialize)]
@@ -77,24 +79,57 @@ fn refusal(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
+/// Reads a request's body within the picture's byte limit, waiting at most `patience` for each
+/// of its pieces: a body that stalls (a client that declared more bytes than it sends) is
+/// answered 408 and its connection closed, rather than held open.
+async fn read_body(body: Body, max_bytes: u64, patience: Duration) -> Result<Bytes, Response> {
+    let limit = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+    let mut body = Limited::new(body, limit);
+    let mut bytes = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(patience, body.frame()).await {
+            Err(_) => {
+                let message = format!(
+                    "the request's body stalled: no bytes for {:.1} s ({} received); send the \
+                     picture as the body, with its length",
+                    patience.as_secs_f64(),
+                    bytes.len()
+                );
+                let mut refused = refusal(StatusCode::REQUEST_TIMEOUT, message);
+                refused
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return Err(refused);
+            }
+            Ok(None) => return Ok(Bytes::from(bytes)),
+            Ok(Some(frame)) => frame,
+        };
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Err(e) if e.is::<LengthLimitError>() => {
+                return Err(refusal(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the picture is over the limit of {max_bytes} bytes"),
+                ))
+            }
+            Err(e) => return Err(refusal(StatusCode::BAD_REQUEST, e.to_string())),
+        }
+    }
+}
+
 async fn caption(
     State(app): State<App>,
     Query(query): Query<CaptionQuery>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let received = Instant::now();
-    let body = match body {
+    let body = match read_body(body, app.limits.max_bytes, app.patience).await {
         Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return refusal(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the picture is over the limit of {} bytes",
-                    app.limits.max_bytes
-                ),
-            )
-        }
-        Err(rejection) => return refusal(rejection.status(), rejection.body_text()),
+        Err(refused) => return refused,
     };
     if body.is_empty() {
         return refusal(
@@ -167,6 +202,9 @@ pub struct ServeJob {
     pub queue: usize,
     /// The largest picture accepted.
     pub limits: PictureLimits,
+    /// How long a request's body may go without a byte before it is answered 408 and its
+    /// connection closed.
+    pub body_patience: Duration,
 }
 
 impl BackendJob for ServeJob {
@@ -183,13 +221,11 @@ impl BackendJob for ServeJob {
             requests,
             input: run.input,
             limits: self.limits,
+            patience: self.body_patience,
         };
         let router = Router::new()
             .route("/", get(page))
             .route("/caption", post(caption))
-            .layer(DefaultBodyLimit::max(
-                usize::try_from(self.limits.max_bytes).unwrap_or(usize::MAX),
-            ))
             .with_state(app);
         let address = self.address;
         let runtime = tokio::runtime::Builder::new_multi_thread()

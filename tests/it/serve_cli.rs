@@ -1,4 +1,4 @@
-//! `serve` as a user runs it: its page, captions over HTTP, bad and oversized uploads
+//! `serve` as a user runs it: its page, captions over HTTP, bad, oversized and stalled uploads
 //! refused, and the server still up.
 
 use captioner_datasets::shapes::{ShapesConfig, Split};
@@ -30,7 +30,7 @@ fn http(address: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
 }
 
 #[test]
-fn serve_answers_pictures_refuses_bad_and_oversized_ones_and_stays_up() {
+fn serve_answers_pictures_refuses_bad_oversized_and_stalled_ones_and_stays_up() {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
 
@@ -46,6 +46,8 @@ fn serve_answers_pictures_refuses_bad_and_oversized_ones_and_stays_up() {
             "100000",
             "--max-pixels",
             "1000000",
+            "--body-timeout",
+            "1",
         ])
         .stderr(Stdio::piped())
         .spawn()
@@ -116,6 +118,31 @@ fn serve_answers_pictures_refuses_bad_and_oversized_ones_and_stays_up() {
         "1100 x 1000 pixels is over the limit",
     );
     refused(b"", 400, "send a JPEG or PNG picture");
+
+    // A body that stops short of its declared length is answered 408 and its connection
+    // closed, not held open.
+    {
+        use std::io::{Read, Write};
+        let mut stalled = std::net::TcpStream::connect(&address).unwrap();
+        stalled
+            .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        write!(
+            stalled,
+            "POST /caption HTTP/1.1\r\nHost: {address}\r\nContent-Length: 5000\r\n\r\n"
+        )
+        .unwrap();
+        stalled.write_all(&good[..20]).unwrap();
+        let mut response = Vec::new();
+        let closed = stalled.read_to_end(&mut response);
+        let response = text(&response);
+        assert!(
+            closed.is_ok(),
+            "the connection stayed open: {closed:?} {response}"
+        );
+        assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+        assert!(response.contains("stalled"), "{response}");
+    }
 
     // Still up, and pictures sent at once are all answered.
     let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
