@@ -6,7 +6,8 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 /// File extensions taken as pictures when a folder is walked (compared without case).
-pub const PICTURE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+pub const PICTURE_EXTENSIONS: [&str; 8] =
+    ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"];
 
 /// One picture to caption.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +28,55 @@ pub struct InputProblem {
     pub why: String,
 }
 
+/// Files of a folder given that were not taken, their names not ending in a
+/// [`PICTURE_EXTENSIONS`] extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassedOver {
+    /// The folder as given.
+    pub folder: PathBuf,
+    /// The files, relative to it, in path order.
+    pub files: Vec<PathBuf>,
+}
+
+impl fmt::Display for PassedOver {
+    /// One line: the count and the first few names.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const NAMED: usize = 5;
+        let names: Vec<String> = self
+            .files
+            .iter()
+            .take(NAMED)
+            .map(|p| p.display().to_string())
+            .collect();
+        let more = self.files.len().saturating_sub(NAMED);
+        write!(
+            f,
+            "{}: {} file{} not taken, not named as pictures (.{}): {}{}",
+            self.folder.display(),
+            self.files.len(),
+            if self.files.len() == 1 { "" } else { "s" },
+            PICTURE_EXTENSIONS.join(", ."),
+            names.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+/// What a command's inputs hold.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// The pictures, in a stable order.
+    pub pictures: Vec<Picture>,
+    /// Inputs that name no picture.
+    pub problems: Vec<InputProblem>,
+    /// Per folder given, its files that are not taken as pictures.
+    pub passed_over: Vec<PassedOver>,
+}
+
 impl fmt::Display for InputProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path.display(), self.why)
@@ -42,10 +92,10 @@ impl fmt::Display for InputProblem {
 /// - `-` reads one path a line from `stdin` (empty lines skipped), each taken as above.
 ///
 /// A path that does not exist, an unreadable folder, or a folder without pictures is a
-/// problem; the other inputs are still collected.
-pub fn collect(inputs: &[PathBuf], stdin: &mut dyn BufRead) -> (Vec<Picture>, Vec<InputProblem>) {
-    let mut pictures = Vec::new();
-    let mut problems = Vec::new();
+/// problem; the other inputs are still collected. The other files of a folder are listed in
+/// `passed_over`.
+pub fn collect(inputs: &[PathBuf], stdin: &mut dyn BufRead) -> Collected {
+    let mut collected = Collected::default();
     for input in inputs {
         if input.as_os_str() == "-" {
             let mut line = String::new();
@@ -58,11 +108,11 @@ pub fn collect(inputs: &[PathBuf], stdin: &mut dyn BufRead) -> (Vec<Picture>, Ve
                     Ok(_) => {
                         let path = line.trim_end_matches(['\n', '\r']);
                         if !path.trim().is_empty() {
-                            collect_one(Path::new(path), &mut pictures, &mut problems);
+                            collect_one(Path::new(path), &mut collected);
                         }
                     }
                     Err(e) => {
-                        problems.push(InputProblem {
+                        collected.problems.push(InputProblem {
                             path: input.clone(),
                             why: format!("stdin, line {number}: {e}"),
                         });
@@ -71,28 +121,40 @@ pub fn collect(inputs: &[PathBuf], stdin: &mut dyn BufRead) -> (Vec<Picture>, Ve
                 }
             }
         } else {
-            collect_one(input, &mut pictures, &mut problems);
+            collect_one(input, &mut collected);
         }
     }
-    (pictures, problems)
+    collected
 }
 
-fn collect_one(path: &Path, pictures: &mut Vec<Picture>, problems: &mut Vec<InputProblem>) {
+fn collect_one(path: &Path, collected: &mut Collected) {
     let problem = |why: String| InputProblem {
         path: path.to_path_buf(),
         why,
     };
+    let Collected {
+        pictures,
+        problems,
+        passed_over,
+    } = collected;
     match std::fs::metadata(path) {
         Err(e) => problems.push(problem(e.to_string())),
         Ok(meta) if meta.is_dir() => {
             let before = pictures.len();
-            let mut found = Vec::new();
+            let mut found = Walked::default();
             walk(path, Path::new(""), &mut found, problems);
-            found.sort();
-            pictures.extend(found.into_iter().map(|relative| Picture {
+            found.pictures.sort();
+            pictures.extend(found.pictures.into_iter().map(|relative| Picture {
                 path: path.join(&relative),
                 relative,
             }));
+            if !found.others.is_empty() {
+                found.others.sort();
+                passed_over.push(PassedOver {
+                    folder: path.to_path_buf(),
+                    files: found.others,
+                });
+            }
             if pictures.len() == before {
                 problems.push(problem(format!(
                     "a folder with no pictures in it (files ending in .{})",
@@ -107,8 +169,15 @@ fn collect_one(path: &Path, pictures: &mut Vec<Picture>, problems: &mut Vec<Inpu
     }
 }
 
-/// Adds to `found` the pictures under `root.join(under)`, as paths relative to `root`.
-fn walk(root: &Path, under: &Path, found: &mut Vec<PathBuf>, problems: &mut Vec<InputProblem>) {
+/// The files found under a folder, relative to it.
+#[derive(Default)]
+struct Walked {
+    pictures: Vec<PathBuf>,
+    others: Vec<PathBuf>,
+}
+
+/// Adds to `found` the files under `root.join(under)`, as paths relative to `root`.
+fn walk(root: &Path, under: &Path, found: &mut Walked, problems: &mut Vec<InputProblem>) {
     let folder = root.join(under);
     let entries = match std::fs::read_dir(&folder) {
         Ok(entries) => entries,
@@ -132,10 +201,11 @@ fn walk(root: &Path, under: &Path, found: &mut Vec<PathBuf>, problems: &mut Vec<
         };
         if kind.is_dir() {
             walk(root, &relative, found, problems);
-        } else if is_picture_name(&relative)
-            && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file())
-        {
-            found.push(relative);
+        } else if std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
+            match is_picture_name(&relative) {
+                true => found.pictures.push(relative),
+                false => found.others.push(relative),
+            }
         }
     }
 }
@@ -173,12 +243,15 @@ mod tests {
     }
 
     #[test]
-    fn a_folder_is_walked_recursively_for_pictures_in_path_order() {
+    fn a_folder_is_walked_recursively_for_pictures_in_path_order_and_other_files_are_named() {
         let dir = folder("walk");
         for name in [
             "b.jpg",
             "a.PNG",
             "notes.txt",
+            "sub/phone.webp",
+            "sub/scan.TIFF",
+            "sub/clip.mp4",
             "sub/z.jpeg",
             "sub/deeper/c.jpg",
             "Sub2/d.png",
@@ -187,8 +260,9 @@ mod tests {
         ] {
             touch(&dir, name);
         }
-        let (pictures, problems) = collect(std::slice::from_ref(&dir), &mut &b""[..]);
-        assert_eq!(problems, []);
+        let found = collect(std::slice::from_ref(&dir), &mut &b""[..]);
+        let pictures = found.pictures;
+        assert_eq!(found.problems, []);
         assert_eq!(
             relatives(&pictures),
             [
@@ -196,13 +270,24 @@ mod tests {
                 "a.PNG",
                 "b.jpg",
                 "sub/deeper/c.jpg",
+                "sub/phone.webp",
+                "sub/scan.TIFF",
                 "sub/z.jpeg"
             ]
         );
         assert_eq!(pictures[3].path, dir.join("sub/deeper/c.jpg"));
+        let [passed_over] = &found.passed_over[..] else {
+            panic!("{:?}", found.passed_over)
+        };
+        let line = passed_over.to_string();
+        assert!(
+            line.starts_with(&format!("{}: 2 files not taken", dir.display())),
+            "{line}"
+        );
+        assert!(line.ends_with(": notes.txt, sub/clip.mp4"), "{line}");
         // The same order again, whatever order the file system lists them in.
         assert_eq!(
-            collect(std::slice::from_ref(&dir), &mut &b""[..]).0,
+            collect(std::slice::from_ref(&dir), &mut &b""[..]).pictures,
             pictures
         );
         std::fs::remove_dir_all(dir).ok();
@@ -220,7 +305,9 @@ mod tests {
             dir.join("more").display()
         );
         let inputs = [dir.join("one.jpg"), PathBuf::from("-")];
-        let (pictures, problems) = collect(&inputs, &mut listed.as_bytes());
+        let Collected {
+            pictures, problems, ..
+        } = collect(&inputs, &mut listed.as_bytes());
         assert_eq!(problems, []);
         assert_eq!(relatives(&pictures), ["one.jpg", "two.dat", "three.png"]);
         std::fs::remove_dir_all(dir).ok();
@@ -236,7 +323,9 @@ mod tests {
             dir.join("empty"),
             dir.join("ok.jpg"),
         ];
-        let (pictures, problems) = collect(&inputs, &mut &b""[..]);
+        let Collected {
+            pictures, problems, ..
+        } = collect(&inputs, &mut &b""[..]);
         assert_eq!(relatives(&pictures), ["ok.jpg"]);
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert_eq!(problems[0].path, dir.join("missing.jpg"));
@@ -254,7 +343,9 @@ mod tests {
         let dir = folder("link");
         touch(&dir, "sub/a.jpg");
         std::os::unix::fs::symlink(&dir, dir.join("sub/loop")).unwrap();
-        let (pictures, problems) = collect(std::slice::from_ref(&dir), &mut &b""[..]);
+        let Collected {
+            pictures, problems, ..
+        } = collect(std::slice::from_ref(&dir), &mut &b""[..]);
         assert_eq!(problems, []);
         assert_eq!(relatives(&pictures), ["sub/a.jpg"]);
         std::fs::remove_dir_all(dir).ok();

@@ -1,5 +1,6 @@
 //! Image decoding and the preprocessing that turns a picture into the encoder's input.
 
+use std::io::Read;
 use std::path::Path;
 
 pub use ::image::RgbImage;
@@ -9,6 +10,9 @@ pub use ::image::RgbImage;
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations (RGB, on a 0..1 scale).
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// The picture formats decoded, for messages.
+pub const FORMATS: &str = "JPEG, PNG, WebP, BMP, TIFF or GIF";
 
 /// Why a picture could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -22,12 +26,20 @@ pub enum ImageLoadError {
         source: std::io::Error,
     },
     /// The bytes are not a picture that we can decode.
-    #[error("{path}: not a readable image (JPEG or PNG expected): {reason}")]
+    #[error("{path}: not a readable image ({FORMATS} expected): {reason}")]
     Decode {
         /// The file.
         path: String,
         /// The decoder's reason.
         reason: String,
+    },
+    /// The path is not a regular file (a folder, a device, a FIFO, a socket).
+    #[error(
+        "{path}: not a picture file (a folder, a device or a pipe): give the path of a picture"
+    )]
+    NotAFile {
+        /// The path.
+        path: String,
     },
     /// The picture is larger than the limits allow: refused before it is decoded.
     #[error("{path}: {reason}")]
@@ -61,7 +73,8 @@ impl Default for PictureLimits {
     }
 }
 
-/// Decodes a JPEG or PNG held in memory (grayscale, alpha and 16-bit included) as 8-bit RGB,
+/// Decodes a picture held in memory ([`FORMATS`]; grayscale, alpha and 16-bit included, a
+/// GIF's first frame) as 8-bit RGB,
 /// within `limits`; `name` names it in errors.
 pub fn decode_rgb(
     bytes: &[u8],
@@ -126,13 +139,14 @@ impl ImageLoadError {
     pub fn path(&self) -> &Path {
         match self {
             ImageLoadError::Io { path, .. }
+            | ImageLoadError::NotAFile { path }
             | ImageLoadError::Decode { path, .. }
             | ImageLoadError::TooLarge { path, .. } => Path::new(path),
         }
     }
 }
 
-/// Reads a JPEG or PNG file (grayscale, alpha and 16-bit included) as 8-bit RGB, within the
+/// Reads a picture file ([`FORMATS`]; grayscale, alpha and 16-bit included) as 8-bit RGB, within the
 /// default [`PictureLimits`].
 pub fn load_rgb(path: &Path) -> Result<RgbImage, ImageLoadError> {
     load_rgb_within(path, PictureLimits::default())
@@ -145,17 +159,24 @@ pub fn load_rgb_within(path: &Path, limits: PictureLimits) -> Result<RgbImage, I
         path: name.clone(),
         source,
     };
-    let size = std::fs::metadata(path).map_err(io)?.len();
-    if size > limits.max_bytes {
+    // A device or a FIFO can have no end (`/dev/zero`) or no writer: refused by what it is,
+    // before it is opened; a file is read to at most one byte past the limit, whatever its
+    // metadata says.
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(ImageLoadError::NotAFile { path: name });
+    }
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::with_capacity(meta.len().min(limits.max_bytes) as usize);
+    file.take(limits.max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > limits.max_bytes {
         return Err(ImageLoadError::TooLarge {
-            path: name.clone(),
-            reason: format!(
-                "{size} bytes is over the limit of {} bytes",
-                limits.max_bytes
-            ),
+            path: name,
+            reason: format!("the file is over the limit of {} bytes", limits.max_bytes),
         });
     }
-    let bytes = std::fs::read(path).map_err(io)?;
     decode_rgb(&bytes, &name, limits)
 }
 
@@ -328,5 +349,57 @@ mod tests {
             err.contains("notes.png") && err.contains("not a readable image"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn devices_pipes_and_folders_are_refused_by_name_and_a_file_is_read_to_its_limit_only() {
+        for path in ["/dev/zero", "/dev/urandom", "/"] {
+            let err = load_rgb(Path::new(path)).unwrap_err();
+            assert!(matches!(err, ImageLoadError::NotAFile { .. }), "{err}");
+            assert!(err
+                .to_string()
+                .starts_with(&format!("{path}: not a picture file")));
+        }
+        let dir = std::env::temp_dir().join(format!("img-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A FIFO with no writer: opening it would wait for ever.
+        let fifo = dir.join("photo.jpg");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        let err = load_rgb(&fifo).unwrap_err();
+        assert!(matches!(err, ImageLoadError::NotAFile { .. }), "{err}");
+        let big = dir.join("big.png");
+        std::fs::write(&big, vec![0u8; 1000]).unwrap();
+        let limits = PictureLimits {
+            max_bytes: 100,
+            max_pixels: 100,
+        };
+        let err = load_rgb_within(&big, limits).unwrap_err().to_string();
+        assert!(
+            err.ends_with("big.png: the file is over the limit of 100 bytes"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn webp_bmp_tiff_and_gif_pictures_decode_as_png_does() {
+        let picture =
+            ::image::RgbImage::from_fn(6, 4, |x, y| ::image::Rgb([40 * x as u8, 60 * y as u8, 90]));
+        for format in [
+            ::image::ImageFormat::WebP,
+            ::image::ImageFormat::Bmp,
+            ::image::ImageFormat::Tiff,
+            ::image::ImageFormat::Gif,
+        ] {
+            let mut bytes = std::io::Cursor::new(Vec::new());
+            picture.write_to(&mut bytes, format).unwrap();
+            let decoded = decode_rgb(bytes.get_ref(), "p", PictureLimits::default()).unwrap();
+            assert_eq!(decoded.dimensions(), (6, 4), "{format:?}");
+            if format != ::image::ImageFormat::Gif {
+                // Lossless formats: every pixel back (GIF's palette may round).
+                assert_eq!(decoded, picture, "{format:?}");
+            }
+        }
     }
 }

@@ -56,7 +56,7 @@ struct Args {
     /// and starts (said on stderr). GPU backends need their cargo feature.
     #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
     device: DeviceKind,
-    /// Pictures (JPEG or PNG, any size).
+    /// Pictures (JPEG, PNG, WebP, BMP, TIFF or GIF; any size).
     #[arg(value_name = "IMAGE", required = true)]
     images: Vec<PathBuf>,
 }

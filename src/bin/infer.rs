@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use captioner::decoding::Decoding;
 use captioner::device::DeviceKind;
 use captioner::jobs::infer::InferJob;
-use captioner::pictures::{collect, Picture};
+use captioner::pictures::{collect, Collected, Picture};
 use clap::Parser;
 
 /// Caption pictures with a model trained by `train`.
@@ -23,8 +23,9 @@ struct Args {
     /// Run folder written by `train` (holds model.mpk, model.json, vocab.json).
     #[arg(long, value_name = "DIR")]
     model: PathBuf,
-    /// Pictures to caption: files (JPEG or PNG, any size: prepared as the run's training
-    /// pictures were), folders (recursively; names starting with a dot are skipped), or `-`
+    /// Pictures to caption: files (JPEG, PNG, WebP, BMP, TIFF or GIF, any size: prepared as
+    /// the run's training pictures were), folders (recursively, the files named as pictures;
+    /// names starting with a dot are skipped, the other files are counted in one line), or `-`
     /// to read paths from stdin, one a line.
     #[arg(value_name = "PICTURE|DIR|-", required = true)]
     inputs: Vec<PathBuf>,
@@ -78,9 +79,16 @@ fn clashing_outputs(pictures: &[Picture]) -> Vec<String> {
 fn main() -> ExitCode {
     captioner::keep_freed_memory();
     let args = Args::parse();
-    let (pictures, problems) = collect(&args.inputs, &mut std::io::stdin().lock());
+    let Collected {
+        pictures,
+        problems,
+        passed_over,
+    } = collect(&args.inputs, &mut std::io::stdin().lock());
     for problem in &problems {
         eprintln!("error: {problem} (skipped)");
+    }
+    for files in &passed_over {
+        eprintln!("note: {files}");
     }
     if args.out.is_some() || args.attention_dir.is_some() {
         let clashes = clashing_outputs(&pictures);

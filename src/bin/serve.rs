@@ -11,7 +11,7 @@ use clap::Parser;
 
 /// Serve a model trained by `train` over HTTP.
 ///
-/// `POST /caption` with a JPEG or PNG picture as the request body answers JSON: the caption,
+/// `POST /caption` with a picture (JPEG, PNG, WebP, BMP, TIFF or GIF) as the request body answers JSON: the caption,
 /// its words, its score (total log-probability), the beam's other captions and the time it
 /// took; `POST /caption?attention=1` adds the attention grid as a base64 PNG. `GET /` is a
 /// page to drop a picture on. The model is loaded once and captions one batch at a time:

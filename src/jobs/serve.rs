@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use burn::tensor::backend::AutodiffBackend;
 use captioner_datasets::decode::Resize;
-use captioner_datasets::image::{decode_rgb, ImageLoadError, PictureLimits, RgbImage};
+use captioner_datasets::image::{decode_rgb, ImageLoadError, PictureLimits, RgbImage, FORMATS};
 use captioner_model::{Batching, Captioning, ModelFiles, SearchConfig};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
@@ -134,7 +134,7 @@ async fn caption(
     if body.is_empty() {
         return refusal(
             StatusCode::BAD_REQUEST,
-            "send a JPEG or PNG picture as the request body",
+            format!("send a picture ({FORMATS}) as the request body"),
         );
     }
     let (limits, input) = (app.limits, app.input);

@@ -117,7 +117,7 @@ fn serve_answers_pictures_refuses_bad_oversized_and_stalled_ones_and_stays_up() 
         413,
         "1100 x 1000 pixels is over the limit",
     );
-    refused(b"", 400, "send a JPEG or PNG picture");
+    refused(b"", 400, "send a picture (JPEG, PNG");
 
     // A body that stops short of its declared length is answered 408 and its connection
     // closed, not held open.
