@@ -19,6 +19,7 @@ use captioner_datasets::Vocab;
 use serde::Deserialize;
 
 use crate::captioner::{Captioner, CaptionerConfig};
+use crate::export::load_safetensors;
 use crate::rows::{pad_with_first_row, Shapes};
 use crate::search::{Caption, Endings, SearchConfig};
 use crate::weights_file::{recorder_message, shape_mismatch, LoadError};
@@ -42,9 +43,24 @@ impl ModelFiles {
         &self.root
     }
 
-    /// `model.json`: the model's shape ([`CaptionerConfig`]).
+    /// `model.json`: the model's shape ([`CaptionerConfig`]); `config.json` in an exported
+    /// folder.
     pub fn model_config(&self) -> PathBuf {
-        self.root.join("model.json")
+        match self.is_export() {
+            true => self.root.join("config.json"),
+            false => self.root.join("model.json"),
+        }
+    }
+
+    /// `model.safetensors`: the weights of a folder written by `export`, read in place of
+    /// `model.mpk` ([`crate::export`]).
+    pub fn exported_weights(&self) -> PathBuf {
+        self.root.join("model.safetensors")
+    }
+
+    /// Whether the folder was written by `export` (it holds `model.safetensors`).
+    pub fn is_export(&self) -> bool {
+        self.exported_weights().is_file()
     }
 
     /// `vocab.json`.
@@ -102,7 +118,10 @@ impl<B: Backend> Captioning<B> {
                 root.display()
             )));
         }
-        let weights = files.weights().with_extension("mpk");
+        let weights = match files.is_export() {
+            true => files.exported_weights(),
+            false => files.weights().with_extension("mpk"),
+        };
         if !weights.exists() {
             return Err(LoadError(format!(
                 "{} has no trained model ({} is missing): did its training finish?",
@@ -128,6 +147,10 @@ impl<B: Backend> Captioning<B> {
             None => input_of_older_run(files)?,
         };
         let fresh = config.init::<B>(device);
+        if files.is_export() {
+            let model = load_safetensors(fresh, &weights, &vocab, &files.vocab())?;
+            return Ok(Self::new(model, vocab, config, input, device));
+        }
         let model = fresh
             .clone()
             .load_file(files.weights(), &WeightsRecorder::new(), device)

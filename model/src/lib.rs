@@ -40,6 +40,7 @@ pub mod batch;
 
 pub mod captioner;
 
+pub mod export;
 pub mod inference;
 pub mod step;
 pub mod weights_file;

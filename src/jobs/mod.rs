@@ -8,6 +8,7 @@
 //! each. docs/development.md has the build times this saves.
 
 pub mod eval;
+pub mod export;
 pub mod features;
 pub mod infer;
 pub mod serve;

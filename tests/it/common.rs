@@ -34,6 +34,7 @@ pub fn exec(bin: &str, args: &[&str]) -> Output {
         "infer" => env!("CARGO_BIN_EXE_infer"),
         "features" => env!("CARGO_BIN_EXE_features"),
         "eval" => env!("CARGO_BIN_EXE_eval"),
+        "export" => env!("CARGO_BIN_EXE_export"),
         other => panic!("no binary {other}"),
     };
     Command::new(exe).args(args).output().expect("binary runs")

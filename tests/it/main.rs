@@ -3,6 +3,7 @@
 
 mod common;
 mod eval_cli;
+mod export_cli;
 mod faults;
 mod infer_cli;
 mod pretrained_cli;
