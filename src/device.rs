@@ -183,7 +183,7 @@ fn not_compiled(kind: DeviceKind, auto: bool) -> String {
     } else {
         format!(
             "is not built in: rebuild with `cargo run --release --features {kind} --bin \
-             <train|infer|eval|features|serve> -- --device {kind} ...`"
+             <train|infer|eval|features|serve|export> -- --device {kind} ...`"
         )
     }
 }

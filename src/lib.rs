@@ -1,7 +1,7 @@
 //! The command-line side of captioner: choosing the backend at run time, the work each
 //! binary runs on it ([`jobs`], compiled here once per backend), which pictures to caption
 //! and what to show of the results. The binaries live in `src/bin/` (`train`, `infer`,
-//! `eval`, `features`, `serve`) and only parse their flags and call [`jobs`]; the model, data
+//! `eval`, `features`, `serve`, `export`) and only parse their flags and call [`jobs`]; the model, data
 //! and training code live in the workspace crates.
 
 pub mod attention_image;

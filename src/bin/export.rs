@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use captioner::device::DeviceKind;
-use captioner::jobs::export::{megabytes, ExportJob};
+use captioner::jobs::export::{file_size, ExportJob};
 use captioner_model::export::Precision;
 use clap::Parser;
 
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     match captioner::jobs::export::run(args.device, job) {
         Ok(exported) => {
             for (path, bytes) in exported.files {
-                println!("{}  {}", path.display(), megabytes(bytes));
+                println!("{}  {}", path.display(), file_size(bytes));
             }
             ExitCode::SUCCESS
         }

@@ -243,7 +243,11 @@ pub fn run(device: DeviceKind, job: ExportJob) -> Result<Exported> {
     run_chosen(device, job)
 }
 
-/// The size of a file for messages: "27.3 MB".
-pub fn megabytes(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
+/// The size of a file for messages: "27.3 MB", "12.4 kB", "310 bytes".
+pub fn file_size(bytes: u64) -> String {
+    match bytes {
+        0..1000 => format!("{bytes} bytes"),
+        1000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
+        _ => format!("{:.1} MB", bytes as f64 / 1e6),
+    }
 }
