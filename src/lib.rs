@@ -13,6 +13,7 @@ pub mod npy;
 pub mod pictures;
 pub mod report;
 pub mod settings;
+pub mod shipped;
 
 pub use captioner_datasets::files::write_file;
 

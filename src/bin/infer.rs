@@ -8,6 +8,7 @@ use captioner::decoding::Decoding;
 use captioner::device::DeviceKind;
 use captioner::jobs::infer::InferJob;
 use captioner::pictures::{collect, Collected, Picture};
+use captioner::shipped::choose_model;
 use clap::Parser;
 
 /// Caption pictures with a model trained by `train`.
@@ -20,9 +21,11 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
-    /// Run folder written by `train` (holds model.mpk, model.json, vocab.json).
+    /// Run folder written by `train` (model.mpk, model.json, vocab.json) or folder written by
+    /// `export` [default: $CAPTIONER_MODEL, else the shipped Flickr8k captioner in
+    /// artifacts/pretrained/flickr8k-lite0].
     #[arg(long, value_name = "DIR")]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// Pictures to caption: files (JPEG, PNG, WebP, BMP, TIFF or GIF, any size: prepared as
     /// the run's training pictures were), folders (recursively, the files named as pictures;
     /// names starting with a dot are skipped, the other files are counted in one line), or `-`
@@ -103,9 +106,13 @@ fn main() -> ExitCode {
         eprintln!("error: no pictures to caption");
         return ExitCode::from(1);
     }
+    let model = match choose_model(args.model) {
+        Ok(model) => model,
+        Err(e) => return captioner::report_error(&e, 2),
+    };
     let job = InferJob {
         search: args.decoding.search(),
-        model: args.model,
+        model,
         inputs: args.inputs,
         pictures,
         json: args.json,

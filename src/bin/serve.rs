@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use captioner::decoding::Decoding;
 use captioner::device::DeviceKind;
 use captioner::jobs::serve::ServeJob;
+use captioner::shipped::choose_model;
 use captioner_datasets::image::PictureLimits;
 use clap::Parser;
 
@@ -22,9 +23,11 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 struct Args {
-    /// Run folder written by `train` (holds model.mpk, model.json, vocab.json).
+    /// Run folder written by `train` (model.mpk, model.json, vocab.json) or folder written by
+    /// `export` [default: $CAPTIONER_MODEL, else the shipped Flickr8k captioner in
+    /// artifacts/pretrained/flickr8k-lite0].
     #[arg(long, value_name = "DIR")]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// Port to listen on (0: any free port, said on stderr).
     #[arg(long, default_value_t = 8080)]
     port: u16,
@@ -60,8 +63,12 @@ struct Args {
 fn main() -> std::process::ExitCode {
     captioner::keep_freed_memory();
     let args = Args::parse();
+    let model = match choose_model(args.model) {
+        Ok(model) => model,
+        Err(e) => return captioner::report_error(&e, 2),
+    };
     let job = ServeJob {
-        model: args.model,
+        model,
         address: SocketAddr::new(args.host, args.port),
         search: args.decoding.search(),
         batch_size: args.batch_size.into(),
