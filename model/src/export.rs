@@ -11,14 +11,13 @@ use captioner_datasets::Vocab;
 use sha2::{Digest, Sha256};
 
 use burn::prelude::*;
-use burn_store::{
-    ApplyError, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore,
-};
+use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use half::f16;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::captioner::Captioner;
+use crate::torchvision_weights::misfit;
 use crate::weights_file::LoadError;
 
 /// How the floats of an exported model are stored.
@@ -119,18 +118,7 @@ pub fn load_safetensors<B: Backend>(
     let mut wrong: Vec<String> = result
         .errors
         .iter()
-        .map(|e| match e {
-            ApplyError::ShapeMismatch {
-                path,
-                expected,
-                found,
-            } => format!(
-                "{path} is {:?} in the file, {:?} in the model",
-                found.as_slice(),
-                expected.as_slice()
-            ),
-            other => other.to_string(),
-        })
+        .map(|e| misfit(e, "the model"))
         .collect();
     wrong.extend(
         result

@@ -157,6 +157,23 @@ fn contiguous_copy(path: &Path, layouts: &HashMap<String, Layout>) -> Result<Vec
     safetensors::serialize(views, None).map_err(|e| e.to_string())
 }
 
+/// What went wrong applying one tensor of a file to `model`: for a shape, "`path`: `model` has
+/// `[..]`, the file `[..]`".
+pub(crate) fn misfit(error: &ApplyError, model: &str) -> String {
+    match error {
+        ApplyError::ShapeMismatch {
+            path,
+            expected,
+            found,
+        } => format!(
+            "{path}: {model} has {:?}, the file {:?}",
+            expected.as_slice(),
+            found.as_slice()
+        ),
+        other => other.to_string(),
+    }
+}
+
 /// Loads `path` into `module` (named `network` in errors), after renaming the file's keys with
 /// the regex pairs `remaps`. Every tensor of the network must be in the file with its shape;
 /// the file may hold more only where [`is_expected_unused`] allows.
@@ -216,22 +233,7 @@ pub fn load_torchvision<B: Backend, M: ModuleSnapshot<B>>(
     }
     .map_err(read_error)?;
 
-    let misshaped: Vec<String> = result
-        .errors
-        .iter()
-        .map(|e| match e {
-            ApplyError::ShapeMismatch {
-                path,
-                expected,
-                found,
-            } => format!(
-                "{path}: {network} has {:?}, the file {:?}",
-                expected.as_slice(),
-                found.as_slice()
-            ),
-            other => other.to_string(),
-        })
-        .collect();
+    let misshaped: Vec<String> = result.errors.iter().map(|e| misfit(e, network)).collect();
     let missing: Vec<String> = result.missing.iter().map(|(p, _)| p.clone()).collect();
     let (ignored, unexpected): (Vec<String>, Vec<String>) = result
         .unused
