@@ -11,7 +11,7 @@ use clap::Parser;
 /// Write a run trained by `train` as a folder to share: `model.safetensors` (tensors named as
 /// a PyTorch user reads them, metadata with the encoder, the input size, the normalisation and
 /// the vocabulary's hash), `config.json`, `vocab.json` and a model card, `README.md`, with the
-/// run's scores. `infer`, `serve` and `eval model` take the folder as `--model`.
+/// run's scores. `infer` and `serve` take the folder as `--model`.
 ///
 ///   export --model artifacts/scst --out my-captioner --half
 #[derive(Debug, Parser)]
