@@ -118,7 +118,8 @@ impl<B: Backend> Captioning<B> {
                 root.display()
             )));
         }
-        let weights = match files.is_export() {
+        let exported = files.is_export();
+        let weights = match exported {
             true => files.exported_weights(),
             false => files.weights().with_extension("mpk"),
         };
@@ -147,7 +148,7 @@ impl<B: Backend> Captioning<B> {
             None => input_of_older_run(files)?,
         };
         let fresh = config.init::<B>(device);
-        if files.is_export() {
+        if exported {
             let model = load_safetensors(fresh, &weights, &vocab, &files.vocab())?;
             return Ok(Self::new(model, vocab, config, input, device));
         }

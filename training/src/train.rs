@@ -243,15 +243,13 @@ pub fn train<B: AutodiffBackend>(
     request: Interrupter,
 ) -> Result<TrainReport> {
     let started = Instant::now();
-    let device = devices
-        .first()
-        .cloned()
-        .context("training needs a device")?;
+    if devices.is_empty() {
+        bail!("training needs a device");
+    }
     let setup = Setup::<B> {
         config,
         run: run.clone(),
         devices,
-        device,
         resume_from,
         shapes,
         request,
@@ -278,10 +276,8 @@ fn epochs_trained(history: &ValidationHistory, config: &TrainConfig) -> usize {
 struct Setup<B: AutodiffBackend> {
     config: TrainConfig,
     run: RunDir,
-    /// Every device; the main one first.
+    /// Every device (at least one); the main one first.
     devices: Vec<B::Device>,
-    /// The main device: validation, the checkpoints read back and the report run there.
-    device: B::Device,
     resume_from: Option<ResumePoint>,
     shapes: Shapes,
     /// Set by Ctrl-C or the dashboard's `q`; it reaches burn-train's loop through the
@@ -319,6 +315,11 @@ type Components<B> =
     LearningComponentsMarker<B, PlateauDecay, Captioner<B>, Interruptible<EncoderDecoderAdam<B>>>;
 
 impl<B: AutodiffBackend> Setup<B> {
+    /// The main device: validation, the checkpoints read back and the report run there.
+    fn device(&self) -> &B::Device {
+        &self.devices[0]
+    }
+
     /// Checks the settings, writes them into the run folder and seeds every device.
     fn start(&self) -> Result<()> {
         let (config, run) = (&self.config, &self.run);
@@ -336,7 +337,7 @@ impl<B: AutodiffBackend> Setup<B> {
     /// model, started from a first stage's weights when `init_from` names one. Writes
     /// `vocab.json` and `model.json`.
     fn data_and_model(&self) -> Result<(RunData, Captioner<B>)> {
-        let (config, run, device) = (&self.config, &self.run, &self.device);
+        let (config, run, device) = (&self.config, &self.run, self.device());
         // A resumed run keeps its vocabulary; a second stage takes its first stage's.
         let init_from = config.init_from.as_deref().map(ModelFiles::new);
         let saved_vocab = match (self.resume_from, &init_from) {
@@ -506,7 +507,7 @@ impl<B: AutodiffBackend> Setup<B> {
                 )
             }
         };
-        let loader = OrderedLoader::new(batcher, items, per_step, self.device.clone())
+        let loader = OrderedLoader::new(batcher, items, per_step, self.device().clone())
             .shuffle(config.seed)
             .reseed_backend(config.seed)
             .workers(config.workers)
@@ -541,7 +542,8 @@ impl<B: AutodiffBackend> Setup<B> {
             .with_decode(config.search, endings, Arc::new(sample))
             .with_shapes(self.shapes, batch);
         Arc::new(
-            OrderedLoader::new(batcher, valid, images, self.device.clone()).workers(config.workers),
+            OrderedLoader::new(batcher, valid, images, self.device().clone())
+                .workers(config.workers),
         )
     }
 
@@ -675,7 +677,7 @@ impl<B: AutodiffBackend> Setup<B> {
                 let path = run.checkpoints().join(format!("model-{epoch}"));
                 let model = result
                     .model
-                    .load_file(&path, &WeightsRecorder::new(), &self.device)
+                    .load_file(&path, &WeightsRecorder::new(), self.device())
                     .map_err(|e| anyhow::anyhow!(recorder_message(e)))
                     .with_context(|| format!("cannot load the checkpoint of epoch {epoch}"))?;
                 model
@@ -729,10 +731,11 @@ impl<B: AutodiffBackend> Setup<B> {
                 best.epoch, best.scores.bleu[3], best.scores.cider
             );
         }
+        let device = self.device().clone();
         let config = self.config;
         let shape = model_config(&config, data.vocab.len());
         let input = data.held_out.resize;
-        let captioning = Captioning::new(model, data.vocab, shape, input, &self.device);
+        let captioning = Captioning::new(model, data.vocab, shape, input, &device);
         // A training batch's size: on a GPU, the searches' shapes are already compiled.
         let batching = Batching {
             batch_size: config.batch_size,
@@ -745,7 +748,7 @@ impl<B: AutodiffBackend> Setup<B> {
                 let open_cache = |paths: &[std::path::PathBuf]| {
                     let encoder = &captioning.model.encoder;
                     let shape = encoder_config(&config);
-                    CacheEncoder::open_for_dataset(encoder, &shape, files, &self.device, paths)
+                    CacheEncoder::open_for_dataset(encoder, &shape, files, &device, paths)
                 };
                 let cache = config.encoder.cached().then_some(&open_cache as OpenCache);
                 let held_out = held_out_split(files, Split::Test, cache)?;
