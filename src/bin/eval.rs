@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use captioner::device::DeviceKind;
-use captioner::jobs::eval::{ModelJob, ShapesRunOnly};
+use captioner::jobs::eval::{ExportNeedsData, ModelJob, ShapesRunOnly};
+use captioner::shipped::choose_model;
 use captioner_datasets::{DatasetName, Split};
 use captioner_training::coco_files::read_and_pair;
 use captioner_training::metrics::coco_scores_of_raw;
@@ -25,8 +26,8 @@ enum Command {
     /// Score a COCO results file against a COCO annotation file; prints one JSON object with
     /// pycocoevalcap's names and scales (Bleu_1..Bleu_4, ROUGE_L, CIDEr).
     Score(ScoreArgs),
-    /// Caption a whole split with a trained run (batched beam search) and score it against all
-    /// of its references.
+    /// Caption a whole split with a trained model (batched beam search) and score it against
+    /// all of its references.
     Model(ModelArgs),
 }
 
@@ -43,13 +44,16 @@ struct ScoreArgs {
 
 #[derive(Debug, Args)]
 struct ModelArgs {
-    /// Run folder written by `train`.
+    /// Run folder written by `train`, or folder written by `export` [default:
+    /// $CAPTIONER_MODEL, else the shipped Flickr8k captioner in
+    /// artifacts/pretrained/flickr8k-lite0].
     #[arg(long, value_name = "DIR")]
-    model: PathBuf,
-    /// The dataset to caption [default: the run's own].
+    model: Option<PathBuf>,
+    /// The dataset to caption [default: the run's own; an export's, as its metadata names it].
     #[arg(long, value_name = "NAME")]
     dataset: Option<DatasetName>,
-    /// Where that dataset is [default: where the run read it from].
+    /// Where that dataset is [default: where the run read it from; an export, which does not
+    /// say, needs it].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// The split to caption: test, dev or train (shapes runs: their scenes of that split).
@@ -57,11 +61,11 @@ struct ModelArgs {
     split: Split,
     /// Beams kept while decoding; 1 is greedy decoding. Several values (`--beam-size 1,3,5`)
     /// score each in turn [default: the run's, as its validation and final report searched:
-    /// 3 unless it was trained otherwise].
+    /// 3 unless it was trained otherwise; 3 for an export].
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
     beam_size: Vec<u16>,
     /// Longest caption, in words; longer ones are cut [default: the run's, `search.max_len`
-    /// in its config.json: 20, which no train flag changes].
+    /// in its config.json: 20, which no train flag changes; 20 for an export].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     max_len: Option<u16>,
     /// Images captioned together.
@@ -114,7 +118,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Score(args) => score(&args),
         Command::Model(args) => {
             let job = ModelJob {
-                model: args.model,
+                model: choose_model(args.model)?,
                 dataset: args.dataset,
                 data_dir: args.data_dir,
                 split: args.split,
@@ -127,6 +131,12 @@ fn run(cli: Cli) -> Result<()> {
             let reports = captioner::jobs::eval::run(args.device, job).map_err(|e| {
                 if e.is::<ShapesRunOnly>() {
                     anyhow::anyhow!("{e} (leave out --dataset and --data-dir)")
+                } else if let Some(export) = e.downcast_ref::<ExportNeedsData>() {
+                    let dataset = match export.dataset {
+                        Some(_) => "",
+                        None => " and --dataset",
+                    };
+                    anyhow::anyhow!("{e}: pass --data-dir{dataset}")
                 } else {
                     e
                 }

@@ -27,6 +27,16 @@ struct Args {
     /// every backend.
     #[arg(long)]
     half: bool,
+    /// Scores for the model card in place of the run's own report: the JSON lines of `eval
+    /// model --json` (one a beam size), e.g. `eval model --model DIR --data-dir DATA --split
+    /// dev --beam-size 1,3 --json` run on the exported folder itself.
+    #[arg(long, value_name = "FILE")]
+    scores: Option<PathBuf>,
+    /// Markdown added at the end of the model card: what the model gets wrong, the terms of
+    /// its data. A YAML block at the file's top (between `---` lines, e.g. `license: ...`)
+    /// goes into the card's header.
+    #[arg(long, value_name = "FILE")]
+    notes: Option<PathBuf>,
     /// Backend to load the run on: auto takes the first of cuda, wgpu, flex, ndarray that is
     /// built in and starts (said on stderr).
     #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
@@ -42,6 +52,8 @@ fn main() -> ExitCode {
             true => Precision::F16,
             false => Precision::F32,
         },
+        scores: args.scores,
+        notes: args.notes,
     };
     match captioner::jobs::export::run(args.device, job) {
         Ok(exported) => {

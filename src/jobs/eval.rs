@@ -2,12 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
+use captioner_datasets::decode::ResizeMode;
 use captioner_datasets::{DatasetName, Split};
-use captioner_model::Batching;
+use captioner_model::{Batching, Captioning, ModelFiles, SearchConfig};
 use captioner_training::coco_files::{write_references, write_results};
-use captioner_training::config::{DataSource, FilesConfig};
+use captioner_training::config::{DataSource, FilesConfig, TrainConfig};
 use captioner_training::data::held_out_split;
 use captioner_training::evaluate::{caption_held_out, score_captions, EvalReport, HeldOut};
 use captioner_training::feature_cache::CacheEncoder;
@@ -16,13 +17,14 @@ use captioner_training::RunDir;
 use crate::decoding::searches;
 use crate::device::{run_chosen, BackendJob, DeviceKind, Target};
 
-/// A trained run to caption a whole split with and score.
+/// A trained model to caption a whole split with and score.
 pub struct ModelJob {
-    /// The run folder written by `train`.
+    /// The run folder written by `train`, or a folder written by `export`.
     pub model: PathBuf,
-    /// The dataset to caption; `None`: the run's own.
+    /// The dataset to caption; `None`: the run's own (for an export, the one its metadata
+    /// names).
     pub dataset: Option<DatasetName>,
-    /// Where that dataset is; `None`: where the run read it from.
+    /// Where that dataset is; `None`: where the run read it from (an export does not say).
     pub data_dir: Option<PathBuf>,
     /// The split to caption.
     pub split: Split,
@@ -44,15 +46,30 @@ pub struct ModelJob {
 #[error("this run was trained on the shapes scenes: it can caption only those, not other data")]
 pub struct ShapesRunOnly;
 
+/// An `export` folder holds no training settings, so not where its data is: the dataset's
+/// folder must be given (and the dataset, when the export's metadata does not name it).
+#[derive(Debug, thiserror::Error)]
+#[error("{} is an exported model, which does not say where {} is", folder.display(), dataset.map_or("its data".to_string(), |d| format!("its dataset ({d})")))]
+pub struct ExportNeedsData {
+    /// The export folder.
+    pub folder: PathBuf,
+    /// The dataset its metadata names, if any.
+    pub dataset: Option<DatasetName>,
+}
+
 impl ModelJob {
-    /// The images to caption with their references: the run's data unless the flags name
+    /// The images to caption with their references: the run's data unless the job names
     /// other data.
     fn held_out<B: AutodiffBackend>(
         &self,
-        run: &captioner_training::LoadedRun<B::InnerBackend>,
+        captioning: &Captioning<B::InnerBackend>,
+        trained: Option<&TrainConfig>,
         device: &B::Device,
     ) -> Result<HeldOut> {
-        let files = match (&run.train_config.data, self.dataset, &self.data_dir) {
+        let Some(trained) = trained else {
+            return self.held_out_of_export(captioning);
+        };
+        let files = match (&trained.data, self.dataset, &self.data_dir) {
             (DataSource::Shapes(shapes), None | Some(DatasetName::Shapes), None) => {
                 return Ok(HeldOut::shapes(shapes, self.split));
             }
@@ -71,13 +88,12 @@ impl ModelJob {
             }
             (DataSource::Shapes(_), _, _) => return Err(ShapesRunOnly.into()),
         };
-        if !run.train_config.encoder.cached() {
+        if !trained.encoder.cached() {
             return held_out_split(&files, self.split, None);
         }
         // A run that learned from cached features reads the split through a cache of its
         // own (built once; later evaluations reuse it).
         let open = |paths: &[PathBuf]| {
-            let captioning = &run.captioning;
             CacheEncoder::open_for_dataset(
                 &captioning.model.encoder,
                 &captioning.config.encoder,
@@ -88,19 +104,58 @@ impl ModelJob {
         };
         held_out_split(&files, self.split, Some(&open))
     }
+
+    /// The split of the dataset given (or named by the export's metadata), its pictures
+    /// prepared as the export's `config.json` says and encoded as they are captioned.
+    fn held_out_of_export<B: burn::prelude::Backend>(
+        &self,
+        captioning: &Captioning<B>,
+    ) -> Result<HeldOut> {
+        let files = ModelFiles::new(&self.model);
+        let path = files.exported_weights();
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let trained_on = captioner_model::export::metadata_of(&bytes)
+            .ok()
+            .and_then(|m| m.get("dataset").and_then(|d| d.parse().ok()))
+            .filter(|d| *d != DatasetName::Shapes);
+        let (Some(dataset), Some(data_dir)) = (self.dataset.or(trained_on), &self.data_dir) else {
+            return Err(ExportNeedsData {
+                folder: self.model.clone(),
+                dataset: trained_on,
+            }
+            .into());
+        };
+        let mut files = FilesConfig::new(dataset, data_dir.clone());
+        files.image_size = captioning.input.size;
+        files.resize = match captioning.input.center_crop {
+            true => ResizeMode::Crop,
+            false => ResizeMode::Squash,
+        };
+        held_out_split(&files, self.split, None)
+    }
 }
 
 impl BackendJob for ModelJob {
     type Output = Vec<EvalReport>;
     fn run<B: AutodiffBackend>(self, target: Target<B>) -> Result<Self::Output> {
         let device = target.device;
-        let run = RunDir::new(&self.model).load::<B::InnerBackend>(&device)?;
-        let held_out = self.held_out::<B>(&run, &device)?;
+        let files = ModelFiles::new(&self.model);
+        let (captioning, trained) = match files.is_export() {
+            true => (Captioning::load(&files, &device)?, None),
+            false => {
+                let run = RunDir::new(&self.model).load::<B::InnerBackend>(&device)?;
+                (run.captioning, Some(run.train_config))
+            }
+        };
+        let held_out = self.held_out::<B>(&captioning, trained.as_ref(), &device)?;
         eprintln!(
-            "Captioning {} {} images of {}",
+            "Captioning {} {} images{}",
             held_out.images.len(),
             held_out.split,
-            run.train_config.data.name()
+            trained
+                .as_ref()
+                .map_or(String::new(), |t| format!(" of {}", t.data.name()))
         );
         if let Some(path) = &self.references_out {
             write_references(path, &held_out.ids, None, &held_out.references)?;
@@ -108,17 +163,15 @@ impl BackendJob for ModelJob {
             eprintln!("References: {}", path.display());
         }
         let mut reports = Vec::new();
-        for search in searches(
-            &run.train_config.search,
-            &self.beam_sizes,
-            self.max_len.map(usize::from),
-        ) {
+        // An export searches as `infer` does by default.
+        let own_search = trained.map_or_else(SearchConfig::default, |t| t.search);
+        for search in searches(&own_search, &self.beam_sizes, self.max_len.map(usize::from)) {
             let beam = search.beam_size;
             let batching = Batching {
                 batch_size: self.batch_size,
                 shapes: target.shapes,
             };
-            let texts = caption_held_out(&run.captioning, &held_out, &search, batching);
+            let texts = caption_held_out(&captioning, &held_out, &search, batching);
             if let Some(path) = &self.results_out {
                 let path = if self.beam_sizes.len() > 1 {
                     let stem = path.file_stem().unwrap_or_default().to_string_lossy();

@@ -1,6 +1,7 @@
 //! Writing a trained run in the format models are shared in (the job of `export`):
 //! `model.safetensors` ([`captioner_model::export`]), `vocab.json`, `config.json` (the model's
-//! shape and picture preparation) and a model card, `README.md`, with the run's own scores.
+//! shape and picture preparation) and a model card, `README.md`, with the run's own scores
+//! (or the scores `eval model` gave the exported files) and notes of its own.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -9,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use captioner_datasets::image::{IMAGENET_MEAN, IMAGENET_STD};
+use captioner_datasets::Split;
 use captioner_model::export::{to_safetensors, vocab_hash, Precision};
 use captioner_training::train::TrainReport;
 use captioner_training::{LoadedRun, RunDir};
@@ -24,6 +26,65 @@ pub struct ExportJob {
     pub out: PathBuf,
     /// How the weights are stored.
     pub precision: Precision,
+    /// Scores for the card in place of the run's own: `eval model --json` lines (one object
+    /// a beam size), e.g. of the exported files themselves.
+    pub scores: Option<PathBuf>,
+    /// Markdown added to the end of the card (what it gets wrong, the data's terms...); a
+    /// YAML block at its top (between `---` lines) goes into the card's header (`license`).
+    pub notes: Option<PathBuf>,
+}
+
+/// One `eval model --json` line: a split captioned at one beam size, and its scores.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct CardScores {
+    /// The split.
+    pub split: Split,
+    /// Images captioned.
+    pub images: usize,
+    /// Beams kept while decoding.
+    pub beam_size: usize,
+    /// Corpus BLEU-1.
+    #[serde(rename = "Bleu_1")]
+    pub bleu1: f64,
+    /// Corpus BLEU-4.
+    #[serde(rename = "Bleu_4")]
+    pub bleu4: f64,
+    /// ROUGE-L.
+    #[serde(rename = "ROUGE_L")]
+    pub rouge_l: f64,
+    /// CIDEr-D.
+    #[serde(rename = "CIDEr")]
+    pub cider: f64,
+}
+
+/// Reads `eval model --json`'s lines from `path`; an error names the file and line.
+pub fn read_scores(path: &std::path::Path) -> Result<Vec<CardScores>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let scores = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line).with_context(|| {
+                format!(
+                    "{}:{}: not a line of `eval model --json`",
+                    path.display(),
+                    i + 1
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    anyhow::ensure!(!scores.is_empty(), "{} holds no scores", path.display());
+    Ok(scores)
+}
+
+/// The card's own notes: their YAML header lines (without the `---` lines) and their text.
+fn split_notes(notes: &str) -> (&str, &str) {
+    notes
+        .strip_prefix("---\n")
+        .and_then(|rest| rest.split_once("\n---\n"))
+        .map_or(("", notes), |(header, body)| (header, body.trim_start()))
 }
 
 /// What `export` wrote.
@@ -50,6 +111,15 @@ impl BackendJob for ExportJob {
         let report: Option<TrainReport> = std::fs::read(dir.report())
             .ok()
             .and_then(|text| serde_json::from_slice(&text).ok());
+        let scores = match &self.scores {
+            Some(path) => read_scores(path)?,
+            None => run_scores(report.as_ref()),
+        };
+        let notes = match &self.notes {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+            None => String::new(),
+        };
         let name = self
             .out
             .file_name()
@@ -67,7 +137,15 @@ impl BackendJob for ExportJob {
             ),
             (
                 "README.md",
-                model_card(&name, &run, report.as_ref(), self.precision).into_bytes(),
+                model_card(&Card {
+                    name: &name,
+                    run: &run,
+                    report: report.as_ref(),
+                    scores: &scores,
+                    notes: &notes,
+                    precision: self.precision,
+                })
+                .into_bytes(),
             ),
         ];
         let mut written = Vec::new();
@@ -91,6 +169,7 @@ fn metadata<B: burn::prelude::Backend>(
         ("format".into(), "pt".into()),
         ("model".into(), "captioner (Show, Attend and Tell)".into()),
         ("encoder".into(), run.train_config.encoder.name.to_string()),
+        ("dataset".into(), run.train_config.data.name().name().into()),
         ("input_size".into(), input.size.to_string()),
         (
             "resize".into(),
@@ -116,45 +195,76 @@ fn metadata<B: burn::prelude::Backend>(
     ])
 }
 
-/// A model card in the form the Hugging Face Hub reads: a YAML header with the run's scores
-/// (`model-index`), then what the model is, how to use it and how it was trained.
-fn model_card<B: burn::prelude::Backend>(
-    name: &str,
-    run: &LoadedRun<B>,
-    report: Option<&TrainReport>,
+/// The scores of a run's own report: its validation split at the best epoch, and its test
+/// split when it has one.
+fn run_scores(report: Option<&TrainReport>) -> Vec<CardScores> {
+    report
+        .into_iter()
+        .flat_map(|r| std::iter::once(&r.eval).chain(r.test.as_ref()))
+        .map(|eval| CardScores {
+            split: eval.split,
+            images: eval.images,
+            beam_size: eval.beam_size,
+            bleu1: eval.scores.bleu[0],
+            bleu4: eval.scores.bleu[3],
+            rouge_l: eval.scores.rouge_l,
+            cider: eval.scores.cider,
+        })
+        .collect()
+}
+
+/// What a model card is written from.
+struct Card<'a, B: burn::prelude::Backend> {
+    name: &'a str,
+    run: &'a LoadedRun<B>,
+    report: Option<&'a TrainReport>,
+    scores: &'a [CardScores],
+    notes: &'a str,
     precision: Precision,
-) -> String {
+}
+
+/// A model card in the form the Hugging Face Hub reads: a YAML header with the scores
+/// (`model-index`), then what the model is, how to use it, how it was trained, its scores
+/// and the notes.
+fn model_card<B: burn::prelude::Backend>(card_of: &Card<'_, B>) -> String {
+    let Card {
+        name,
+        run,
+        report,
+        scores,
+        notes,
+        precision,
+    } = card_of;
     let config = &run.train_config;
     let dataset = config.data.name();
     let input = run.captioning.input;
+    let (notes_header, notes_body) = split_notes(notes);
     let mut card = String::new();
     let _ = writeln!(card, "---");
+    if !notes_header.trim().is_empty() {
+        let _ = writeln!(card, "{}", notes_header.trim_end());
+    }
     let _ = writeln!(card, "pipeline_tag: image-to-text");
     let _ = writeln!(card, "library_name: captioner");
     let _ = writeln!(card, "tags:\n- image-captioning\n- show-attend-and-tell");
     let _ = writeln!(card, "datasets:\n- {dataset}");
     let _ = writeln!(card, "metrics:\n- bleu\n- rouge\n- cider");
-    let scored: Vec<_> = report
-        .into_iter()
-        .flat_map(|r| std::iter::once(&r.eval).chain(r.test.as_ref()))
-        .collect();
-    if !scored.is_empty() {
+    if !scores.is_empty() {
         let _ = writeln!(card, "model-index:\n- name: {name}\n  results:");
-        for eval in &scored {
-            let beam = eval.beam_size;
-            let s = &eval.scores;
+        for scored in scores.iter() {
+            let beam = scored.beam_size;
             let _ = writeln!(
                 card,
                 "  - task:\n      type: image-to-text\n      name: Image captioning\n    \
                  dataset:\n      type: {dataset}\n      name: {dataset}\n      split: {}\n    \
                  metrics:",
-                eval.split
+                scored.split.name()
             );
             for (kind, label, value) in [
-                ("bleu", "BLEU-1", s.bleu[0]),
-                ("bleu", "BLEU-4", s.bleu[3]),
-                ("rouge", "ROUGE-L", s.rouge_l),
-                ("cider", "CIDEr-D", s.cider),
+                ("bleu", "BLEU-1", scored.bleu1),
+                ("bleu", "BLEU-4", scored.bleu4),
+                ("rouge", "ROUGE-L", scored.rouge_l),
+                ("cider", "CIDEr-D", scored.cider),
             ] {
                 let _ = writeln!(
                     card,
@@ -185,10 +295,10 @@ fn model_card<B: burn::prelude::Backend>(
     let _ = writeln!(
         card,
         "## Files\n\n- `model.safetensors`: the weights in {}, named as a PyTorch user reads \
-         them (linear weights `[out, in]`); its metadata says the encoder, the input size, \
-         how a picture is prepared and normalised, and the vocabulary's SHA-256.\n- \
-         `config.json`: the model's shape and picture preparation.\n- `vocab.json`: the \
-         words, by id.\n",
+         them (linear weights `[out, in]`); its metadata says the encoder, the dataset, the \
+         input size, how a picture is prepared and normalised, and the vocabulary's \
+         SHA-256.\n- `config.json`: the model's shape and picture preparation.\n- \
+         `vocab.json`: the words, by id.\n",
         match precision {
             Precision::F32 => "f32",
             Precision::F16 => "f16 (read back as f32)",
@@ -197,8 +307,7 @@ fn model_card<B: burn::prelude::Backend>(
     if let Some(report) = report {
         let _ = writeln!(
             card,
-            "## Training and scores\n\n{} epochs (best: {}), batch {}, seed {}; {} training \
-             images.\n",
+            "## Training\n\n{} epochs (best: {}), batch {}, seed {}; {} training images.\n",
             report.epochs,
             report
                 .best
@@ -209,31 +318,41 @@ fn model_card<B: burn::prelude::Backend>(
             report
                 .data
                 .splits
-                .get(&captioner_datasets::Split::Train)
+                .get(&Split::Train)
                 .map_or(0, |(images, _)| *images),
         );
+    }
+    if !scores.is_empty() {
         let _ = writeln!(
             card,
-            "| split | beam | BLEU-1 | BLEU-4 | ROUGE-L | CIDEr-D |\n|---|---:|---:|---:|---:|---:|"
+            "## Scores\n\ncoco-caption's scores against every reference caption{}.\n\n\
+             | split | images | beam | BLEU-1 | BLEU-4 | ROUGE-L | CIDEr-D |\n\
+             |---|---:|---:|---:|---:|---:|---:|",
+            match report.filter(|r| r.eval.picked_best_epoch) {
+                Some(r) if scores.iter().any(|s| s.split == r.eval.split) => format!(
+                    "; the {} split also picked the best epoch, so its scores are not held out",
+                    r.eval.split
+                ),
+                _ => String::new(),
+            }
         );
-        for eval in &scored {
-            let s = &eval.scores;
+        for s in scores.iter() {
             let _ = writeln!(
                 card,
-                "| {}{} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
-                eval.split,
-                if eval.picked_best_epoch {
-                    " (picked the best epoch)"
-                } else {
-                    ""
-                },
-                eval.beam_size,
-                s.bleu[0],
-                s.bleu[3],
+                "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                s.split.name(),
+                s.images,
+                s.beam_size,
+                s.bleu1,
+                s.bleu4,
                 s.rouge_l,
                 s.cider
             );
         }
+        let _ = writeln!(card);
+    }
+    if !notes_body.trim().is_empty() {
+        let _ = writeln!(card, "{}", notes_body.trim_end());
     }
     card
 }
@@ -249,5 +368,54 @@ pub fn file_size(bytes: u64) -> String {
         0..1000 => format!("{bytes} bytes"),
         1000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
         _ => format!("{:.1} MB", bytes as f64 / 1e6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lines_of_eval_model_json_are_read_as_card_scores_and_a_bad_line_is_named() {
+        let dir = std::env::temp_dir().join(format!("card-scores-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("scores.jsonl");
+        std::fs::write(
+            &path,
+            concat!(
+                r#"{"Bleu_1":0.6,"Bleu_2":0.4,"Bleu_3":0.3,"Bleu_4":0.2,"ROUGE_L":0.45,"CIDEr":0.5,"split":"valid","images":1000,"beam_size":1}"#,
+                "\n\n",
+                r#"{"Bleu_1":0.61,"Bleu_2":0.41,"Bleu_3":0.31,"Bleu_4":0.21,"ROUGE_L":0.46,"CIDEr":0.55,"split":"valid","images":1000,"beam_size":3}"#,
+                "\n"
+            ),
+        )
+        .unwrap();
+        let scores = read_scores(&path).unwrap();
+        assert_eq!(
+            scores
+                .iter()
+                .map(|s| (s.beam_size, s.bleu4, s.cider))
+                .collect::<Vec<_>>(),
+            [(1, 0.2, 0.5), (3, 0.21, 0.55)]
+        );
+        std::fs::write(&path, "{\"CIDEr\": 1}\n{oops\n").unwrap();
+        let err = format!("{:#}", read_scores(&path).unwrap_err());
+        assert!(
+            err.starts_with(&format!(
+                "{}:1: not a line of `eval model --json`",
+                path.display()
+            )),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_notes_file_gives_its_yaml_block_to_the_header_and_its_text_to_the_body() {
+        assert_eq!(
+            split_notes("---\nlicense: other\n---\n\n## Limits\nDogs.\n"),
+            ("license: other", "## Limits\nDogs.\n")
+        );
+        assert_eq!(split_notes("## Limits\n"), ("", "## Limits\n"));
     }
 }

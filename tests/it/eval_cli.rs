@@ -185,6 +185,72 @@ fn a_run_on_a_dataset_folder_captions_its_dev_split_by_file_name() {
         .collect();
     assert_eq!(ids, ["6.jpg", "7.jpg"]);
 
+    // The run's export scores as the run does, given the folder of its data (which an export
+    // does not hold); its card then shows those scores and the notes given.
+    let export = dir.join("export");
+    let export = export.to_str().unwrap();
+    run_ok(
+        "export",
+        &["--model", run.to_str().unwrap(), "--out", export],
+    );
+    let out = exec("eval", &["model", "--model", export, "--split", "dev"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "{export} is an exported model, which does not say where its dataset (flickr8k) \
+             is: pass --data-dir"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+    let (of_run, _) = eval_dev(&["--beam-size", "1,2", "--json"]);
+    let data_dir = data.to_str().unwrap();
+    let (of_export, _) = run_ok(
+        "eval",
+        &[
+            "model",
+            "--model",
+            export,
+            "--split",
+            "dev",
+            "--data-dir",
+            data_dir,
+            "--beam-size",
+            "1,2",
+            "--json",
+        ],
+    );
+    assert_eq!(of_export, of_run);
+    let scores = dir.join("scores.jsonl");
+    let notes = dir.join("notes.md");
+    std::fs::write(&scores, &of_export).unwrap();
+    std::fs::write(
+        &notes,
+        "---\nlicense: other\n---\n\n## What it gets wrong\nDogs.\n",
+    )
+    .unwrap();
+    run_ok(
+        "export",
+        &[
+            "--model",
+            run.to_str().unwrap(),
+            "--out",
+            export,
+            "--scores",
+            scores.to_str().unwrap(),
+            "--notes",
+            notes.to_str().unwrap(),
+        ],
+    );
+    let card = std::fs::read_to_string(dir.join("export/README.md")).unwrap();
+    assert!(
+        card.starts_with("---\nlicense: other\npipeline_tag: image-to-text\n"),
+        "{card}"
+    );
+    assert!(card.contains("      name: BLEU-4 (beam 2)\n"), "{card}");
+    assert!(card.contains("\n| dev | 2 | 1 | "), "{card}");
+    assert!(card.ends_with("\n## What it gets wrong\nDogs.\n"), "{card}");
+
     // Without --beam-size and --max-len, eval searches as the run's config.json says: as its
     // validation and final report did.
     let config_path = run.join("config.json");
