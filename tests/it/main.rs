@@ -8,5 +8,6 @@ mod faults;
 mod infer_cli;
 mod pretrained_cli;
 mod serve_cli;
+mod shipped_cli;
 mod train_cli;
 mod wgpu;

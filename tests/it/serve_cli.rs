@@ -7,7 +7,7 @@ use captioner_model::{Captioning, ModelFiles};
 use crate::common::{temp_dir, text, untrained_run, Cpu};
 
 /// One HTTP/1.1 request to `address`: the status and the body.
-fn http(address: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+pub fn http(address: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     write!(
@@ -29,42 +29,77 @@ fn http(address: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     (status, body)
 }
 
+/// A `serve` process started from the source tree's root (`$CAPTIONER_MODEL` unset), killed
+/// when dropped.
+pub struct Serving {
+    /// The process.
+    pub child: std::process::Child,
+    /// What it said on stderr until it listened.
+    pub said: String,
+    /// Where it listens: `127.0.0.1:PORT`.
+    pub address: String,
+    /// The rest of its stderr, kept open while it runs.
+    _stderr: std::io::BufReader<std::process::ChildStderr>,
+}
+
+impl Serving {
+    /// Starts `serve` with `args` and waits until it says where it listens.
+    pub fn start(args: &[&str]) -> Self {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_serve"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("CAPTIONER_MODEL")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut said = String::new();
+        let address = loop {
+            let mut line = String::new();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "serve stopped: {said}"
+            );
+            said.push_str(&line);
+            if let Some(rest) = line.strip_prefix("Listening on http://") {
+                break rest.split('/').next().unwrap().to_string();
+            }
+        };
+        Self {
+            child,
+            said,
+            address,
+            _stderr: stderr,
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
 #[test]
 fn serve_answers_pictures_refuses_bad_oversized_and_stalled_ones_and_stays_up() {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
-
     let dir = temp_dir("serve");
     let run = untrained_run(&dir);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_serve"))
-        .args([
-            "--model",
-            run.root().to_str().unwrap(),
-            "--port",
-            "0",
-            "--max-bytes",
-            "100000",
-            "--max-pixels",
-            "1000000",
-            "--body-timeout",
-            "1",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut said = String::new();
-    let address = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "serve stopped: {said}"
-        );
-        said.push_str(&line);
-        if let Some(rest) = line.strip_prefix("Listening on http://") {
-            break rest.split('/').next().unwrap().to_string();
-        }
-    };
+    let server = Serving::start(&[
+        "--model",
+        run.root().to_str().unwrap(),
+        "--port",
+        "0",
+        "--max-bytes",
+        "100000",
+        "--max-pixels",
+        "1000000",
+        "--body-timeout",
+        "1",
+    ]);
+    let address = server.address.clone();
     let png = |picture: image::RgbImage| {
         let mut bytes = std::io::Cursor::new(Vec::new());
         picture
@@ -154,7 +189,6 @@ fn serve_answers_pictures_refuses_bad_oversized_and_stalled_ones_and_stays_up() 
     for (status, body) in answers {
         assert_eq!(status, 200, "{body}");
     }
-    child.kill().ok();
-    child.wait().ok();
+    drop(server);
     std::fs::remove_dir_all(dir).ok();
 }

