@@ -1,8 +1,8 @@
 //! A model as one `.safetensors` file, the format models are shared in: its tensors named as
 //! a PyTorch user reads them (`decoder.attention.encoder_att.weight`, linear weights
-//! `[out, in]`, batch norm's `weight`/`bias`), stored in f32 or f16, with metadata that says
-//! what the model takes. An f16 file is widened to f32 as it is read, so it loads on every
-//! backend.
+//! `[out, in]`, batch norm's `weight`/`bias`), stored in f32, f16, or f16 for the decoder
+//! alone, with metadata that says what the model takes. f16 tensors are widened to f32 as
+//! they are read, so every file loads on every backend.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,9 +25,25 @@ use crate::weights_file::LoadError;
 pub enum Precision {
     /// As trained.
     F32,
-    /// Half the size; captions may differ from f32's where two words score within f16's
-    /// rounding.
+    /// Every tensor in f16: half the size. The encoder's rounding errors grow through its
+    /// layers, so some captions differ from f32's.
     F16,
+    /// The decoder in f16, the encoder in f32: the decoder's share of the size halved, the
+    /// encoder's features as f32 computes them.
+    F16Decoder,
+}
+
+captioner_datasets::named_values!(Precision: F32 = "f32", F16 = "f16", F16Decoder = "f16-decoder");
+
+impl Precision {
+    /// Whether the tensor named `name` (as the file names it) is stored in f16.
+    pub fn halves(self, name: &str) -> bool {
+        match self {
+            Precision::F32 => false,
+            Precision::F16 => true,
+            Precision::F16Decoder => name.starts_with("decoder."),
+        }
+    }
 }
 
 /// The bytes of a `.safetensors` file of `model`, its floats in `precision`, with `metadata`.
@@ -46,7 +62,9 @@ pub fn to_safetensors<B: Backend>(
     let bytes = store.get_bytes().map_err(|e| e.to_string())?;
     match precision {
         Precision::F32 => Ok(bytes),
-        Precision::F16 => recode(&bytes, Dtype::F32, Dtype::F16),
+        _ => recode(&bytes, Dtype::F32, Dtype::F16, |name| {
+            precision.halves(name)
+        }),
     }
 }
 
@@ -104,7 +122,7 @@ pub fn load_safetensors<B: Backend>(
         )));
     }
     let bytes = match half {
-        true => recode(&bytes, Dtype::F16, Dtype::F32).map_err(unreadable)?,
+        true => recode(&bytes, Dtype::F16, Dtype::F32, |_| true).map_err(unreadable)?,
         false => bytes,
     };
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
@@ -159,16 +177,21 @@ pub fn load_safetensors<B: Backend>(
     Ok(model)
 }
 
-/// The safetensors file `bytes` with its `from` tensors stored as `to` (f32 and f16 either
-/// way); other tensors and the metadata as they are.
-fn recode(bytes: &[u8], from: Dtype, to: Dtype) -> Result<Vec<u8>, String> {
+/// The safetensors file `bytes` with its `from` tensors whose names pass `which` stored as
+/// `to` (f32 and f16 either way); other tensors and the metadata as they are.
+fn recode(
+    bytes: &[u8],
+    from: Dtype,
+    to: Dtype,
+    which: impl Fn(&str) -> bool,
+) -> Result<Vec<u8>, String> {
     let tensors = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
     let metadata = metadata_of(bytes)?;
     let mut recoded: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, view) in tensors.iter() {
         let data = view.data();
         let (dtype, data) = match (view.dtype(), from, to) {
-            (dtype, _, _) if dtype != from => (dtype, data.to_vec()),
+            (dtype, _, _) if dtype != from || !which(name) => (dtype, data.to_vec()),
             (_, Dtype::F32, Dtype::F16) => (
                 to,
                 data.chunks_exact(4)
@@ -263,6 +286,42 @@ mod tests {
             }
             std::fs::remove_dir_all(path.parent().unwrap()).ok();
         }
+    }
+
+    #[test]
+    fn f16_decoder_halves_the_decoder_and_keeps_the_encoder_exact() {
+        let vocab = vocab();
+        let saved = model(vocab.len());
+        let bytes = to_safetensors(&saved, Precision::F16Decoder, &HashMap::new()).unwrap();
+        let tensors = SafeTensors::deserialize(&bytes).unwrap();
+        for (name, view) in tensors.iter() {
+            let want = match name.starts_with("decoder.") {
+                true => Dtype::F16,
+                false => Dtype::F32,
+            };
+            assert_eq!(view.dtype(), want, "{name}");
+        }
+        assert!(tensors.names().iter().any(|n| n.starts_with("encoder.")));
+        let path = write("f16-decoder", &bytes);
+        let loaded =
+            load_safetensors(model(vocab.len()), &path, &vocab, Path::new("vocab.json")).unwrap();
+        let encoder = |m: &Captioner<Cpu>| {
+            let mut all = Vec::new();
+            for tensor in m.encoder.clone().collect(None, None, true) {
+                all.extend(
+                    tensor
+                        .to_data()
+                        .unwrap()
+                        .convert::<f32>()
+                        .to_vec::<f32>()
+                        .unwrap(),
+                );
+            }
+            all
+        };
+        assert_eq!(encoder(&loaded), encoder(&saved));
+        assert_ne!(floats(&loaded), floats(&saved));
+        std::fs::remove_dir_all(path.parent().unwrap()).ok();
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use captioner::device::DeviceKind;
 use captioner::jobs::export::{file_size, ExportJob};
+use captioner::named::Named;
 use captioner_model::export::Precision;
 use clap::Parser;
 
@@ -13,7 +14,7 @@ use clap::Parser;
 /// the vocabulary's hash), `config.json`, `vocab.json` and a model card, `README.md`, with the
 /// run's scores. `infer` and `serve` take the folder as `--model`.
 ///
-///   export --model artifacts/scst --out my-captioner --half
+///   export --model artifacts/scst --out my-captioner --precision f16-decoder
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 struct Args {
@@ -23,10 +24,12 @@ struct Args {
     /// Folder to write (created if needed; its files of the same names are replaced).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Store the weights in half precision (f16): half the size; they are read back as f32 on
-    /// every backend.
-    #[arg(long)]
-    half: bool,
+    /// How the weights are stored: f32 as trained; f16, half the size (the encoder's rounding
+    /// grows through its layers, so some captions change); f16-decoder, the decoder in f16 and
+    /// the encoder in f32 (the decoder's share halved). Every kind is read back as f32 on every
+    /// backend.
+    #[arg(long, value_name = "KIND", default_value = "f32", value_parser = Named::new(Precision::NAMES))]
+    precision: Precision,
     /// Scores for the model card in place of the run's own report: the JSON lines of `eval
     /// model --json` (one a beam size), e.g. `eval model --model DIR --data-dir DATA --split
     /// dev --beam-size 1,3 --json` run on the exported folder itself.
@@ -48,10 +51,7 @@ fn main() -> ExitCode {
     let job = ExportJob {
         model: args.model,
         out: args.out,
-        precision: match args.half {
-            true => Precision::F16,
-            false => Precision::F32,
-        },
+        precision: args.precision,
         scores: args.scores,
         notes: args.notes,
     };

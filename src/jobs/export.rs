@@ -189,6 +189,7 @@ fn metadata<B: burn::prelude::Backend>(
             match precision {
                 Precision::F32 => "float32",
                 Precision::F16 => "float16",
+                Precision::F16Decoder => "float16 decoder, float32 encoder",
             }
             .into(),
         ),
@@ -302,6 +303,8 @@ fn model_card<B: burn::prelude::Backend>(card_of: &Card<'_, B>) -> String {
         match precision {
             Precision::F32 => "f32",
             Precision::F16 => "f16 (read back as f32)",
+            Precision::F16Decoder =>
+                "f16 for the decoder and f32 for the encoder (read back as f32)",
         }
     );
     if let Some(report) = report {

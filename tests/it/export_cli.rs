@@ -44,7 +44,10 @@ fn an_exported_run_captions_as_the_run_does_in_f32_and_close_to_it_in_f16() {
     let out = exec("export", &["--model", run, "--out", full]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("model.safetensors"));
-    let out = exec("export", &["--model", run, "--out", half, "--half"]);
+    let out = exec(
+        "export",
+        &["--model", run, "--out", half, "--precision", "f16"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     for file in [
         "model.safetensors",

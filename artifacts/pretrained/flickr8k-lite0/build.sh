@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Rebuilds the captioner shipped in this folder from Flickr8k and EfficientNet-Lite0's
 # ImageNet weights: the two stages of docs/recipes.md (cross-entropy on cached features, then
-# self-critical training on CIDEr-D), then `export --half` into this folder, with the dev
-# scores of the exported files at beam 1 and 3 and notes.md in its model card (README.md),
-# and the f32 run's captions of tests/fixtures/photos (photos.f32.tsv), which the tests
-# expect the f16 files to repeat. The seed is fixed, so a rebuild on the CPU gives the same
-# weights and scores. A stage that was stopped resumes from its last checkpoint; a finished
-# one is kept.
+# self-critical training on CIDEr-D), then `export --precision f16-decoder` into this folder
+# (the decoder in f16, the encoder in f32), with the dev scores of the exported files at beam
+# 1 and 3 and notes.md in its model card (README.md), and the f32 run's captions of
+# tests/fixtures/photos (photos.f32.tsv), which the tests expect this folder to repeat. The
+# seed is fixed, so a rebuild on the CPU gives the same weights and scores. A stage that was
+# stopped resumes from its last checkpoint; a finished one is kept.
 #
 #   artifacts/pretrained/flickr8k-lite0/build.sh ~/data/flickr8k
 #
@@ -48,9 +48,9 @@ stage "$work/ce" --dataset flickr8k --data-dir "$data" --preset show-attend-tell
   --encoder efficientnet-lite0 --encoder-weights "$weights" --image-size 320 --grid 10 \
   --epochs 4 --select-by cider --seed 42 --cache-dir "$work/cache"
 stage "$work/scst" --scst --init-from "$work/ce" --seed 42
-"$bin/export" --model "$work/scst" --out "$here" --half
+"$bin/export" --model "$work/scst" --out "$here" --precision f16-decoder
 "$bin/eval" model --model "$here" --data-dir "$data" --split dev --beam-size 1,3 --json \
   --results-out "$work/dev-captions.json" > "$work/dev-scores.jsonl"
-"$bin/export" --model "$work/scst" --out "$here" --half --scores "$work/dev-scores.jsonl" \
+"$bin/export" --model "$work/scst" --out "$here" --precision f16-decoder --scores "$work/dev-scores.jsonl" \
   --notes "$here/notes.md"
 "$bin/infer" --model "$work/scst" tests/fixtures/photos > "$here/photos.f32.tsv"
