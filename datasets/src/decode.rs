@@ -47,6 +47,14 @@ impl ResizeMode {
 }
 
 impl Resize {
+    /// The fitting this resize does (the inverse of [`ResizeMode::to_size`]).
+    pub fn mode(&self) -> ResizeMode {
+        match self.center_crop {
+            true => ResizeMode::Crop,
+            false => ResizeMode::Squash,
+        }
+    }
+
     /// The encoder's input made from `image`.
     pub fn apply(&self, image: &RgbImage) -> RgbImage {
         let size = self.size as u32;
@@ -123,6 +131,13 @@ pub fn decode_all(paths: &[PathBuf], resize: &Resize, progress: bool, keep: bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resize_knows_the_mode_it_was_made_from() {
+        for mode in [ResizeMode::Crop, ResizeMode::Squash] {
+            assert_eq!(mode.to_size(320).mode(), mode);
+        }
+    }
 
     #[test]
     fn center_crop_keeps_the_middle_and_plain_resize_squashes() {

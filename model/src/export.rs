@@ -89,6 +89,27 @@ pub fn metadata_of(bytes: &[u8]) -> Result<HashMap<String, String>, String> {
     Ok(metadata.metadata().clone().unwrap_or_default())
 }
 
+/// The metadata of the `.safetensors` file at `path`, read from its header alone (not its
+/// tensors).
+pub fn metadata_of_file(path: &Path) -> Result<HashMap<String, String>, String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length).map_err(|e| e.to_string())?;
+    // safetensors' own bound on a header.
+    let length = u64::from_le_bytes(length);
+    if length > 100_000_000 {
+        return Err(format!("a header of {length} bytes"));
+    }
+    let mut header = vec![0u8; length as usize];
+    file.read_exact(&mut header).map_err(|e| e.to_string())?;
+    let header: serde_json::Value = serde_json::from_slice(&header).map_err(|e| e.to_string())?;
+    match header.get("__metadata__") {
+        None => Ok(HashMap::new()),
+        Some(metadata) => serde_json::from_value(metadata.clone()).map_err(|e| e.to_string()),
+    }
+}
+
 /// `model` with the weights of the `.safetensors` file at `path` (written by
 /// [`to_safetensors`], in f32 or f16). Every tensor of the model must be in the file, with its
 /// shape, and the file must hold nothing else; when its metadata has the hash of a
@@ -344,6 +365,11 @@ mod tests {
         let metadata = HashMap::from([("vocab_sha256".to_string(), vocab_hash(&vocab))]);
         let bytes = to_safetensors(&saved, Precision::F32, &metadata).unwrap();
         let path = write("truncated", &bytes[..bytes.len() / 2]);
+        // The header alone is read for the metadata, even of a file cut short.
+        assert_eq!(
+            metadata_of_file(&path).unwrap(),
+            metadata_of(&bytes).unwrap()
+        );
         let err = load_safetensors(model(vocab.len()), &path, &vocab, Path::new("vocab.json"))
             .unwrap_err()
             .to_string();

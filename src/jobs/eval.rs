@@ -2,9 +2,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
-use captioner_datasets::decode::ResizeMode;
 use captioner_datasets::{DatasetName, Split};
 use captioner_model::{Batching, Captioning, ModelFiles, SearchConfig};
 use captioner_training::coco_files::{write_references, write_results};
@@ -111,11 +110,8 @@ impl ModelJob {
         &self,
         captioning: &Captioning<B>,
     ) -> Result<HeldOut> {
-        let files = ModelFiles::new(&self.model);
-        let path = files.exported_weights();
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let trained_on = captioner_model::export::metadata_of(&bytes)
+        let path = ModelFiles::new(&self.model).exported_weights();
+        let trained_on = captioner_model::export::metadata_of_file(&path)
             .ok()
             .and_then(|m| m.get("dataset").and_then(|d| d.parse().ok()))
             .filter(|d| *d != DatasetName::Shapes);
@@ -128,10 +124,7 @@ impl ModelJob {
         };
         let mut files = FilesConfig::new(dataset, data_dir.clone());
         files.image_size = captioning.input.size;
-        files.resize = match captioning.input.center_crop {
-            true => ResizeMode::Crop,
-            false => ResizeMode::Squash,
-        };
+        files.resize = captioning.input.mode();
         held_out_split(&files, self.split, None)
     }
 }
