@@ -10,7 +10,8 @@ implementation, on real photos (an experiment, not a test: it needs the weights 
 The photos are first written as PNG so that both sides read the same pixels (the Rust and PIL
 JPEG decoders round differently). `features --resize squash` encodes them with our network;
 the reference (`efficientnet_lite_pytorch`, the layout of the weights file) encodes the same
-224x224 pixels scaled to (x - 127) / 128. Prints the largest difference relative to the
+pixels (the variant's own size, or --size: Lite2 at 320 gives a 10x10 grid) scaled to
+(x - 127) / 128. Prints the largest difference relative to the
 largest feature, per photo and overall, and the ImageNet top-5 of a few photos from our
 features (mean over the grid, then the file's own classifier `_fc`).
 """
@@ -32,6 +33,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--weights", required=True)
     parser.add_argument("--variant", type=int, default=0, help="EfficientNet-Lite 0, 1 or 2")
+    parser.add_argument("--size", type=int, help="side of the input [default: the variant's own, 224, 240 or 260]; "
+                        "the grid is the network's last map, a side of size/32 rounded up")
     parser.add_argument("--photos", required=True, help="folder of photos")
     parser.add_argument("--count", type=int, default=20)
     parser.add_argument("--top5", type=int, default=6, help="photos whose top-5 is printed")
@@ -42,8 +45,10 @@ def main():
     names = sorted(f for f in os.listdir(args.photos) if f.lower().endswith((".jpg", ".png")))
     names = names[: args.count]
     state = torch.load(args.weights, map_location="cpu")
-    size = {0: 224, 1: 240, 2: 260}[args.variant]
-    reference = EfficientNet.from_name(f"efficientnet-lite{args.variant}")
+    size = args.size or {0: 224, 1: 240, 2: 260}[args.variant]
+    grid = -(-size // 32)
+    # Its "same" padding is fixed for one input size: the one given.
+    reference = EfficientNet.from_name(f"efficientnet-lite{args.variant}", image_size=size)
     reference.load_state_dict(state)
     reference.eval()
     categories = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
@@ -61,7 +66,8 @@ def main():
         out = os.path.join(tmp, "features")
         subprocess.run(
             [args.features_bin, "--encoder", f"efficientnet-lite{args.variant}", "--encoder-weights",
-             args.weights, "--resize", "squash", "--device", args.device, "--out", out, *pngs],
+             args.weights, "--resize", "squash", "--image-size", str(size), "--grid", str(grid),
+             "--device", args.device, "--out", out, *pngs],
             check=True,
         )
         worst = 0.0
@@ -70,7 +76,8 @@ def main():
             pixels = np.asarray(Image.open(png), dtype=np.float32)
             x = torch.from_numpy((pixels - 127.0) / 128.0).permute(2, 0, 1)[None]
             with torch.no_grad():
-                theirs = reference.extract_features(x)[0]  # [1280, 7, 7] for Lite0
+                theirs = reference.extract_features(x)[0]  # [1280, grid, grid]
+            assert theirs.shape[1:] == (grid, grid), f"the reference's grid is {tuple(theirs.shape[1:])}"
             theirs = theirs.reshape(1280, -1).T.numpy()  # [49, 1280], row-major positions
             relative = np.abs(ours - theirs).max() / np.abs(theirs).max()
             worst = max(worst, relative)

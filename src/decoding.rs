@@ -12,6 +12,11 @@ pub struct Decoding {
     /// Longest caption, in words; longer ones are cut.
     #[arg(long, default_value_t = SearchConfig::default().max_len as u16, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_len: u16,
+    /// Keep a caption from saying a two-word phrase twice ("a dog is playing with a dog"):
+    /// where the best next word would repeat one, the search takes the next best. Phrases
+    /// whose second word is a word such as "a" or "in" may repeat.
+    #[arg(long)]
+    pub block_repeats: bool,
 }
 
 impl Decoding {

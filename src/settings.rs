@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use captioner_datasets::decode::ResizeMode;
 use captioner_datasets::{DatasetName, Format};
-use captioner_model::{Baseline, EncoderMode, EncoderName, EncoderSettings};
+use captioner_model::{Baseline, EncoderMode, EncoderName, EncoderSettings, Reward};
 use captioner_training::config::{
     DataSource, FilesConfig, LrSchedule, Objective, Preset, SelectBy, DEFAULT_ENCODER_LR,
 };
@@ -208,6 +208,16 @@ pub struct TrainFlags {
     /// Most words in a sampled caption [default: 20].
     #[arg(long, value_name = "WORDS", requires = "scst", help_heading = "Stages")]
     pub scst_max_len: Option<usize>,
+    /// What a sampled caption earns: cider (its CIDEr-D) or whole-sentences (its CIDEr-D, and
+    /// nothing when it stops on two words that end no training caption, "on a dirt", or says
+    /// a two-word phrase twice, "a dog is playing with a dog") [default: cider].
+    #[arg(
+        long,
+        value_name = "cider|whole-sentences",
+        requires = "scst",
+        help_heading = "Stages"
+    )]
+    pub scst_reward: Option<Reward>,
 }
 
 impl TrainFlags {
@@ -384,6 +394,9 @@ impl TrainFlags {
             }
             if let Some(words) = self.scst_max_len {
                 scst.max_len = words;
+            }
+            if let Some(reward) = self.scst_reward {
+                scst.reward = reward;
             }
         }
         config.check().map_err(anyhow::Error::msg)?;

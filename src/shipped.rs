@@ -57,14 +57,17 @@ pub fn model_or_default(
     Ok((folder, Some(said)))
 }
 
-/// [`model_or_default`] with this process's environment; says on stderr which model it took
-/// when none was given.
-pub fn choose_model(given: Option<PathBuf>) -> Result<PathBuf> {
-    let (model, said) = model_or_default(given, std::env::var_os(MODEL_VARIABLE))?;
+/// The model folders to load: those `given` (several caption together), or the one of
+/// [`model_or_default`] with this process's environment, said on stderr.
+pub fn choose_models(given: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
+    if !given.is_empty() {
+        return Ok(given);
+    }
+    let (model, said) = model_or_default(None, std::env::var_os(MODEL_VARIABLE))?;
     if let Some(said) = said {
         eprintln!("{said}");
     }
-    Ok(model)
+    Ok(vec![model])
 }
 
 #[cfg(test)]

@@ -28,6 +28,11 @@ const NO_END_AFTER: [&str; 21] = [
     "in", "into", "of", "to", "with", "while", "is", "are",
 ];
 
+/// Whether `word` needs a word after it, so that no caption ends on it (see [`NO_END_AFTER`]).
+pub fn needs_a_word_after(word: &str) -> bool {
+    NO_END_AFTER.contains(&word)
+}
+
 /// Splits a caption into lowercase words as coco-caption's PTB tokenizer does (clitics such as
 /// `'s` and `n't` split off, punctuation dropped), so that the vocabulary and the scores share
 /// one tokenisation. See [`crate::ptb_tokenizer`].
@@ -82,6 +87,11 @@ impl Vocab {
             .map(|(i, w)| (w.clone(), i as u32))
             .collect();
         Self { words, index }
+    }
+
+    /// Every word, by id (the four specials first).
+    pub fn words(&self) -> &[String] {
+        &self.words
     }
 
     /// Number of entries, special tokens included.

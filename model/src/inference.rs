@@ -6,22 +6,21 @@
 //! and how its pictures are prepared), `vocab.json` and the weights `model.mpk`; no
 //! optimiser state. [`Captioning::load`] reads them once; [`Captioning::prepare`]
 //! fits pictures of any size as the run's training pictures were and
-//! [`Captioning::caption_prepared`] captions them in batches ([`Captioning::caption_features`]
-//! grids already encoded, as from a feature cache).
+//! [`Captioning::encode`] gives their grids, which an [`crate::ensemble::Ensemble`] of one or
+//! more models captions.
 
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use captioner_datasets::decode::{Resize, ResizeMode};
 use captioner_datasets::image::{to_normalized_chw, RgbImage};
-use captioner_datasets::progress::Progress;
 use captioner_datasets::Vocab;
 use serde::Deserialize;
 
 use crate::captioner::{Captioner, CaptionerConfig};
 use crate::export::load_safetensors;
 use crate::rows::{pad_with_first_row, Shapes};
-use crate::search::{Caption, Endings, SearchConfig};
+use crate::search::Endings;
 use crate::weights_file::{recorder_message, shape_mismatch, LoadError};
 
 pub use crate::weights_file::WeightsRecorder;
@@ -202,55 +201,25 @@ impl<B: Backend> Captioning<B> {
         self.input.apply(picture)
     }
 
-    /// Captions pictures already prepared ([`Self::prepare`]), in batches of
-    /// `batching.batch_size`, with a progress bar when `show_progress`.
-    pub fn caption_prepared(
-        &self,
-        prepared: &[&RgbImage],
-        search: &SearchConfig,
-        batching: Batching,
-        show_progress: bool,
-    ) -> Vec<Caption> {
+    /// The encoder's grids of pictures already prepared ([`Self::prepare`]), all at once:
+    /// `[n, positions, channels]`. Under [`Shapes::Fixed`] the encoder runs on them padded to
+    /// `batching.batch_size` (a training batch's pictures), shapes met before.
+    pub fn encode(&self, prepared: &[&RgbImage], batching: Batching) -> Tensor<B, 3> {
         let size = self.image_size();
-        let bar = Progress::new("captioning", prepared.len(), show_progress);
-        let mut captions = Vec::with_capacity(prepared.len());
-        for chunk in prepared.chunks(batching.batch_size.max(1)) {
-            let mut pixels = Vec::with_capacity(chunk.len() * 3 * size * size);
-            for picture in chunk {
-                pixels.extend(to_normalized_chw(picture, size));
-            }
-            let images = Tensor::from_data(
-                TensorData::new(pixels, [chunk.len(), 3, size, size]),
-                &self.device,
-            );
-            captions.extend(caption_batch(
-                &self.model,
-                images,
-                search,
-                &self.endings,
-                batching,
-            ));
-            bar.inc(chunk.len());
+        let n = prepared.len();
+        let mut pixels = Vec::with_capacity(n * 3 * size * size);
+        for picture in prepared {
+            pixels.extend(to_normalized_chw(picture, size));
         }
-        bar.finish();
-        captions
-    }
-
-    /// Captions every grid of `features` (`[n, positions, channels]`, the encoder's output),
-    /// in searches of `batching.batch_size` decoder rows under [`Shapes::Fixed`].
-    pub fn caption_features(
-        &self,
-        features: Tensor<B, 3>,
-        search: &SearchConfig,
-        batching: Batching,
-    ) -> Vec<Caption> {
-        self.model.caption_features(
-            features,
-            search,
-            &self.endings,
-            batching.shapes,
-            batching.batch_size,
-        )
+        let images = Tensor::from_data(TensorData::new(pixels, [n, 3, size, size]), &self.device);
+        match batching.shapes {
+            Shapes::Fixed => self
+                .model
+                .encoder
+                .forward(pad_with_first_row(images, batching.batch_size.max(n)))
+                .narrow(0, 0, n),
+            Shapes::Packed => self.model.encoder.forward(images),
+        }
     }
 }
 
@@ -288,29 +257,6 @@ fn input_of_older_run(files: &ModelFiles) -> Result<Resize, LoadError> {
         (_, None, None) => return Err(unreadable("no data.resize".into())),
     };
     Ok(mode.to_size(data.image_size))
-}
-
-/// Captions a batch of `n` pictures `[n, 3, size, size]`: under [`Shapes::Fixed`] the encoder
-/// runs on them padded to `batch_size` (a training batch's pictures) and the search on groups
-/// of a training batch's rows, so that a short last batch and every search run shapes met
-/// before.
-fn caption_batch<B: Backend>(
-    model: &Captioner<B>,
-    images: Tensor<B, 4>,
-    search: &SearchConfig,
-    endings: &Endings,
-    batching: Batching,
-) -> Vec<Caption> {
-    let n = images.dims()[0];
-    let Batching { batch_size, shapes } = batching;
-    let features = match shapes {
-        Shapes::Fixed => model
-            .encoder
-            .forward(pad_with_first_row(images, batch_size.max(n)))
-            .narrow(0, 0, n),
-        Shapes::Packed => model.encoder.forward(images),
-    };
-    model.caption_features(features, search, endings, shapes, batch_size)
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ pub mod batch;
 
 pub mod captioner;
 
+pub mod ensemble;
 pub mod export;
 pub mod inference;
 pub mod step;
@@ -55,6 +56,7 @@ pub use efficientnet_lite::{EfficientNetLite, EfficientNetLiteConfig};
 pub use encoder::{
     Encoder, EncoderConfig, EncoderMode, EncoderName, EncoderRow, EncoderSettings, Network,
 };
+pub use ensemble::{Ensemble, Inputs, NotAnEnsemble, Prepared};
 pub use inception_v3::{InceptionV3, InceptionV3Config};
 pub use inference::{Batching, Captioning, ModelFiles, WeightsRecorder};
 pub use resnet::{ResNet, ResNetConfig};
@@ -64,7 +66,8 @@ pub use search::{
     Endings, SearchConfig,
 };
 pub use self_critical::{
-    advantages, Baseline, CaptionReward, SelfCriticalConfig, SelfCriticalRequest, SelfCriticalStats,
+    advantages, Baseline, CaptionReward, Reward, SelfCriticalConfig, SelfCriticalRequest,
+    SelfCriticalStats,
 };
 pub use small_cnn::{SmallCnn, SmallCnnConfig};
 pub use step::{ImageCaption, StepLoss, StepOutput, TrainStepOutput, ValidationOutput};

@@ -66,10 +66,16 @@ pub struct Alternative {
 /// training otherwise learns to end captions on "a" or "the": CIDEr-D's length penalty and
 /// n-grams cost such an ending little, and a reader sees a broken sentence. The words are
 /// the vocabulary's (`Vocab::no_end_after`); [`Endings::any`] allows every ending.
+///
+/// With [`Endings::blocking_repeats`] the searches (not sampling) also keep a caption from
+/// saying a two-word phrase twice when its second word is not one of those words: "a dog is
+/// playing with a dog", "a woman and a woman" take the next best word instead.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Endings {
     /// Sorted word ids.
     not_after: Vec<u32>,
+    /// Whether a phrase may not come twice.
+    block_repeats: bool,
 }
 
 impl Endings {
@@ -88,7 +94,35 @@ impl Endings {
         let mut not_after: Vec<u32> = ids.into_iter().collect();
         not_after.sort_unstable();
         not_after.dedup();
-        Self { not_after }
+        Self {
+            not_after,
+            block_repeats: false,
+        }
+    }
+
+    /// These endings, and (when `block`) no two-word phrase twice in a caption found by a
+    /// search, unless its second word is one that may not end a caption ("in a", "of the").
+    pub fn blocking_repeats(self, block: bool) -> Self {
+        Self {
+            block_repeats: block,
+            ..self
+        }
+    }
+
+    /// Rules out of `row` every word that would repeat a phrase of `tokens`, the caption so
+    /// far: each word that followed its last word before (when [`Self::blocking_repeats`]).
+    fn rule_out_repeats(&self, tokens: &[u32], row: &mut [f32]) {
+        let Some(&last) = tokens.last() else {
+            return;
+        };
+        if !self.block_repeats {
+            return;
+        }
+        for pair in tokens.windows(2) {
+            if pair[0] == last && self.not_after.binary_search(&pair[1]).is_err() {
+                row[pair[1] as usize] = f32::NEG_INFINITY;
+            }
+        }
     }
 
     /// Rules `<end>` out of `row`, the next word's log-probabilities, when `previous` may not
@@ -97,6 +131,86 @@ impl Endings {
         if self.not_after.binary_search(&previous).is_ok() {
             row[END as usize] = f32::NEG_INFINITY;
         }
+    }
+}
+
+/// What the searches step: one decoder, or an ensemble of decoders ([`Mean`]).
+trait Stepper<B: Backend> {
+    type State;
+    /// One step from the previous words `[rows]`: the next word's log-probabilities
+    /// `[rows, vocab]`, the new state and the attention weights `[rows, positions]`.
+    fn step(
+        &self,
+        state: Self::State,
+        previous: Tensor<B, 1, Int>,
+    ) -> (Tensor<B, 2>, Self::State, Tensor<B, 2>);
+    /// Row `i` takes the LSTM state of row `rows[i]`, a beam of the same image.
+    fn reorder(state: Self::State, rows: Tensor<B, 1, Int>) -> Self::State;
+    /// The rows of `state`.
+    fn rows(state: &Self::State) -> usize;
+    /// Where `state` is.
+    fn device(state: &Self::State) -> B::Device;
+}
+
+impl<B: Backend> Stepper<B> for Decoder<B> {
+    type State = DecodeState<B>;
+    fn step(
+        &self,
+        state: DecodeState<B>,
+        previous: Tensor<B, 1, Int>,
+    ) -> (Tensor<B, 2>, DecodeState<B>, Tensor<B, 2>) {
+        Decoder::step(self, state, previous)
+    }
+    fn reorder(state: DecodeState<B>, rows: Tensor<B, 1, Int>) -> DecodeState<B> {
+        state.reorder_lstm(rows)
+    }
+    fn rows(state: &DecodeState<B>) -> usize {
+        state.features.dims()[0]
+    }
+    fn device(state: &DecodeState<B>) -> B::Device {
+        state.features.device()
+    }
+}
+
+/// Decoders that search together, each on its own grids (an ensemble, as self-critical.pytorch's
+/// `AttEnsemble`): the next word's probability is the mean of theirs,
+/// `log(mean_m exp(log p_m))`. The attention weights are the first decoder's.
+struct Mean<'a, B: Backend>(&'a [&'a Decoder<B>]);
+
+impl<B: Backend> Stepper<B> for Mean<'_, B> {
+    type State = Vec<DecodeState<B>>;
+    fn step(
+        &self,
+        states: Self::State,
+        previous: Tensor<B, 1, Int>,
+    ) -> (Tensor<B, 2>, Self::State, Tensor<B, 2>) {
+        let mut log_probs = Vec::with_capacity(self.0.len());
+        let mut next = Vec::with_capacity(self.0.len());
+        let mut alphas = Vec::with_capacity(self.0.len());
+        for (decoder, state) in self.0.iter().zip(states) {
+            let (l, s, a) = decoder.step(state, previous.clone());
+            log_probs.push(l);
+            next.push(s);
+            alphas.push(a);
+        }
+        let mean = Tensor::stack::<3>(log_probs, 0)
+            .exp()
+            .mean_dim(0)
+            .log()
+            .squeeze_dim::<2>(0);
+        (mean, next, alphas.swap_remove(0))
+    }
+    fn reorder(states: Self::State, rows: Tensor<B, 1, Int>) -> Self::State {
+        states
+            .into_iter()
+            .map(|s| s.reorder_lstm(rows.clone()))
+            .collect()
+    }
+    fn rows(states: &Self::State) -> usize {
+        states[0].features.dims()[0]
+    }
+    fn device(states: &Self::State) -> B::Device {
+        states[0].features.device()
     }
 }
 
@@ -119,6 +233,33 @@ pub fn search_rows<B: Backend>(
     shapes: Shapes,
     rows: usize,
 ) -> Vec<Caption> {
+    search_rows_together(
+        &[decoder],
+        vec![features],
+        picks,
+        search,
+        endings,
+        shapes,
+        rows,
+    )
+}
+
+/// [`search_rows`] with several decoders searching together, an ensemble: `features[m]` holds
+/// decoder `m`'s grids of the same pictures (`[n, positions_m, channels_m]`: each decoder's
+/// encoder may differ), and at every step the next word's probability is the mean of the
+/// decoders' (self-critical.pytorch's `eval_ensemble`). The decoders must share one
+/// vocabulary. With one decoder this is [`search_rows`].
+pub fn search_rows_together<B: Backend>(
+    decoders: &[&Decoder<B>],
+    features: Vec<Tensor<B, 3>>,
+    picks: &[usize],
+    search: &SearchConfig,
+    endings: &Endings,
+    shapes: Shapes,
+    rows: usize,
+) -> Vec<Caption> {
+    assert_eq!(decoders.len(), features.len(), "one grid tensor a decoder");
+    assert!(!decoders.is_empty(), "at least one decoder");
     let k = search.beam_size.max(1);
     let group = match shapes {
         Shapes::Packed => picks.len().max(1),
@@ -132,16 +273,33 @@ pub fn search_rows<B: Backend>(
                 .map(|i| chunk.get(i).copied().unwrap_or(chunk[0]))
                 .collect(),
         };
-        let state = start_beams(decoder, features.clone(), &images, k, shapes);
-        let mut found = if k == 1 {
-            greedy_from(decoder, state, search.max_len, endings)
-        } else {
-            beam_search_from(decoder, state, images.len(), search, endings)
+        let mut states: Vec<DecodeState<B>> = decoders
+            .iter()
+            .zip(&features)
+            .map(|(decoder, features)| start_beams(decoder, features.clone(), &images, k, shapes))
+            .collect();
+        let mut found = match decoders {
+            [decoder] => search_from(*decoder, states.remove(0), images.len(), search, endings),
+            _ => search_from(&Mean(decoders), states, images.len(), search, endings),
         };
         found.truncate(chunk.len());
         captions.extend(found);
     }
     captions
+}
+
+/// Greedy decoding at beam 1, beam search otherwise, from `state`, `n` images' beams.
+fn search_from<B: Backend, S: Stepper<B>>(
+    stepper: &S,
+    state: S::State,
+    n: usize,
+    search: &SearchConfig,
+    endings: &Endings,
+) -> Vec<Caption> {
+    match search.beam_size.max(1) {
+        1 => greedy_from(stepper, state, search.max_len, endings),
+        _ => beam_search_from(stepper, state, n, search, endings),
+    }
 }
 
 /// How many images [`Shapes::Fixed`] searches at once: as many as have their beams fit in
@@ -208,15 +366,15 @@ pub fn greedy<B: Backend>(
 }
 
 /// [`greedy`] from the decoder's start, one row per image.
-fn greedy_from<B: Backend>(
-    decoder: &Decoder<B>,
-    state: DecodeState<B>,
+fn greedy_from<B: Backend, S: Stepper<B>>(
+    stepper: &S,
+    state: S::State,
     max_len: usize,
     endings: &Endings,
 ) -> Vec<Caption> {
     let argmax =
         |row: &mut [f32]| (0..row.len()).fold(0, |b, v| if row[v] > row[b] { v } else { b });
-    decode_rows(decoder, state, max_len, Words::Best, endings, argmax)
+    decode_rows(stepper, state, max_len, Words::Best, endings, argmax)
 }
 
 /// Which words [`decode_rows`] offers its `pick`, and whether it keeps attention maps.
@@ -232,20 +390,20 @@ enum Words {
 /// log-probabilities (`[vocab]`, the words never a caption's at minus infinity, and `<end>`
 /// after a word of `endings`), until `<end>` or `max_len` words. A caption's `score` is the
 /// sum of its words' log-probabilities.
-fn decode_rows<B: Backend>(
-    decoder: &Decoder<B>,
-    mut state: DecodeState<B>,
+fn decode_rows<B: Backend, S: Stepper<B>>(
+    stepper: &S,
+    mut state: S::State,
     max_len: usize,
     words: Words,
     endings: &Endings,
     mut pick: impl FnMut(&mut [f32]) -> usize,
 ) -> Vec<Caption> {
-    let device = state.features.device();
-    let n = state.features.dims()[0];
+    let device = S::device(&state);
+    let n = S::rows(&state);
     let mut captions = vec![Caption::default(); n];
     let mut previous = vec![START; n];
     for _ in 0..max_len {
-        let (log_probs, next, alpha) = decoder.step(state, token_tensor(&previous, &device));
+        let (log_probs, next, alpha) = stepper.step(state, token_tensor(&previous, &device));
         state = next;
         let (mut log_probs, vocab) = host_rows(log_probs);
         let alpha = (words == Words::Best).then(|| host_rows(alpha));
@@ -255,6 +413,9 @@ fn decode_rows<B: Backend>(
             }
             let row = &mut log_probs[i * vocab..(i + 1) * vocab];
             rule_out(row, previous[i], words == Words::Drawn, endings);
+            if words == Words::Best {
+                endings.rule_out_repeats(&caption.tokens, row);
+            }
             let word = pick(row);
             caption.score += row[word];
             if word as u32 == END {
@@ -409,14 +570,14 @@ fn start_beams<B: Backend>(
 
 /// [`beam_search`] from the decoder's start on `n` images already expanded to their beams
 /// (`state` has `n * beam_size` rows, the beams of each image together).
-fn beam_search_from<B: Backend>(
-    decoder: &Decoder<B>,
-    mut state: DecodeState<B>,
+fn beam_search_from<B: Backend, S: Stepper<B>>(
+    stepper: &S,
+    mut state: S::State,
     n: usize,
     search: &SearchConfig,
     endings: &Endings,
 ) -> Vec<Caption> {
-    let device = state.features.device();
+    let device = S::device(&state);
     let k = search.beam_size.max(1);
     let mut beams: Vec<ImageBeams> = (0..n)
         .map(|_| ImageBeams {
@@ -432,8 +593,8 @@ fn beam_search_from<B: Backend>(
     let mut previous = vec![START; n * k];
 
     for _ in 0..search.max_len {
-        let (log_probs, next, alpha) = decoder.step(state, token_tensor(&previous, &device));
-        let (log_probs, vocab) = next_word_log_probs(log_probs, &previous, endings);
+        let (log_probs, next, alpha) = stepper.step(state, token_tensor(&previous, &device));
+        let (mut log_probs, vocab) = next_word_log_probs(log_probs, &previous, endings);
         let (alpha, positions) = host_rows(alpha);
         let mut rows = Vec::with_capacity(n * k);
         for (image, beams) in beams.iter_mut().enumerate() {
@@ -444,7 +605,9 @@ fn beam_search_from<B: Backend>(
             // The best 2k continuations of each beam are enough to find the best k alive.
             let mut candidates: Vec<(f32, usize, usize)> = Vec::new();
             for (j, hyp) in beams.alive.iter().enumerate() {
-                let row = &log_probs[(image * k + j) * vocab..(image * k + j + 1) * vocab];
+                let row = &mut log_probs[(image * k + j) * vocab..(image * k + j + 1) * vocab];
+                endings.rule_out_repeats(&hyp.tokens, row);
+                let row = &*row;
                 let mut order: Vec<usize> = (0..vocab).collect();
                 let keep = (2 * k).min(vocab);
                 order.select_nth_unstable_by(keep - 1, |&a, &b| {
@@ -495,7 +658,7 @@ fn beam_search_from<B: Backend>(
             break;
         }
         // Every row in `rows` is a beam of the same image as the row it fills.
-        state = next.reorder_lstm(index_tensor(&rows, &device));
+        state = S::reorder(next, index_tensor(&rows, &device));
     }
 
     beams
@@ -602,5 +765,174 @@ mod tests {
             assert!(found.iter().all(|c| !ends_on_a_word(c)));
             assert!(found.iter().all(|c| c.tokens.len() == 8), "{found:?}");
         }
+    }
+
+    /// A random decoder over `feature_dim`-wide grids, made from `seed`.
+    fn random_decoder(seed: u64, feature_dim: usize) -> Decoder<NdArray> {
+        let device = Default::default();
+        <NdArray as Backend>::seed(&device, seed);
+        DecoderConfig::new(VOCAB as usize, feature_dim)
+            .with_embed_dim(8)
+            .with_attention_dim(8)
+            .with_hidden_dim(16)
+            .with_dropout(0.0)
+            .init::<NdArray>(&device)
+    }
+
+    fn grids(seed: u64, shape: [usize; 3]) -> Tensor<NdArray, 3> {
+        let device = Default::default();
+        <NdArray as Backend>::seed(&device, seed);
+        Tensor::random(shape, Distribution::Normal(0.0, 1.0), &device)
+    }
+
+    fn words(captions: &[Caption]) -> Vec<Vec<u32>> {
+        captions.iter().map(|c| c.tokens.clone()).collect()
+    }
+
+    #[test]
+    fn a_decoder_searching_together_with_itself_captions_as_it_does_alone() {
+        let decoder = random_decoder(3, 8);
+        let features = grids(4, [5, 4, 8]);
+        let picks = [0, 1, 2, 3, 4];
+        for beam_size in [1, 3] {
+            let search = SearchConfig {
+                beam_size,
+                max_len: 8,
+            };
+            let alone = search_rows(
+                &decoder,
+                features.clone(),
+                &picks,
+                &search,
+                &Endings::any(),
+                Shapes::Packed,
+                0,
+            );
+            let together = search_rows_together(
+                &[&decoder, &decoder],
+                vec![features.clone(), features.clone()],
+                &picks,
+                &search,
+                &Endings::any(),
+                Shapes::Packed,
+                0,
+            );
+            assert_eq!(words(&alone), words(&together), "beam {beam_size}");
+            for (a, t) in alone.iter().zip(&together) {
+                assert!((a.score - t.score).abs() < 1e-4, "{a:?} {t:?}");
+                assert_eq!(a.alphas, t.alphas);
+            }
+        }
+    }
+
+    #[test]
+    fn decoders_searching_together_take_the_word_of_their_mean_probability() {
+        // Two decoders over grids of different shapes (two encoders), greedy, one word.
+        let (first, second) = (random_decoder(5, 8), random_decoder(6, 6));
+        let (grids_a, grids_b) = (grids(7, [4, 9, 8]), grids(8, [4, 4, 6]));
+        let search = SearchConfig {
+            beam_size: 1,
+            max_len: 1,
+        };
+        let together = search_rows_together(
+            &[&first, &second],
+            vec![grids_a.clone(), grids_b.clone()],
+            &[0, 1, 2, 3],
+            &search,
+            &Endings::any(),
+            Shapes::Packed,
+            0,
+        );
+        let device = Default::default();
+        let starts = token_tensor::<NdArray>(&[START; 4], &device);
+        let probs = |decoder: &Decoder<NdArray>, grids: Tensor<NdArray, 3>| {
+            let (log_probs, _, _) = decoder.step(decoder.start(grids), starts.clone());
+            host_rows(log_probs.exp()).0
+        };
+        let (p, q) = (probs(&first, grids_a), probs(&second, grids_b));
+        let vocab = VOCAB as usize;
+        let mut differs = false;
+        for (image, caption) in together.iter().enumerate() {
+            let mean: Vec<f32> = (0..vocab)
+                .map(|v| (p[image * vocab + v] + q[image * vocab + v]) / 2.0)
+                .collect();
+            let best = (UNK as usize + 1..vocab)
+                .chain([END as usize])
+                .max_by(|&a, &b| mean[a].total_cmp(&mean[b]))
+                .unwrap();
+            let alone = (UNK as usize + 1..vocab)
+                .chain([END as usize])
+                .max_by(|&a, &b| p[image * vocab + a].total_cmp(&p[image * vocab + b]))
+                .unwrap();
+            differs |= best != alone;
+            let (word, score) = (
+                caption.tokens.first().copied().unwrap_or(END),
+                caption.score,
+            );
+            assert_eq!(word as usize, best, "image {image}");
+            assert!(
+                (score - mean[best].ln()).abs() < 1e-5,
+                "{score} {}",
+                mean[best].ln()
+            );
+        }
+        assert!(
+            differs,
+            "the second decoder changed no word: pick other seeds"
+        );
+    }
+
+    /// Whether `tokens` holds a two-word phrase twice whose second word is not in `free`.
+    fn repeats(tokens: &[u32], free: &[u32]) -> bool {
+        let mut seen = std::collections::HashSet::new();
+        tokens
+            .windows(2)
+            .filter(|pair| !free.contains(&pair[1]))
+            .any(|pair| !seen.insert(pair))
+    }
+
+    #[test]
+    fn searches_blocking_repeats_never_say_a_phrase_twice() {
+        // A decoder that seldom ends, so that its 8-word captions over 8 words repeat; words 4
+        // and 5 play "a" and "in": phrases ending on them may repeat.
+        let decoder = random_decoder(9, 8).favouring(END, -4.0);
+        let features = grids(10, [6, 4, 8]);
+        let free = [START, 4, 5];
+        let beam = SearchConfig {
+            beam_size: 3,
+            max_len: 8,
+        };
+        let search = |endings: &Endings| {
+            let mut found = greedy(&decoder, features.clone(), 8, endings);
+            found.extend(beam_search(&decoder, features.clone(), &beam, endings));
+            found
+        };
+        let allowed = Endings::not_after(free);
+        let before = search(&allowed);
+        assert!(
+            before.iter().any(|c| repeats(&c.tokens, &free)),
+            "no search repeated a phrase to begin with: {before:?}"
+        );
+        let after = search(&allowed.clone().blocking_repeats(true));
+        for c in &after {
+            assert!(!repeats(&c.tokens, &free), "{c:?}");
+        }
+        // Sampling draws from the model's distribution whatever the rule.
+        let sample = |endings: &Endings| {
+            sample_rows(
+                &decoder,
+                features.clone(),
+                &[0, 1, 2],
+                4,
+                8,
+                endings,
+                3,
+                Shapes::Packed,
+            )
+        };
+        assert_eq!(
+            words(&sample(&allowed)),
+            words(&sample(&allowed.clone().blocking_repeats(true)))
+        );
     }
 }

@@ -44,6 +44,23 @@ pub enum Baseline {
 
 captioner_datasets::named_values!(Baseline: Mean = "mean", Greedy = "greedy");
 
+/// What a sampled caption earns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reward {
+    /// Its CIDEr-D against the image's references.
+    #[default]
+    Cider,
+    /// Its CIDEr-D, and nothing when it is not a whole sentence: when it stops on two words
+    /// that end none of the training captions ("on a dirt", "in a yellow": a phrase cut short)
+    /// or says a two-word phrase twice ("a dog is playing with a dog"). CIDEr-D pays for the
+    /// n-grams of a phrase cut short almost as for the whole phrase, so self-critical training
+    /// otherwise learns to stop mid-phrase.
+    WholeSentences,
+}
+
+captioner_datasets::named_values!(Reward: Cider = "cider", WholeSentences = "whole-sentences");
+
 /// How a self-critical step samples and rewards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SelfCriticalConfig {
@@ -53,6 +70,9 @@ pub struct SelfCriticalConfig {
     pub baseline: Baseline,
     /// Most words in a sample (`<end>` not counted); a sample that reaches it is cut there.
     pub max_len: usize,
+    /// What a sample earns (runs written before this setting earned CIDEr-D).
+    #[serde(default)]
+    pub reward: Reward,
 }
 
 impl Default for SelfCriticalConfig {
@@ -61,6 +81,7 @@ impl Default for SelfCriticalConfig {
             samples: 5,
             baseline: Baseline::Mean,
             max_len: 20,
+            reward: Reward::Cider,
         }
     }
 }
@@ -364,6 +385,7 @@ mod tests {
                     samples: 4,
                     baseline: Baseline::Mean,
                     max_len: 6,
+                    reward: Reward::Cider,
                 },
                 seed: step,
                 endings: Arc::new(Endings::any()),

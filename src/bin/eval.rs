@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use captioner::device::DeviceKind;
 use captioner::jobs::eval::{ExportNeedsData, ModelJob, ShapesRunOnly};
-use captioner::shipped::choose_model;
+use captioner::shipped::choose_models;
 use captioner_datasets::{DatasetName, Split};
 use captioner_training::coco_files::read_and_pair;
 use captioner_training::metrics::coco_scores_of_raw;
@@ -46,9 +46,11 @@ struct ScoreArgs {
 struct ModelArgs {
     /// Run folder written by `train`, or folder written by `export` [default:
     /// $CAPTIONER_MODEL, else the shipped Flickr8k captioner in
-    /// artifacts/pretrained/flickr8k-lite0].
+    /// artifacts/pretrained/flickr8k-lite0]. Given more than once, the models caption together (an ensemble: at every
+    /// step the next word's probability is the mean of theirs); they must share one vocabulary,
+    /// as runs on the same training captions do, and may differ in encoder.
     #[arg(long, value_name = "DIR")]
-    model: Option<PathBuf>,
+    model: Vec<PathBuf>,
     /// The dataset to caption [default: the run's own; an export's, as its metadata names it].
     #[arg(long, value_name = "NAME")]
     dataset: Option<DatasetName>,
@@ -68,6 +70,10 @@ struct ModelArgs {
     /// in its config.json: 20, which no train flag changes; 20 for an export].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     max_len: Option<u16>,
+    /// Keep a caption from saying a two-word phrase twice ("a dog is playing with a dog"):
+    /// where the best next word would repeat one, the search takes the next best.
+    #[arg(long)]
+    block_repeats: bool,
     /// Images captioned together.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -118,12 +124,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Score(args) => score(&args),
         Command::Model(args) => {
             let job = ModelJob {
-                model: choose_model(args.model)?,
+                models: choose_models(args.model)?,
                 dataset: args.dataset,
                 data_dir: args.data_dir,
                 split: args.split,
                 beam_sizes: args.beam_size,
                 max_len: args.max_len,
+                block_repeats: args.block_repeats,
                 batch_size: args.batch_size,
                 results_out: args.results_out,
                 references_out: args.references_out,

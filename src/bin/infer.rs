@@ -8,7 +8,7 @@ use captioner::decoding::Decoding;
 use captioner::device::DeviceKind;
 use captioner::jobs::infer::InferJob;
 use captioner::pictures::{collect, Collected, Picture};
-use captioner::shipped::choose_model;
+use captioner::shipped::choose_models;
 use clap::Parser;
 
 /// Caption pictures with a model trained by `train`.
@@ -23,9 +23,11 @@ use clap::Parser;
 struct Args {
     /// Run folder written by `train` (model.mpk, model.json, vocab.json) or folder written by
     /// `export` [default: $CAPTIONER_MODEL, else the shipped Flickr8k captioner in
-    /// artifacts/pretrained/flickr8k-lite0].
+    /// artifacts/pretrained/flickr8k-lite0]. Given more than once, the models caption together (an ensemble: at every
+    /// step the next word's probability is the mean of theirs); they must share one vocabulary,
+    /// as runs on the same training captions do, and may differ in encoder.
     #[arg(long, value_name = "DIR")]
-    model: Option<PathBuf>,
+    model: Vec<PathBuf>,
     /// Pictures to caption: files (JPEG, PNG, WebP, BMP, TIFF or GIF, any size: prepared as
     /// the run's training pictures were), folders (recursively, the files named as pictures;
     /// names starting with a dot are skipped, the other files are counted in one line), or `-`
@@ -106,13 +108,14 @@ fn main() -> ExitCode {
         eprintln!("error: no pictures to caption");
         return ExitCode::from(1);
     }
-    let model = match choose_model(args.model) {
-        Ok(model) => model,
+    let models = match choose_models(args.model) {
+        Ok(models) => models,
         Err(e) => return captioner::report_error(&e, 2),
     };
     let job = InferJob {
         search: args.decoding.search(),
-        model,
+        block_repeats: args.decoding.block_repeats,
+        models,
         inputs: args.inputs,
         pictures,
         json: args.json,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use captioner::decoding::Decoding;
 use captioner::device::DeviceKind;
 use captioner::jobs::serve::ServeJob;
-use captioner::shipped::choose_model;
+use captioner::shipped::choose_models;
 use captioner_datasets::image::PictureLimits;
 use clap::Parser;
 
@@ -25,9 +25,11 @@ use clap::Parser;
 struct Args {
     /// Run folder written by `train` (model.mpk, model.json, vocab.json) or folder written by
     /// `export` [default: $CAPTIONER_MODEL, else the shipped Flickr8k captioner in
-    /// artifacts/pretrained/flickr8k-lite0].
+    /// artifacts/pretrained/flickr8k-lite0]. Given more than once, the models caption together (an ensemble: at every
+    /// step the next word's probability is the mean of theirs); they must share one vocabulary,
+    /// as runs on the same training captions do, and may differ in encoder.
     #[arg(long, value_name = "DIR")]
-    model: Option<PathBuf>,
+    model: Vec<PathBuf>,
     /// Port to listen on (0: any free port, said on stderr).
     #[arg(long, default_value_t = 8080)]
     port: u16,
@@ -63,14 +65,15 @@ struct Args {
 fn main() -> std::process::ExitCode {
     captioner::keep_freed_memory();
     let args = Args::parse();
-    let model = match choose_model(args.model) {
-        Ok(model) => model,
+    let models = match choose_models(args.model) {
+        Ok(models) => models,
         Err(e) => return captioner::report_error(&e, 2),
     };
     let job = ServeJob {
-        model,
+        models,
         address: SocketAddr::new(args.host, args.port),
         search: args.decoding.search(),
+        block_repeats: args.decoding.block_repeats,
         batch_size: args.batch_size.into(),
         queue: args.queue.into(),
         limits: PictureLimits {

@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use burn::tensor::backend::AutodiffBackend;
 use captioner_datasets::{DatasetName, Split};
-use captioner_model::{Batching, Captioning, ModelFiles, SearchConfig};
+use captioner_model::{Batching, Captioning, Ensemble, ModelFiles, SearchConfig};
 use captioner_training::coco_files::{write_references, write_results};
 use captioner_training::config::{DataSource, FilesConfig, TrainConfig};
 use captioner_training::data::held_out_split;
@@ -16,10 +16,11 @@ use captioner_training::RunDir;
 use crate::decoding::searches;
 use crate::device::{run_chosen, BackendJob, DeviceKind, Target};
 
-/// A trained model to caption a whole split with and score.
+/// A trained model (or several, captioning together) to caption a whole split with and score.
 pub struct ModelJob {
-    /// The run folder written by `train`, or a folder written by `export`.
-    pub model: PathBuf,
+    /// The run folders written by `train`, or folders written by `export`: the first one's
+    /// data and search are the job's own; several caption together (an ensemble).
+    pub models: Vec<PathBuf>,
     /// The dataset to caption; `None`: the run's own (for an export, the one its metadata
     /// names).
     pub dataset: Option<DatasetName>,
@@ -31,6 +32,8 @@ pub struct ModelJob {
     pub beam_sizes: Vec<u16>,
     /// Longest caption in words; `None`: the run's own.
     pub max_len: Option<u16>,
+    /// No two-word phrase twice in a caption ([`Ensemble::blocking_repeats`]).
+    pub block_repeats: bool,
     /// Images captioned together.
     pub batch_size: usize,
     /// Write the captions here in the COCO results format (with several beam sizes, the
@@ -57,16 +60,17 @@ pub struct ExportNeedsData {
 }
 
 impl ModelJob {
-    /// The images to caption with their references: the run's data unless the job names
-    /// other data.
+    /// The images to caption with their references, as the model in `folder` reads them: the
+    /// run's data unless the job names other data.
     fn held_out<B: AutodiffBackend>(
         &self,
+        folder: &std::path::Path,
         captioning: &Captioning<B::InnerBackend>,
         trained: Option<&TrainConfig>,
         device: &B::Device,
     ) -> Result<HeldOut> {
         let Some(trained) = trained else {
-            return self.held_out_of_export(captioning);
+            return self.held_out_of_export(folder, captioning);
         };
         let files = match (&trained.data, self.dataset, &self.data_dir) {
             (DataSource::Shapes(shapes), None | Some(DatasetName::Shapes), None) => {
@@ -108,16 +112,17 @@ impl ModelJob {
     /// prepared as the export's `config.json` says and encoded as they are captioned.
     fn held_out_of_export<B: burn::prelude::Backend>(
         &self,
+        folder: &std::path::Path,
         captioning: &Captioning<B>,
     ) -> Result<HeldOut> {
-        let path = ModelFiles::new(&self.model).exported_weights();
+        let path = ModelFiles::new(folder).exported_weights();
         let trained_on = captioner_model::export::metadata_of_file(&path)
             .ok()
             .and_then(|m| m.get("dataset").and_then(|d| d.parse().ok()))
             .filter(|d| *d != DatasetName::Shapes);
         let (Some(dataset), Some(data_dir)) = (self.dataset.or(trained_on), &self.data_dir) else {
             return Err(ExportNeedsData {
-                folder: self.model.clone(),
+                folder: folder.to_path_buf(),
                 dataset: trained_on,
             }
             .into());
@@ -133,23 +138,53 @@ impl BackendJob for ModelJob {
     type Output = Vec<EvalReport>;
     fn run<B: AutodiffBackend>(self, target: Target<B>) -> Result<Self::Output> {
         let device = target.device;
-        let files = ModelFiles::new(&self.model);
-        let (captioning, trained) = match files.is_export() {
-            true => (Captioning::load(&files, &device)?, None),
-            false => {
-                let run = RunDir::new(&self.model).load::<B::InnerBackend>(&device)?;
-                (run.captioning, Some(run.train_config))
+        let mut models = Vec::with_capacity(self.models.len());
+        let mut trained = Vec::with_capacity(self.models.len());
+        for folder in &self.models {
+            let files = ModelFiles::new(folder);
+            let (captioning, train_config) = match files.is_export() {
+                true => (Captioning::load(&files, &device)?, None),
+                false => {
+                    let run = RunDir::new(folder).load::<B::InnerBackend>(&device)?;
+                    (run.captioning, Some(run.train_config))
+                }
+            };
+            models.push(captioning);
+            trained.push(train_config);
+        }
+        let ensemble = Ensemble::new(&self.models, &models)?.blocking_repeats(self.block_repeats);
+        let mut held_out = Vec::with_capacity(models.len());
+        for ((folder, captioning), trained) in self.models.iter().zip(&models).zip(&trained) {
+            held_out.push(self.held_out::<B>(folder, captioning, trained.as_ref(), &device)?);
+        }
+        for (folder, split) in self.models.iter().zip(&held_out).skip(1) {
+            if split.ids != held_out[0].ids {
+                bail!(
+                    "{} and {} read different {} images ({} and {}): the models of an ensemble \
+                     must caption the same images",
+                    self.models[0].display(),
+                    folder.display(),
+                    split.split,
+                    held_out[0].ids.len(),
+                    split.ids.len()
+                );
             }
-        };
-        let held_out = self.held_out::<B>(&captioning, trained.as_ref(), &device)?;
+        }
+        let trained = trained.swap_remove(0);
         eprintln!(
-            "Captioning {} {} images{}",
-            held_out.images.len(),
-            held_out.split,
+            "Captioning {} {} images{}{}",
+            held_out[0].images.len(),
+            held_out[0].split,
             trained
                 .as_ref()
-                .map_or(String::new(), |t| format!(" of {}", t.data.name()))
+                .map_or(String::new(), |t| format!(" of {}", t.data.name())),
+            match models.len() {
+                1 => String::new(),
+                n => format!(" with {n} models together"),
+            }
         );
+        let splits: Vec<&HeldOut> = held_out.iter().collect();
+        let held_out = &held_out[0];
         if let Some(path) = &self.references_out {
             write_references(path, &held_out.ids, None, &held_out.references)?;
 
@@ -164,7 +199,7 @@ impl BackendJob for ModelJob {
                 batch_size: self.batch_size,
                 shapes: target.shapes,
             };
-            let texts = caption_held_out(&captioning, &held_out, &search, batching);
+            let texts = caption_held_out(&ensemble, &splits, &search, batching);
             if let Some(path) = &self.results_out {
                 let path = if self.beam_sizes.len() > 1 {
                     let stem = path.file_stem().unwrap_or_default().to_string_lossy();
@@ -175,7 +210,7 @@ impl BackendJob for ModelJob {
                 write_results(&path, &held_out.ids, &texts)?;
                 eprintln!("Results: {}", path.display());
             }
-            reports.push(score_captions(&held_out, &texts, beam));
+            reports.push(score_captions(held_out, &texts, beam));
         }
         Ok(reports)
     }

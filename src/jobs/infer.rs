@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use captioner_datasets::image::{load_rgb, RgbImage};
 use captioner_datasets::progress::Progress;
-use captioner_model::{Batching, Captioning, ModelFiles, SearchConfig};
+use captioner_model::{Batching, Ensemble, Prepared, SearchConfig};
 use rayon::prelude::*;
 
 use crate::attention_image::attention_grid;
@@ -30,14 +30,17 @@ pub struct Summary {
 
 /// Pictures to caption with a trained run, and where the captions go.
 pub struct InferJob {
-    /// The run folder (model.mpk, model.json, vocab.json).
-    pub model: PathBuf,
+    /// The run or export folders of the models, which caption together when there are
+    /// several (an ensemble).
+    pub models: Vec<PathBuf>,
     /// The inputs as given (files, folders, `-`), for the title of the HTML page.
     pub inputs: Vec<PathBuf>,
     /// The pictures found in them, in order.
     pub pictures: Vec<Picture>,
     /// How captions are searched for.
     pub search: SearchConfig,
+    /// No two-word phrase twice in a caption ([`Ensemble::blocking_repeats`]).
+    pub block_repeats: bool,
     /// Print one JSON line a picture instead of `path<TAB>caption`.
     pub json: bool,
     /// Write each caption to `<folder>/<relative path>.txt` instead of printing it.
@@ -53,8 +56,8 @@ pub struct InferJob {
 impl BackendJob for InferJob {
     type Output = Summary;
     fn run<B: AutodiffBackend>(self, target: Target<B>) -> Result<Summary> {
-        let run =
-            Captioning::<B::InnerBackend>::load(&ModelFiles::new(&self.model), &target.device)?;
+        let models = Ensemble::<B::InnerBackend>::load(&self.models, &target.device)?;
+        let run = Ensemble::new(&self.models, &models)?.blocking_repeats(self.block_repeats);
         let search = self.search;
         let batching = Batching {
             batch_size: self.batch_size,
@@ -81,7 +84,7 @@ impl BackendJob for InferJob {
                 .par_iter()
                 .map(|picture| load_rgb(&picture.path).map(|p| run.prepare(&p)))
                 .collect();
-            let mut ready: Vec<(&Picture, RgbImage)> = Vec::with_capacity(chunk.len());
+            let mut ready: Vec<(&Picture, Prepared)> = Vec::with_capacity(chunk.len());
             for (picture, read) in chunk.iter().zip(read) {
                 match read {
                     Ok(prepared) => ready.push((picture, prepared)),
@@ -91,10 +94,10 @@ impl BackendJob for InferJob {
                     }
                 }
             }
-            let prepared: Vec<&RgbImage> = ready.iter().map(|(_, p)| p).collect();
+            let prepared: Vec<&Prepared> = ready.iter().map(|(_, p)| p).collect();
             let found = run.caption_prepared(&prepared, &search, batching, false);
             for ((picture, prepared), caption) in ready.iter().zip(found) {
-                let described = Described::new(&caption, &run.vocab);
+                let described = Described::new(&caption, run.vocab());
                 if self.json {
                     let mut line = serde_json::to_value(&described)?;
                     line["image"] = picture.path.display().to_string().into();
@@ -119,7 +122,7 @@ impl BackendJob for InferJob {
                 if self.attention_dir.is_some() || self.html.is_some() {
                     let words: Vec<&str> = described.tokens.iter().map(String::as_str).collect();
                     let name = picture.relative.display().to_string();
-                    let grid = attention_grid(prepared, &name, &words, &caption.alphas)
+                    let grid = attention_grid(prepared.first(), &name, &words, &caption.alphas)
                         .with_context(|| format!("{}: cannot draw its attention", name))?;
                     if let Some(dir) = &self.attention_dir {
                         let path = dir.join(&picture.relative).with_extension("png");
@@ -172,11 +175,15 @@ impl BackendJob for InferJob {
         if summary.captioned > 0 {
             let seconds = started.elapsed().as_secs_f64();
             eprintln!(
-                "Captioned {} picture{} in {seconds:.2} s ({:.1} ms a picture, beam {})",
+                "Captioned {} picture{} in {seconds:.2} s ({:.1} ms a picture, beam {}{})",
                 summary.captioned,
                 if summary.captioned == 1 { "" } else { "s" },
                 1000.0 * seconds / summary.captioned as f64,
-                search.beam_size
+                search.beam_size,
+                match models.len() {
+                    1 => String::new(),
+                    n => format!(", {n} models"),
+                }
             );
         }
         Ok(summary)

@@ -16,9 +16,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use burn::tensor::backend::AutodiffBackend;
-use captioner_datasets::decode::Resize;
-use captioner_datasets::image::{decode_rgb, ImageLoadError, PictureLimits, RgbImage, FORMATS};
-use captioner_model::{Batching, Captioning, ModelFiles, SearchConfig};
+use captioner_datasets::image::{decode_rgb, ImageLoadError, PictureLimits, FORMATS};
+use captioner_model::{Batching, Ensemble, Inputs, Prepared, SearchConfig};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +27,7 @@ use crate::report::Described;
 
 /// A picture waiting for the model.
 struct Request {
-    picture: RgbImage,
+    picture: Prepared,
     attention: bool,
     /// When it was ready for the model.
     queued: Instant,
@@ -63,7 +62,7 @@ struct Timing {
 #[derive(Clone)]
 struct App {
     requests: SyncSender<Request>,
-    input: Resize,
+    inputs: Inputs,
     limits: PictureLimits,
     /// How long a request's body may stall.
     patience: Duration,
@@ -137,9 +136,9 @@ async fn caption(
             format!("send a picture ({FORMATS}) as the request body"),
         );
     }
-    let (limits, input) = (app.limits, app.input);
+    let (limits, inputs) = (app.limits, app.inputs.clone());
     let decoded = tokio::task::spawn_blocking(move || {
-        decode_rgb(&body, "the picture", limits).map(|p| input.apply(&p))
+        decode_rgb(&body, "the picture", limits).map(|p| inputs.prepare(&p))
     })
     .await;
     let picture = match decoded {
@@ -190,12 +189,15 @@ async fn page() -> Html<&'static str> {
 
 /// A trained run to serve, and how.
 pub struct ServeJob {
-    /// The run folder (model.mpk, model.json, vocab.json).
-    pub model: PathBuf,
+    /// The run or export folders of the models, which caption together when there are
+    /// several (an ensemble).
+    pub models: Vec<PathBuf>,
     /// Where to listen (port 0: any free port, said on stderr).
     pub address: SocketAddr,
     /// How captions are searched for.
     pub search: SearchConfig,
+    /// No two-word phrase twice in a caption ([`Ensemble::blocking_repeats`]).
+    pub block_repeats: bool,
     /// Most pictures captioned together, from requests that are waiting.
     pub batch_size: usize,
     /// Requests that may wait for the model; more are refused with 503.
@@ -210,8 +212,8 @@ pub struct ServeJob {
 impl BackendJob for ServeJob {
     type Output = ();
     fn run<B: AutodiffBackend>(self, target: Target<B>) -> Result<()> {
-        let run =
-            Captioning::<B::InnerBackend>::load(&ModelFiles::new(&self.model), &target.device)?;
+        let models = Ensemble::<B::InnerBackend>::load(&self.models, &target.device)?;
+        let run = Ensemble::new(&self.models, &models)?.blocking_repeats(self.block_repeats);
         let batching = Batching {
             batch_size: self.batch_size,
             shapes: target.shapes,
@@ -219,7 +221,7 @@ impl BackendJob for ServeJob {
         let (requests, waiting) = sync_channel(self.queue);
         let app = App {
             requests,
-            input: run.input,
+            inputs: run.inputs(),
             limits: self.limits,
             patience: self.body_patience,
         };
@@ -257,7 +259,7 @@ impl BackendJob for ServeJob {
 /// Captions waiting pictures until the server stops: all that are waiting together, up to a
 /// batch. A failure answers that batch's requests with it; the next batch goes on.
 fn caption_requests<B: burn::prelude::Backend>(
-    run: &Captioning<B>,
+    run: &Ensemble<B>,
     waiting: Receiver<Request>,
     search: &SearchConfig,
     batching: Batching,
@@ -271,7 +273,7 @@ fn caption_requests<B: burn::prelude::Backend>(
             }
         }
         let started = Instant::now();
-        let pictures: Vec<&RgbImage> = batch.iter().map(|r| &r.picture).collect();
+        let pictures: Vec<&Prepared> = batch.iter().map(|r| &r.picture).collect();
         let found = std::panic::catch_unwind(AssertUnwindSafe(|| {
             run.caption_prepared(&pictures, search, batching, false)
         }));
@@ -280,11 +282,11 @@ fn caption_requests<B: burn::prelude::Backend>(
         match found {
             Ok(captions) => {
                 for (request, caption) in batch.into_iter().zip(captions) {
-                    let described = Described::new(&caption, &run.vocab);
+                    let described = Described::new(&caption, run.vocab());
                     let attention_png = request.attention.then(|| {
                         let words: Vec<&str> =
                             described.tokens.iter().map(String::as_str).collect();
-                        attention_grid(&request.picture, "", &words, &caption.alphas)
+                        attention_grid(request.picture.first(), "", &words, &caption.alphas)
                             .ok()
                             .and_then(|grid| {
                                 let mut png = std::io::Cursor::new(Vec::new());

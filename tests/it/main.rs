@@ -2,6 +2,7 @@
 //! of one per file): each module is one binary's or one concern's tests.
 
 mod common;
+mod ensemble_cli;
 mod eval_cli;
 mod export_cli;
 mod faults;

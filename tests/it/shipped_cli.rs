@@ -8,13 +8,13 @@ use crate::common::{flickr8k_fixture, temp_dir, text};
 use crate::serve_cli::{http, Serving};
 
 /// The shipped folder, in this source tree.
-fn shipped() -> PathBuf {
+pub fn shipped() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/pretrained/flickr8k-lite0")
 }
 
 /// Runs `bin` from the source tree's root with `args`, with `$CAPTIONER_MODEL` set to
 /// `model` or unset.
-fn run(bin: &str, args: &[&str], model: Option<&Path>) -> Output {
+pub fn run(bin: &str, args: &[&str], model: Option<&Path>) -> Output {
     let exe = match bin {
         "infer" => env!("CARGO_BIN_EXE_infer"),
         "eval" => env!("CARGO_BIN_EXE_eval"),
@@ -33,7 +33,7 @@ fn run(bin: &str, args: &[&str], model: Option<&Path>) -> Output {
 
 /// The captions of the test photos by the f32 run the shipped f16 files were exported from
 /// (`photos.f32.tsv`, written by the folder's build.sh): `path<TAB>caption` lines.
-fn f32_captions() -> String {
+pub fn f32_captions() -> String {
     std::fs::read_to_string(shipped().join("photos.f32.tsv")).unwrap()
 }
 

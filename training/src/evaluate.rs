@@ -1,5 +1,6 @@
 //! Captioning whole sets of images and grading the captions.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use burn::prelude::*;
@@ -11,31 +12,12 @@ use captioner_datasets::progress::Progress;
 use captioner_datasets::shapes::{CaptionCheck, Scene, ShapesConfig};
 use captioner_datasets::ItemImage;
 use captioner_datasets::Split;
-use captioner_model::{Batching, Caption, Captioning, SearchConfig};
+use captioner_model::{Batching, Captioning, Ensemble, SearchConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::batcher::cached_features;
 use crate::coco_files::ImageId;
 use crate::metrics::{coco_scores_of_raw, CocoScores};
-
-/// Captions pictures from their cached encoder features, `batching.batch_size` at a time.
-fn caption_cached<B: Backend>(
-    captioning: &Captioning<B>,
-    cache: &FeatureCache,
-    images: &[ItemImage],
-    search: &SearchConfig,
-    batching: Batching,
-) -> Vec<Caption> {
-    let bar = Progress::new("captioning", images.len(), true);
-    let mut captions = Vec::with_capacity(images.len());
-    for chunk in images.chunks(batching.batch_size.max(1)) {
-        let features = cached_features(cache, chunk.iter(), captioning.device());
-        captions.extend(captioning.caption_features(features, search, batching));
-        bar.inc(chunk.len());
-    }
-    bar.finish();
-    captions
-}
 
 /// The images a run is scored on, with their reference captions.
 #[derive(Debug, Clone)]
@@ -75,6 +57,29 @@ impl HeldOut {
                 center_crop: false,
             },
         }
+    }
+
+    /// `model`'s grids of the images at `images` (`[images, positions, channels]`): read from
+    /// the feature cache, or the pictures decoded and encoded now.
+    pub fn features<B: Backend>(
+        &self,
+        model: &Captioning<B>,
+        images: Range<usize>,
+        batching: Batching,
+    ) -> Tensor<B, 3> {
+        let images = &self.images[images];
+        if let Some(cache) = &self.cache {
+            return cached_features(cache, images.iter(), model.device());
+        }
+        let pictures: Vec<Arc<RgbImage>> = images
+            .iter()
+            .map(|i| {
+                i.pixels(&self.resize)
+                    .expect("cached pictures come with their cache")
+            })
+            .collect();
+        let pictures: Vec<&RgbImage> = pictures.iter().map(|p| p.as_ref()).collect();
+        model.encode(&pictures, batching)
     }
 }
 
@@ -161,30 +166,34 @@ impl std::fmt::Display for EvalReport {
     }
 }
 
-/// Captions every image of `held_out`, `batching.batch_size` at a time, with a progress bar;
-/// returns the captions as words joined by spaces.
+/// Captions every image of a split with `ensemble` (one model or several),
+/// `batching.batch_size` at a time, with a progress bar; returns the captions as words joined
+/// by spaces. `held_out[m]` is the split as model `m` reads it (from its feature cache, or
+/// pictures prepared its way): the same images in the same order.
 pub fn caption_held_out<B: Backend>(
-    captioning: &Captioning<B>,
-    held_out: &HeldOut,
+    ensemble: &Ensemble<B>,
+    held_out: &[&HeldOut],
     search: &SearchConfig,
     batching: Batching,
 ) -> Vec<String> {
-    let captions = match &held_out.cache {
-        Some(cache) => caption_cached(captioning, cache, &held_out.images, search, batching),
-        None => {
-            let pictures: Vec<Arc<RgbImage>> = held_out
-                .images
-                .iter()
-                .map(|i| {
-                    i.pixels(&held_out.resize)
-                        .expect("cached pictures come with their cache")
-                })
-                .collect();
-            let images: Vec<&RgbImage> = pictures.iter().map(|p| p.as_ref()).collect();
-            captioning.caption_prepared(&images, search, batching, true)
-        }
-    };
-    let vocab = &captioning.vocab;
+    assert_eq!(ensemble.members().len(), held_out.len(), "a split a model");
+    let n = held_out[0].images.len();
+    let step = batching.batch_size.max(1);
+    let bar = Progress::new("captioning", n, true);
+    let mut captions = Vec::with_capacity(n);
+    for start in (0..n).step_by(step) {
+        let images = start..(start + step).min(n);
+        let features = ensemble
+            .members()
+            .iter()
+            .zip(held_out)
+            .map(|(model, split)| split.features(model, images.clone(), batching))
+            .collect();
+        captions.extend(ensemble.caption_features(features, search, batching));
+        bar.inc(images.len());
+    }
+    bar.finish();
+    let vocab = ensemble.vocab();
     captions.iter().map(|c| vocab.decode(&c.tokens)).collect()
 }
 
@@ -229,6 +238,6 @@ pub fn evaluate<B: Backend>(
     search: &SearchConfig,
     batching: Batching,
 ) -> EvalReport {
-    let texts = caption_held_out(captioning, held_out, search, batching);
+    let texts = caption_held_out(&Ensemble::one(captioning), &[held_out], search, batching);
     score_captions(held_out, &texts, search.beam_size)
 }

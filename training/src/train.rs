@@ -28,7 +28,7 @@ use captioner_datasets::{CaptionItem, Split};
 use captioner_model::weights_file::recorder_message;
 use captioner_model::{
     Batching, CaptionBatch, Captioner, CaptionerConfig, Captioning, DecoderConfig, Encoder,
-    EncoderConfig, Endings, ModelFiles, SelfCriticalRequest, Shapes, WeightsRecorder,
+    EncoderConfig, Endings, ModelFiles, Reward, SelfCriticalRequest, Shapes, WeightsRecorder,
 };
 use serde::{Deserialize, Serialize};
 
@@ -483,10 +483,20 @@ impl<B: AutodiffBackend> Setup<B> {
             Objective::SelfCritical(scst) => {
                 println!(
                     "Self-critical training: {} samples an image, {} images a step, rewarded \
-                     by CIDEr-D against the training references, baseline: {}",
-                    scst.samples, per_step, scst.baseline
+                     by CIDEr-D against the training references{}, baseline: {}",
+                    scst.samples,
+                    per_step,
+                    match scst.reward {
+                        Reward::Cider => "",
+                        Reward::WholeSentences => " (nothing for a caption not a whole sentence)",
+                    },
+                    scst.baseline
                 );
-                let reward = CiderReward::new(Arc::new(data.vocab.clone()), &data.train_references);
+                let reward = CiderReward::new(
+                    Arc::new(data.vocab.clone()),
+                    &data.train_references,
+                    scst.reward,
+                );
                 let request = SelfCriticalRequest {
                     image_ids: Vec::new(),
                     config: scst,

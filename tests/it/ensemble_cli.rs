@@ -1,0 +1,108 @@
+//! Models captioning together (`--model` given more than once) and the search's rule against
+//! repeated phrases (`--block-repeats`), through `infer` and `eval model`.
+
+use crate::common::{flickr8k_fixture, temp_dir, text, untrained_run};
+use crate::shipped_cli::{f32_captions, run, shipped};
+
+/// Whether `caption` says a two-word phrase twice whose second word is not a function word.
+fn repeats_a_phrase(caption: &str) -> bool {
+    let words: Vec<&str> = caption.split_whitespace().collect();
+    let mut seen = std::collections::HashSet::new();
+    words
+        .windows(2)
+        .filter(|pair| !["a", "an", "the", "in", "of", "with", "on", "and"].contains(&pair[1]))
+        .any(|pair| !seen.insert(pair.to_vec()))
+}
+
+#[test]
+fn a_model_given_twice_captions_and_scores_as_the_model_alone() {
+    let model = shipped();
+    let model = model.to_str().unwrap();
+    let out = run(
+        "infer",
+        &["--model", model, "--model", model, "tests/fixtures/photos"],
+        None,
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(text(&out.stdout), f32_captions());
+    assert!(stderr.contains("beam 3, 2 models)"), "{stderr}");
+
+    let dir = temp_dir("ensemble-eval");
+    let data = dir.join("flickr8k");
+    flickr8k_fixture(&data);
+    let eval = |models: &[&str]| {
+        let mut args = vec!["model", "--split", "dev", "--json", "--data-dir"];
+        args.push(data.to_str().unwrap());
+        for m in models {
+            args.extend(["--model", m]);
+        }
+        let out = run("eval", &args, None);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let scores: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+        assert!(scores["CIDEr"].is_number(), "{scores}");
+        (scores, text(&out.stderr))
+    };
+    let (alone, _) = eval(&[model]);
+    let (together, said) = eval(&[model, model]);
+    assert_eq!(together, alone);
+    assert!(said.contains("with 2 models together"), "{said}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn models_with_different_vocabularies_are_refused_with_both_folders_named() {
+    let dir = temp_dir("ensemble-vocab");
+    let other = untrained_run(&dir);
+    let (model, other) = (shipped(), other.root().to_path_buf());
+    let out = run(
+        "infer",
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--model",
+            other.to_str().unwrap(),
+            "tests/fixtures/photos/cat.jpg",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains(&format!(
+            "{} and {} cannot caption together: their vocabularies differ",
+            model.display(),
+            other.display()
+        )),
+        "{said}"
+    );
+    assert!(text(&out.stdout).is_empty());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn blocking_repeats_keeps_captions_from_saying_a_phrase_twice() {
+    // The shipped model says "a red" twice of the astronaut.
+    let astronaut = "tests/fixtures/photos/astronaut.jpg";
+    let before = f32_captions();
+    let before = before
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{astronaut}\t")))
+        .unwrap();
+    assert!(repeats_a_phrase(before), "{before}");
+    let out = run("infer", &["--block-repeats", "tests/fixtures/photos"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let after = text(&out.stdout);
+    assert_eq!(after.lines().count(), 4);
+    for line in after.lines() {
+        let (_, caption) = line.split_once('\t').unwrap();
+        assert!(!repeats_a_phrase(caption), "{line}");
+        assert!(caption.split_whitespace().count() >= 4, "{line}");
+    }
+    // The captions that did not repeat a phrase are unchanged.
+    for (was, is) in f32_captions().lines().zip(after.lines()) {
+        if !repeats_a_phrase(was.split_once('\t').unwrap().1) {
+            assert_eq!(was, is);
+        }
+    }
+}
