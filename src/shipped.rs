@@ -20,14 +20,15 @@ pub const SHIPPED: &str = concat!(
 /// `export` folder), for a binary whose source tree is gone.
 pub const MODEL_VARIABLE: &str = "CAPTIONER_MODEL";
 
-/// The model folder to load: `given` when there is one; else `from_env` (the value of
-/// [`MODEL_VARIABLE`]); else [`SHIPPED`]. With the line that says which, when it was not
-/// given; an error that says what to do when the default folder holds no model.
-pub fn model_or_default(
-    given: Option<PathBuf>,
+/// The model folders to load: those `given` when there are any (several caption together);
+/// else `from_env` (the value of [`MODEL_VARIABLE`]); else [`SHIPPED`]. With the line that
+/// says which, when none was given; an error that says what to do when the default folder
+/// holds no model.
+pub fn models_or_default(
+    given: Vec<PathBuf>,
     from_env: Option<OsString>,
-) -> Result<(PathBuf, Option<String>)> {
-    if let Some(given) = given {
+) -> Result<(Vec<PathBuf>, Option<String>)> {
+    if !given.is_empty() {
         return Ok((given, None));
     }
     let (folder, said) = match from_env.filter(|v| !v.is_empty()) {
@@ -54,20 +55,17 @@ pub fn model_or_default(
             folder.display()
         );
     }
-    Ok((folder, Some(said)))
+    Ok((vec![folder], Some(said)))
 }
 
-/// The model folders to load: those `given` (several caption together), or the one of
-/// [`model_or_default`] with this process's environment, said on stderr.
+/// [`models_or_default`] with this process's environment; says on stderr which model it took
+/// when none was given.
 pub fn choose_models(given: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
-    if !given.is_empty() {
-        return Ok(given);
-    }
-    let (model, said) = model_or_default(None, std::env::var_os(MODEL_VARIABLE))?;
+    let (models, said) = models_or_default(given, std::env::var_os(MODEL_VARIABLE))?;
     if let Some(said) = said {
         eprintln!("{said}");
     }
-    Ok(vec![model])
+    Ok(models)
 }
 
 #[cfg(test)]
@@ -79,10 +77,10 @@ mod tests {
         let given = PathBuf::from("runs/mine");
         let env = Some(OsString::from("/nowhere/model"));
         assert_eq!(
-            model_or_default(Some(given.clone()), env.clone()).unwrap(),
-            (given, None)
+            models_or_default(vec![given.clone()], env.clone()).unwrap(),
+            (vec![given], None)
         );
-        let err = model_or_default(None, env).unwrap_err().to_string();
+        let err = models_or_default(Vec::new(), env).unwrap_err().to_string();
         assert!(
             err.starts_with("no model was given, and /nowhere/model holds none"),
             "{err}"
@@ -90,14 +88,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("shipped-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("model.safetensors"), b"").unwrap();
-        let (folder, said) = model_or_default(None, Some(dir.clone().into())).unwrap();
-        assert_eq!(folder, dir);
+        let (folder, said) = models_or_default(Vec::new(), Some(dir.clone().into())).unwrap();
+        assert_eq!(folder, std::slice::from_ref(&dir));
         assert!(said.unwrap().ends_with("(from CAPTIONER_MODEL)"));
         std::fs::remove_dir_all(&dir).ok();
         // An empty variable is no model named.
-        match model_or_default(None, Some(OsString::new())) {
+        match models_or_default(Vec::new(), Some(OsString::new())) {
             Ok((folder, said)) => {
-                assert_eq!(folder, PathBuf::from(SHIPPED));
+                assert_eq!(folder, [PathBuf::from(SHIPPED)]);
                 assert!(said.unwrap().contains("the shipped Flickr8k captioner"));
             }
             Err(err) => assert!(err.to_string().contains(SHIPPED), "{err}"),
