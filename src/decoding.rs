@@ -2,7 +2,8 @@
 
 use captioner_model::SearchConfig;
 
-/// How captions are searched for: `--beam-size` and `--max-len`.
+/// How captions are searched for: `--beam-size`, `--max-len`, `--block-repeats` and
+/// `--length-penalty`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Decoding {
     /// Beams kept while decoding; 1 is greedy decoding. The beam's other captions come with
@@ -17,6 +18,21 @@ pub struct Decoding {
     /// whose second word is a word such as "a" or "in" may repeat.
     #[arg(long)]
     pub block_repeats: bool,
+    /// Length normalisation of beam search (alpha of Wu et al. 2016): captions are ranked by
+    /// their log-probability over ((5 + length) / 6)^alpha. 0 ranks by the plain sum; higher
+    /// values favour longer captions. Greedy decoding (--beam-size 1) ignores it.
+    #[arg(long, default_value_t = SearchConfig::default().length_penalty, value_parser = parse_length_penalty)]
+    pub length_penalty: f32,
+}
+
+/// `--length-penalty`: a number from 0 to 10.
+pub fn parse_length_penalty(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(alpha) if (0.0..=10.0).contains(&alpha) => Ok(alpha),
+        _ => Err(format!(
+            "'{text}' is not a number from 0 to 10 (0: no normalisation)"
+        )),
+    }
 }
 
 impl Decoding {
@@ -25,27 +41,34 @@ impl Decoding {
         SearchConfig {
             beam_size: self.beam_size.into(),
             max_len: self.max_len.into(),
+            length_penalty: self.length_penalty,
         }
     }
 }
 
 /// The searches that `eval` runs on a trained run: one per beam size in `beam_sizes`, each up
-/// to `max_len` words. What is not asked for is the run's own `search` (`config.json`), the
-/// one its validation and final report used, so that `eval` without flags repeats the report.
+/// to `max_len` words with `length_penalty`. What is not asked for is the run's own `search`
+/// (`config.json`), the one its validation and final report used, so that `eval` without
+/// flags repeats the report.
 pub fn searches(
     run: &SearchConfig,
     beam_sizes: &[u16],
     max_len: Option<usize>,
+    length_penalty: Option<f32>,
 ) -> Vec<SearchConfig> {
-    let max_len = max_len.unwrap_or(run.max_len);
+    let own = SearchConfig {
+        max_len: max_len.unwrap_or(run.max_len),
+        length_penalty: length_penalty.unwrap_or(run.length_penalty),
+        ..*run
+    };
     if beam_sizes.is_empty() {
-        return vec![SearchConfig { max_len, ..*run }];
+        return vec![own];
     }
     beam_sizes
         .iter()
         .map(|&beam| SearchConfig {
             beam_size: beam.into(),
-            max_len,
+            ..own
         })
         .collect()
 }
@@ -59,31 +82,41 @@ mod tests {
         let run = SearchConfig {
             beam_size: 5,
             max_len: 30,
+            length_penalty: 0.0,
         };
-        assert_eq!(searches(&run, &[], None), vec![run]);
+        assert_eq!(searches(&run, &[], None, None), vec![run]);
     }
 
     #[test]
-    fn each_beam_size_asked_for_is_searched_up_to_the_words_asked_for_or_the_runs() {
+    fn each_beam_size_asked_for_is_searched_with_the_length_and_penalty_asked_for_or_the_runs() {
         let run = SearchConfig {
             beam_size: 3,
             max_len: 30,
+            length_penalty: 0.0,
         };
-        let asked = searches(&run, &[1, 3], Some(12));
+        let asked = searches(&run, &[1, 3], Some(12), Some(0.7));
         assert_eq!(
             asked
                 .iter()
-                .map(|s| (s.beam_size, s.max_len))
+                .map(|s| (s.beam_size, s.max_len, s.length_penalty))
                 .collect::<Vec<_>>(),
-            [(1, 12), (3, 12)]
+            [(1, 12, 0.7), (3, 12, 0.7)]
         );
-        let run_cap = searches(&run, &[2], None);
-        assert_eq!((run_cap[0].beam_size, run_cap[0].max_len), (2, 30));
+        let run_cap = searches(&run, &[2], None, None);
         assert_eq!(
-            searches(&run, &[], Some(8)),
+            (
+                run_cap[0].beam_size,
+                run_cap[0].max_len,
+                run_cap[0].length_penalty
+            ),
+            (2, 30, 0.0)
+        );
+        assert_eq!(
+            searches(&run, &[], Some(8), None),
             [SearchConfig {
                 beam_size: 3,
-                max_len: 8
+                max_len: 8,
+                length_penalty: 0.0,
             }]
         );
     }

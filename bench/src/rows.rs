@@ -278,6 +278,7 @@ fn beam<'a, B: Backend>(images: usize, device: &'a B::Device) -> Workload<'a> {
     let search = SearchConfig {
         beam_size: 3,
         max_len: 20,
+        length_penalty: 0.0,
     };
     Workload {
         items: images,

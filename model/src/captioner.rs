@@ -218,6 +218,7 @@ impl<B: AutodiffBackend> Captioner<B> {
         let greedy_search = SearchConfig {
             beam_size: 1,
             max_len: config.max_len,
+            length_penalty: 0.0,
         };
         let greedy = search_rows(
             &model.decoder,

@@ -16,12 +16,18 @@ use crate::rows::{index_tensor, Shapes};
 use crate::tokens::{END, PAD, START, UNK};
 
 /// How to decode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SearchConfig {
     /// Beams kept per image; 1 is greedy decoding.
     pub beam_size: usize,
     /// Most words in a caption (`<end>` not counted).
     pub max_len: usize,
+    /// Beam search's length normalisation, the exponent `alpha` of Wu et al. (2016): a
+    /// caption of `n` log-probabilities (its words, and `<end>` when it has one) is ranked
+    /// by its score divided by `((5 + n) / 6)^alpha`. 0 ranks by the plain sum, which
+    /// favours short captions; greater values favour longer ones. Greedy decoding ignores it.
+    #[serde(default)]
+    pub length_penalty: f32,
 }
 
 impl Default for SearchConfig {
@@ -29,7 +35,16 @@ impl Default for SearchConfig {
         Self {
             beam_size: 3,
             max_len: 20,
+            length_penalty: 0.0,
         }
+    }
+}
+
+impl SearchConfig {
+    /// `score`, the sum of `n` log-probabilities, as beam search ranks it
+    /// ([`Self::length_penalty`]). With no penalty this is `score` itself.
+    pub fn ranked(&self, score: f32, n: usize) -> f32 {
+        score / ((5.0 + n as f32) / 6.0).powf(self.length_penalty)
     }
 }
 
@@ -489,6 +504,12 @@ struct Hypothesis {
 }
 
 impl Hypothesis {
+    /// How beam search ranks this hypothesis: its score normalised for its length (its words,
+    /// and `<end>` when `finished`).
+    fn ranked(&self, search: &SearchConfig, finished: bool) -> f32 {
+        search.ranked(self.score, self.tokens.len() + usize::from(finished))
+    }
+
     fn into_caption(self, finished: bool, alternatives: Vec<Alternative>) -> Caption {
         Caption {
             tokens: self.tokens,
@@ -508,18 +529,21 @@ struct ImageBeams {
 }
 
 impl ImageBeams {
-    fn best_finished(&self) -> f32 {
+    /// The best finished caption's rank ([`Hypothesis::ranked`]).
+    fn best_finished(&self, search: &SearchConfig) -> f32 {
         self.finished
             .iter()
-            .map(|h| h.score)
+            .map(|h| h.ranked(search, true))
             .fold(f32::NEG_INFINITY, f32::max)
     }
 }
 
 /// Beam search over a batch: `beam_size` hypotheses per image, ranked by the sum of their
-/// words' log-probabilities. An image is done once its best finished caption scores at least
-/// as well as its best unfinished one (scores only fall as captions grow). With a beam of 1
-/// this is exactly [`greedy`].
+/// words' log-probabilities; the finished captions are ranked by that sum normalised for
+/// their length ([`SearchConfig::length_penalty`]). An image is done once its best finished
+/// caption ranks at least as well as its best unfinished one could when finished (scores only
+/// fall as captions grow, and no caption is longer than `max_len` words and `<end>`). With a
+/// beam of 1 this is exactly [`greedy`].
 pub fn beam_search<B: Backend>(
     decoder: &Decoder<B>,
     features: Tensor<B, 3>,
@@ -639,11 +663,13 @@ fn beam_search_from<B: Backend, S: Stepper<B>>(
                     .push(alpha[row * positions..(row + 1) * positions].to_vec());
                 alive.push((hyp, row));
             }
+            // The most an alive hypothesis can rank: its score (which only falls) over the
+            // greatest normaliser, that of the longest caption.
             let best_alive = alive
                 .first()
-                .map(|a| a.0.score)
+                .map(|a| search.ranked(a.0.score, search.max_len + 1))
                 .unwrap_or(f32::NEG_INFINITY);
-            beams.done = alive.is_empty() || beams.best_finished() >= best_alive;
+            beams.done = alive.is_empty() || beams.best_finished(search) >= best_alive;
             for j in 0..k {
                 let (row, token) = alive
                     .get(j)
@@ -670,7 +696,10 @@ fn beam_search_from<B: Backend, S: Stepper<B>>(
             let mut ranked: Vec<(Hypothesis, bool)> = finished
                 .chain(cut.into_iter().map(|h| (h, false)))
                 .collect();
-            ranked.sort_by(|a, b| b.0.score.total_cmp(&a.0.score));
+            ranked.sort_by(|a, b| {
+                let rank = |(h, finished): &(Hypothesis, bool)| h.ranked(search, *finished);
+                rank(b).total_cmp(&rank(a))
+            });
             let mut ranked = ranked.into_iter();
             let Some((best, finished)) = ranked.next() else {
                 return Caption::default();
@@ -715,6 +744,7 @@ mod tests {
         let beam = SearchConfig {
             beam_size: 4,
             max_len: 8,
+            length_penalty: 0.0,
         };
         [
             greedy(&decoder, grids.clone(), 8, endings),
@@ -798,6 +828,7 @@ mod tests {
             let search = SearchConfig {
                 beam_size,
                 max_len: 8,
+                length_penalty: 0.0,
             };
             let alone = search_rows(
                 &decoder,
@@ -833,6 +864,7 @@ mod tests {
         let search = SearchConfig {
             beam_size: 1,
             max_len: 1,
+            length_penalty: 0.0,
         };
         let together = search_rows_together(
             &[&first, &second],
@@ -901,6 +933,7 @@ mod tests {
         let beam = SearchConfig {
             beam_size: 3,
             max_len: 8,
+            length_penalty: 0.0,
         };
         let search = |endings: &Endings| {
             let mut found = greedy(&decoder, features.clone(), 8, endings);
@@ -934,5 +967,37 @@ mod tests {
             words(&sample(&allowed)),
             words(&sample(&allowed.clone().blocking_repeats(true)))
         );
+    }
+
+    #[test]
+    fn a_length_penalty_lengthens_captions_and_ranks_them_by_their_normalised_score() {
+        // A decoder that ends early: the plain sum keeps its captions short.
+        let decoder = random_decoder(11, 8).favouring(END, 1.0);
+        let features = grids(12, [8, 4, 8]);
+        let config = |length_penalty| SearchConfig {
+            beam_size: 3,
+            max_len: 8,
+            length_penalty,
+        };
+        let search = |alpha| {
+            beam_search(
+                &decoder,
+                features.clone(),
+                &config(alpha),
+                &Endings::not_after([START]),
+            )
+        };
+        let words = |found: &[Caption]| found.iter().map(|c| c.tokens.len()).sum::<usize>();
+        let (plain, long) = (search(0.0), search(4.0));
+        assert!(words(&long) > words(&plain), "{plain:?}\n{long:?}");
+        let rank = |tokens: &[u32], score: f32, finished: bool| {
+            config(4.0).ranked(score, tokens.len() + usize::from(finished))
+        };
+        for c in &long {
+            let best = rank(&c.tokens, c.score, c.finished);
+            for a in &c.alternatives {
+                assert!(best >= rank(&a.tokens, a.score, a.finished), "{c:?}");
+            }
+        }
     }
 }

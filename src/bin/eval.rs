@@ -74,6 +74,12 @@ struct ModelArgs {
     /// where the best next word would repeat one, the search takes the next best.
     #[arg(long)]
     block_repeats: bool,
+    /// Length normalisation of beam search (alpha of Wu et al. 2016): captions are ranked by
+    /// their log-probability over ((5 + length) / 6)^alpha; higher values favour longer
+    /// captions. Greedy decoding ignores it [default: the run's, 0 unless its config.json
+    /// says otherwise; 0 for an export].
+    #[arg(long, value_parser = captioner::decoding::parse_length_penalty)]
+    length_penalty: Option<f32>,
     /// Images captioned together.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -131,6 +137,7 @@ fn run(cli: Cli) -> Result<()> {
                 beam_sizes: args.beam_size,
                 max_len: args.max_len,
                 block_repeats: args.block_repeats,
+                length_penalty: args.length_penalty,
                 batch_size: args.batch_size,
                 results_out: args.results_out,
                 references_out: args.references_out,

@@ -34,6 +34,9 @@ pub struct ModelJob {
     pub max_len: Option<u16>,
     /// No two-word phrase twice in a caption ([`Ensemble::blocking_repeats`]).
     pub block_repeats: bool,
+    /// Beam search's length normalisation ([`SearchConfig::length_penalty`]); `None`: the
+    /// run's own.
+    pub length_penalty: Option<f32>,
     /// Images captioned together.
     pub batch_size: usize,
     /// Write the captions here in the COCO results format (with several beam sizes, the
@@ -193,7 +196,12 @@ impl BackendJob for ModelJob {
         let mut reports = Vec::new();
         // An export searches as `infer` does by default.
         let own_search = trained.map_or_else(SearchConfig::default, |t| t.search);
-        for search in searches(&own_search, &self.beam_sizes, self.max_len.map(usize::from)) {
+        for search in searches(
+            &own_search,
+            &self.beam_sizes,
+            self.max_len.map(usize::from),
+            self.length_penalty,
+        ) {
             let beam = search.beam_size;
             let batching = Batching {
                 batch_size: self.batch_size,

@@ -1,5 +1,6 @@
-//! Models captioning together (`--model` given more than once) and the search's rule against
-//! repeated phrases (`--block-repeats`), through `infer` and `eval model`.
+//! Models captioning together (`--model` given more than once), the search's rule against
+//! repeated phrases (`--block-repeats`) and its length normalisation (`--length-penalty`),
+//! through `infer` and `eval model`.
 
 use crate::common::{flickr8k_fixture, temp_dir, text, untrained_run};
 use crate::shipped_cli::{f32_captions, run, shipped};
@@ -105,4 +106,41 @@ fn blocking_repeats_keeps_captions_from_saying_a_phrase_twice() {
             assert_eq!(was, is);
         }
     }
+}
+
+#[test]
+fn a_length_penalty_lengthens_beam_search_captions_and_none_changes_nothing() {
+    let captions = |alpha: &str| {
+        let out = run(
+            "infer",
+            &["--length-penalty", alpha, "tests/fixtures/photos"],
+            None,
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert_eq!(captions("0"), f32_captions());
+    let words = |lines: &str| -> Vec<usize> {
+        lines
+            .lines()
+            .map(|l| l.split_once('\t').unwrap().1.split_whitespace().count())
+            .collect()
+    };
+    let (plain, long) = (words(&f32_captions()), words(&captions("3")));
+    assert!(
+        plain.iter().zip(&long).all(|(p, l)| l >= p),
+        "{plain:?} {long:?}"
+    );
+    assert!(long.iter().sum::<usize>() > plain.iter().sum::<usize>());
+    let out = run(
+        "infer",
+        &["--length-penalty", "11", "tests/fixtures/photos"],
+        None,
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("'11' is not a number from 0 to 10"),
+        "{stderr}"
+    );
 }

@@ -231,6 +231,7 @@ fn after_a_warm_up_no_step_compiles_or_tunes_a_kernel() {
     let search = SearchConfig {
         beam_size: 3,
         max_len: 12,
+        length_penalty: 0.0,
     };
     let validation = |sample: &[usize]| {
         CaptionBatcher::new(IMAGE)

@@ -151,6 +151,7 @@ impl From<FlatConfig> for TrainConfig {
             search: SearchConfig {
                 beam_size: old.beam_size,
                 max_len: old.max_len,
+                length_penalty: 0.0,
             },
             preset: old.preset,
             objective: Objective::CrossEntropy,

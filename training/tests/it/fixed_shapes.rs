@@ -143,6 +143,7 @@ fn a_fixed_validation_batch_captions_the_images_asked_for_as_a_packed_one_does()
     let search = SearchConfig {
         beam_size: 2,
         max_len: 8,
+        length_penalty: 0.0,
     };
     let endings = std::sync::Arc::new(Endings::of(&vocab));
     let request = |batcher: CaptionBatcher| {
@@ -202,6 +203,7 @@ fn fixed_searches_in_padded_groups_find_the_captions_of_one_packed_search() {
         let search = SearchConfig {
             beam_size,
             max_len: 8,
+            length_penalty: 0.0,
         };
         // Rows for three images' beams, not four: a group of three, then one image padded
         // to three.

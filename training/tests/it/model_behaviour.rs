@@ -132,6 +132,7 @@ fn beam_of_one_equals_greedy_and_wider_beams_score_at_least_as_well() {
     let search = SearchConfig {
         beam_size: 1,
         max_len: 12,
+        length_penalty: 0.0,
     };
     let beam_captions = beam_search(&f.model.decoder, features.clone(), &search, &endings);
     // The two run their rows through products of different shapes.
@@ -142,6 +143,7 @@ fn beam_of_one_equals_greedy_and_wider_beams_score_at_least_as_well() {
         &SearchConfig {
             beam_size: 4,
             max_len: 12,
+            length_penalty: 0.0,
         },
         &endings,
     );
@@ -172,6 +174,7 @@ fn decoding_never_emits_unk_even_where_it_was_trained_to() {
         let search = SearchConfig {
             beam_size,
             max_len: 20,
+            length_penalty: 0.0,
         };
         for caption in f
             .model
@@ -193,6 +196,7 @@ fn decoding_stops_at_the_length_cap_with_a_caption() {
         let search = SearchConfig {
             beam_size,
             max_len: 2,
+            length_penalty: 0.0,
         };
         let captions = f
             .model
