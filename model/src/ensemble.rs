@@ -123,7 +123,8 @@ impl<'a, B: Backend> Ensemble<'a, B> {
         Inputs(self.members.iter().map(|m| m.input).collect())
     }
 
-    /// A picture of any size as each model takes it ([`Captioning::prepare`]).
+    /// A picture of any size as each model takes it: prepared as its training pictures were
+    /// (centre crop or squashed to its input size).
     pub fn prepare(&self, picture: &RgbImage) -> Prepared {
         self.inputs().prepare(picture)
     }

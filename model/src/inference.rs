@@ -195,13 +195,8 @@ impl<B: Backend> Captioning<B> {
         self.config.encoder.image_size()
     }
 
-    /// A picture of any size as the model takes it: prepared as the run's training pictures
-    /// were (centre crop or squashed to [`Self::image_size`]).
-    pub fn prepare(&self, picture: &RgbImage) -> RgbImage {
-        self.input.apply(picture)
-    }
-
-    /// The encoder's grids of pictures already prepared ([`Self::prepare`]), all at once:
+    /// The encoder's grids of pictures already prepared as the model takes them (its
+    /// [`Resize`] applied: [`crate::Ensemble::prepare`]), all at once:
     /// `[n, positions, channels]`. Under [`Shapes::Fixed`] the encoder runs on them padded to
     /// `batching.batch_size` (a training batch's pictures), shapes met before.
     pub fn encode(&self, prepared: &[&RgbImage], batching: Batching) -> Tensor<B, 3> {

@@ -193,21 +193,22 @@ impl BackendJob for ModelJob {
 
             eprintln!("References: {}", path.display());
         }
-        let mut reports = Vec::new();
         // An export searches as `infer` does by default.
         let own_search = trained.map_or_else(SearchConfig::default, |t| t.search);
-        for search in searches(
+        let searches = searches(
             &own_search,
             &self.beam_sizes,
             self.max_len.map(usize::from),
             self.length_penalty,
-        ) {
+        );
+        let batching = Batching {
+            batch_size: self.batch_size,
+            shapes: target.shapes,
+        };
+        let found = caption_held_out(&ensemble, &splits, &searches, batching);
+        let mut reports = Vec::with_capacity(searches.len());
+        for (search, texts) in searches.iter().zip(&found) {
             let beam = search.beam_size;
-            let batching = Batching {
-                batch_size: self.batch_size,
-                shapes: target.shapes,
-            };
-            let texts = caption_held_out(&ensemble, &splits, &search, batching);
             if let Some(path) = &self.results_out {
                 let path = if self.beam_sizes.len() > 1 {
                     let stem = path.file_stem().unwrap_or_default().to_string_lossy();
@@ -215,10 +216,10 @@ impl BackendJob for ModelJob {
                 } else {
                     path.clone()
                 };
-                write_results(&path, &held_out.ids, &texts)?;
+                write_results(&path, &held_out.ids, texts)?;
                 eprintln!("Results: {}", path.display());
             }
-            reports.push(score_captions(held_out, &texts, beam));
+            reports.push(score_captions(held_out, texts, beam));
         }
         Ok(reports)
     }

@@ -214,6 +214,18 @@ impl BackendJob for ServeJob {
     fn run<B: AutodiffBackend>(self, target: Target<B>) -> Result<()> {
         let models = Ensemble::<B::InnerBackend>::load(&self.models, &target.device)?;
         let run = Ensemble::new(&self.models, &models)?.blocking_repeats(self.block_repeats);
+        if self.models.len() > 1 {
+            let folders: Vec<String> = self
+                .models
+                .iter()
+                .map(|m| m.display().to_string())
+                .collect();
+            eprintln!(
+                "{} models caption together: {}",
+                folders.len(),
+                folders.join(", ")
+            );
+        }
         let batching = Batching {
             batch_size: self.batch_size,
             shapes: target.shapes,

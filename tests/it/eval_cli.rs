@@ -204,6 +204,9 @@ fn a_run_on_a_dataset_folder_captions_its_dev_split_by_file_name() {
         text(&out.stderr)
     );
     let (of_run, _) = eval_dev(&["--beam-size", "1,2", "--json"]);
+    // Both beam sizes caption from one encoding of the pictures, each as it does alone.
+    let (beam2_alone, _) = eval_dev(&["--beam-size", "2", "--json"]);
+    assert_eq!(of_run.lines().nth(1), beam2_alone.lines().next());
     let data_dir = data.to_str().unwrap();
     let (of_export, _) = run_ok(
         "eval",

@@ -192,3 +192,50 @@ fn serve_answers_pictures_refuses_bad_oversized_and_stalled_ones_and_stays_up() 
     drop(server);
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn serve_with_a_model_given_twice_answers_as_the_model_alone_and_refuses_models_that_differ() {
+    let shipped = crate::shipped_cli::shipped();
+    let shipped = shipped.to_str().unwrap();
+    let photo = std::fs::read("tests/fixtures/photos/cat.jpg").unwrap();
+    let answer = |models: &[&str]| {
+        let mut args = vec!["--port", "0"];
+        for model in models {
+            args.extend(["--model", model]);
+        }
+        let server = Serving::start(&args);
+        let (status, body) = http(&server.address, "POST", "/caption?attention=1", &photo);
+        assert_eq!(status, 200, "{body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        (answer, server.said.clone())
+    };
+    let (alone, _) = answer(&[shipped]);
+    let (together, said) = answer(&[shipped, shipped]);
+    assert!(
+        said.contains(&format!("2 models caption together: {shipped}, {shipped}")),
+        "{said}"
+    );
+    for field in ["caption", "tokens", "attention_png"] {
+        assert_eq!(together[field], alone[field], "{field}");
+    }
+    // The mean of two equal probabilities, taken through exp and log: equal to rounding.
+    let (a, b) = (alone["score"].as_f64(), together["score"].as_f64());
+    assert!((a.unwrap() - b.unwrap()).abs() < 1e-4, "{a:?} {b:?}");
+
+    let dir = temp_dir("serve-ensemble");
+    let other = untrained_run(&dir);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_serve"))
+        .args(["--port", "0", "--model", shipped, "--model"])
+        .arg(other.root())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("CAPTIONER_MODEL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("cannot caption together: their vocabularies differ"),
+        "{said}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -166,35 +166,42 @@ impl std::fmt::Display for EvalReport {
     }
 }
 
-/// Captions every image of a split with `ensemble` (one model or several),
-/// `batching.batch_size` at a time, with a progress bar; returns the captions as words joined
-/// by spaces. `held_out[m]` is the split as model `m` reads it (from its feature cache, or
-/// pictures prepared its way): the same images in the same order.
+/// Captions every image of a split with `ensemble` (one model or several) once for each of
+/// `searches`, `batching.batch_size` images at a time, with a progress bar; returns, for each
+/// search in order, the captions as words joined by spaces. Each batch of images is encoded
+/// (or read from its cache) once for all the searches. `held_out[m]` is the split as model `m`
+/// reads it (from its feature cache, or pictures prepared its way): the same images in the
+/// same order.
 pub fn caption_held_out<B: Backend>(
     ensemble: &Ensemble<B>,
     held_out: &[&HeldOut],
-    search: &SearchConfig,
+    searches: &[SearchConfig],
     batching: Batching,
-) -> Vec<String> {
+) -> Vec<Vec<String>> {
     assert_eq!(ensemble.members().len(), held_out.len(), "a split a model");
     let n = held_out[0].images.len();
     let step = batching.batch_size.max(1);
     let bar = Progress::new("captioning", n, true);
-    let mut captions = Vec::with_capacity(n);
+    let mut captions = vec![Vec::with_capacity(n); searches.len()];
     for start in (0..n).step_by(step) {
         let images = start..(start + step).min(n);
-        let features = ensemble
+        let features: Vec<Tensor<B, 3>> = ensemble
             .members()
             .iter()
             .zip(held_out)
             .map(|(model, split)| split.features(model, images.clone(), batching))
             .collect();
-        captions.extend(ensemble.caption_features(features, search, batching));
+        for (search, captions) in searches.iter().zip(&mut captions) {
+            captions.extend(ensemble.caption_features(features.clone(), search, batching));
+        }
         bar.inc(images.len());
     }
     bar.finish();
     let vocab = ensemble.vocab();
-    captions.iter().map(|c| vocab.decode(&c.tokens)).collect()
+    captions
+        .iter()
+        .map(|found| found.iter().map(|c| vocab.decode(&c.tokens)).collect())
+        .collect()
 }
 
 /// Scores `texts`, the captions of `held_out`'s images found with `beam_size` beams.
@@ -238,6 +245,7 @@ pub fn evaluate<B: Backend>(
     search: &SearchConfig,
     batching: Batching,
 ) -> EvalReport {
-    let texts = caption_held_out(&Ensemble::one(captioning), &[held_out], search, batching);
-    score_captions(held_out, &texts, search.beam_size)
+    let searches = std::slice::from_ref(search);
+    let texts = caption_held_out(&Ensemble::one(captioning), &[held_out], searches, batching);
+    score_captions(held_out, &texts[0], search.beam_size)
 }
