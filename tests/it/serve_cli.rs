@@ -224,13 +224,12 @@ fn serve_with_a_model_given_twice_answers_as_the_model_alone_and_refuses_models_
 
     let dir = temp_dir("serve-ensemble");
     let other = untrained_run(&dir);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_serve"))
-        .args(["--port", "0", "--model", shipped, "--model"])
-        .arg(other.root())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("CAPTIONER_MODEL")
-        .output()
-        .unwrap();
+    let other = other.root().to_str().unwrap();
+    let out = crate::shipped_cli::run(
+        "serve",
+        &["--port", "0", "--model", shipped, "--model", other],
+        None,
+    );
     assert_eq!(out.status.code(), Some(2));
     let said = text(&out.stderr);
     assert!(

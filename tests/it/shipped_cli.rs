@@ -18,6 +18,7 @@ pub fn run(bin: &str, args: &[&str], model: Option<&Path>) -> Output {
     let exe = match bin {
         "infer" => env!("CARGO_BIN_EXE_infer"),
         "eval" => env!("CARGO_BIN_EXE_eval"),
+        "serve" => env!("CARGO_BIN_EXE_serve"),
         other => panic!("no binary {other}"),
     };
     let mut command = Command::new(exe);

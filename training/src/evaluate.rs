@@ -182,7 +182,7 @@ pub fn caption_held_out<B: Backend>(
     let n = held_out[0].images.len();
     let step = batching.batch_size.max(1);
     let bar = Progress::new("captioning", n, true);
-    let mut captions = vec![Vec::with_capacity(n); searches.len()];
+    let mut captions: Vec<Vec<_>> = searches.iter().map(|_| Vec::with_capacity(n)).collect();
     for start in (0..n).step_by(step) {
         let images = start..(start + step).min(n);
         let features: Vec<Tensor<B, 3>> = ensemble
