@@ -2,8 +2,8 @@
 
 use captioner_model::SearchConfig;
 
-/// How captions are searched for: `--beam-size`, `--max-len`, `--block-repeats` and
-/// `--length-penalty`.
+/// How captions are searched for: `--beam-size`, `--max-len`, `--block-repeats`,
+/// `--block-cut-endings` and `--length-penalty`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Decoding {
     /// Beams kept while decoding; 1 is greedy decoding. The beam's other captions come with
@@ -18,6 +18,11 @@ pub struct Decoding {
     /// whose second word is a word such as "a" or "in" may repeat.
     #[arg(long)]
     pub block_repeats: bool,
+    /// Keep a caption from ending on two words that the training captions hold but never end
+    /// on ("a man is riding a dirt bike on a dirt"): the search goes on ("... on a dirt
+    /// road"). The model's vocab.json must list them (`train` writes the list).
+    #[arg(long)]
+    pub block_cut_endings: bool,
     /// Length normalisation of beam search (alpha of Wu et al. 2016): captions are ranked by
     /// their log-probability over ((5 + length) / 6)^alpha. 0 ranks by the plain sum; higher
     /// values favour longer captions. Greedy decoding (--beam-size 1) ignores it.

@@ -1,6 +1,6 @@
 //! Caption text: tokenisation and the word vocabulary shared by training and inference.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,10 @@ const NO_END_AFTER: [&str; 21] = [
     "in", "into", "of", "to", "with", "while", "is", "are",
 ];
 
+/// How many training captions must hold a two-word phrase that ends none of them for the
+/// phrase to be a cut ending ([`Vocab::cut_endings`]): rarer phrases say too little.
+const CUT_ENDING_MIN_CAPTIONS: usize = 5;
+
 /// Whether `word` needs a word after it, so that no caption ends on it (see [`NO_END_AFTER`]).
 pub fn needs_a_word_after(word: &str) -> bool {
     NO_END_AFTER.contains(&word)
@@ -44,6 +48,12 @@ pub fn tokenize(caption: &str) -> Vec<String> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Vocab {
     words: Vec<String>,
+    /// Two-word phrases ("a dirt", "in a red") that no training caption ends on though at
+    /// least [`CUT_ENDING_MIN_CAPTIONS`] of them hold the phrase, words joined by a space,
+    /// sorted; those whose second word needs a word after it anyway are left out. Empty in a
+    /// vocabulary written before the list was kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    cut_endings: Vec<String>,
     #[serde(skip)]
     index: HashMap<String, u32>,
 }
@@ -51,10 +61,27 @@ pub struct Vocab {
 impl Vocab {
     /// Builds a vocabulary from captions: words seen at least `min_freq` times, most frequent
     /// first (ties alphabetical, so that the result is deterministic), after the four specials.
+    /// The captions' cut endings are kept too ([`Self::cut_endings`]).
     pub fn build<'a>(captions: impl IntoIterator<Item = &'a str>, min_freq: usize) -> Self {
         let mut counts: HashMap<String, usize> = HashMap::new();
+        // Per two-word phrase: how many captions hold it, and whether one ends on it.
+        let mut phrases: HashMap<(String, String), (usize, bool)> = HashMap::new();
         for caption in captions {
-            for word in tokenize(caption) {
+            let words = tokenize(caption);
+            let held: HashSet<&[String]> = words.windows(2).collect();
+            for pair in held {
+                let entry = phrases
+                    .entry((pair[0].clone(), pair[1].clone()))
+                    .or_default();
+                entry.0 += 1;
+            }
+            if let [.., first, second] = words.as_slice() {
+                phrases
+                    .entry((first.clone(), second.clone()))
+                    .or_default()
+                    .1 = true;
+            }
+            for word in words {
                 *counts.entry(word).or_default() += 1;
             }
         }
@@ -68,7 +95,35 @@ impl Vocab {
             .map(|s| s.to_string())
             .chain(kept.into_iter().map(|(w, _)| w))
             .collect();
-        Self::from_words(words)
+        let mut vocab = Self::from_words(words);
+        let mut cut: Vec<String> = phrases
+            .into_iter()
+            .filter(|((first, second), (held, ended))| {
+                !ended
+                    && *held >= CUT_ENDING_MIN_CAPTIONS
+                    && !needs_a_word_after(second)
+                    && vocab.index.contains_key(first)
+                    && vocab.index.contains_key(second)
+            })
+            .map(|((first, second), _)| format!("{first} {second}"))
+            .collect();
+        cut.sort_unstable();
+        vocab.cut_endings = cut;
+        vocab
+    }
+
+    /// The two-word phrases no caption should end on, as pairs of word ids: phrases that the
+    /// training captions hold but never end on ("on a dirt" goes on: "a dirt bike", "a dirt
+    /// road"), for the searches to rule `<end>` out after them when asked. Empty for a
+    /// vocabulary written before the list was kept.
+    pub fn cut_endings(&self) -> Vec<(u32, u32)> {
+        self.cut_endings
+            .iter()
+            .filter_map(|phrase| {
+                let (first, second) = phrase.split_once(' ')?;
+                Some((*self.index.get(first)?, *self.index.get(second)?))
+            })
+            .collect()
     }
 
     /// The ids of this vocabulary's words that no caption should end on (see
@@ -86,7 +141,11 @@ impl Vocab {
             .enumerate()
             .map(|(i, w)| (w.clone(), i as u32))
             .collect();
-        Self { words, index }
+        Self {
+            words,
+            cut_endings: Vec::new(),
+            index,
+        }
     }
 
     /// Every word, by id (the four specials first).
@@ -153,7 +212,10 @@ impl Vocab {
                 path.display()
             ));
         }
-        Ok(Self::from_words(raw.words))
+        Ok(Self {
+            cut_endings: raw.cut_endings,
+            ..Self::from_words(raw.words)
+        })
     }
 }
 
@@ -211,6 +273,37 @@ mod tests {
         assert_eq!(words, ["a", "the", "in", "with"]);
         // Words the vocabulary lacks are not turned into <unk>.
         assert!(!vocab.no_end_after().contains(&UNK));
+    }
+
+    #[test]
+    fn phrases_held_by_five_captions_and_ending_none_are_cut_endings() {
+        let mut captions = vec!["a man rides a dirt bike"; 5];
+        captions.extend(["a dog runs in the dirt", "a boy on a red bike"]);
+        captions.extend(["a red ball"; 4]);
+        let vocab = Vocab::build(captions.iter().copied(), 1);
+        let phrases: Vec<String> = vocab
+            .cut_endings()
+            .iter()
+            .map(|&(a, b)| format!("{} {}", vocab.word(a), vocab.word(b)))
+            .collect();
+        // Held by five captions each, ending none. Not: "dirt bike" and "red ball" (they end
+        // captions), "a dog" (one caption), "rides a" ("a" needs a word after it anyway).
+        assert_eq!(phrases, ["a dirt", "a man", "a red", "man rides"]);
+        let dir = std::env::temp_dir().join(format!("vocab-cut-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vocab.json");
+        vocab.save(&path).unwrap();
+        assert_eq!(
+            Vocab::load(&path).unwrap().cut_endings(),
+            vocab.cut_endings()
+        );
+        // A vocabulary written before the list was kept reads as one without cut endings.
+        std::fs::write(
+            &path,
+            r#"{"words": ["<pad>", "<start>", "<end>", "<unk>", "a"]}"#,
+        )
+        .unwrap();
+        assert!(Vocab::load(&path).unwrap().cut_endings().is_empty());
     }
 
     #[test]

@@ -30,6 +30,15 @@ pub struct NotAnEnsemble {
     pub why: String,
 }
 
+/// The models' vocabularies list no cut endings to block.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the model's vocab.json lists no cut endings (the two-word phrases its training captions \
+     hold but never end on): it was trained before vocabularies kept them; train it again to \
+     block them"
+)]
+pub struct NoCutEndings;
+
 /// Trained models that caption together, the first one's vocabulary theirs.
 #[derive(Debug, Clone)]
 pub struct Ensemble<'a, B: Backend> {
@@ -106,6 +115,26 @@ impl<'a, B: Backend> Ensemble<'a, B> {
             endings: self.endings.blocking_repeats(block),
             ..self
         }
+    }
+
+    /// The same models, searching with (`block`) or without the rule that no caption ends on
+    /// a two-word phrase the training captions hold but never end on
+    /// ([`Endings::blocking_cut_endings`], the phrases of [`Vocab::cut_endings`]). Models
+    /// whose vocabulary lists none cannot follow it.
+    pub fn blocking_cut_endings(self, block: bool) -> Result<Self, NoCutEndings> {
+        if !block {
+            return Ok(self);
+        }
+        let phrases = self
+            .members
+            .iter()
+            .map(|m| m.vocab.cut_endings())
+            .find(|phrases| !phrases.is_empty())
+            .ok_or(NoCutEndings)?;
+        Ok(Self {
+            endings: self.endings.blocking_cut_endings(phrases),
+            ..self
+        })
     }
 
     /// The models, in order.

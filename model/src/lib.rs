@@ -56,7 +56,7 @@ pub use efficientnet_lite::{EfficientNetLite, EfficientNetLiteConfig};
 pub use encoder::{
     Encoder, EncoderConfig, EncoderMode, EncoderName, EncoderRow, EncoderSettings, Network,
 };
-pub use ensemble::{Ensemble, Inputs, NotAnEnsemble, Prepared};
+pub use ensemble::{Ensemble, Inputs, NoCutEndings, NotAnEnsemble, Prepared};
 pub use inception_v3::{InceptionV3, InceptionV3Config};
 pub use inference::{Batching, Captioning, ModelFiles, WeightsRecorder};
 pub use resnet::{ResNet, ResNetConfig};

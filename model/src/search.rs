@@ -84,13 +84,17 @@ pub struct Alternative {
 ///
 /// With [`Endings::blocking_repeats`] the searches (not sampling) also keep a caption from
 /// saying a two-word phrase twice when its second word is not one of those words: "a dog is
-/// playing with a dog", "a woman and a woman" take the next best word instead.
+/// playing with a dog", "a woman and a woman" take the next best word instead. With
+/// [`Endings::blocking_cut_endings`] they rule `<end>` out after a two-word phrase that the
+/// training captions hold but never end on ("on a dirt" goes on to "a dirt road").
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Endings {
     /// Sorted word ids.
     not_after: Vec<u32>,
     /// Whether a phrase may not come twice.
     block_repeats: bool,
+    /// Sorted pairs of word ids no caption found by a search ends on.
+    cut_endings: Vec<(u32, u32)>,
 }
 
 impl Endings {
@@ -111,7 +115,7 @@ impl Endings {
         not_after.dedup();
         Self {
             not_after,
-            block_repeats: false,
+            ..Self::default()
         }
     }
 
@@ -124,9 +128,28 @@ impl Endings {
         }
     }
 
-    /// Rules out of `row` every word that would repeat a phrase of `tokens`, the caption so
-    /// far: each word that followed its last word before (when [`Self::blocking_repeats`]).
-    fn rule_out_repeats(&self, tokens: &[u32], row: &mut [f32]) {
+    /// These endings, and no caption found by a search ending on one of the two-word phrases
+    /// `phrases` (word ids; [`Vocab::cut_endings`]). No phrases: no such rule.
+    pub fn blocking_cut_endings(self, phrases: impl IntoIterator<Item = (u32, u32)>) -> Self {
+        let mut cut_endings: Vec<(u32, u32)> = phrases.into_iter().collect();
+        cut_endings.sort_unstable();
+        cut_endings.dedup();
+        Self {
+            cut_endings,
+            ..self
+        }
+    }
+
+    /// The searches' own rules, on `row`, the next word's log-probabilities after `tokens`,
+    /// the caption so far: `<end>` out after a cut ending ([`Self::blocking_cut_endings`]),
+    /// and every word out that would repeat a phrase: each word that followed the last word
+    /// before (when [`Self::blocking_repeats`]).
+    fn rule_out_in_searches(&self, tokens: &[u32], row: &mut [f32]) {
+        if let [.., first, second] = tokens {
+            if self.cut_endings.binary_search(&(*first, *second)).is_ok() {
+                row[END as usize] = f32::NEG_INFINITY;
+            }
+        }
         let Some(&last) = tokens.last() else {
             return;
         };
@@ -429,7 +452,7 @@ fn decode_rows<B: Backend, S: Stepper<B>>(
             let row = &mut log_probs[i * vocab..(i + 1) * vocab];
             rule_out(row, previous[i], words == Words::Drawn, endings);
             if words == Words::Best {
-                endings.rule_out_repeats(&caption.tokens, row);
+                endings.rule_out_in_searches(&caption.tokens, row);
             }
             let word = pick(row);
             caption.score += row[word];
@@ -630,7 +653,7 @@ fn beam_search_from<B: Backend, S: Stepper<B>>(
             let mut candidates: Vec<(f32, usize, usize)> = Vec::new();
             for (j, hyp) in beams.alive.iter().enumerate() {
                 let row = &mut log_probs[(image * k + j) * vocab..(image * k + j + 1) * vocab];
-                endings.rule_out_repeats(&hyp.tokens, row);
+                endings.rule_out_in_searches(&hyp.tokens, row);
                 let row = &*row;
                 let mut order: Vec<usize> = (0..vocab).collect();
                 let keep = (2 * k).min(vocab);
@@ -966,6 +989,54 @@ mod tests {
         assert_eq!(
             words(&sample(&allowed)),
             words(&sample(&allowed.clone().blocking_repeats(true)))
+        );
+    }
+
+    #[test]
+    fn searches_blocking_cut_endings_end_no_caption_on_those_phrases() {
+        // A decoder that ends as soon as it may.
+        let decoder = random_decoder(13, 8).favouring(END, 0.15);
+        let features = grids(14, [8, 4, 8]);
+        let beam = SearchConfig {
+            beam_size: 3,
+            max_len: 8,
+            length_penalty: 0.0,
+        };
+        let search = |endings: &Endings| {
+            let mut found = greedy(&decoder, features.clone(), 8, endings);
+            found.extend(beam_search(&decoder, features.clone(), &beam, endings));
+            found
+        };
+        let ending = |c: &Caption| match c.tokens.as_slice() {
+            [.., a, b] if c.finished => Some((*a, *b)),
+            _ => None,
+        };
+        // Odd words may not end a caption, so that some captions run past their first word.
+        let allowed = Endings::not_after([START].into_iter().chain((UNK..VOCAB).step_by(2)));
+        let before = search(&allowed);
+        let cut: Vec<(u32, u32)> = before.iter().filter_map(ending).collect();
+        assert!(!cut.is_empty(), "no caption ends on two words: {before:?}");
+        let after = search(&allowed.clone().blocking_cut_endings(cut.clone()));
+        for c in &after {
+            assert!(ending(c).is_none_or(|e| !cut.contains(&e)), "{c:?}");
+        }
+        assert!(after.iter().any(|c| c.finished), "{after:?}");
+        // Sampling draws from the model's distribution whatever the rule.
+        let sample = |endings: &Endings| {
+            sample_rows(
+                &decoder,
+                features.clone(),
+                &[0, 1],
+                4,
+                8,
+                endings,
+                3,
+                Shapes::Packed,
+            )
+        };
+        assert_eq!(
+            words(&sample(&allowed)),
+            words(&sample(&allowed.clone().blocking_cut_endings(cut)))
         );
     }
 

@@ -74,6 +74,11 @@ struct ModelArgs {
     /// where the best next word would repeat one, the search takes the next best.
     #[arg(long)]
     block_repeats: bool,
+    /// Keep a caption from ending on two words that the training captions hold but never end
+    /// on ("a man is riding a dirt bike on a dirt"): the search goes on ("... on a dirt
+    /// road"). The model's vocab.json must list them (`train` writes the list).
+    #[arg(long)]
+    block_cut_endings: bool,
     /// Length normalisation of beam search (alpha of Wu et al. 2016): captions are ranked by
     /// their log-probability over ((5 + length) / 6)^alpha; higher values favour longer
     /// captions. Greedy decoding ignores it [default: the run's, 0 unless its config.json
@@ -137,6 +142,7 @@ fn run(cli: Cli) -> Result<()> {
                 beam_sizes: args.beam_size,
                 max_len: args.max_len,
                 block_repeats: args.block_repeats,
+                block_cut_endings: args.block_cut_endings,
                 length_penalty: args.length_penalty,
                 batch_size: args.batch_size,
                 results_out: args.results_out,

@@ -115,6 +115,7 @@ fn main() -> ExitCode {
     let job = InferJob {
         search: args.decoding.search(),
         block_repeats: args.decoding.block_repeats,
+        block_cut_endings: args.decoding.block_cut_endings,
         models,
         inputs: args.inputs,
         pictures,

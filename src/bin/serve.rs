@@ -74,6 +74,7 @@ fn main() -> std::process::ExitCode {
         address: SocketAddr::new(args.host, args.port),
         search: args.decoding.search(),
         block_repeats: args.decoding.block_repeats,
+        block_cut_endings: args.decoding.block_cut_endings,
         batch_size: args.batch_size.into(),
         queue: args.queue.into(),
         limits: PictureLimits {

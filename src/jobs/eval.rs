@@ -34,6 +34,8 @@ pub struct ModelJob {
     pub max_len: Option<u16>,
     /// No two-word phrase twice in a caption ([`Ensemble::blocking_repeats`]).
     pub block_repeats: bool,
+    /// No caption ending on a cut ending ([`Ensemble::blocking_cut_endings`]).
+    pub block_cut_endings: bool,
     /// Beam search's length normalisation ([`SearchConfig::length_penalty`]); `None`: the
     /// run's own.
     pub length_penalty: Option<f32>,
@@ -155,7 +157,9 @@ impl BackendJob for ModelJob {
             models.push(captioning);
             trained.push(train_config);
         }
-        let ensemble = Ensemble::new(&self.models, &models)?.blocking_repeats(self.block_repeats);
+        let ensemble = Ensemble::new(&self.models, &models)?
+            .blocking_repeats(self.block_repeats)
+            .blocking_cut_endings(self.block_cut_endings)?;
         let mut held_out = Vec::with_capacity(models.len());
         for ((folder, captioning), trained) in self.models.iter().zip(&models).zip(&trained) {
             held_out.push(self.held_out::<B>(folder, captioning, trained.as_ref(), &device)?);

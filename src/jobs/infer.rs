@@ -41,6 +41,8 @@ pub struct InferJob {
     pub search: SearchConfig,
     /// No two-word phrase twice in a caption ([`Ensemble::blocking_repeats`]).
     pub block_repeats: bool,
+    /// No caption ending on a cut ending ([`Ensemble::blocking_cut_endings`]).
+    pub block_cut_endings: bool,
     /// Print one JSON line a picture instead of `path<TAB>caption`.
     pub json: bool,
     /// Write each caption to `<folder>/<relative path>.txt` instead of printing it.
@@ -57,7 +59,9 @@ impl BackendJob for InferJob {
     type Output = Summary;
     fn run<B: AutodiffBackend>(self, target: Target<B>) -> Result<Summary> {
         let models = Ensemble::<B::InnerBackend>::load(&self.models, &target.device)?;
-        let run = Ensemble::new(&self.models, &models)?.blocking_repeats(self.block_repeats);
+        let run = Ensemble::new(&self.models, &models)?
+            .blocking_repeats(self.block_repeats)
+            .blocking_cut_endings(self.block_cut_endings)?;
         let search = self.search;
         let batching = Batching {
             batch_size: self.batch_size,

@@ -198,6 +198,8 @@ pub struct ServeJob {
     pub search: SearchConfig,
     /// No two-word phrase twice in a caption ([`Ensemble::blocking_repeats`]).
     pub block_repeats: bool,
+    /// No caption ending on a cut ending ([`Ensemble::blocking_cut_endings`]).
+    pub block_cut_endings: bool,
     /// Most pictures captioned together, from requests that are waiting.
     pub batch_size: usize,
     /// Requests that may wait for the model; more are refused with 503.
@@ -213,7 +215,9 @@ impl BackendJob for ServeJob {
     type Output = ();
     fn run<B: AutodiffBackend>(self, target: Target<B>) -> Result<()> {
         let models = Ensemble::<B::InnerBackend>::load(&self.models, &target.device)?;
-        let run = Ensemble::new(&self.models, &models)?.blocking_repeats(self.block_repeats);
+        let run = Ensemble::new(&self.models, &models)?
+            .blocking_repeats(self.block_repeats)
+            .blocking_cut_endings(self.block_cut_endings)?;
         if self.models.len() > 1 {
             let folders: Vec<String> = self
                 .models

@@ -1,6 +1,6 @@
-//! Models captioning together (`--model` given more than once), the search's rule against
-//! repeated phrases (`--block-repeats`) and its length normalisation (`--length-penalty`),
-//! through `infer` and `eval model`.
+//! Models captioning together (`--model` given more than once), the search's rules against
+//! repeated phrases (`--block-repeats`) and cut endings (`--block-cut-endings`) and its length
+//! normalisation (`--length-penalty`), through `infer` and `eval model`.
 
 use crate::common::{flickr8k_fixture, temp_dir, text, untrained_run};
 use crate::shipped_cli::{f32_captions, run, shipped};
@@ -106,6 +106,64 @@ fn blocking_repeats_keeps_captions_from_saying_a_phrase_twice() {
             assert_eq!(was, is);
         }
     }
+}
+
+/// The two-word phrases the vocabulary of `model` says no caption should end on.
+fn cut_endings(model: &std::path::Path) -> Vec<String> {
+    let vocab = std::fs::read_to_string(model.join("vocab.json")).unwrap();
+    let vocab: serde_json::Value = serde_json::from_str(&vocab).unwrap();
+    serde_json::from_value(vocab["cut_endings"].clone()).unwrap()
+}
+
+/// The last two words of `caption`.
+fn ending(caption: &str) -> String {
+    let words: Vec<&str> = caption.split_whitespace().collect();
+    words[words.len().saturating_sub(2)..].join(" ")
+}
+
+#[test]
+fn blocking_cut_endings_ends_no_caption_inside_a_phrase_and_needs_the_list_in_vocab_json() {
+    let cut = cut_endings(&shipped());
+    assert!(cut.contains(&"a dirt".to_string()), "{cut:?}");
+    let before = f32_captions();
+    assert!(
+        before
+            .lines()
+            .any(|l| cut.contains(&ending(l.split_once('\t').unwrap().1))),
+        "no shipped caption of the test photos stops inside a phrase: {before}"
+    );
+    let out = run(
+        "infer",
+        &["--block-cut-endings", "tests/fixtures/photos"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let after = text(&out.stdout);
+    assert_eq!(after.lines().count(), 4);
+    for line in after.lines() {
+        let (_, caption) = line.split_once('\t').unwrap();
+        assert!(!cut.contains(&ending(caption)), "{line}");
+    }
+
+    // A model whose vocab.json was written before the list was kept is refused, with why.
+    let dir = temp_dir("cut-endings-old-vocab");
+    for file in ["model.safetensors", "config.json", "vocab.json"] {
+        std::fs::copy(shipped().join(file), dir.join(file)).unwrap();
+    }
+    let vocab = std::fs::read_to_string(dir.join("vocab.json")).unwrap();
+    let mut vocab: serde_json::Value = serde_json::from_str(&vocab).unwrap();
+    vocab.as_object_mut().unwrap().remove("cut_endings");
+    std::fs::write(dir.join("vocab.json"), vocab.to_string()).unwrap();
+    let photo = ["--block-cut-endings", "tests/fixtures/photos/cat.jpg"];
+    let out = run("infer", &photo, Some(&dir));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(said.contains("vocab.json lists no cut endings"), "{said}");
+    assert!(text(&out.stdout).is_empty());
+    // Without the rule it captions as before.
+    let out = run("infer", &photo[1..], Some(&dir));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
