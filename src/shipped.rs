@@ -1,5 +1,5 @@
-//! The captioner that comes with the project, in `artifacts/pretrained/flickr8k-lite0/` (an
-//! `export` folder: EfficientNet-Lite0 and the attention decoder, trained on Flickr8k by that
+//! The captioner that comes with the project, in `artifacts/pretrained/flickr8k-lite2/` (an
+//! `export` folder: EfficientNet-Lite2 and the attention decoder, trained on Flickr8k by that
 //! folder's `build.sh`): the model a command uses when it is given none.
 
 use std::ffi::OsString;
@@ -13,7 +13,7 @@ use captioner_model::ModelFiles;
 /// there.
 pub const SHIPPED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/artifacts/pretrained/flickr8k-lite0"
+    "/artifacts/pretrained/flickr8k-lite2"
 );
 
 /// The environment variable that names the model to use when none is given (a run or an
@@ -51,7 +51,7 @@ pub fn models_or_default(
         bail!(
             "no model was given, and {} holds none: pass --model with a run folder (from \
              `train`) or an `export` folder, set {MODEL_VARIABLE} to one, or rebuild the \
-             shipped one with artifacts/pretrained/flickr8k-lite0/build.sh",
+             shipped one with artifacts/pretrained/flickr8k-lite2/build.sh",
             folder.display()
         );
     }

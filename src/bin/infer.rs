@@ -23,7 +23,7 @@ use clap::Parser;
 struct Args {
     /// Run folder written by `train` (model.mpk, model.json, vocab.json) or folder written by
     /// `export` [default: $CAPTIONER_MODEL, else the shipped Flickr8k captioner in
-    /// artifacts/pretrained/flickr8k-lite0]. Given more than once, the models caption together (an ensemble: at every
+    /// artifacts/pretrained/flickr8k-lite2]. Given more than once, the models caption together (an ensemble: at every
     /// step the next word's probability is the mean of theirs); they must share one vocabulary,
     /// as runs on the same training captions do, and may differ in encoder.
     #[arg(long, value_name = "DIR")]

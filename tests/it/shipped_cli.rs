@@ -1,4 +1,4 @@
-//! The captioner that comes with the project (`artifacts/pretrained/flickr8k-lite0/`), as a
+//! The captioner that comes with the project (`artifacts/pretrained/flickr8k-lite2/`), as a
 //! newcomer meets it: `infer`, `serve` and `eval model` with no model named.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use crate::serve_cli::{http, Serving};
 
 /// The shipped folder, in this source tree.
 pub fn shipped() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/pretrained/flickr8k-lite0")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/pretrained/flickr8k-lite2")
 }
 
 /// Runs `bin` from the source tree's root with `args`, with `$CAPTIONER_MODEL` set to
@@ -115,7 +115,7 @@ fn eval_model_with_no_model_scores_the_shipped_one_on_the_data_given() {
 #[test]
 fn a_truncated_or_foreign_file_in_the_shipped_folder_is_named() {
     let dir = temp_dir("shipped-broken");
-    let copy = dir.join("flickr8k-lite0");
+    let copy = dir.join("flickr8k-lite2");
     std::fs::create_dir_all(&copy).unwrap();
     for file in ["model.safetensors", "config.json", "vocab.json"] {
         std::fs::copy(shipped().join(file), copy.join(file)).unwrap();
