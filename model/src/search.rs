@@ -754,6 +754,7 @@ mod tests {
     /// and 8 samples each.
     fn captions(endings: &Endings) -> [Vec<Caption>; 3] {
         let device = Default::default();
+        let seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
         <NdArray as Backend>::seed(&device, 11);
         let decoder = DecoderConfig::new(VOCAB as usize, 8)
             .with_embed_dim(8)
@@ -764,6 +765,7 @@ mod tests {
             .favouring(END, 2.0);
         let grids =
             Tensor::<NdArray, 3>::random([6, 4, 8], Distribution::Normal(0.0, 1.0), &device);
+        drop(seeded);
         let beam = SearchConfig {
             beam_size: 4,
             max_len: 8,
@@ -821,8 +823,13 @@ mod tests {
     }
 
     /// A random decoder over `feature_dim`-wide grids, made from `seed`.
+    /// Held while a test seeds the backend's one random generator and draws from it, so that
+    /// tests running at once each draw what their seed gives.
+    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     fn random_decoder(seed: u64, feature_dim: usize) -> Decoder<NdArray> {
         let device = Default::default();
+        let _seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
         <NdArray as Backend>::seed(&device, seed);
         DecoderConfig::new(VOCAB as usize, feature_dim)
             .with_embed_dim(8)
@@ -834,6 +841,7 @@ mod tests {
 
     fn grids(seed: u64, shape: [usize; 3]) -> Tensor<NdArray, 3> {
         let device = Default::default();
+        let _seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
         <NdArray as Backend>::seed(&device, seed);
         Tensor::random(shape, Distribution::Normal(0.0, 1.0), &device)
     }
@@ -946,6 +954,22 @@ mod tests {
             .any(|pair| !seen.insert(pair))
     }
 
+    /// The greedy captions of `features` and those of a 3-beam search, up to 8 words each.
+    fn greedy_and_beam(
+        decoder: &Decoder<NdArray>,
+        features: &Tensor<NdArray, 3>,
+        endings: &Endings,
+    ) -> Vec<Caption> {
+        let beam = SearchConfig {
+            beam_size: 3,
+            max_len: 8,
+            length_penalty: 0.0,
+        };
+        let mut found = greedy(decoder, features.clone(), 8, endings);
+        found.extend(beam_search(decoder, features.clone(), &beam, endings));
+        found
+    }
+
     #[test]
     fn searches_blocking_repeats_never_say_a_phrase_twice() {
         // A decoder that seldom ends, so that its 8-word captions over 8 words repeat; words 4
@@ -953,16 +977,7 @@ mod tests {
         let decoder = random_decoder(9, 8).favouring(END, -4.0);
         let features = grids(10, [6, 4, 8]);
         let free = [START, 4, 5];
-        let beam = SearchConfig {
-            beam_size: 3,
-            max_len: 8,
-            length_penalty: 0.0,
-        };
-        let search = |endings: &Endings| {
-            let mut found = greedy(&decoder, features.clone(), 8, endings);
-            found.extend(beam_search(&decoder, features.clone(), &beam, endings));
-            found
-        };
+        let search = |endings: &Endings| greedy_and_beam(&decoder, &features, endings);
         let allowed = Endings::not_after(free);
         let before = search(&allowed);
         assert!(
@@ -997,16 +1012,7 @@ mod tests {
         // A decoder that ends as soon as it may.
         let decoder = random_decoder(13, 8).favouring(END, 0.15);
         let features = grids(14, [8, 4, 8]);
-        let beam = SearchConfig {
-            beam_size: 3,
-            max_len: 8,
-            length_penalty: 0.0,
-        };
-        let search = |endings: &Endings| {
-            let mut found = greedy(&decoder, features.clone(), 8, endings);
-            found.extend(beam_search(&decoder, features.clone(), &beam, endings));
-            found
-        };
+        let search = |endings: &Endings| greedy_and_beam(&decoder, &features, endings);
         let ending = |c: &Caption| match c.tokens.as_slice() {
             [.., a, b] if c.finished => Some((*a, *b)),
             _ => None,
