@@ -9,7 +9,11 @@ attention, tanh after init_h/init_c, and the context written as a bmm. Like a ca
 encoder side of the attention, encoder_att(f), is computed once per batch, not at every step.
 
 Runs one row of the table on random data and prints one line of JSON on stdout, the same fields
-as `bench --row ROW` (bench/src/main.rs); `--row list` prints the row names.
+as `bench --row ROW` (bench/src/main.rs); `--row list` prints the row names. Each line also
+gives the row's FLOPs per item, as PyTorch's FlopCounterMode counts them over one step (the
+products and convolutions, forward and backward; Burn's side runs the same ones), and the CPU
+capability that PyTorch's kernels use. Row `gemm` is a plain square product, the machine's
+reachable peak in GFLOP/s.
 """
 import argparse
 import json
@@ -25,7 +29,8 @@ import torchvision
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-ROWS = ["1a", "1b", "2-resnet101", "2-lite0", "3", "4-b32", "4-b1"]
+ROWS = ["gemm", "1a", "1b", "2-resnet101", "2-lite0", "3", "4-b32", "4-b1"]
+GEMM = 2048  # the side of row gemm's square product
 BATCH, WIDTH = 32, 20  # captions (or images) per step; padded caption length
 PAD, START, END = 0, 1, 2
 SIZES = {"sat": (196, 2048, 10000), "flickr": (49, 1280, 1755)}  # positions, channels, vocab
@@ -236,6 +241,10 @@ def beam_search(decoder, features, k=3, max_steps=20):
 
 def build(row, device):
     """Returns (items per step, step function) for `row`."""
+    if row == "gemm":
+        a = torch.randn(GEMM, GEMM, device=device)
+        b = torch.randn(GEMM, GEMM, device=device)
+        return 2 * GEMM**3 / 1e9, lambda: torch.mm(a, b)
     if row in ("1a", "1b"):
         size = "sat" if row == "1a" else "flickr"
         positions, channels, vocab = SIZES[size]
@@ -324,6 +333,14 @@ def main():
     latency = args.row == "4-b1"
     items, step = build(args.row, device)
 
+    flops = None
+    if args.row != "gemm":
+        # One more untimed step, counting its FLOPs.
+        from torch.utils.flop_counter import FlopCounterMode
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step()
+        flops = counter.get_total_flops() / items
     for _ in range(warmup):
         step()
     values = []
@@ -341,10 +358,11 @@ def main():
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    unit = ("ms/image" if latency else "GFLOP/s" if args.row == "gemm"
+            else "captions/s" if args.row in ("1a", "1b") else "images/s")
     print(json.dumps({
-        "side": "pytorch", "row": args.row,
-        "unit": "ms/image" if latency else ("captions/s" if args.row in ("1a", "1b")
-                                            else "images/s"),
+        "side": "pytorch", "row": args.row, "unit": unit, "flops_per_item": flops,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "median": statistics.median(values), "runs": values, "peak_mem_mb": round(peak, 1),
         "device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
     }))

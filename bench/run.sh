@@ -7,7 +7,8 @@
 # --quick    every row briefly (under 10 minutes on a 2-core CPU); otherwise medians of 5 runs
 # --device   Burn's backend (default flex, the CPU default); cuda and wgpu compare with
 #            PyTorch on CUDA
-# --rows     a subset of: 1a 1b 2-resnet101 2-lite0 3 4-b32 4-b1
+# --rows     a subset of: gemm 1a 1b 2-resnet101 2-lite0 3 4-b32 4-b1 (gemm, a plain square
+#            product, gives the machine's peak that the table's "% of peak" columns divide by)
 # PYTHON     the Python that has torch (default python3); LITE0_PTH names EfficientNet-Lite0
 #            weights for row 2-lite0 on the PyTorch side.
 # Each side's JSON lines and the table are kept in artifacts/bench/<date>/.
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 quick=""
 device="flex"
-rows="1a 1b 2-resnet101 2-lite0 3 4-b32 4-b1"
+rows="gemm 1a 1b 2-resnet101 2-lite0 3 4-b32 4-b1"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) quick="--quick"; shift ;;

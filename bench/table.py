@@ -1,6 +1,11 @@
 """Turns the JSON lines of `bench` (Burn) and `pytorch_reference.py` into the markdown table
 of bench/RESULTS.md: one row per benchmark row, `speed ratio` = Burn's throughput over
-PyTorch's (above 1: Burn is faster; for the latency row, PyTorch's time over Burn's)."""
+PyTorch's (above 1: Burn is faster; for the latency row, PyTorch's time over Burn's).
+
+The machine line names the CPU, the flags of its vector instruction sets and the capability
+PyTorch's kernels use. Where both sides ran row `gemm` (a plain square product), each row also
+shows its GFLOP per item (PyTorch's count, the same products on both sides) and the share of
+the machine's peak that each side reaches, the peak being the faster side's gemm."""
 
 import argparse
 import json
@@ -8,6 +13,7 @@ import os
 import platform
 
 WHAT = {
+    "gemm": "plain product [2048,2048] x [2048,2048]",
     "1a": "decoder train step, 14x14x2048, vocab 10000",
     "1b": "decoder train step, 7x7x1280, vocab 1755",
     "2-resnet101": "encoder forward, ResNet-101, 224px",
@@ -40,6 +46,30 @@ def cpu_name():
     return platform.processor() or "unknown CPU"
 
 
+def cpu_flags():
+    """The flags of /proc/cpuinfo that decide which kernels run: AVX2, FMA, AVX-512."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                              "avx512_bf16", "amx_tile"]
+                    shown = [w for w in wanted if w in flags]
+                    return " ".join(shown) + ("" if "avx512f" in flags else ", no avx512f")
+    except OSError:
+        pass
+    return "flags unknown"
+
+
+def rate(record, flops):
+    """GFLOP/s of a row's median, from its FLOPs per item."""
+    if record is None or "median" not in record or not flops or record["median"] <= 0:
+        return None
+    per_second = 1000 / record["median"] if record["unit"].startswith("ms") else record["median"]
+    return per_second * flops / 1e9
+
+
 def figure(record):
     if record is None:
         return "-"
@@ -64,11 +94,22 @@ def main():
     backend = next((r["device"] for r in burn.values() if "device" in r), "?")
     torch_device = next((r["device"] for r in torch.values() if "device" in r), "?")
     threads = next((r["threads"] for r in torch.values() if "threads" in r), "?")
-    print(f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs (PyTorch threads: {threads}); "
+    version = next((r["torch"] for r in torch.values() if "torch" in r), "?")
+    capability = next((r["cpu_capability"] for r in torch.values() if "cpu_capability" in r), "?")
+    print(f"Machine: {cpu_name()} ({cpu_flags()}), {os.cpu_count()} logical CPUs; "
+          f"PyTorch {version}, CPU capability {capability}, {threads} threads; "
           f"commit {args.commit}; Burn `{backend}`, PyTorch `{torch_device}`.")
     print()
-    print("| row | what | unit | Burn | PyTorch | speed ratio | Burn peak MB | PyTorch peak MB |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    peaks = [r["median"] for r in (burn.get("gemm"), torch.get("gemm")) if r and "median" in r]
+    peak = max(peaks) if len(peaks) == 2 else None
+
+    def share(record, flops):
+        value = rate(record, flops)
+        return "-" if value is None or peak is None else f"{100 * value / peak:.0f}%"
+
+    print("| row | what | unit | Burn | PyTorch | speed ratio | GFLOP per item "
+          "| Burn % of peak | PyTorch % of peak | Burn peak MB | PyTorch peak MB |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in WHAT:
         b, t = burn.get(row), torch.get(row)
         if b is None and t is None:
@@ -80,8 +121,10 @@ def main():
             ratio = f"{r:.2f}"
         why = " ".join(x["skipped"] for x in (b, t) if x and "skipped" in x)
         what = WHAT[row] + (f" ({why})" if why else "")
-        print(f"| {row} | {what} | {unit} | {figure(b)} | {figure(t)} | {ratio} "
-              f"| {memory(b)} | {memory(t)} |")
+        flops = (t or {}).get("flops_per_item")
+        per_item = f"{flops / 1e9:.3g}" if flops else "-"
+        print(f"| {row} | {what} | {unit} | {figure(b)} | {figure(t)} | {ratio} | {per_item} "
+              f"| {share(b, flops)} | {share(t, flops)} | {memory(b)} | {memory(t)} |")
 
 
 if __name__ == "__main__":

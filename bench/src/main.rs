@@ -17,7 +17,8 @@ use rows::Row;
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Which row to run: 1a/1b decoder training step (Show-Attend-Tell size / Flickr8k
+    /// Which row to run: gemm a plain [2048,2048] square product (the machine's peak, in
+    /// GFLOP/s), 1a/1b decoder training step (Show-Attend-Tell size / Flickr8k
     /// preset size), 2-resnet101/2-lite0 encoder forward, 3 fine-tuning step of ResNet-101
     /// layers 2-4 and the decoder, 4-b32/4-b1 beam search (K=3) at batch 32 / batch 1.
     #[arg(long, value_enum)]
@@ -72,8 +73,8 @@ impl Args {
 
 /// A row ready to run: `step` does one unit of work on `items` items.
 pub struct Workload<'a> {
-    /// What one step processes (captions or images).
-    pub items: usize,
+    /// What one step processes (captions or images; GFLOP for row gemm).
+    pub items: f64,
     /// One step, synchronised with the device before it returns.
     pub step: Box<dyn FnMut() + 'a>,
 }
@@ -104,7 +105,7 @@ impl BackendJob for RowJob {
                 (workload.step)();
             }
             let seconds = start.elapsed().as_secs_f64();
-            let items = (workload.items * self.plan.iters) as f64;
+            let items = workload.items * self.plan.iters as f64;
             runs.push(if self.row.is_latency() {
                 seconds * 1000.0 / items
             } else {

@@ -27,6 +27,9 @@ const LR: f64 = 4e-4;
 /// The rows of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Row {
+    /// A plain square product, `[2048, 2048] x [2048, 2048]`: the machine's reachable peak.
+    #[value(name = "gemm")]
+    Gemm,
     /// Decoder training step, features given, Show-Attend-Tell size.
     #[value(name = "1a")]
     DecoderSat,
@@ -66,6 +69,7 @@ impl Row {
     /// The unit of the figure.
     pub fn unit(self) -> &'static str {
         match self {
+            Row::Gemm => "GFLOP/s",
             Row::DecoderSat | Row::DecoderFlickr => "captions/s",
             Row::BeamBatch1 => "ms/image",
             _ => "images/s",
@@ -143,6 +147,7 @@ pub fn build<'a, B: AutodiffBackend>(
     device: &'a B::Device,
 ) -> Workload<'a> {
     match row {
+        Row::Gemm => gemm::<B::InnerBackend>(device),
         Row::DecoderSat => decoder_training::<B>(SAT, shapes, device),
         Row::DecoderFlickr => decoder_training::<B>(FLICKR, shapes, device),
         Row::ResNet101 => encoder_forward::<B::InnerBackend>(resnet101(), device),
@@ -150,6 +155,23 @@ pub fn build<'a, B: AutodiffBackend>(
         Row::FineTune => fine_tuning::<B>(shapes, device),
         Row::BeamBatch32 => beam::<B::InnerBackend>(BATCH, device),
         Row::BeamBatch1 => beam::<B::InnerBackend>(1, device),
+    }
+}
+
+/// The side of row gemm's square product.
+const GEMM: usize = 2048;
+
+/// Row gemm: one square product, its items the GFLOP it does.
+fn gemm<'a, B: Backend>(device: &'a B::Device) -> Workload<'a> {
+    let normal = Distribution::Normal(0.0, 1.0);
+    let a = Tensor::<B, 2>::random([GEMM, GEMM], normal, device);
+    let b = Tensor::<B, 2>::random([GEMM, GEMM], normal, device);
+    Workload {
+        items: 2.0 * (GEMM as f64).powi(3) / 1e9,
+        step: Box::new(move || {
+            let _ = a.clone().matmul(b.clone());
+            sync::<B>(device);
+        }),
     }
 }
 
@@ -168,7 +190,7 @@ fn decoder_training<'a, B: AutodiffBackend>(
     );
     let (tokens, lengths) = captions::<B>(size.vocab, shapes, device);
     Workload {
-        items: BATCH,
+        items: BATCH as f64,
         step: Box::new(move || {
             let model = decoder
                 .take()
@@ -205,7 +227,7 @@ fn encoder_forward<'a, B: Backend>(config: EncoderConfig, device: &'a B::Device)
     let encoder = config.init::<B>(device);
     let images = images::<B>(device);
     Workload {
-        items: BATCH,
+        items: BATCH as f64,
         step: Box::new(move || {
             let features = encoder.forward(images.clone());
             let _ = features.into_data();
@@ -223,7 +245,7 @@ fn fine_tuning<'a, B: AutodiffBackend>(shapes: Shapes, device: &'a B::Device) ->
     let (tokens, lengths) = captions::<B>(SAT.vocab, shapes, device);
     let image_of_caption = Tensor::<B, 1, Int>::arange(0..BATCH as i64, device);
     Workload {
-        items: BATCH,
+        items: BATCH as f64,
         step: Box::new(move || {
             let captioner = model.take().expect("the model is put back after each step");
             let out = captioner.forward(CaptionBatch {
@@ -281,7 +303,7 @@ fn beam<'a, B: Backend>(images: usize, device: &'a B::Device) -> Workload<'a> {
         length_penalty: 0.0,
     };
     Workload {
-        items: images,
+        items: images as f64,
         step: Box::new(move || {
             let captions = beam_search(&decoder, features.clone(), &search, &Endings::any());
             assert!(captions.iter().all(|c| c.tokens.len() == search.max_len));

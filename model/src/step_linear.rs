@@ -8,29 +8,28 @@ use burn::prelude::*;
 
 use crate::fused;
 
-/// A `Linear` applied at every decoding step, which also keeps its weight copied once (per
-/// batch or search, at the first step that needs it) to `[d_output, d_input]`, the layout
-/// PyTorch keeps. Burn's `Linear` stores `[d_input, d_output]`. The CPU's gemm multiplies by
-/// a row-major right operand faster than by a transposed view at the few rows of a step
-/// (bench/RESULTS.md), and which layout a product meets depends on where it runs:
+/// A `Linear` applied at every decoding step, with its weight laid out for the step's thin
+/// product once (per batch or search, at the first step that needs it):
 ///
-/// - **inference**: the copy, used transposed, for a batched beam search step
-///   (`[96, 1792] x [1792, 2048]`); Burn's layout for a single picture's three beams. So
-///   steps of at least [`StepLinear::WIDE_ROWS`] rows use the copy and thinner ones Burn's
-///   layout; except on flex on a CPU with AVX-512, whose gemm kernels are at least as
-///   fast in Burn's layout ([`fused::flex_with_avx512`]).
-/// - **training on flex** ([`fused::step_product`]): the forward product in Burn's layout
-///   and the backward's `d x = d y W^T` from the copy, so that neither meets a transposed
-///   view.
+/// - **on flex** ([`fused::step_product`]), inference and training: packed into panels, by
+///   which every step multiplies; in training also `W^T`'s panels for the backward's
+///   `d x = d y W^T`.
+/// - **inference elsewhere**: steps of at least [`StepLinear::WIDE_ROWS`] rows multiply by
+///   a copy laid out `[d_output, d_input]` (the layout PyTorch keeps; Burn's `Linear` stores
+///   `[d_input, d_output]`), used transposed, and thinner ones by Burn's layout.
 /// - **training elsewhere**: Burn's layout only, through Burn's operations. (Multiplying by
 ///   the copy there would put the slow layout in the backward pass instead and add up
 ///   transposed per-step gradients, which halved the speed of a decoder training step.)
+///
+/// bench/RESULTS.md has the products' speeds in each layout.
 #[derive(Debug, Clone)]
 pub struct StepLinear<B: Backend> {
     /// `[d_input, d_output]`.
     weight: Tensor<B, 2>,
     /// `[d_output, d_input]`, a constant, made at the first step that reads it.
     transposed: OnceLock<Tensor<B, 2>>,
+    /// The weight's panels on flex.
+    packed: fused::PackedWeight,
     bias: Option<Tensor<B, 1>>,
     /// Whether the weight is being trained (it requires a gradient).
     training: bool,
@@ -38,7 +37,7 @@ pub struct StepLinear<B: Backend> {
 
 impl<B: Backend> StepLinear<B> {
     /// Steps with at least this many rows multiply by the `[d_output, d_input]` copy in
-    /// inference.
+    /// inference off flex.
     pub const WIDE_ROWS: usize = 16;
 
     /// Lays out `linear`'s weight for stepping.
@@ -48,6 +47,7 @@ impl<B: Backend> StepLinear<B> {
             training: weight.is_require_grad(),
             weight,
             transposed: OnceLock::new(),
+            packed: fused::PackedWeight::default(),
             bias: linear.bias.as_ref().map(|bias| bias.val()),
         }
     }
@@ -68,16 +68,14 @@ impl<B: Backend> StepLinear<B> {
 
     /// `linear.forward(x)` for `x` `[rows, d_input]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let bias = self.bias.as_ref();
+        if let Some(y) = fused::step_product(&x, &self.weight, bias, &self.packed) {
+            return y;
+        }
         if self.training {
-            if fused::training_on_flex::<B>() {
-                let bias = self.bias.as_ref();
-                if let Some(y) = fused::step_product(&x, &self.weight, self.transposed(), bias) {
-                    return y;
-                }
-            }
             return self.add_bias(x.matmul(self.weight.clone()));
         }
-        let weight = if x.dims()[0] >= Self::WIDE_ROWS && !fused::flex_with_avx512::<B>() {
+        let weight = if x.dims()[0] >= Self::WIDE_ROWS {
             self.transposed().clone().transpose()
         } else {
             self.weight.clone()
@@ -148,7 +146,7 @@ mod tests {
 
     #[cfg(feature = "flex")]
     #[test]
-    fn training_on_flex_gives_the_outputs_and_gradients_of_the_linear_layer() {
+    fn on_flex_gives_the_outputs_and_gradients_of_the_linear_layer() {
         use burn::backend::Flex;
         use burn::tensor::Distribution;
         type AdFlex = Autodiff<Flex>;
@@ -179,12 +177,24 @@ mod tests {
             };
             let step = StepLinear::new(&linear);
             let ours = run(step.forward(x.clone()));
-            assert!(
-                step.transposed.get().is_some(),
-                "the backward reads the copy"
-            );
+            assert!(step.packed.is_packed(), "flex multiplies by the panels");
             let reference = run(linear.forward(x.clone()));
             let sizes = format!("[{rows}, {d_input}] x [{d_input}, {d_output}]");
+            let inference = linear.valid();
+            let step = StepLinear::new(&inference);
+            let ours_inferred = step.forward(x.clone().inner());
+            assert!(step.packed.is_packed(), "flex multiplies by the panels");
+            let gap = crate::fused::relative_gap(
+                ours_inferred.clone(),
+                inference.forward(x.clone().inner()),
+            );
+            assert!(gap < 1e-5, "inference {sizes}: relative gap {gap}");
+            // Trained or not, the same products.
+            assert_eq!(
+                ours_inferred.into_data(),
+                ours.0.clone().into_data(),
+                "{sizes}"
+            );
             crate::fused::assert_same_outputs_and_gradients(ours, reference, with_bias, &sizes);
         }
     }

@@ -47,7 +47,7 @@ fn time_batched<B: Backend>(name: &str, [batch, m, k, n]: [usize; 4], device: &B
 
 /// The 2-D products: name, `[m, k, n]`, and whether the right operand is a transposed view
 /// (as `W^T` is in a `Linear`'s backward pass). `bench/matmul_reference.py` has the same list.
-const PRODUCTS: [(&str, [usize; 3], bool); 9] = [
+const PRODUCTS: [(&str, [usize; 3], bool); 11] = [
     ("x [32,1792] W [1792,2048]", [32, 1792, 2048], false),
     ("dy [32,2048] W^T [2048,1792]", [32, 2048, 1792], true),
     ("dy [32,2048] W^T copied row-major", [32, 2048, 1792], false),
@@ -55,6 +55,8 @@ const PRODUCTS: [(&str, [usize; 3], bool); 9] = [
     ("h [32,512] W [512,512]", [32, 512, 512], false),
     ("beams [96,1792] W [1792,2048]", [96, 1792, 2048], false),
     ("beams [96,1792] W^T [1792,2048]", [96, 1792, 2048], true),
+    ("3 beams [3,1792] W [1792,2048]", [3, 1792, 2048], false),
+    ("3 beams [3,1792] W^T [1792,2048]", [3, 1792, 2048], true),
     ("scores [4704,512] w [512,1]", [4704, 512, 1], false),
     (
         "square [1024,1024] x [1024,1024]",
@@ -71,9 +73,32 @@ fn all<B: Backend>(backend: &str, device: &B::Device) {
     time_batched::<B>("context 96 x [1,49] x [49,1280]", [96, 1, 49, 1280], device);
 }
 
+/// The same thin products by a weight packed once into panels (`fused::panels`), as a beam
+/// search multiplies at every step.
+fn packed() {
+    use captioner_model::fused::panels::Panels;
+    println!("packed panels");
+    for [m, k, n] in [
+        [32, 1792, 2048],
+        [96, 1792, 2048],
+        [3, 1792, 2048],
+        [96, 512, 1755],
+        [32, 512, 512],
+    ] {
+        let x: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+        let w: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+        let panels = Panels::pack(&w, [k, n], [n, 1]);
+        let name = format!("[{m},{k}] x [{k},{n}]");
+        report::<burn::backend::NdArray>(&name, 2 * m * k * n, &Default::default(), || {
+            let _ = panels.product(&x, m, None);
+        });
+    }
+}
+
 fn main() {
     captioner::keep_freed_memory();
     #[cfg(feature = "flex")]
     all::<burn::backend::Flex>("flex", &Default::default());
+    packed();
     all::<burn::backend::NdArray>("ndarray", &Default::default());
 }

@@ -53,16 +53,53 @@ fn dot(x: &[f32], y: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Runs `f` compiled for the best instruction set of this CPU.
-#[inline(always)]
-fn vectorised<R>(f: impl FnOnce() -> R) -> R {
-    pulp::Arch::new().dispatch(f)
+/// Defines `fn name(args) { body }` compiled three times, for AVX-512, for AVX2 with FMA and
+/// for the plain target, and run as the best build this CPU can run (the CPU is asked once
+/// and the answer cached by the standard library).
+///
+/// The body is an `#[inline(always)]` function, so it is compiled into each of the builds
+/// with their instruction sets (a closure handed to a dispatcher is not inlined that way, and
+/// its loops stay at the plain target's SSE2). The arithmetic is written without fused
+/// multiply-adds, so the three builds give the same values.
+macro_rules! vectorised {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,avx,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx512($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,avx,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: this CPU has the instruction sets `avx512` is compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: as above, for `avx2`.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
 }
 
+vectorised! {
 /// One row of the forward pass: writes `out` = `[context (e), alpha (p)]`, and the
 /// energies `[p, a]` into `energy`, or into its first `a` values one position at a time
 /// when it is that short.
-#[inline(always)]
 fn forward_row(
     d: Dims,
     features: &[f32],
@@ -101,6 +138,7 @@ fn forward_row(
         }
     }
 }
+}
 
 /// The forward pass: `[n, e + p]` (context, then alpha), and when `keep_energy` the
 /// energies `tanh(projected + query)` `[n, p, a]` that the backward pass reads (empty
@@ -115,17 +153,15 @@ pub fn forward(
 ) -> (Vec<f32>, Vec<f32>) {
     let mut out = vec![0.0; d.n * (d.e + d.p)];
     let row = |row: usize, energy: &mut [f32], out: &mut [f32]| {
-        vectorised(|| {
-            forward_row(
-                d,
-                &features[row * d.p * d.e..][..d.p * d.e],
-                &projected[row * d.p * d.a..][..d.p * d.a],
-                &query[row * d.a..][..d.a],
-                w,
-                energy,
-                out,
-            )
-        })
+        forward_row(
+            d,
+            &features[row * d.p * d.e..][..d.p * d.e],
+            &projected[row * d.p * d.a..][..d.p * d.a],
+            &query[row * d.a..][..d.a],
+            w,
+            energy,
+            out,
+        )
     };
     let energy = if keep_energy {
         let mut energy = vec![0.0; d.n * d.p * d.a];
@@ -155,9 +191,9 @@ pub struct Gradients {
     pub features: Option<Vec<f32>>,
 }
 
+vectorised! {
 /// One row of the backward pass; `dw` receives this row's part of `w`'s gradient.
 #[allow(clippy::too_many_arguments)]
-#[inline(always)]
 fn backward_row(
     d: Dims,
     features: &[f32],
@@ -199,6 +235,7 @@ fn backward_row(
         }
     }
 }
+}
 
 /// The backward pass, given the forward pass's `out` and `energy` and the gradient of
 /// `out`.
@@ -223,20 +260,18 @@ pub fn backward(
         .zip(ds.par_chunks_mut(d.p))
         .enumerate()
         .for_each(|(row, (((d_projected, d_query), dw), ds))| {
-            vectorised(|| {
-                backward_row(
-                    d,
-                    &features[row * d.p * d.e..][..d.p * d.e],
-                    &out[row * (d.e + d.p) + d.e..][..d.p],
-                    &energy[row * d.p * d.a..][..d.p * d.a],
-                    w,
-                    &d_out[row * (d.e + d.p)..][..d.e + d.p],
-                    d_projected,
-                    d_query,
-                    dw,
-                    ds,
-                )
-            })
+            backward_row(
+                d,
+                &features[row * d.p * d.e..][..d.p * d.e],
+                &out[row * (d.e + d.p) + d.e..][..d.p],
+                &energy[row * d.p * d.a..][..d.p * d.a],
+                w,
+                &d_out[row * (d.e + d.p)..][..d.e + d.p],
+                d_projected,
+                d_query,
+                dw,
+                ds,
+            )
         });
     // Rows added in order, so that the sum is the same whatever the threads did.
     let dw = sum_rows(&dw_rows, d.a);
@@ -249,13 +284,7 @@ pub fn backward(
             .for_each(|(row, d_features)| {
                 let alpha = &out[row * (d.e + d.p) + d.e..][..d.p];
                 let d_context = &d_out[row * (d.e + d.p)..][..d.e];
-                vectorised(|| {
-                    for (&a, g) in alpha.iter().zip(d_features.chunks_exact_mut(d.e)) {
-                        for (g, &dc) in g.iter_mut().zip(d_context) {
-                            *g = a * dc;
-                        }
-                    }
-                })
+                feature_gradients(alpha, d_context, d_features)
             });
         d_features
     });
@@ -265,6 +294,17 @@ pub fn backward(
         w: dw,
         features,
     }
+}
+
+vectorised! {
+/// One row's `d features_p = alpha_p d context`, `[p, e]`.
+fn feature_gradients(alpha: &[f32], d_context: &[f32], d_features: &mut [f32]) {
+    for (&a, g) in alpha.iter().zip(d_features.chunks_exact_mut(d_context.len())) {
+        for (g, &dc) in g.iter_mut().zip(d_context) {
+            *g = a * dc;
+        }
+    }
+}
 }
 
 /// The sum of the rows of `rows` (`[_, width]`, row-major), added in row order.
@@ -284,6 +324,31 @@ fn sigmoid(x: f32) -> f32 {
     0.5 + 0.5 * tanh(0.5 * x)
 }
 
+vectorised! {
+/// One row of the LSTM cell forward, from its gates `[4h]` and previous cell state `[h]`:
+/// `out` `[2h]` and, unless it is empty, `saved` `[5h]`.
+fn lstm_forward_row(gates: &[f32], c_prev: &[f32], out: &mut [f32], saved: &mut [f32]) {
+    let h = c_prev.len();
+    let (gi, rest) = gates.split_at(h);
+    let (gf, rest) = rest.split_at(h);
+    let (gg, go) = rest.split_at(h);
+    let (new_h, new_c) = out.split_at_mut(h);
+    let activations = gi.iter().zip(gf).zip(gg).zip(go).zip(c_prev);
+    for (j, ((((&gi, &gf), &gg), &go), &c_prev)) in activations.enumerate() {
+        let (i, f, g, o) = (sigmoid(gi), sigmoid(gf), tanh(gg), sigmoid(go));
+        let c = f * c_prev + i * g;
+        let tc = tanh(c);
+        new_c[j] = c;
+        new_h[j] = o * tc;
+        if !saved.is_empty() {
+            for (k, value) in [i, f, g, o, tc].into_iter().enumerate() {
+                saved[k * h + j] = value;
+            }
+        }
+    }
+}
+}
+
 /// The LSTM cell forward: `[n, 2h]` (new hidden, then new cell) and, when `keep`, the
 /// activations `[n, 5h]` that the backward pass reads (`i, f, g, o` after their
 /// nonlinearities, then `tanh(c)`), empty otherwise.
@@ -301,27 +366,9 @@ pub fn lstm_forward(
         Vec::new()
     };
     let row = |row: usize, out: &mut [f32], saved: &mut [f32]| {
-        vectorised(|| {
-            let gates = &gates[row * 4 * h..][..4 * h];
-            let (gi, rest) = gates.split_at(h);
-            let (gf, rest) = rest.split_at(h);
-            let (gg, go) = rest.split_at(h);
-            let c_prev = &cell[row * h..][..h];
-            let (new_h, new_c) = out.split_at_mut(h);
-            let activations = gi.iter().zip(gf).zip(gg).zip(go).zip(c_prev);
-            for (j, ((((&gi, &gf), &gg), &go), &c_prev)) in activations.enumerate() {
-                let (i, f, g, o) = (sigmoid(gi), sigmoid(gf), tanh(gg), sigmoid(go));
-                let c = f * c_prev + i * g;
-                let tc = tanh(c);
-                new_c[j] = c;
-                new_h[j] = o * tc;
-                if !saved.is_empty() {
-                    for (k, value) in [i, f, g, o, tc].into_iter().enumerate() {
-                        saved[k * h + j] = value;
-                    }
-                }
-            }
-        })
+        let gates = &gates[row * 4 * h..][..4 * h];
+        let c_prev = &cell[row * h..][..h];
+        lstm_forward_row(gates, c_prev, out, saved)
     };
     if keep {
         out.par_chunks_mut(2 * h)
@@ -334,6 +381,32 @@ pub fn lstm_forward(
             .for_each(|(i, out)| row(i, out, &mut []));
     }
     (out, saved)
+}
+
+vectorised! {
+/// One row of the LSTM cell backward: from the row's `saved` activations `[5h]`, previous
+/// cell state `[h]` and output gradient `[2h]`, the gradients of its gates `[4h]` and of
+/// its previous cell state `[h]`.
+fn lstm_backward_row(
+    saved: &[f32],
+    c_prev: &[f32],
+    d_out: &[f32],
+    d_gates: &mut [f32],
+    d_cell: &mut [f32],
+) {
+    let h = c_prev.len();
+    let (dh, dc_out) = d_out.split_at(h);
+    let inputs = dh.iter().zip(dc_out).zip(c_prev).zip(d_cell.iter_mut());
+    for (j, (((&dh, &dc_out), &c_prev), d_cell)) in inputs.enumerate() {
+        let [i, f, g, o, tc] = [0, 1, 2, 3, 4].map(|k| saved[k * h + j]);
+        let dc = dc_out + dh * o * (1.0 - tc * tc);
+        d_gates[j] = dc * g * i * (1.0 - i);
+        d_gates[h + j] = dc * c_prev * f * (1.0 - f);
+        d_gates[2 * h + j] = dc * i * (1.0 - g * g);
+        d_gates[3 * h + j] = dh * tc * o * (1.0 - o);
+        *d_cell = dc * f;
+    }
+}
 }
 
 /// The LSTM cell backward, given the forward pass's `saved` activations, the previous
@@ -353,21 +426,10 @@ pub fn lstm_backward(
         .zip(d_cell.par_chunks_mut(h))
         .enumerate()
         .for_each(|(row, (d_gates, d_cell))| {
-            vectorised(|| {
-                let saved = &saved[row * 5 * h..][..5 * h];
-                let c_prev = &cell[row * h..][..h];
-                let (dh, dc_out) = d_out[row * 2 * h..][..2 * h].split_at(h);
-                let inputs = dh.iter().zip(dc_out).zip(c_prev).zip(d_cell.iter_mut());
-                for (j, (((&dh, &dc_out), &c_prev), d_cell)) in inputs.enumerate() {
-                    let [i, f, g, o, tc] = [0, 1, 2, 3, 4].map(|k| saved[k * h + j]);
-                    let dc = dc_out + dh * o * (1.0 - tc * tc);
-                    d_gates[j] = dc * g * i * (1.0 - i);
-                    d_gates[h + j] = dc * c_prev * f * (1.0 - f);
-                    d_gates[2 * h + j] = dc * i * (1.0 - g * g);
-                    d_gates[3 * h + j] = dh * tc * o * (1.0 - o);
-                    *d_cell = dc * f;
-                }
-            })
+            let saved = &saved[row * 5 * h..][..5 * h];
+            let c_prev = &cell[row * h..][..h];
+            let d_out = &d_out[row * 2 * h..][..2 * h];
+            lstm_backward_row(saved, c_prev, d_out, d_gates, d_cell)
         });
     (d_gates, d_cell)
 }

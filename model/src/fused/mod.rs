@@ -1,6 +1,6 @@
 //! The decoder step's hot spots, each as one operation with its own backward, on the flex
-//! backend: the attention, the LSTM cell's nonlinearities and state update, and (in
-//! training) the step's products ([`step_product`]).
+//! backend: the attention, the LSTM cell's nonlinearities and state update, and the step's
+//! products ([`step_product`]).
 //!
 //! [`crate::attention::Attention::forward`] and [`crate::lstm_cell::LstmCell::step`] are
 //! written as Burn tensor operations, and on every backend but flex that is what runs. On
@@ -8,8 +8,8 @@
 //! attention, over the `[n, positions, attention]` energies, the add of the query, the `tanh`
 //! (through `exp`, one element at a time), the score product, and in the backward pass as
 //! many again, each writing a tensor of that size; for the cell, a dozen small passes over
-//! `[n, hidden]`. Here each is one loop per row, vectorised for AVX2 or AVX-512, whichever
-//! the CPU has (`pulp`'s dispatch).
+//! `[n, hidden]`. Here each is one loop per row, compiled for AVX-512, for AVX2 and for the
+//! plain target, and run as the best build the CPU can run (`kernels::vectorised!`).
 //!
 //! **Attention** ([`attend`]):
 //! - forward: `t = tanh(projected + query)`, `s = t . w`, `alpha = softmax(s)`,
@@ -26,9 +26,9 @@
 //! state, `c = sigmoid(f) c_prev + sigmoid(i) tanh(g)` and `h = sigmoid(o) tanh(c)`, and
 //! back.
 //!
-//! **Step products** ([`step_product`]): `x W + b` with `W` in Burn's `[d_input, d_output]`
-//! layout, and in the backward pass `d x = d y W^T` from a row-major copy of `W^T` rather
-//! than a transposed view (see [`crate::step_linear::StepLinear`]).
+//! **Step products** ([`step_product`]), in searches and in training: `x W + b` by `W`
+//! packed once into panels ([`panels`]), and in the backward pass `d x = d y W^T` by panels of
+//! `W^T` (see [`crate::step_linear::StepLinear`]).
 //!
 //! **Convolutions in training** ([`convolution`]): ResNet's and EfficientNet's convolutions
 //! but the grouped (depthwise) ones, as one product per picture forward and two back (flex's
@@ -123,8 +123,8 @@ pub fn lstm_cell<B: Backend>(
     }
 }
 
-/// Whether [`step_product`] and [`convolution`] run on backend `B`: on `Autodiff<Flex>`
-/// (training on flex) unless `CAPTIONER_FUSED=0`.
+/// Whether [`convolution`] runs on backend `B`: on `Autodiff<Flex>` (training on flex) unless
+/// `CAPTIONER_FUSED=0`.
 pub fn training_on_flex<B: Backend>() -> bool {
     #[cfg(feature = "flex")]
     {
@@ -136,57 +136,68 @@ pub fn training_on_flex<B: Backend>() -> bool {
     false
 }
 
-/// Whether `B` is flex (inference) on a CPU with AVX-512, where gemm's kernels multiply by a
-/// row-major right operand at least as fast as by a transposed one at every row count
-/// measured (bench/RESULTS.md), so that [`crate::step_linear::StepLinear`]'s transposed
-/// copy does not pay.
-pub fn flex_with_avx512<B: Backend>() -> bool {
-    #[cfg(all(feature = "flex", target_arch = "x86_64"))]
-    {
-        use burn::backend::Flex;
-        use std::any::TypeId;
-        TypeId::of::<B>() == TypeId::of::<Flex>() && std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(all(feature = "flex", target_arch = "x86_64")))]
-    false
+/// A step layer's weight packed into panels ([`panels`]) for the products on flex: `W` for
+/// the forward product, and in training `W^T` for the backward's `d x = d y W^T`, each
+/// packed at the first step that reads it (once per batch or search). Clones share the
+/// packed values.
+#[derive(Debug, Clone, Default)]
+pub struct PackedWeight {
+    #[cfg(feature = "flex")]
+    forward: std::sync::Arc<OnceLock<std::sync::Arc<panels::Panels>>>,
+    #[cfg(feature = "flex")]
+    backward: std::sync::Arc<OnceLock<std::sync::Arc<panels::Panels>>>,
 }
 
-/// `x weight + bias`, `[n, d_output]`, for a layer applied at every decoding step while
-/// training on flex, or `None` elsewhere (see [`training_on_flex`]).
+impl PackedWeight {
+    /// Whether the forward product's panels have been packed.
+    pub fn is_packed(&self) -> bool {
+        #[cfg(feature = "flex")]
+        return self.forward.get().is_some();
+        #[cfg(not(feature = "flex"))]
+        false
+    }
+}
+
+/// `x weight + bias`, `[n, d_output]`, for a layer applied at every decoding step, on flex
+/// (inference) and `Autodiff<Flex>` (training), or `None` elsewhere or with
+/// `CAPTIONER_FUSED=0`.
 ///
 /// - `x`: `[n, d_input]`;
-/// - `weight`: `[d_input, d_output]`, Burn's `Linear` layout, which the forward product
-///   reads;
-/// - `transposed`: the same values laid out `[d_output, d_input]`, a constant made once per
-///   batch, which the backward product `d x = d y weight^T` reads.
+/// - `weight`: `[d_input, d_output]`, Burn's `Linear` layout;
+/// - `packed`: the same weight's panels, packed at the first call and read by every later
+///   one, so it must stay with this weight (a [`crate::step_linear::StepLinear`] keeps
+///   both).
 ///
-/// Burn multiplies `d y` by a transposed view of `weight`, and flex's gemm (AVX-512 kernels)
-/// packs such a view three times slower than a row-major operand at the few rows of a step
-/// (bench/RESULTS.md). The products are gemm's, written straight into their outputs.
+/// gemm packs its right operand again at every product, and at a step's few rows that
+/// costs as much as the product (bench/RESULTS.md); the panels are packed once. In training
+/// the backward product `d x = d y W^T` reads panels of `W^T`, and `d W = x^T d y` is
+/// gemm's, written straight into its output.
 pub fn step_product<B: Backend>(
     x: &Tensor<B, 2>,
     weight: &Tensor<B, 2>,
-    transposed: &Tensor<B, 2>,
     bias: Option<&Tensor<B, 1>>,
+    packed: &PackedWeight,
 ) -> Option<Tensor<B, 2>> {
     #[cfg(feature = "flex")]
     {
-        if !training_on_flex::<B>() {
+        use burn::backend::{Autodiff, Flex};
+        use std::any::TypeId;
+        let backend = TypeId::of::<B>();
+        if !enabled()
+            || (backend != TypeId::of::<Flex>() && backend != TypeId::of::<Autodiff<Flex>>())
+        {
             return None;
         }
         let [_, d_input] = x.dims();
         let [rows, d_output] = weight.dims();
-        if rows != d_input
-            || transposed.dims() != [d_output, d_input]
-            || bias.is_some_and(|b| b.dims() != [d_output])
-        {
+        if rows != d_input || bias.is_some_and(|b| b.dims() != [d_output]) {
             return None;
         }
-        on_flex::step_product(x, weight, transposed, bias)
+        on_flex::step_product(x, weight, bias, packed)
     }
     #[cfg(not(feature = "flex"))]
     {
-        let _ = (x, weight, transposed, bias);
+        let _ = (x, weight, bias, packed);
         None
     }
 }
@@ -249,6 +260,7 @@ pub fn convolution<B: Backend>(
 mod kernels;
 #[cfg(feature = "flex")]
 mod on_flex;
+pub mod panels;
 #[cfg(all(test, feature = "flex"))]
 mod test_support;
 

@@ -1,14 +1,18 @@
-//! The decoder step's products in training on flex: `x W + b` forward, and back `d x` from a
-//! row-major copy of `W^T` made once per batch.
+//! The decoder step's products on flex by weights packed once into panels: `x W + b`
+//! forward, and in training `d x` from panels of `W^T` and `d W` through gemm.
 
+use std::sync::Arc;
+
+use super::super::panels::Panels;
+use super::super::PackedWeight;
 use super::*;
 
-/// What the backward pass of [`step_product`] reads: the input `[n, d_input]` and the
-/// weight laid out `[d_output, d_input]`.
+/// What the backward pass of [`step_product`] reads: the input `[n, d_input]` and `W^T`'s
+/// panels.
 #[derive(Debug, Clone)]
 struct ProductSaved {
     x: FlexTensor,
-    transposed: FlexTensor,
+    transposed: Arc<Panels>,
     n: usize,
     d_input: usize,
     d_output: usize,
@@ -38,12 +42,8 @@ impl<const N: usize> Backward<Flex, N> for ProductBackward {
         let d_y = slice(&d_y);
         let mut parents = ops.parents.into_iter();
         if let Some(node) = parents.next().flatten() {
-            // d x = d y W^T, with W^T read row-major from the copy.
-            let d_x = product(
-                [n, d_input, d_output],
-                (d_y, [d_output, 1]),
-                (slice(&transposed), [d_input, 1]),
-            );
+            // d x = d y W^T.
+            let d_x = transposed.product(d_y, n, None);
             grads.register::<Flex>(node.id, flex_tensor(d_x, [n, d_input]));
         }
         if let Some(node) = parents.next().flatten() {
@@ -63,44 +63,73 @@ impl<const N: usize> Backward<Flex, N> for ProductBackward {
     }
 }
 
+/// The panels in `slot`, packed from `weight` `[d_input, d_output]` (row-major) the first
+/// time: of `W` itself, or of `W^T` when `transposed`.
+fn panels(
+    slot: &std::sync::OnceLock<Arc<Panels>>,
+    weight: &[f32],
+    [d_input, d_output]: [usize; 2],
+    transposed: bool,
+) -> Option<Arc<Panels>> {
+    let panels = slot.get_or_init(|| {
+        Arc::new(if transposed {
+            Panels::pack(weight, [d_output, d_input], [1, d_output])
+        } else {
+            Panels::pack(weight, [d_input, d_output], [d_output, 1])
+        })
+    });
+    let dims = if transposed {
+        [d_output, d_input]
+    } else {
+        [d_input, d_output]
+    };
+    (panels.dims() == dims).then(|| panels.clone())
+}
+
 pub(crate) fn step_product<B: Backend>(
     x: &Tensor<B, 2>,
     weight: &Tensor<B, 2>,
-    transposed: &Tensor<B, 2>,
     bias: Option<&Tensor<B, 1>>,
+    packed: &PackedWeight,
 ) -> Option<Tensor<B, 2>> {
-    let x: Ad = cast(primitive(x)).ok()?;
-    let weight: Ad = cast(primitive(weight)).ok()?;
-    let transposed: Ad = cast(primitive(transposed)).ok()?;
-    let (bias, bv) = bias_of(bias)?.unzip();
-    let [xv, wv, tv] = [
-        values(&x.primitive)?,
-        values(&weight.primitive)?,
-        values(&transposed.primitive)?,
-    ];
-    let [n, d_input] = xv.shape().dims();
-    let d_output = wv.shape().dims::<2>()[1];
-    let forward = || {
-        let x = (slice(&xv), [d_input, 1]);
-        let mut y = product([n, d_output, d_input], x, (slice(&wv), [d_output, 1]));
-        if let Some(b) = &bv {
-            for row in y.chunks_exact_mut(d_output) {
-                for (y, &b) in row.iter_mut().zip(slice(b)) {
-                    *y += b;
-                }
-            }
+    let forward = |xv: &FlexTensor, wv: &FlexTensor, bv: Option<&FlexTensor>| {
+        let [n, d_input] = xv.shape().dims();
+        let d_output = wv.shape().dims::<2>()[1];
+        let w = panels(&packed.forward, slice(wv), [d_input, d_output], false)?;
+        let y = w.product(slice(xv), n, bv.map(slice));
+        Some(flex_tensor(y, [n, d_output]))
+    };
+    let joined = match cast::<_, FlexTensor>(primitive(x)) {
+        // Inference.
+        Ok(x) => {
+            let weight: FlexTensor = cast(primitive(weight)).ok()?;
+            let bias = match bias {
+                Some(b) => Some(values(&cast::<_, FlexTensor>(primitive(b)).ok()?)?),
+                None => None,
+            };
+            let y = forward(&values(&x)?, &values(&weight)?, bias.as_ref())?;
+            cast(y).ok()?
         }
-        flex_tensor(y, [n, d_output])
+        // Training.
+        Err(x) => {
+            let x: Ad = cast(x).ok()?;
+            let weight: Ad = cast(primitive(weight)).ok()?;
+            let (bias, bv) = bias_of(bias)?.unzip();
+            let [xv, wv] = [values(&x.primitive)?, values(&weight.primitive)?];
+            let [n, d_input] = xv.shape().dims();
+            let d_output = wv.shape().dims::<2>()[1];
+            let y = forward(&xv, &wv, bv.as_ref())?;
+            let transposed = panels(&packed.backward, slice(&wv), [d_input, d_output], true)?;
+            let saved = || ProductSaved {
+                x: xv.clone(),
+                transposed,
+                n,
+                d_input,
+                d_output,
+            };
+            let y = record_layer(ProductBackward, [&x, &weight], bias, saved, || y);
+            cast(y).ok()?
+        }
     };
-    let saved = || ProductSaved {
-        x: xv.clone(),
-        transposed: tv.clone(),
-        n,
-        d_input,
-        d_output,
-    };
-    let y = record_layer(ProductBackward, [&x, &weight], bias, saved, forward);
-    Some(Tensor::from_primitive(TensorPrimitive::Float(
-        cast(y).ok()?,
-    )))
+    Some(Tensor::from_primitive(TensorPrimitive::Float(joined)))
 }
