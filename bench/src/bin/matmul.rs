@@ -93,6 +93,20 @@ fn packed() {
             let _ = panels.product(&x, m, None);
         });
     }
+    // A weight gradient d W = x^T d y: d y packed at every call, x read transposed.
+    let (n, d_input, d_output) = (32, 1792, 2048);
+    let x: Vec<f32> = (0..n * d_input).map(|i| (i % 7) as f32 * 0.1).collect();
+    let dy: Vec<f32> = (0..n * d_output).map(|i| (i % 5) as f32 * 0.1).collect();
+    let name = format!("x^T [{d_input},{n}] dy [{n},{d_output}]");
+    report::<burn::backend::NdArray>(
+        &name,
+        2 * n * d_input * d_output,
+        &Default::default(),
+        || {
+            let panels = Panels::pack(&dy, [n, d_output], [d_output, 1]);
+            let _ = panels.product_strided(&x, d_input, [1, d_input], None);
+        },
+    );
 }
 
 fn main() {

@@ -170,8 +170,8 @@ impl PackedWeight {
 ///
 /// gemm packs its right operand again at every product, and at a step's few rows that
 /// costs as much as the product (bench/RESULTS.md); the panels are packed once. In training
-/// the backward product `d x = d y W^T` reads panels of `W^T`, and `d W = x^T d y` is
-/// gemm's, written straight into its output.
+/// the backward product `d x = d y W^T` reads panels of `W^T`, and `d W = x^T d y` panels of
+/// `d y` (a step's few rows, packed in each backward step).
 pub fn step_product<B: Backend>(
     x: &Tensor<B, 2>,
     weight: &Tensor<B, 2>,

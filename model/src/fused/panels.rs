@@ -22,6 +22,8 @@ const ROWS: usize = 6;
 const BLOCK: usize = 4096;
 /// Below this many multiply-adds a product runs on the calling thread.
 const THREADED: usize = 1 << 18;
+/// From this many rows on, threads split a product's rows rather than its panels.
+const TALL: usize = 256;
 
 /// A weight `[k, n]`, packed: panel `p` holds columns `p * width ..` as `[k, width]`
 /// row-major, the last one padded with zeros; `width` is two of the CPU's vector registers
@@ -101,43 +103,98 @@ impl Panels {
 
     /// `x w + bias`, `[m, n]` row-major, for `x` `[m, k]` row-major and `bias` `[n]`.
     pub fn product(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
+        assert_eq!(x.len(), m * self.k, "x holds [{m}, {}]", self.k);
+        self.product_strided(x, m, [self.k, 1], bias)
+    }
+
+    /// `x w + bias`, `[m, n]` row-major, for `x` `[m, k]` given with its (row, column)
+    /// strides in elements (`[1, m]` reads a row-major `[k, m]` as its transpose).
+    ///
+    /// The threads split the output: by panels while it has few rows (each thread streams
+    /// its own panels of the weight once), by rows once it has [`TALL`] or more (each thread
+    /// writes its rows in place).
+    pub fn product_strided(
+        &self,
+        x: &[f32],
+        m: usize,
+        [row, col]: [usize; 2],
+        bias: Option<&[f32]>,
+    ) -> Vec<f32> {
         let (k, n, width) = (self.k, self.n, self.width);
-        assert_eq!(x.len(), m * k, "x holds [{m}, {k}]");
         assert!(bias.is_none_or(|b| b.len() == n), "bias holds [{n}]");
         if m == 0 || n == 0 {
             return Vec::new();
         }
-        let panels = n.div_ceil(width);
-        // The output panel by panel, `[panels, m, width]`, then laid out `[m, n]`.
-        let mut tiles = vec![0.0; panels * m * width];
-        let isa = Isa::detect();
-        let run = |first: usize, out: &mut [f32]| {
-            let job = Job {
-                panels: self,
-                x,
-                m,
-                bias,
-                first,
+        if k == 0 {
+            return match bias {
+                Some(b) => b.repeat(m),
+                None => vec![0.0; m * n],
             };
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: the CPU has the features `run_avx512` is compiled for.
-                Isa::Avx512 => unsafe { job.run_avx512(out) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above, for `run_avx2`.
-                Isa::Avx2 => unsafe { job.run_avx2(out) },
-                _ => job.run::<[f32; 8]>(out),
-            }
+        }
+        assert!(
+            x.len() > (m - 1) * row + (k - 1) * col,
+            "x holds [{m}, {k}]"
+        );
+        let panels = n.div_ceil(width);
+        // The bias padded to whole panels, where the first block of each tile starts.
+        let bias = bias.map(|b| {
+            let mut padded = b.to_vec();
+            padded.resize(panels * width, 0.0);
+            padded
+        });
+        let bias = bias.as_deref();
+        let isa = Isa::detect();
+        let run = |job: Job, out: &mut [f32]| match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU has the features `run_avx512` is compiled for.
+            Isa::Avx512 => unsafe { job.run_avx512(out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above, for `run_avx2`.
+            Isa::Avx2 => unsafe { job.run_avx2(out) },
+            _ => job.run::<[f32; 8]>(out),
+        };
+        let job = |first_row: usize, rows: usize, first: usize, panels: usize, tall: bool| Job {
+            weight: self,
+            x: &x[first_row * row..],
+            strides: [row, col],
+            m: rows,
+            bias,
+            first,
+            panels,
+            tall,
         };
         let threads = rayon::current_num_threads();
-        if m * n * k < THREADED || threads == 1 || panels == 1 {
-            run(0, &mut tiles);
+        let threaded = m * n * k >= THREADED && threads > 1;
+        if m >= TALL {
+            // Rows split between threads, written in place.
+            let mut y = vec![0.0; m * n];
+            let per_thread = if threaded {
+                m.div_ceil(threads).div_ceil(ROWS) * ROWS
+            } else {
+                m
+            };
+            y.par_chunks_mut(per_thread * n)
+                .enumerate()
+                .for_each(|(i, out)| {
+                    let first_row = i * per_thread;
+                    run(job(first_row, out.len() / n, 0, panels, true), out)
+                });
+            return y;
+        }
+        // Panels split between threads, each writing `[panels, m, width]`, then laid out
+        // `[m, n]`.
+        let mut tiles = vec![0.0; panels * m * width];
+        if !threaded || panels == 1 {
+            run(job(0, m, 0, panels, false), &mut tiles);
         } else {
             let per_thread = panels.div_ceil(threads);
             tiles
                 .par_chunks_mut(per_thread * m * width)
                 .enumerate()
-                .for_each(|(i, out)| run(i * per_thread, out));
+                .for_each(|(i, out)| {
+                    let count = out.len() / (m * width);
+                    run(job(0, m, i * per_thread, count, false), out)
+                });
         }
         let mut y = Vec::with_capacity(m * n);
         for r in 0..m {
@@ -150,13 +207,19 @@ impl Panels {
     }
 }
 
-/// One thread's part of a product: the output of panels `first..`.
+/// One thread's part of a product: `m` rows of `x` (from its first) against panels
+/// `first..first + panels`.
 struct Job<'a> {
-    panels: &'a Panels,
+    weight: &'a Panels,
     x: &'a [f32],
+    strides: [usize; 2],
     m: usize,
     bias: Option<&'a [f32]>,
     first: usize,
+    panels: usize,
+    /// Whether the output is `[m, n]` row-major (rows split between threads) rather than
+    /// `[panels, m, width]`.
+    tall: bool,
 }
 
 impl Job<'_> {
@@ -172,8 +235,20 @@ impl Job<'_> {
         self.run::<std::arch::x86_64::__m256>(out)
     }
 
-    /// Writes the output of panels `first..` into `out` `[panels, m, width]`, for panels two
-    /// `V` wide: the bias, then block by block of depth the tiles of [`ROWS`] rows.
+    /// Where row `r`'s values of panel `p` (counted from `first`) start in `out`.
+    #[inline(always)]
+    fn at(&self, p: usize, r: usize) -> usize {
+        let width = self.weight.width;
+        if self.tall {
+            r * self.weight.n + (self.first + p) * width
+        } else {
+            (p * self.m + r) * width
+        }
+    }
+
+    /// Writes the output into `out`, for panels two `V` wide: the bias, then block by block
+    /// of depth the tiles of [`ROWS`] rows. In a tall output the last panel's columns past
+    /// `n` have no room, and its tiles go through a buffer.
     #[inline(always)]
     fn run<V: Vector>(&self, out: &mut [f32]) {
         let Panels {
@@ -181,37 +256,59 @@ impl Job<'_> {
             n,
             values,
             width,
-            ..
-        } = self.panels;
+        } = self.weight;
         let (k, n, m, width) = (*k, *n, self.m, *width);
         assert_eq!(width, 2 * V::LANES, "panels packed for this CPU");
-        for (i, tile) in out.chunks_exact_mut(m * width).enumerate() {
-            let p = self.first + i;
-            let columns = (n - p * width).min(width);
-            for row in tile.chunks_exact_mut(width) {
-                match self.bias {
-                    Some(b) => row[..columns].copy_from_slice(&b[p * width..][..columns]),
-                    None => row.fill(0.0),
-                }
-            }
-        }
+        let [row, col] = self.strides;
+        let columns = |p: usize| (n - (self.first + p) * width).min(width);
+        let mut buffer = vec![0.0; ROWS * width];
         let depth = BLOCK / width;
         for k0 in (0..k).step_by(depth) {
             let depth = depth.min(k - k0);
-            for (i, tile) in out.chunks_exact_mut(m * width).enumerate() {
-                let panel = &values[((self.first + i) * k + k0) * width..][..depth * width];
+            for p in 0..self.panels {
+                let panel = &values[((self.first + p) * k + k0) * width..][..depth * width];
+                // The first block starts from the bias, the others from the tile.
+                let start = match (k0, self.bias) {
+                    (0, Some(b)) => Start::From(&b[(self.first + p) * width..][..width]),
+                    (0, None) => Start::Zero,
+                    _ => Start::Tile,
+                };
+                let narrow = self.tall && columns(p) < width;
                 let mut r0 = 0;
                 while r0 < m {
                     let take = ROWS.min(m - r0);
-                    let x = &self.x[r0 * k + k0..];
-                    let tile = &mut tile[r0 * width..][..take * width];
+                    let x = &self.x[r0 * row + k0 * col..];
+                    let tile = if self.tall {
+                        if narrow {
+                            if k0 > 0 {
+                                for r in 0..take {
+                                    let from = &out[self.at(p, r0 + r)..][..columns(p)];
+                                    buffer[r * width..][..from.len()].copy_from_slice(from);
+                                }
+                            }
+                            &mut buffer[..take * width]
+                        } else {
+                            // Rows `n` apart: a tile of one row at a time.
+                            &mut out[self.at(p, r0)..]
+                        }
+                    } else {
+                        &mut out[self.at(p, r0)..][..take * width]
+                    };
+                    let stride = if self.tall && !narrow { n } else { width };
                     match take {
-                        6 => block::<V, 6>(x, k, panel, tile),
-                        5 => block::<V, 5>(x, k, panel, tile),
-                        4 => block::<V, 4>(x, k, panel, tile),
-                        3 => block::<V, 3>(x, k, panel, tile),
-                        2 => block::<V, 2>(x, k, panel, tile),
-                        _ => block::<V, 1>(x, k, panel, tile),
+                        6 => block::<V, 6>(x, [row, col], panel, tile, stride, start),
+                        5 => block::<V, 5>(x, [row, col], panel, tile, stride, start),
+                        4 => block::<V, 4>(x, [row, col], panel, tile, stride, start),
+                        3 => block::<V, 3>(x, [row, col], panel, tile, stride, start),
+                        2 => block::<V, 2>(x, [row, col], panel, tile, stride, start),
+                        _ => block::<V, 1>(x, [row, col], panel, tile, stride, start),
+                    }
+                    if narrow {
+                        for r in 0..take {
+                            let at = self.at(p, r0 + r);
+                            let cols = columns(p);
+                            out[at..][..cols].copy_from_slice(&buffer[r * width..][..cols]);
+                        }
                     }
                     r0 += take;
                 }
@@ -311,24 +408,52 @@ mod x86 {
     }
 }
 
-/// `tile[r] += sum_kk x[r * stride + kk] panel[kk]` for `R` rows: `tile` `[R, 2 LANES]`,
-/// `panel` `[depth, 2 LANES]`, the tile in `2 R` registers.
+/// What a tile's sums start from.
+#[derive(Clone, Copy)]
+enum Start<'a> {
+    /// The tile's values (a later block of depth).
+    Tile,
+    /// Zero (the first block, no bias).
+    Zero,
+    /// The bias of the panel's columns, `[2 LANES]` (the first block).
+    From(&'a [f32]),
+}
+
+/// `tile[r] = start + sum_kk x[r * row + kk * col] panel[kk]` for `R` rows: `panel` `[depth,
+/// 2 LANES]`, and `tile`'s rows `2 LANES` long, `stride` apart; the tile in `2 R` registers,
+/// read from `tile` only when `start` says so.
 #[inline(always)]
-fn block<V: Vector, const R: usize>(x: &[f32], stride: usize, panel: &[f32], tile: &mut [f32]) {
+fn block<V: Vector, const R: usize>(
+    x: &[f32],
+    [row, col]: [usize; 2],
+    panel: &[f32],
+    tile: &mut [f32],
+    stride: usize,
+    start: Start,
+) {
     let lanes = V::LANES;
     let width = 2 * lanes;
     let depth = panel.len() / width;
-    assert!(x.len() >= (R - 1) * stride + depth && tile.len() == R * width);
     assert_eq!(panel.len(), depth * width);
+    assert!(depth == 0 || x.len() > (R - 1) * row + (depth - 1) * col);
+    assert!(stride >= width && tile.len() >= (R - 1) * stride + width);
     let (x, panel, tile) = (x.as_ptr(), panel.as_ptr(), tile.as_mut_ptr());
     // SAFETY: every offset below stays inside the slices, by the asserts above.
     unsafe {
         let mut acc = [[V::splat(0.0); 2]; R];
-        for (r, acc) in acc.iter_mut().enumerate() {
-            *acc = [
-                V::load(tile.add(r * width)),
-                V::load(tile.add(r * width + lanes)),
-            ];
+        match start {
+            Start::Tile => {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let at = tile.add(r * stride);
+                    *acc = [V::load(at), V::load(at.add(lanes))];
+                }
+            }
+            Start::From(bias) => {
+                assert_eq!(bias.len(), width);
+                let bias = [V::load(bias.as_ptr()), V::load(bias.as_ptr().add(lanes))];
+                acc = [bias; R];
+            }
+            Start::Zero => {}
         }
         for kk in 0..depth {
             let w = [
@@ -336,14 +461,15 @@ fn block<V: Vector, const R: usize>(x: &[f32], stride: usize, panel: &[f32], til
                 V::load(panel.add(kk * width + lanes)),
             ];
             for (r, acc) in acc.iter_mut().enumerate() {
-                let v = V::splat(*x.add(r * stride + kk));
+                let v = V::splat(*x.add(r * row + kk * col));
                 acc[0] = V::mul_add(v, w[0], acc[0]);
                 acc[1] = V::mul_add(v, w[1], acc[1]);
             }
         }
         for (r, acc) in acc.iter().enumerate() {
-            acc[0].store(tile.add(r * width));
-            acc[1].store(tile.add(r * width + lanes));
+            let at = tile.add(r * stride);
+            acc[0].store(at);
+            acc[1].store(at.add(lanes));
         }
     }
 }
@@ -374,15 +500,18 @@ mod tests {
     }
 
     #[test]
-    fn a_product_by_packed_panels_equals_the_product_at_every_size_and_thread_count() {
+    fn a_product_by_packed_panels_equals_the_product_at_every_size_layout_and_thread_count() {
         // Rows below, at and past a tile; depths below and past a block; widths below, at
         // and past a panel; large enough to split between threads.
+        // Tall outputs (rows split between threads) with a narrow last panel too.
         for [m, k, n] in [
             [1, 5, 3],
             [3, 130, 32],
             [7, 257, 33],
             [13, 64, 100],
             [96, 300, 70],
+            [300, 40, 37],
+            [517, 19, 64],
         ] {
             let x = values(m * k, 1);
             let w = values(k * n, 2);
@@ -411,6 +540,14 @@ mod tests {
             }
             let from_transposed = Panels::pack(&wt, [k, n], [1, k]);
             assert_eq!(from_transposed.product(&x, m, Some(&b)), got);
+            // `x` read through the strides of its transpose.
+            let mut xt = vec![0.0; m * k];
+            for r in 0..m {
+                for i in 0..k {
+                    xt[i * m + r] = x[r * k + i];
+                }
+            }
+            assert_eq!(panels.product_strided(&xt, m, [1, m], Some(&b)), got);
             let unbiased = panels.product(&x, m, None);
             for (i, (&u, &g)) in unbiased.iter().zip(&got).enumerate() {
                 assert!((u + b[i % n] - g).abs() < 1e-4);

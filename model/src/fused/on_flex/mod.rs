@@ -1,7 +1,7 @@
 //! The fused operations on flex tensors, one file per operation: each runs its kernel on
 //! flex (inference) and records it with its own backward on `Autodiff<Flex>` (training).
 //! Here: dispatching between the two, reading and writing flex tensors, the products through
-//! gemm that several of them use, and recording an operation for autodiff.
+//! gemm that the convolutions use, and recording an operation for autodiff.
 
 use std::any::Any;
 
@@ -81,24 +81,6 @@ fn dispatch<B: Backend, const N: usize>(
         Err(primitives) => cast(training(cast(primitives).ok()?)?).ok()?,
     };
     Some(Tensor::from_primitive(TensorPrimitive::Float(joined)))
-}
-
-/// `lhs rhs`, `[m, n]` row-major, each operand given with its (row, column) strides in
-/// elements, written by gemm into a new buffer without zeroing it first (see
-/// [`product_into`]).
-fn product(
-    [m, n, k]: [usize; 3],
-    lhs: (&[f32], [usize; 2]),
-    rhs: (&[f32], [usize; 2]),
-) -> Vec<f32> {
-    let mut dst: Vec<f32> = Vec::with_capacity(m * n);
-    // SAFETY: `dst` has room for `[m, n]`; with `accumulate` false it is not read, and
-    // each of its `m * n` values is written.
-    unsafe {
-        gemm_into([m, n, k], dst.as_mut_ptr(), false, lhs, rhs, true);
-        dst.set_len(m * n);
-    }
-    dst
 }
 
 /// `dst = lhs rhs`, or `dst += lhs rhs` when `accumulate`, for `dst` `[m, n]` row-major,

@@ -1,5 +1,5 @@
 //! The decoder step's products on flex by weights packed once into panels: `x W + b`
-//! forward, and in training `d x` from panels of `W^T` and `d W` through gemm.
+//! forward, and in training `d x` from panels of `W^T` and `d W` from panels of `d y`.
 
 use std::sync::Arc;
 
@@ -47,11 +47,13 @@ impl<const N: usize> Backward<Flex, N> for ProductBackward {
             grads.register::<Flex>(node.id, flex_tensor(d_x, [n, d_input]));
         }
         if let Some(node) = parents.next().flatten() {
-            // d W = x^T d y.
-            let d_w = product(
-                [d_input, d_output, n],
-                (slice(&x), [1, d_input]),
-                (d_y, [d_output, 1]),
+            // d W = x^T d y: d y packed (it is `[n, d_output]`, n a step's few rows), and
+            // x read as its transpose.
+            let d_w = Panels::pack(d_y, [n, d_output], [d_output, 1]).product_strided(
+                slice(&x),
+                d_input,
+                [1, d_input],
+                None,
             );
             grads.register::<Flex>(node.id, flex_tensor(d_w, [d_input, d_output]));
         }
