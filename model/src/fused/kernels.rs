@@ -54,8 +54,7 @@ fn dot(x: &[f32], y: &[f32]) -> f32 {
 }
 
 /// Defines `fn name(args) { body }` compiled three times, for AVX-512, for AVX2 with FMA and
-/// for the plain target, and run as the best build this CPU can run (the CPU is asked once
-/// and the answer cached by the standard library).
+/// for the plain target, and run as the build [`super::Isa::detect`] picks for this CPU.
 ///
 /// The body is an `#[inline(always)]` function, so it is compiled into each of the builds
 /// with their instruction sets (a closure handed to a dispatcher is not inlined that way, and
@@ -80,15 +79,12 @@ macro_rules! vectorised {
                 unsafe fn avx2($($arg: $ty),*) {
                     body($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx512f") {
+                match $crate::fused::Isa::detect() {
                     // SAFETY: this CPU has the instruction sets `avx512` is compiled for.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
+                    $crate::fused::Isa::Avx512 => return unsafe { avx512($($arg),*) },
                     // SAFETY: as above, for `avx2`.
-                    return unsafe { avx2($($arg),*) };
+                    $crate::fused::Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::fused::Isa::Plain => {}
                 }
             }
             body($($arg),*)

@@ -45,6 +45,33 @@ use std::sync::OnceLock;
 
 use burn::prelude::*;
 
+/// Which build of the fused kernels this CPU runs: AVX-512, AVX2 with FMA, or the plain
+/// target's. One answer for every kernel (`kernels::vectorised!`, [`panels`]); the standard
+/// library asks the CPU once and caches the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isa {
+    Avx512,
+    Avx2,
+    Plain,
+}
+
+impl Isa {
+    pub(crate) fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Plain
+    }
+}
+
 /// Whether the fused kernels run where they can: yes unless the environment sets
 /// `CAPTIONER_FUSED=0` (read once, at the first step).
 pub fn enabled() -> bool {

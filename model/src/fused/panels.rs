@@ -14,6 +14,8 @@
 
 use rayon::prelude::*;
 
+use super::Isa;
+
 /// Rows of a tile: six rows of two vector registers keep twelve accumulators, two columns
 /// of the panel and the row's value in the sixteen AVX2 registers.
 const ROWS: usize = 6;
@@ -36,43 +38,19 @@ pub struct Panels {
     values: Vec<f32>,
 }
 
-/// Which build of the kernel runs on this CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Isa {
-    Avx512,
-    Avx2,
-    Plain,
-}
-
-impl Isa {
-    fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Plain
-    }
-
-    /// Columns of a panel.
-    fn width(self) -> usize {
-        match self {
-            Isa::Avx512 => 32,
-            Isa::Avx2 | Isa::Plain => 16,
-        }
+/// Columns of a panel on `isa`: two of its vector registers (the plain build uses the AVX2
+/// width).
+fn panel_width(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 32,
+        Isa::Avx2 | Isa::Plain => 16,
     }
 }
 
 impl Panels {
     /// Packs `w` `[k, n]`, given with its (row, column) strides in elements.
     pub fn pack(w: &[f32], [k, n]: [usize; 2], [row, col]: [usize; 2]) -> Self {
-        let width = Isa::detect().width();
+        let width = panel_width(Isa::detect());
         let panels = n.div_ceil(width);
         let mut values = vec![0.0; panels * k * width];
         if k > 0 {
