@@ -8,6 +8,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, sigmoid};
 
 use crate::attention::{Attention, AttentionConfig};
+use crate::fused::{self, StepGradient};
 use crate::lstm_cell::{LstmCell, LstmCellConfig, LstmState};
 use crate::step_linear::StepLinear;
 
@@ -246,7 +247,7 @@ impl<B: Backend> Decoder<B> {
         assert!(longest <= width, "a caption longer than its tokens");
         let device = features.device();
         let embed_gates = self.cell.embed_gates(self.embedding.forward(inputs));
-        let gate_width = embed_gates.dims()[2];
+        let embed_gradient = StepGradient::default();
         let mut state = self.start(features);
         let mut running = batch;
         let mut hiddens = Vec::with_capacity(longest);
@@ -257,11 +258,7 @@ impl<B: Backend> Decoder<B> {
                 state = state.first(now);
                 running = now;
             }
-            let gates_t = embed_gates
-                .clone()
-                .narrow(0, 0, now)
-                .narrow(1, t, 1)
-                .reshape([now, gate_width]);
+            let gates_t = step_of(&embed_gates, t, now, &embed_gradient);
             let (next, alpha) = self.advance(state, gates_t);
             hiddens.push(next.lstm.hidden.clone());
             alphas.push(pad_rows(alpha, batch));
@@ -306,15 +303,12 @@ impl<B: Backend> Decoder<B> {
         let device = features.device();
         let mask = step_mask::<B>(steps, width, &device);
         let embed_gates = self.cell.embed_gates(self.embedding.forward(inputs));
-        let gate_width = embed_gates.dims()[2];
+        let embed_gradient = StepGradient::default();
         let mut state = self.start(features);
         let mut hiddens = Vec::with_capacity(width);
         let mut alphas = Vec::with_capacity(width);
         for t in 0..width {
-            let gates_t = embed_gates
-                .clone()
-                .narrow(1, t, 1)
-                .reshape([batch, gate_width]);
+            let gates_t = step_of(&embed_gates, t, batch, &embed_gradient);
             let (next, alpha) = self.advance(state, gates_t);
             hiddens.push(next.lstm.hidden.clone());
             alphas.push(alpha * mask.clone().narrow(1, t, 1));
@@ -345,6 +339,23 @@ impl<B: Backend> Decoder<B> {
             .forward(self.dropout.forward(state.lstm.hidden.clone()));
         (log_softmax(logits, 1), state, alpha)
     }
+}
+
+/// Step `t` of the first `rows` rows of `x` `[batch, width, d]`, `[rows, d]`: by the fused
+/// operation, whose steps add their gradients into `gradient`'s sum, or by `narrow`.
+fn step_of<B: Backend>(
+    x: &Tensor<B, 3>,
+    t: usize,
+    rows: usize,
+    gradient: &StepGradient,
+) -> Tensor<B, 2> {
+    fused::step_rows(x, t, rows, gradient).unwrap_or_else(|| {
+        let d = x.dims()[2];
+        x.clone()
+            .narrow(0, 0, rows)
+            .narrow(1, t, 1)
+            .reshape([rows, d])
+    })
 }
 
 /// `rows` rows: `x` `[n, d]` followed by zeros.
@@ -380,6 +391,101 @@ impl<B: Backend> Decoder<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every parameter's gradient, in the module's order.
+    struct Gradients<'a, B: burn::tensor::backend::AutodiffBackend> {
+        grads: &'a B::Gradients,
+        found: Vec<Vec<f32>>,
+    }
+
+    impl<B: burn::tensor::backend::AutodiffBackend> burn::module::ModuleVisitor<B>
+        for Gradients<'_, B>
+    {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            // None for the score layer's bias in the fused attention, whose gradient is 0
+            // (the softmax does not change when every score moves by the same amount).
+            let grad = param.val().grad(self.grads).map(|g| g.into_data());
+            let zeros = || vec![0.0; param.val().shape().num_elements()];
+            self.found
+                .push(grad.map_or_else(zeros, |g| g.to_vec().unwrap()));
+        }
+    }
+
+    /// The loss `sum(logits * weigh)` of both teacher-forced passes of `decoder` on
+    /// `features` and `inputs` (captions of 6, 4 and 2 steps), and every gradient: the
+    /// parameters' and the features'.
+    fn loss_and_gradients<B: burn::tensor::backend::AutodiffBackend>(
+        decoder: &Decoder<B>,
+        features: [f32; 3 * 5 * 12],
+        inputs: [[i64; 6]; 3],
+        masked: bool,
+    ) -> Vec<Vec<f32>> {
+        let device = Default::default();
+        let features = Tensor::<B, 1>::from_floats(features, &device)
+            .reshape([3, 5, 12])
+            .require_grad();
+        let inputs = Tensor::<B, 2, Int>::from_ints(inputs, &device);
+        let steps = [6, 4, 2];
+        let output = match masked {
+            false => decoder.forward(features.clone(), inputs, &steps),
+            true => decoder.forward_masked(features.clone(), inputs, &steps),
+        };
+        let [rows, vocab] = output.logits.dims();
+        let weigh = Tensor::<B, 1, Int>::arange(0..(rows * vocab) as i64, &device)
+            .float()
+            .reshape([rows, vocab])
+            .cos();
+        let loss = (output.logits * weigh).sum() + output.alphas.sum();
+        let grads = loss.backward();
+        let mut visitor = Gradients {
+            grads: &grads,
+            found: vec![features.grad(&grads).unwrap().into_data().to_vec().unwrap()],
+        };
+        decoder.visit(&mut visitor);
+        visitor.found
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn on_flex_the_fused_steps_give_the_gradients_of_the_tensor_operations() {
+        use burn::backend::{Autodiff, Flex, NdArray};
+        use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+
+        let config = DecoderConfig::new(11, 12)
+            .with_embed_dim(8)
+            .with_attention_dim(6)
+            .with_hidden_dim(10)
+            .with_dropout(0.0);
+        // One random decoder on both backends (a clone made before its parameters are first
+        // read would draw its own).
+        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+        let record = config
+            .init::<Autodiff<Flex>>(&Default::default())
+            .into_record();
+        let bytes = recorder.record(record, ()).unwrap();
+        let flex = config
+            .init::<Autodiff<Flex>>(&Default::default())
+            .load_record(recorder.load(bytes.clone(), &Default::default()).unwrap());
+        let ndarray = config
+            .init::<Autodiff<NdArray>>(&Default::default())
+            .load_record(recorder.load(bytes, &Default::default()).unwrap());
+        let features = std::array::from_fn(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0);
+        let inputs = [[1, 4, 5, 6, 7, 8], [1, 9, 4, 10, 2, 0], [1, 5, 2, 0, 0, 0]];
+        for masked in [false, true] {
+            let ours = loss_and_gradients(&flex, features, inputs, masked);
+            let want = loss_and_gradients(&ndarray, features, inputs, masked);
+            assert_eq!(ours.len(), want.len());
+            for (i, (ours, want)) in ours.iter().zip(&want).enumerate() {
+                let scale = want.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
+                for (o, w) in ours.iter().zip(want) {
+                    assert!(
+                        (o - w).abs() < 1e-3 * scale,
+                        "masked {masked}, gradient {i}: {o} against {w}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn packed_order_is_step_by_step_over_the_running_captions() {

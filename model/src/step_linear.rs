@@ -175,8 +175,15 @@ mod tests {
                     bias,
                 )
             };
+            // The layer applied at three steps, to a third of the rows each, as a decoder
+            // applies it: their `d W` are added into one sum.
             let step = StepLinear::new(&linear);
-            let ours = run(step.forward(x.clone()));
+            let third = rows.div_ceil(3);
+            let steps: Vec<_> = (0..rows)
+                .step_by(third)
+                .map(|first| step.forward(x.clone().narrow(0, first, third.min(rows - first))))
+                .collect();
+            let ours = run(Tensor::cat(steps, 0));
             assert!(step.packed.is_packed(), "flex multiplies by the panels");
             let reference = run(linear.forward(x.clone()));
             let sizes = format!("[{rows}, {d_input}] x [{d_input}, {d_output}]");

@@ -165,14 +165,17 @@ pub fn training_on_flex<B: Backend>() -> bool {
 
 /// A step layer's weight packed into panels ([`panels`]) for the products on flex: `W` for
 /// the forward product, and in training `W^T` for the backward's `d x = d y W^T`, each
-/// packed at the first step that reads it (once per batch or search). Clones share the
-/// packed values.
+/// packed at the first step that reads it (once per batch or search). In training the
+/// steps' `d W` are added in place into one sum, registered once for the weight. Clones
+/// share the packed values and the sum.
 #[derive(Debug, Clone, Default)]
 pub struct PackedWeight {
     #[cfg(feature = "flex")]
     forward: std::sync::Arc<OnceLock<std::sync::Arc<panels::Panels>>>,
     #[cfg(feature = "flex")]
     backward: std::sync::Arc<OnceLock<std::sync::Arc<panels::Panels>>>,
+    #[cfg(feature = "flex")]
+    gradient: on_flex::Collector,
 }
 
 impl PackedWeight {
@@ -225,6 +228,52 @@ pub fn step_product<B: Backend>(
     #[cfg(not(feature = "flex"))]
     {
         let _ = (x, weight, bias, packed);
+        None
+    }
+}
+
+/// A tensor that every step of a pass reads a part of (the embedded words' gates of every
+/// step), whose steps add their gradients in place into one sum on `Autodiff<Flex>`,
+/// registered once for the tensor (see [`step_rows`]). One per tensor and pass; clones share
+/// the sum.
+#[derive(Debug, Clone, Default)]
+pub struct StepGradient {
+    #[cfg(feature = "flex")]
+    collector: on_flex::Collector,
+}
+
+/// Step `t` of the first `rows` rows of `x` `[batch, width, d]`, `[rows, d]`, on flex and
+/// `Autodiff<Flex>`, or `None` elsewhere or with `CAPTIONER_FUSED=0` (and for an untracked
+/// `x` in training). Burn's `narrow` gives the same values, but in training each step's
+/// gradient is then the whole of `x`'s size, zeros but for the step's, added to the others
+/// one at a time; here the steps add theirs into `gradient`'s sum in place.
+pub fn step_rows<B: Backend>(
+    x: &Tensor<B, 3>,
+    t: usize,
+    rows: usize,
+    gradient: &StepGradient,
+) -> Option<Tensor<B, 2>> {
+    let [batch, width, _] = x.dims();
+    assert!(
+        t < width && rows <= batch,
+        "step {t} of {rows} rows of {:?}",
+        x.dims()
+    );
+    #[cfg(feature = "flex")]
+    {
+        use burn::backend::{Autodiff, Flex};
+        use std::any::TypeId;
+        let backend = TypeId::of::<B>();
+        if !enabled()
+            || (backend != TypeId::of::<Flex>() && backend != TypeId::of::<Autodiff<Flex>>())
+        {
+            return None;
+        }
+        on_flex::step_rows(x, t, rows, &gradient.collector)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = gradient;
         None
     }
 }

@@ -121,49 +121,31 @@ impl Panels {
             padded
         });
         let bias = bias.as_deref();
-        let isa = Isa::detect();
-        let run = |job: Job, out: &mut [f32]| match isa {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: the CPU has the features `run_avx512` is compiled for.
-            Isa::Avx512 => unsafe { job.run_avx512(out) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above, for `run_avx2`.
-            Isa::Avx2 => unsafe { job.run_avx2(out) },
-            _ => job.run::<[f32; 8]>(out),
-        };
-        let job = |first_row: usize, rows: usize, first: usize, panels: usize, tall: bool| Job {
-            weight: self,
-            x: &x[first_row * row..],
-            strides: [row, col],
-            m: rows,
-            bias,
-            first,
-            panels,
-            tall,
-        };
-        let threads = rayon::current_num_threads();
-        let threaded = m * n * k >= THREADED && threads > 1;
         if m >= TALL {
             // Rows split between threads, written in place.
             let mut y = vec![0.0; m * n];
-            let per_thread = if threaded {
-                m.div_ceil(threads).div_ceil(ROWS) * ROWS
-            } else {
-                m
-            };
-            y.par_chunks_mut(per_thread * n)
-                .enumerate()
-                .for_each(|(i, out)| {
-                    let first_row = i * per_thread;
-                    run(job(first_row, out.len() / n, 0, panels, true), out)
-                });
+            self.tall(x, m, [row, col], bias, &mut y, false);
             return y;
         }
+        let run = |job: Job, out: &mut [f32]| job.run_on(Isa::detect(), out);
+        let job = |first: usize, panels: usize| Job {
+            weight: self,
+            x,
+            strides: [row, col],
+            m,
+            bias,
+            first,
+            panels,
+            tall: false,
+            accumulate: false,
+        };
+        let threads = rayon::current_num_threads();
+        let threaded = m * n * k >= THREADED && threads > 1;
         // Panels split between threads, each writing `[panels, m, width]`, then laid out
         // `[m, n]`.
         let mut tiles = vec![0.0; panels * m * width];
         if !threaded || panels == 1 {
-            run(job(0, m, 0, panels, false), &mut tiles);
+            run(job(0, panels), &mut tiles);
         } else {
             let per_thread = panels.div_ceil(threads);
             tiles
@@ -171,7 +153,7 @@ impl Panels {
                 .enumerate()
                 .for_each(|(i, out)| {
                     let count = out.len() / (m * width);
-                    run(job(0, m, i * per_thread, count, false), out)
+                    run(job(i * per_thread, count), out)
                 });
         }
         let mut y = Vec::with_capacity(m * n);
@@ -182,6 +164,71 @@ impl Panels {
             }
         }
         y
+    }
+    /// `out += x w`, `[m, n]` row-major, for `x` `[m, k]` given with its (row, column)
+    /// strides in elements: [`Self::product_strided`] added to what `out` holds, in place
+    /// once the product has [`TALL`] rows or more (each output is then `out + x[0] w[0] + ..`,
+    /// added in order of `k`).
+    pub fn add_product_strided(
+        &self,
+        x: &[f32],
+        m: usize,
+        [row, col]: [usize; 2],
+        out: &mut [f32],
+    ) {
+        let (k, n) = (self.k, self.n);
+        assert_eq!(out.len(), m * n, "out holds [{m}, {n}]");
+        if m < TALL || k == 0 {
+            let y = self.product_strided(x, m, [row, col], None);
+            for (out, y) in out.iter_mut().zip(y) {
+                *out += y;
+            }
+            return;
+        }
+        assert!(
+            x.len() > (m - 1) * row + (k - 1) * col,
+            "x holds [{m}, {k}]"
+        );
+        self.tall(x, m, [row, col], None, out, true);
+    }
+
+    /// The product of a tall `x` `[m, k]` (`m >= TALL`) into `out` `[m, n]` row-major, the
+    /// threads splitting its rows, each tile starting from the padded `bias`, or from what
+    /// `out` holds when `accumulate`.
+    fn tall(
+        &self,
+        x: &[f32],
+        m: usize,
+        [row, col]: [usize; 2],
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+        accumulate: bool,
+    ) {
+        let (k, n) = (self.k, self.n);
+        let threads = rayon::current_num_threads();
+        let per_thread = if m * n * k >= THREADED && threads > 1 {
+            m.div_ceil(threads).div_ceil(ROWS) * ROWS
+        } else {
+            m
+        };
+        let isa = Isa::detect();
+        out.par_chunks_mut(per_thread * n)
+            .enumerate()
+            .for_each(|(i, out)| {
+                let first_row = i * per_thread;
+                let job = Job {
+                    weight: self,
+                    x: &x[first_row * row..],
+                    strides: [row, col],
+                    m: out.len() / n,
+                    bias,
+                    first: 0,
+                    panels: n.div_ceil(self.width),
+                    tall: true,
+                    accumulate,
+                };
+                job.run_on(isa, out)
+            });
     }
 }
 
@@ -198,9 +245,24 @@ struct Job<'a> {
     /// Whether the output is `[m, n]` row-major (rows split between threads) rather than
     /// `[panels, m, width]`.
     tall: bool,
+    /// Whether the sums start from what a tall output holds (rather than the bias or zero).
+    accumulate: bool,
 }
 
 impl Job<'_> {
+    /// Writes the output into `out` with the build for `isa`.
+    fn run_on(&self, isa: Isa, out: &mut [f32]) {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU has the features `run_avx512` is compiled for.
+            Isa::Avx512 => unsafe { self.run_avx512(out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above, for `run_avx2`.
+            Isa::Avx2 => unsafe { self.run_avx2(out) },
+            _ => self.run::<[f32; 8]>(out),
+        }
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,avx,fma")]
     unsafe fn run_avx512(&self, out: &mut [f32]) {
@@ -247,6 +309,7 @@ impl Job<'_> {
                 let panel = &values[((self.first + p) * k + k0) * width..][..depth * width];
                 // The first block starts from the bias, the others from the tile.
                 let start = match (k0, self.bias) {
+                    (0, _) if self.accumulate => Start::Tile,
                     (0, Some(b)) => Start::From(&b[(self.first + p) * width..][..width]),
                     (0, None) => Start::Zero,
                     _ => Start::Tile,
@@ -258,7 +321,7 @@ impl Job<'_> {
                     let x = &self.x[r0 * row + k0 * col..];
                     let tile = if self.tall {
                         if narrow {
-                            if k0 > 0 {
+                            if k0 > 0 || self.accumulate {
                                 for r in 0..take {
                                     let from = &out[self.at(p, r0 + r)..][..columns(p)];
                                     buffer[r * width..][..from.len()].copy_from_slice(from);
@@ -529,6 +592,20 @@ mod tests {
             let unbiased = panels.product(&x, m, None);
             for (i, (&u, &g)) in unbiased.iter().zip(&got).enumerate() {
                 assert!((u + b[i % n] - g).abs() < 1e-4);
+            }
+            // Added in place to what an output holds: twice the product from zero, and
+            // the product plus the bias from the bias repeated.
+            let mut twice = vec![0.0; m * n];
+            panels.add_product_strided(&x, m, [k, 1], &mut twice);
+            assert_eq!(twice, unbiased);
+            panels.add_product_strided(&xt, m, [1, m], &mut twice);
+            for (i, (&t, &u)) in twice.iter().zip(&unbiased).enumerate() {
+                assert!((t - 2.0 * u).abs() < 1e-4, "[{m},{k},{n}] at {i}");
+            }
+            let mut biased = b.repeat(m);
+            one_thread.install(|| panels.add_product_strided(&x, m, [k, 1], &mut biased));
+            for (i, (&g, &r)) in biased.iter().zip(&want).enumerate() {
+                assert!((g as f64 - r).abs() < 1e-4, "[{m},{k},{n}] at {i}");
             }
         }
     }

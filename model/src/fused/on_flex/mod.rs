@@ -23,11 +23,15 @@ mod attention;
 mod convolution;
 mod lstm_cell;
 mod products;
+mod step_rows;
+mod sums;
 
 pub(crate) use attention::attend;
 pub(crate) use convolution::convolution;
 pub(crate) use lstm_cell::lstm_cell;
 pub(crate) use products::step_product;
+pub(crate) use step_rows::step_rows;
+pub use sums::Collector;
 
 /// `x` as a `U` when `T` is `U`, or back as it came.
 fn cast<T: 'static, U: 'static>(x: T) -> Result<U, T> {

@@ -5,14 +5,17 @@ use std::sync::Arc;
 
 use super::super::panels::Panels;
 use super::super::PackedWeight;
+use super::sums::GradientSum;
 use super::*;
 
-/// What the backward pass of [`step_product`] reads: the input `[n, d_input]` and `W^T`'s
-/// panels.
+/// What the backward pass of [`step_product`] reads: the input `[n, d_input]`, `W^T`'s
+/// panels, and the sum that `d W` is added into when the weight is read through its
+/// collector (the weight's parent is then the collector).
 #[derive(Debug, Clone)]
 struct ProductSaved {
     x: FlexTensor,
     transposed: Arc<Panels>,
+    weight_sum: Option<Arc<GradientSum>>,
     n: usize,
     d_input: usize,
     d_output: usize,
@@ -34,6 +37,7 @@ impl<const N: usize> Backward<Flex, N> for ProductBackward {
         let ProductSaved {
             x,
             transposed,
+            weight_sum,
             n,
             d_input,
             d_output,
@@ -49,13 +53,15 @@ impl<const N: usize> Backward<Flex, N> for ProductBackward {
         if let Some(node) = parents.next().flatten() {
             // d W = x^T d y: d y packed (it is `[n, d_output]`, n a step's few rows), and
             // x read as its transpose.
-            let d_w = Panels::pack(d_y, [n, d_output], [d_output, 1]).product_strided(
-                slice(&x),
-                d_input,
-                [1, d_input],
-                None,
-            );
-            grads.register::<Flex>(node.id, flex_tensor(d_w, [d_input, d_output]));
+            let d_y = Panels::pack(d_y, [n, d_output], [d_output, 1]);
+            let x = slice(&x);
+            match weight_sum {
+                Some(sum) => sum.add(|d_w| d_y.add_product_strided(x, d_input, [1, d_input], d_w)),
+                None => {
+                    let d_w = d_y.product_strided(x, d_input, [1, d_input], None);
+                    grads.register::<Flex>(node.id, flex_tensor(d_w, [d_input, d_output]));
+                }
+            }
         }
         if let Some(node) = parents.next().flatten() {
             // d b = the sum of d y's rows.
@@ -122,9 +128,14 @@ pub(crate) fn step_product<B: Backend>(
             let d_output = wv.shape().dims::<2>()[1];
             let y = forward(&xv, &wv, bv.as_ref())?;
             let transposed = panels(&packed.backward, slice(&wv), [d_input, d_output], true)?;
+            let (weight, weight_sum) = match packed.gradient.parent(&weight) {
+                Some((collected, sum)) => (collected, Some(sum)),
+                None => (weight, None),
+            };
             let saved = || ProductSaved {
                 x: xv.clone(),
                 transposed,
+                weight_sum,
                 n,
                 d_input,
                 d_output,
