@@ -54,18 +54,27 @@ impl<B: Backend> Attention<B> {
 
     /// One step: the context vector `[batch, feature_dim]` and the weights
     /// `[batch, positions]` (each row sums to 1) for decoder state `hidden` `[batch, hidden]`;
-    /// `query` is this layer's [`Attention::query_layer`].
+    /// `query` is this layer's [`Attention::query_layer`], and `gradients` where the steps of
+    /// a pass sum the gradients of `features` and `projected` (one for all steps of a pass,
+    /// like `query`).
     pub fn forward(
         &self,
         features: &Tensor<B, 3>,
         projected: &Tensor<B, 3>,
         query: &StepLinear<B>,
+        gradients: &fused::AttendGradients,
         hidden: Tensor<B, 2>,
     ) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let query = query.forward(hidden);
         // flex (and Autodiff<Flex>): the whole step in one pass, `fused/`.
-        fused::attend(features, projected, &query, &self.score.weight.val())
-            .unwrap_or_else(|| self.forward_by_tensor_ops(features, projected, query))
+        fused::attend(
+            features,
+            projected,
+            &query,
+            &self.score.weight.val(),
+            gradients,
+        )
+        .unwrap_or_else(|| self.forward_by_tensor_ops(features, projected, query))
     }
 
     /// [`Attention::forward`] as Burn tensor operations, given the decoder side `query`
@@ -110,7 +119,8 @@ mod tests {
         let projected = Tensor::<NdArray, 3>::zeros([2, 3, 5], &device);
         let query = Tensor::<NdArray, 2>::zeros([2, 5], &device);
         let score = Tensor::<NdArray, 2>::zeros([5, 1], &device);
-        assert!(fused::attend(&features, &projected, &query, &score).is_none());
+        let gradients = Default::default();
+        assert!(fused::attend(&features, &projected, &query, &score, &gradients).is_none());
     }
 
     #[cfg(feature = "flex")]
@@ -151,6 +161,7 @@ mod tests {
                         &features,
                         &projected,
                         &attention.query_layer(),
+                        &Default::default(),
                         hidden.clone(),
                     )
                 } else {
@@ -208,11 +219,18 @@ mod tests {
             let inner = attention.valid();
             let (features, hidden) = (features.clone().inner(), hidden.clone().inner());
             let projected = inner.project_features(features.clone());
-            let (context, alpha) =
-                inner.forward(&features, &projected, &inner.query_layer(), hidden.clone());
-            let query = inner.query_layer().forward(hidden);
+            let gradients = Default::default();
+            let query_layer = inner.query_layer();
+            let (context, alpha) = inner.forward(
+                &features,
+                &projected,
+                &query_layer,
+                &gradients,
+                hidden.clone(),
+            );
+            let query = query_layer.forward(hidden);
             let weight = inner.score.weight.val();
-            assert!(fused::attend(&features, &projected, &query, &weight).is_some());
+            assert!(fused::attend(&features, &projected, &query, &weight, &gradients).is_some());
             let (context_ref, alpha_ref) =
                 inner.forward_by_tensor_ops(&features, &projected, query);
             assert!(relative_gap(context, context_ref) < 2e-5, "{sizes}");

@@ -102,6 +102,7 @@ pub struct DecodeState<B: Backend> {
 struct StepLayers<B: Backend> {
     embed: StepLinear<B>,
     query: StepLinear<B>,
+    attend: fused::AttendGradients,
     gate: StepLinear<B>,
     lstm: StepLinear<B>,
     output: StepLinear<B>,
@@ -195,6 +196,7 @@ impl<B: Backend> Decoder<B> {
             layers: StepLayers {
                 embed: self.cell.embed_layer(),
                 query: self.attention.query_layer(),
+                attend: Default::default(),
                 gate: StepLinear::new(&self.gate),
                 lstm: self.cell.step_layer(),
                 output: StepLinear::new(&self.output),
@@ -214,6 +216,7 @@ impl<B: Backend> Decoder<B> {
             &state.features,
             &state.projected,
             &layers.query,
+            &layers.attend,
             state.lstm.hidden.clone(),
         );
         let beta = sigmoid(layers.gate.forward(state.lstm.hidden.clone()));

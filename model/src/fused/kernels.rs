@@ -177,14 +177,24 @@ pub fn forward(
 
 /// Gradients of the fused step.
 pub struct Gradients {
-    /// `[n, p, a]`.
+    /// `[n, p, a]`; empty when added into [`Sums::projected`].
     pub projected: Vec<f32>,
     /// `[n, a]`.
     pub query: Vec<f32>,
     /// `[a]`.
     pub w: Vec<f32>,
-    /// `[n, p, e]`, when asked for.
+    /// `[n, p, e]`, when asked for and not added into [`Sums::features`].
     pub features: Option<Vec<f32>>,
+}
+
+/// Where the backward pass adds the gradients of the features and their projection rather
+/// than returning them: sums over the steps, whose first `n` rows are this step's.
+#[derive(Default)]
+pub struct Sums<'a> {
+    /// `[>= n, p, a]`.
+    pub projected: Option<&'a mut [f32]>,
+    /// `[>= n, p, e]`.
+    pub features: Option<&'a mut [f32]>,
 }
 
 vectorised! {
@@ -198,6 +208,7 @@ fn backward_row(
     w: &[f32],
     d_out: &[f32],
     d_projected: &mut [f32],
+    add: bool,
     d_query: &mut [f32],
     dw: &mut [f32],
     ds: &mut [f32],
@@ -225,7 +236,7 @@ fn backward_row(
             .zip(dw.iter_mut())
         {
             let v = s * w * (1.0 - t * t);
-            *g = v;
+            *g = if add { *g + v } else { v };
             *dq += v;
             *dw += s * t;
         }
@@ -234,7 +245,8 @@ fn backward_row(
 }
 
 /// The backward pass, given the forward pass's `out` and `energy` and the gradient of
-/// `out`.
+/// `out`; the gradients of the projection and of the features (when `want_features`) are
+/// added into `sums` where it has room for them.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     d: Dims,
@@ -244,8 +256,17 @@ pub fn backward(
     w: &[f32],
     d_out: &[f32],
     want_features: bool,
+    sums: Sums,
 ) -> Gradients {
-    let mut d_projected = vec![0.0; d.n * d.p * d.a];
+    let mut fresh = Vec::new();
+    let add_projected = sums.projected.is_some();
+    let d_projected = match sums.projected {
+        Some(sum) => &mut sum[..d.n * d.p * d.a],
+        None => {
+            fresh = vec![0.0; d.n * d.p * d.a];
+            &mut fresh[..]
+        }
+    };
     let mut d_query = vec![0.0; d.n * d.a];
     let mut dw_rows = vec![0.0; d.n * d.a];
     let mut ds = vec![0.0; d.n * d.p];
@@ -264,6 +285,7 @@ pub fn backward(
                 w,
                 &d_out[row * (d.e + d.p)..][..d.e + d.p],
                 d_projected,
+                add_projected,
                 d_query,
                 dw,
                 ds,
@@ -271,21 +293,31 @@ pub fn backward(
         });
     // Rows added in order, so that the sum is the same whatever the threads did.
     let dw = sum_rows(&dw_rows, d.a);
-    let features = want_features.then(|| {
-        // d features_p = alpha_p d context.
-        let mut d_features = vec![0.0; d.n * d.p * d.e];
+    // d features_p = alpha_p d context.
+    let feature_rows = |d_features: &mut [f32], add: bool| {
         d_features
             .par_chunks_mut(d.p * d.e)
             .enumerate()
             .for_each(|(row, d_features)| {
                 let alpha = &out[row * (d.e + d.p) + d.e..][..d.p];
                 let d_context = &d_out[row * (d.e + d.p)..][..d.e];
-                feature_gradients(alpha, d_context, d_features)
-            });
-        d_features
-    });
+                feature_gradients(alpha, d_context, d_features, add)
+            })
+    };
+    let features = match (want_features, sums.features) {
+        (false, _) => None,
+        (true, Some(sum)) => {
+            feature_rows(&mut sum[..d.n * d.p * d.e], true);
+            None
+        }
+        (true, None) => {
+            let mut d_features = vec![0.0; d.n * d.p * d.e];
+            feature_rows(&mut d_features, false);
+            Some(d_features)
+        }
+    };
     Gradients {
-        projected: d_projected,
+        projected: fresh,
         query: d_query,
         w: dw,
         features,
@@ -293,11 +325,12 @@ pub fn backward(
 }
 
 vectorised! {
-/// One row's `d features_p = alpha_p d context`, `[p, e]`.
-fn feature_gradients(alpha: &[f32], d_context: &[f32], d_features: &mut [f32]) {
+/// One row's `d features_p = alpha_p d context`, `[p, e]`, or added to `d_features` when
+/// `add`.
+fn feature_gradients(alpha: &[f32], d_context: &[f32], d_features: &mut [f32], add: bool) {
     for (&a, g) in alpha.iter().zip(d_features.chunks_exact_mut(d_context.len())) {
         for (g, &dc) in g.iter_mut().zip(d_context) {
-            *g = a * dc;
+            *g = if add { *g + a * dc } else { a * dc };
         }
     }
 }

@@ -89,12 +89,16 @@ pub fn enabled() -> bool {
 /// - `features`: `[n, positions, feature_dim]`;
 /// - `projected`: `[n, positions, attention_dim]`, the encoder side of the scores;
 /// - `query`: `[n, attention_dim]`, the decoder side;
-/// - `score`: `[attention_dim, 1]`, the score layer's weight.
+/// - `score`: `[attention_dim, 1]`, the score layer's weight;
+/// - `gradients`: where, in training, the steps of a pass add the gradients of `features`
+///   and `projected` in place (each step's `features` and `projected` the first rows of the
+///   first step's), registered once for them rather than step by step.
 pub fn attend<B: Backend>(
     features: &Tensor<B, 3>,
     projected: &Tensor<B, 3>,
     query: &Tensor<B, 2>,
     score: &Tensor<B, 2>,
+    gradients: &AttendGradients,
 ) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
     #[cfg(feature = "flex")]
     {
@@ -110,14 +114,14 @@ pub fn attend<B: Backend>(
         {
             return None;
         }
-        let joined = on_flex::attend(features, projected, query, score)?;
+        let joined = on_flex::attend(features, projected, query, score, gradients)?;
         let context = joined.clone().narrow(1, 0, feature_dim);
         let alpha = joined.narrow(1, feature_dim, positions);
         Some((context, alpha))
     }
     #[cfg(not(feature = "flex"))]
     {
-        let _ = (features, projected, query, score);
+        let _ = (features, projected, query, score, gradients);
         None
     }
 }
@@ -240,6 +244,14 @@ pub fn step_product<B: Backend>(
 pub struct StepGradient {
     #[cfg(feature = "flex")]
     collector: on_flex::Collector,
+}
+
+/// The sums of the gradients of the features and their projection that every attention step
+/// of a pass reads ([`attend`]), as [`StepGradient`]s.
+#[derive(Debug, Clone, Default)]
+pub struct AttendGradients {
+    features: StepGradient,
+    projected: StepGradient,
 }
 
 /// Step `t` of the first `rows` rows of `x` `[batch, width, d]`, `[rows, d]`, on flex and

@@ -1,5 +1,9 @@
 //! The attention step on flex: scores, softmax and context in one pass per row, and back.
 
+use std::sync::Arc;
+
+use super::super::AttendGradients;
+use super::sums::GradientSum;
 use super::*;
 
 /// `[n, e + p]`: the context, then alpha.
@@ -8,6 +12,7 @@ pub(crate) fn attend<B: Backend>(
     projected: &Tensor<B, 3>,
     query: &Tensor<B, 2>,
     score: &Tensor<B, 2>,
+    gradients: &AttendGradients,
 ) -> Option<Tensor<B, 2>> {
     let primitives = [
         primitive(features),
@@ -18,7 +23,7 @@ pub(crate) fn attend<B: Backend>(
     dispatch::<B, 4>(
         primitives,
         |[f, p, q, w]| inference(f, p, q, w),
-        |[f, p, q, w]| training(f, p, q, w),
+        |[f, p, q, w]| training(f, p, q, w, gradients),
     )
 }
 
@@ -46,7 +51,9 @@ fn inference(
     Some(flex_tensor(out, [d.n, d.e + d.p]))
 }
 
-/// What the backward pass reads.
+/// What the backward pass reads, and the sums it adds the gradients of the projection and
+/// the features into when they are read through their collectors (which are then their
+/// parents).
 #[derive(Debug, Clone)]
 struct Saved {
     features: FlexTensor,
@@ -54,6 +61,8 @@ struct Saved {
     energy: FlexTensor,
     w: FlexTensor,
     dims: Dims,
+    projected_sum: Option<Arc<GradientSum>>,
+    features_sum: Option<Arc<GradientSum>>,
 }
 
 #[derive(Debug)]
@@ -74,19 +83,51 @@ impl Backward<Flex, 4> for AttendBackward {
             energy,
             w,
             dims: d,
+            projected_sum,
+            features_sum,
         } = ops.state;
         let [projected_node, query_node, w_node, features_node] = ops.parents;
         let d_out = grads.consume::<Flex>(&ops.node).to_contiguous();
-        let g = kernels::backward(
-            d,
-            slice(&features),
-            slice(&out),
-            slice(&energy),
-            slice(&w),
-            slice(&d_out),
-            features_node.is_some(),
-        );
-        if let Some(node) = projected_node {
+        // Each sum's lock is held while the kernel adds into it.
+        let run = |sums: kernels::Sums| {
+            kernels::backward(
+                d,
+                slice(&features),
+                slice(&out),
+                slice(&energy),
+                slice(&w),
+                slice(&d_out),
+                features_node.is_some(),
+                sums,
+            )
+        };
+        let features_sum = features_sum.filter(|_| features_node.is_some());
+        let projected_sum = projected_sum.filter(|_| projected_node.is_some());
+        let with_features = |projected: Option<&mut [f32]>| match &features_sum {
+            Some(sum) => {
+                let mut g = None;
+                sum.add(|features| {
+                    g = Some(run(kernels::Sums {
+                        projected,
+                        features: Some(features),
+                    }))
+                });
+                g.expect("ran")
+            }
+            None => run(kernels::Sums {
+                projected,
+                features: None,
+            }),
+        };
+        let g = match &projected_sum {
+            Some(sum) => {
+                let mut g = None;
+                sum.add(|projected| g = Some(with_features(Some(projected))));
+                g.expect("ran")
+            }
+            None => with_features(None),
+        };
+        if let (Some(node), None) = (projected_node, &projected_sum) {
             grads.register::<Flex>(node.id, flex_tensor(g.projected, [d.n, d.p, d.a]));
         }
         if let Some(node) = query_node {
@@ -106,6 +147,7 @@ fn training(
     projected: FloatTensor<Autodiff<Flex>>,
     query: FloatTensor<Autodiff<Flex>>,
     w: FloatTensor<Autodiff<Flex>>,
+    gradients: &AttendGradients,
 ) -> Option<FloatTensor<Autodiff<Flex>>> {
     let [f, p, q, wv] = [
         values(&features.primitive)?,
@@ -114,6 +156,13 @@ fn training(
         values(&w.primitive)?,
     ];
     let d = dims(&f, &p);
+    let collected =
+        |x: Ad, gradient: &super::super::StepGradient| match gradient.collector.parent(&x) {
+            Some((collected, sum)) => (collected, Some(sum)),
+            None => (x, None),
+        };
+    let (projected, projected_sum) = collected(projected, &gradients.projected);
+    let (features, features_sum) = collected(features, &gradients.features);
     let forward = |keep_energy| {
         let (out, energy) =
             kernels::forward(d, slice(&f), slice(&p), slice(&q), slice(&wv), keep_energy);
@@ -137,6 +186,8 @@ fn training(
                 features: f.clone(),
                 w: wv.clone(),
                 dims: d,
+                projected_sum,
+                features_sum,
             };
             prep.finish(saved, out)
         }
