@@ -30,14 +30,21 @@
 //! packed once into panels ([`panels`]), and in the backward pass `d x = d y W^T` by panels of
 //! `W^T` (see [`crate::step_linear::StepLinear`]).
 //!
+//! **Gradients summed in place** ([`StepGradient`], [`AttendGradients`], and each
+//! [`PackedWeight`]'s): what every step of a teacher-forced pass reads (a step layer's weight,
+//! the embedded words' gates through [`step_rows`], the features and their projection) gets
+//! its steps' gradients added into one buffer, registered once, rather than a whole-size
+//! gradient per step that Burn's autodiff adds to the others one at a time
+//! (`on_flex/sums.rs`).
+//!
 //! **Convolutions in training** ([`convolution`]): ResNet's and EfficientNet's convolutions
 //! but the grouped (depthwise) ones, as one product per picture forward and two back (flex's
 //! own convolution backward goes through `conv_transpose` and badly shaped products).
 //!
 //! Results are the same whatever the number of threads: rows are split between threads, and
 //! sums across rows are added in row order (the products split their outputs, not their sums,
-//! between threads). The tests of `attention.rs`, `lstm_cell.rs` and `step_linear.rs` hold
-//! the outputs and every gradient to the tensor-operation path. Setting
+//! between threads). The tests of `attention.rs`, `lstm_cell.rs`, `step_linear.rs` and
+//! `decoder.rs` hold the outputs and every gradient to the tensor-operation path. Setting
 //! `CAPTIONER_FUSED=0` in the environment turns the fused operations off (to compare speeds,
 //! or to rule them out when something looks wrong).
 
