@@ -396,11 +396,13 @@ mod tests {
     use super::*;
 
     /// Every parameter's gradient, in the module's order.
+    #[cfg(feature = "flex")]
     struct Gradients<'a, B: burn::tensor::backend::AutodiffBackend> {
         grads: &'a B::Gradients,
         found: Vec<Vec<f32>>,
     }
 
+    #[cfg(feature = "flex")]
     impl<B: burn::tensor::backend::AutodiffBackend> burn::module::ModuleVisitor<B>
         for Gradients<'_, B>
     {
@@ -417,6 +419,7 @@ mod tests {
     /// The loss `sum(logits * weigh)` of both teacher-forced passes of `decoder` on
     /// `features` and `inputs` (captions of 6, 4 and 2 steps), and every gradient: the
     /// parameters' and the features'.
+    #[cfg(feature = "flex")]
     fn loss_and_gradients<B: burn::tensor::backend::AutodiffBackend>(
         decoder: &Decoder<B>,
         features: [f32; 3 * 5 * 12],

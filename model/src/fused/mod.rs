@@ -174,6 +174,16 @@ pub fn training_on_flex<B: Backend>() -> bool {
     false
 }
 
+/// Whether the fused operations run on backend `B`: flex or `Autodiff<Flex>`, unless
+/// `CAPTIONER_FUSED=0`.
+#[cfg(feature = "flex")]
+fn on_flex<B: Backend>() -> bool {
+    use burn::backend::{Autodiff, Flex};
+    use std::any::TypeId;
+    let backend = TypeId::of::<B>();
+    enabled() && (backend == TypeId::of::<Flex>() || backend == TypeId::of::<Autodiff<Flex>>())
+}
+
 /// A step layer's weight packed into panels ([`panels`]) for the products on flex: `W` for
 /// the forward product, and in training `W^T` for the backward's `d x = d y W^T`, each
 /// packed at the first step that reads it (once per batch or search). In training the
@@ -221,12 +231,7 @@ pub fn step_product<B: Backend>(
 ) -> Option<Tensor<B, 2>> {
     #[cfg(feature = "flex")]
     {
-        use burn::backend::{Autodiff, Flex};
-        use std::any::TypeId;
-        let backend = TypeId::of::<B>();
-        if !enabled()
-            || (backend != TypeId::of::<Flex>() && backend != TypeId::of::<Autodiff<Flex>>())
-        {
+        if !on_flex::<B>() {
             return None;
         }
         let [_, d_input] = x.dims();
@@ -257,7 +262,9 @@ pub struct StepGradient {
 /// of a pass reads ([`attend`]), as [`StepGradient`]s.
 #[derive(Debug, Clone, Default)]
 pub struct AttendGradients {
+    #[cfg(feature = "flex")]
     features: StepGradient,
+    #[cfg(feature = "flex")]
     projected: StepGradient,
 }
 
@@ -280,12 +287,7 @@ pub fn step_rows<B: Backend>(
     );
     #[cfg(feature = "flex")]
     {
-        use burn::backend::{Autodiff, Flex};
-        use std::any::TypeId;
-        let backend = TypeId::of::<B>();
-        if !enabled()
-            || (backend != TypeId::of::<Flex>() && backend != TypeId::of::<Autodiff<Flex>>())
-        {
+        if !on_flex::<B>() {
             return None;
         }
         on_flex::step_rows(x, t, rows, &gradient.collector)
