@@ -465,6 +465,7 @@ mod tests {
         // One random decoder on both backends (a clone made before its parameters are first
         // read would draw its own).
         let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+        <Autodiff<Flex> as Backend>::seed(&Default::default(), 3);
         let record = config
             .init::<Autodiff<Flex>>(&Default::default())
             .into_record();
@@ -477,12 +478,17 @@ mod tests {
             .load_record(recorder.load(bytes, &Default::default()).unwrap());
         let features = std::array::from_fn(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0);
         let inputs = [[1, 4, 5, 6, 7, 8], [1, 9, 4, 10, 2, 0], [1, 5, 2, 0, 0, 0]];
+        let largest = |g: &[f32]| g.iter().fold(0f32, |m, x| m.max(x.abs()));
         for masked in [false, true] {
             let ours = loss_and_gradients(&flex, features, inputs, masked);
             let want = loss_and_gradients(&ndarray, features, inputs, masked);
             assert_eq!(ours.len(), want.len());
+            // Each gradient to within 1e-3 of its largest value, or of a tenth of the largest
+            // of all: the attention's biases take sums that nearly cancel (softmax's gradient
+            // sums to zero over the positions), whose rounding is that of their terms.
+            let floor = want.iter().map(|g| largest(g)).fold(0f32, f32::max) / 10.0;
             for (i, (ours, want)) in ours.iter().zip(&want).enumerate() {
-                let scale = want.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
+                let scale = largest(want).max(floor);
                 for (o, w) in ours.iter().zip(want) {
                     assert!(
                         (o - w).abs() < 1e-3 * scale,
