@@ -104,27 +104,19 @@ impl Backward<Flex, 4> for AttendBackward {
         let features_sum = features_sum.filter(|_| features_node.is_some());
         let projected_sum = projected_sum.filter(|_| projected_node.is_some());
         let with_features = |projected: Option<&mut [f32]>| match &features_sum {
-            Some(sum) => {
-                let mut g = None;
-                sum.add(|features| {
-                    g = Some(run(kernels::Sums {
-                        projected,
-                        features: Some(features),
-                    }))
-                });
-                g.expect("ran")
-            }
+            Some(sum) => sum.add(|features| {
+                run(kernels::Sums {
+                    projected,
+                    features: Some(features),
+                })
+            }),
             None => run(kernels::Sums {
                 projected,
                 features: None,
             }),
         };
         let g = match &projected_sum {
-            Some(sum) => {
-                let mut g = None;
-                sum.add(|projected| g = Some(with_features(Some(projected))));
-                g.expect("ran")
-            }
+            Some(sum) => sum.add(|projected| with_features(Some(projected))),
             None => with_features(None),
         };
         if let (Some(node), None) = (projected_node, &projected_sum) {
@@ -156,13 +148,8 @@ fn training(
         values(&w.primitive)?,
     ];
     let d = dims(&f, &p);
-    let collected =
-        |x: Ad, gradient: &super::super::StepGradient| match gradient.collector.parent(&x) {
-            Some((collected, sum)) => (collected, Some(sum)),
-            None => (x, None),
-        };
-    let (projected, projected_sum) = collected(projected, &gradients.projected);
-    let (features, features_sum) = collected(features, &gradients.features);
+    let (projected, projected_sum) = gradients.projected.collector.read(projected);
+    let (features, features_sum) = gradients.features.collector.read(features);
     let forward = |keep_energy| {
         let (out, energy) =
             kernels::forward(d, slice(&f), slice(&p), slice(&q), slice(&wv), keep_energy);

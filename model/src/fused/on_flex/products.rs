@@ -128,10 +128,7 @@ pub(crate) fn step_product<B: Backend>(
             let d_output = wv.shape().dims::<2>()[1];
             let y = forward(&xv, &wv, bv.as_ref())?;
             let transposed = panels(&packed.backward, slice(&wv), [d_input, d_output], true)?;
-            let (weight, weight_sum) = match packed.gradient.parent(&weight) {
-                Some((collected, sum)) => (collected, Some(sum)),
-                None => (weight, None),
-            };
+            let (weight, weight_sum) = packed.gradient.read(weight);
             let saved = || ProductSaved {
                 x: xv.clone(),
                 transposed,

@@ -21,8 +21,8 @@ pub(crate) struct GradientSum {
 }
 
 impl GradientSum {
-    /// Runs `add` on the sum, `[len]` values.
-    pub(crate) fn add(&self, add: impl FnOnce(&mut [f32])) {
+    /// Runs `add` on the sum, `[len]` values, and returns what it returns.
+    pub(crate) fn add<R>(&self, add: impl FnOnce(&mut [f32]) -> R) -> R {
         let mut values = self.values.lock().expect("a step's backward panicked");
         add(values.get_or_insert_with(|| vec![0.0; self.len]))
     }
@@ -92,6 +92,15 @@ impl Collector {
         let (start, len) = span(&x.primitive)?;
         (start == collected.values.0 && len <= collected.values.1)
             .then(|| (collected.tensor.clone(), collected.sum.clone()))
+    }
+
+    /// The tensor an operation names as `x`'s parent and the sum its gradient goes into, as
+    /// [`Self::parent`] gives them, or `x` itself and no sum.
+    pub(crate) fn read(&self, x: Ad) -> (Ad, Option<Arc<GradientSum>>) {
+        match self.parent(&x) {
+            Some((collected, sum)) => (collected, Some(sum)),
+            None => (x, None),
+        }
     }
 }
 
