@@ -87,6 +87,9 @@ pub mod tokens {
     pub use captioner_datasets::vocab::{END, PAD, START, UNK};
 }
 
+#[cfg(test)]
+mod test_random;
+
 // Our encoders against torchvision's (`tests/torchvision_encoders.rs`) are compiled into the
 // unit tests' binary rather than a binary of their own: a release build compiles the model
 // and Burn's generic code again for every test binary that names a backend. The file uses the
