@@ -1,6 +1,7 @@
 //! Activations computed through the operations that Burn's CPU backends vectorise.
 
 use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
 
 /// `tanh(x) = (exp(2x) - 1) / (exp(2x) + 1)`. Burn 0.21's CPU backends compute `tanh` one
 /// element at a time with the C library (about 19 ns each here), but `exp`, additions and
@@ -14,6 +15,12 @@ use burn::prelude::*;
 pub fn tanh_by_exp<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let e = x.clamp(-15.0, 15.0).mul_scalar(2.0).exp();
     e.clone().sub_scalar(1.0) / e.add_scalar(1.0)
+}
+
+/// Log-softmax over each row of `x` `[n, width]`: the fused kernel on flex
+/// ([`crate::fused::log_softmax`]), Burn's `log_softmax` elsewhere.
+pub fn log_softmax_rows<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    crate::fused::log_softmax(&x).unwrap_or_else(|| log_softmax(x, 1))
 }
 
 #[cfg(test)]
@@ -40,6 +47,43 @@ mod tests {
                 (dy - expected).abs() < 1e-6,
                 "tanh'({v}) = {expected}, got {dy}"
             );
+        }
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn on_flex_the_fused_log_softmax_gives_the_values_and_gradients_of_the_tensor_operations() {
+        use crate::fused::{self, relative_gap};
+        use burn::backend::Flex;
+        use burn::tensor::Distribution;
+        type Ad = Autodiff<Flex>;
+        let device = Default::default();
+        // Widths around the sixteen lanes, and the Flickr8k preset's vocabulary at a batch's
+        // words (rows split between threads).
+        for (n, width) in [(3, 1), (2, 15), (5, 37), (640, 1755)] {
+            let x = Tensor::<Ad, 2>::random([n, width], Distribution::Normal(0.0, 4.0), &device)
+                .require_grad();
+            let weigh =
+                Tensor::<Ad, 2>::random([n, width], Distribution::Normal(0.0, 1.0), &device);
+            let run = |fused: bool| {
+                let y = if fused {
+                    fused::log_softmax(&x).expect("flex runs the fused log-softmax")
+                } else {
+                    log_softmax(x.clone(), 1)
+                };
+                let grads = (y.clone() * weigh.clone()).sum().backward();
+                (y.inner(), x.grad(&grads).expect("x is tracked"))
+            };
+            let (ours, reference) = (run(true), run(false));
+            let y_gap = relative_gap(ours.0.clone(), reference.0);
+            let d_gap = relative_gap(ours.1, reference.1);
+            assert!(
+                y_gap < 1e-6 && d_gap < 1e-5,
+                "[{n}, {width}]: y {y_gap}, d x {d_gap}"
+            );
+            // Without autodiff (searches), the same values.
+            let plain = fused::log_softmax(&x.inner()).expect("flex runs the fused log-softmax");
+            assert_eq!(plain.into_data(), ours.0.into_data());
         }
     }
 }

@@ -2,10 +2,10 @@
 
 use burn::module::AutodiffModule;
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::AutodiffBackend;
 use captioner_datasets::decode::Resize;
 
+use crate::activation::log_softmax_rows;
 use crate::batch::{CaptionBatch, EncoderInput};
 use crate::decoder::{packed_positions, step_mask, Decoder, DecoderConfig};
 use crate::encoder::{Encoder, EncoderConfig};
@@ -342,7 +342,7 @@ fn masked_loss<B: Backend>(
     let vocab = out.logits.dims()[1];
     // Past a caption's end its targets are <pad>: a valid index, masked out below.
     let targets = tokens.narrow(1, 1, width);
-    let picked = log_softmax(out.logits.clone(), 1)
+    let picked = log_softmax_rows(out.logits.clone())
         .gather(1, targets.clone().reshape([batch_size * width, 1]))
         .reshape([batch_size, width]);
     let mask = step_mask::<B>(&steps, width, &device);
@@ -411,7 +411,7 @@ fn packed_loss<B: Backend>(
         .narrow(1, 1, width)
         .reshape([batch_size * width])
         .select(0, index_tensor::<B>(&packed, &device));
-    let picked = log_softmax(out.logits.clone(), 1)
+    let picked = log_softmax_rows(out.logits.clone())
         .gather(1, targets.clone().unsqueeze_dim::<2>(1))
         .squeeze_dim::<1>(1);
     let cross_entropy = match loss.weights {

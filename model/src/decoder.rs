@@ -5,8 +5,9 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig,
 };
 use burn::prelude::*;
-use burn::tensor::activation::{log_softmax, sigmoid};
+use burn::tensor::activation::sigmoid;
 
+use crate::activation::log_softmax_rows;
 use crate::attention::{Attention, AttentionConfig};
 use crate::fused::{self, StepGradient};
 use crate::lstm_cell::{LstmCell, LstmCellConfig, LstmState};
@@ -340,7 +341,7 @@ impl<B: Backend> Decoder<B> {
             .layers
             .output
             .forward(self.dropout.forward(state.lstm.hidden.clone()));
-        (log_softmax(logits, 1), state, alpha)
+        (log_softmax_rows(logits), state, alpha)
     }
 }
 

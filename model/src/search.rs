@@ -615,6 +615,23 @@ fn start_beams<B: Backend>(
     }
 }
 
+/// The `keep` best words of `row` (log-probabilities), best first, the lower word first on
+/// a tie: one pass that keeps the best so far in order, for the few a beam step keeps of a
+/// vocabulary of thousands.
+fn best_words(row: &[f32], keep: usize) -> Vec<usize> {
+    let mut best: Vec<usize> = Vec::with_capacity(keep + 1);
+    for (word, score) in row.iter().enumerate() {
+        // A word ranks below a word before it unless its score is greater.
+        let below = |&b: &usize| row[b].total_cmp(score).is_ge();
+        if best.len() == keep && best.last().is_none_or(below) {
+            continue;
+        }
+        best.insert(best.partition_point(below), word);
+        best.truncate(keep);
+    }
+    best
+}
+
 /// [`beam_search`] from the decoder's start on `n` images already expanded to their beams
 /// (`state` has `n * beam_size` rows, the beams of each image together).
 fn beam_search_from<B: Backend, S: Stepper<B>>(
@@ -655,12 +672,8 @@ fn beam_search_from<B: Backend, S: Stepper<B>>(
                 let row = &mut log_probs[(image * k + j) * vocab..(image * k + j + 1) * vocab];
                 endings.rule_out_in_searches(&hyp.tokens, row);
                 let row = &*row;
-                let mut order: Vec<usize> = (0..vocab).collect();
-                let keep = (2 * k).min(vocab);
-                order.select_nth_unstable_by(keep - 1, |&a, &b| {
-                    row[b].total_cmp(&row[a]).then(a.cmp(&b))
-                });
-                candidates.extend(order[..keep].iter().map(|&v| (hyp.score + row[v], j, v)));
+                let best = best_words(row, 2 * k);
+                candidates.extend(best.iter().map(|&v| (hyp.score + row[v], j, v)));
             }
             candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
             let mut alive = Vec::with_capacity(k);
@@ -1024,6 +1037,27 @@ mod tests {
             words(&sample(&allowed)),
             words(&sample(&allowed.clone().blocking_cut_endings(cut)))
         );
+    }
+
+    #[test]
+    fn best_words_are_those_of_a_full_sort_with_ties_to_the_lower_word() {
+        let row = [
+            0.5f32,
+            -1.0,
+            2.0,
+            0.5,
+            f32::NEG_INFINITY,
+            2.0,
+            -3.0,
+            0.5,
+            1.0,
+        ];
+        let mut sorted: Vec<usize> = (0..row.len()).collect();
+        sorted.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        for keep in 0..=row.len() + 1 {
+            let want = &sorted[..keep.min(row.len())];
+            assert_eq!(best_words(&row, keep), want, "keep {keep}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The decoder step's hot spots, each as one operation with its own backward, on the flex
-//! backend: the attention, the LSTM cell's nonlinearities and state update, and the step's
-//! products ([`step_product`]).
+//! backend: the attention, the LSTM cell's nonlinearities and state update, the step's
+//! products ([`step_product`]) and the log-softmax over the vocabulary.
 //!
 //! [`crate::attention::Attention::forward`] and [`crate::lstm_cell::LstmCell::step`] are
 //! written as Burn tensor operations, and on every backend but flex that is what runs. On
@@ -36,6 +36,9 @@
 //! its steps' gradients added into one buffer, registered once, rather than a whole-size
 //! gradient per step that Burn's autodiff adds to the others one at a time
 //! (`on_flex/sums.rs`).
+//!
+//! **Log-softmax** ([`log_softmax`]) over the next word's scores, in searches and in the
+//! loss: one pass per row with a vectorised `exp`, rows split between threads, and back.
 //!
 //! **Convolutions in training** ([`convolution`]): ResNet's and EfficientNet's convolutions
 //! but the grouped (depthwise) ones, as one product per picture forward and two back (flex's
@@ -157,6 +160,28 @@ pub fn lstm_cell<B: Backend>(
     #[cfg(not(feature = "flex"))]
     {
         let _ = (gates, cell);
+        None
+    }
+}
+
+/// Log-softmax over each row of `x` `[n, width]` (`x - max - ln(sum(exp(x - max)))`, row by
+/// row), computed by the fused kernel, or `None` where the backend has none (as for
+/// [`attend`]). Burn 0.21 on flex computes it as five passes over memory (a max, a
+/// subtraction, `exp` one element at a time through the C library, a sum and a
+/// subtraction) on one thread; here it is one loop per row, its `exp` a polynomial that
+/// vectorises, the rows split between threads. The backward pass is `d x = d y - exp(y)
+/// sum(d y)` from the output `y`, in the same way.
+pub fn log_softmax<B: Backend>(x: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+    #[cfg(feature = "flex")]
+    {
+        if !enabled() {
+            return None;
+        }
+        on_flex::log_softmax(x)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = x;
         None
     }
 }

@@ -21,6 +21,7 @@ use super::kernels::{self, Dims};
 
 mod attention;
 mod convolution;
+mod log_softmax;
 mod lstm_cell;
 mod products;
 mod step_rows;
@@ -28,6 +29,7 @@ mod sums;
 
 pub(crate) use attention::attend;
 pub(crate) use convolution::convolution;
+pub(crate) use log_softmax::log_softmax;
 pub(crate) use lstm_cell::lstm_cell;
 pub(crate) use products::step_product;
 pub(crate) use step_rows::step_rows;
