@@ -1,7 +1,7 @@
 //! Activations computed through the operations that Burn's CPU backends vectorise.
 
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
+use burn::tensor::activation::{log_softmax, sigmoid};
 
 /// `tanh(x) = (exp(2x) - 1) / (exp(2x) + 1)`. Burn 0.21's CPU backends compute `tanh` one
 /// element at a time with the C library (about 19 ns each here), but `exp`, additions and
@@ -15,6 +15,12 @@ use burn::tensor::activation::log_softmax;
 pub fn tanh_by_exp<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let e = x.clamp(-15.0, 15.0).mul_scalar(2.0).exp();
     e.clone().sub_scalar(1.0) / e.add_scalar(1.0)
+}
+
+/// `x sigmoid(g)` element by element, `[n, width]` each: the fused kernel on flex
+/// ([`crate::fused::gate`]), Burn's operations elsewhere.
+pub fn gated<B: Backend>(x: Tensor<B, 2>, g: Tensor<B, 2>) -> Tensor<B, 2> {
+    crate::fused::gate(&x, &g).unwrap_or_else(|| sigmoid(g) * x)
 }
 
 /// Log-softmax over each row of `x` `[n, width]`: the fused kernel on flex
@@ -83,6 +89,43 @@ mod tests {
             );
             // Without autodiff (searches), the same values.
             let plain = fused::log_softmax(&x.inner()).expect("flex runs the fused log-softmax");
+            assert_eq!(plain.into_data(), ours.0.into_data());
+        }
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn on_flex_the_fused_gate_gives_the_values_and_gradients_of_the_tensor_operations() {
+        use crate::fused::{self, relative_gap};
+        use burn::backend::Flex;
+        use burn::tensor::Distribution;
+        type Ad = Autodiff<Flex>;
+        let device = Default::default();
+        // Around the sixteen lanes, and the preset's beams (a search's 96 rows: threads).
+        for (n, width) in [(1, 1), (3, 37), (96, 1280)] {
+            let normal = Distribution::Normal(0.0, 3.0);
+            let x = Tensor::<Ad, 2>::random([n, width], normal, &device).require_grad();
+            let g = Tensor::<Ad, 2>::random([n, width], normal, &device).require_grad();
+            let weigh = Tensor::<Ad, 2>::random([n, width], normal, &device);
+            let run = |fused: bool| {
+                let y = if fused {
+                    fused::gate(&x, &g).expect("flex runs the fused gate")
+                } else {
+                    sigmoid(g.clone()) * x.clone()
+                };
+                let grads = (y.clone() * weigh.clone()).sum().backward();
+                let grad = |t: &Tensor<Ad, 2>| t.grad(&grads).expect("tracked");
+                (y.inner(), grad(&x), grad(&g))
+            };
+            let (ours, reference) = (run(true), run(false));
+            for (what, gap) in [
+                ("y", relative_gap(ours.0.clone(), reference.0)),
+                ("d x", relative_gap(ours.1, reference.1)),
+                ("d g", relative_gap(ours.2, reference.2)),
+            ] {
+                assert!(gap < 1e-6, "[{n}, {width}]: {what} differs by {gap}");
+            }
+            let plain = fused::gate(&x.inner(), &g.inner()).expect("flex runs the fused gate");
             assert_eq!(plain.into_data(), ours.0.into_data());
         }
     }

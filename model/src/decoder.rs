@@ -5,9 +5,8 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig,
 };
 use burn::prelude::*;
-use burn::tensor::activation::sigmoid;
 
-use crate::activation::log_softmax_rows;
+use crate::activation::{gated, log_softmax_rows};
 use crate::attention::{Attention, AttentionConfig};
 use crate::fused::{self, StepGradient};
 use crate::lstm_cell::{LstmCell, LstmCellConfig, LstmState};
@@ -220,10 +219,14 @@ impl<B: Backend> Decoder<B> {
             &layers.attend,
             state.lstm.hidden.clone(),
         );
-        let beta = sigmoid(layers.gate.forward(state.lstm.hidden.clone()));
-        let lstm = self
-            .cell
-            .step(embed_gates, beta * context, state.lstm, &layers.lstm);
+        // beta * context, beta = sigmoid(f_beta(h)).
+        let f_beta = layers.gate.forward(state.lstm.hidden.clone());
+        let lstm = self.cell.step(
+            embed_gates,
+            gated(context, f_beta),
+            state.lstm,
+            &layers.lstm,
+        );
         (DecodeState { lstm, ..state }, alpha)
     }
 

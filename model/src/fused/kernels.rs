@@ -544,6 +544,69 @@ fn log_softmax_backward_row(y: &[f32], d_y: &[f32], d_x: &mut [f32]) {
 }
 }
 
+vectorised! {
+/// `out = x sigmoid(g)`, element by element.
+fn gate_forward_chunk(x: &[f32], g: &[f32], out: &mut [f32]) {
+    for ((o, &x), &g) in out.iter_mut().zip(x).zip(g) {
+        *o = x * sigmoid(g);
+    }
+}
+}
+
+vectorised! {
+/// The gradients of `x sigmoid(g)`: `d x = d y s` and `d g = d y x s (1 - s)`, `s = sigmoid(g)`.
+fn gate_backward_chunk(x: &[f32], g: &[f32], d_y: &[f32], d_x: &mut [f32], d_g: &mut [f32]) {
+    let values = x.iter().zip(g).zip(d_y).zip(d_x.iter_mut().zip(d_g.iter_mut()));
+    for (((&x, &g), &d_y), (d_x, d_g)) in values {
+        let s = sigmoid(g);
+        *d_x = d_y * s;
+        *d_g = d_y * x * s * (1.0 - s);
+    }
+}
+}
+
+/// Values handed to a thread at a time by the elementwise kernels.
+const CHUNK: usize = 1 << 12;
+
+/// `x sigmoid(g)`, element by element (`x` and `g` of one length).
+pub fn gate(x: &[f32], g: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    let chunk = |((x, g), out): ((&[f32], &[f32]), &mut [f32])| gate_forward_chunk(x, g, out);
+    if x.len() >= PARALLEL_VALUES {
+        x.par_chunks(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(out.par_chunks_mut(CHUNK))
+            .for_each(chunk);
+    } else {
+        chunk(((x, g), &mut out[..]));
+    }
+    out
+}
+
+/// The gradients of [`gate`]'s `x` and `g` from its output gradient `d_y`.
+pub fn gate_backward(x: &[f32], g: &[f32], d_y: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let mut d_x = vec![0.0; x.len()];
+    let mut d_g = vec![0.0; x.len()];
+    // Chunk `i` of every operand: values `i * CHUNK ..`.
+    let chunk = |i: usize, d_x: &mut [f32], d_g: &mut [f32]| {
+        let range = i * CHUNK..i * CHUNK + d_x.len();
+        let (x, g, d_y) = (&x[range.clone()], &g[range.clone()], &d_y[range]);
+        gate_backward_chunk(x, g, d_y, d_x, d_g)
+    };
+    if x.len() >= PARALLEL_VALUES {
+        d_x.par_chunks_mut(CHUNK)
+            .zip(d_g.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(i, (d_x, d_g))| chunk(i, d_x, d_g));
+    } else {
+        d_x.chunks_mut(CHUNK)
+            .zip(d_g.chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(i, (d_x, d_g))| chunk(i, d_x, d_g));
+    }
+    (d_x, d_g)
+}
+
 /// Rows of at least this many values in all are split between threads.
 const PARALLEL_VALUES: usize = 1 << 15;
 

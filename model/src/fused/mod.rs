@@ -37,6 +37,8 @@
 //! gradient per step that Burn's autodiff adds to the others one at a time
 //! (`on_flex/sums.rs`).
 //!
+//! **The gate** ([`gate`]): the context times `sigmoid` of the gate layer, in one pass.
+//!
 //! **Log-softmax** ([`log_softmax`]) over the next word's scores, in searches and in the
 //! loss: one pass per row with a vectorised `exp`, rows split between threads, and back.
 //!
@@ -160,6 +162,26 @@ pub fn lstm_cell<B: Backend>(
     #[cfg(not(feature = "flex"))]
     {
         let _ = (gates, cell);
+        None
+    }
+}
+
+/// `x sigmoid(g)` element by element (the attention's gated context), computed by the fused
+/// kernel, or `None` where the backend has none (as for [`attend`]) or the shapes differ.
+/// Burn 0.21 on flex computes the sigmoid through `exp` one element at a time on one thread
+/// and the product as a second pass; here it is one pass, its sigmoid the kernels' rational
+/// `tanh`, and back.
+pub fn gate<B: Backend>(x: &Tensor<B, 2>, g: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+    #[cfg(feature = "flex")]
+    {
+        if !enabled() || x.dims() != g.dims() {
+            return None;
+        }
+        on_flex::gate(x, g)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (x, g);
         None
     }
 }

@@ -21,6 +21,7 @@ use super::kernels::{self, Dims};
 
 mod attention;
 mod convolution;
+mod gate;
 mod log_softmax;
 mod lstm_cell;
 mod products;
@@ -29,6 +30,7 @@ mod sums;
 
 pub(crate) use attention::attend;
 pub(crate) use convolution::convolution;
+pub(crate) use gate::gate;
 pub(crate) use log_softmax::log_softmax;
 pub(crate) use lstm_cell::lstm_cell;
 pub(crate) use products::step_product;
