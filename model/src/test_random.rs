@@ -21,10 +21,7 @@ pub fn redrawn<B: Backend, M: Module<B>>(module: M, seed: u64) -> M {
             param.map(|tensor| {
                 let dims = tensor.dims();
                 let bound = 1.0 / (dims[0] as f32).sqrt();
-                let values = (0..dims.iter().product::<usize>())
-                    .map(|_| self.0.random_range(-bound..bound))
-                    .collect::<Vec<f32>>();
-                let drawn = Tensor::from_data(TensorData::new(values, dims), &tensor.device());
+                let drawn = uniform(&mut self.0, bound, dims, &tensor.device());
                 drawn.set_require_grad(tensor.is_require_grad())
             })
         }
@@ -38,8 +35,21 @@ pub fn unit<B: Backend, const D: usize>(
     seed: u64,
     device: &B::Device,
 ) -> Tensor<B, D> {
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let bound = 3f32.sqrt();
+    uniform(
+        &mut SmallRng::seed_from_u64(seed),
+        3f32.sqrt(),
+        shape,
+        device,
+    )
+}
+
+/// A `shape` tensor of values drawn from `rng`, uniform within `±bound`.
+fn uniform<B: Backend, const D: usize>(
+    rng: &mut SmallRng,
+    bound: f32,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
     let values = (0..shape.iter().product::<usize>())
         .map(|_| rng.random_range(-bound..bound))
         .collect::<Vec<f32>>();

@@ -565,6 +565,9 @@ fn gate_backward_chunk(x: &[f32], g: &[f32], d_y: &[f32], d_x: &mut [f32], d_g: 
 }
 }
 
+/// Operands of at least this many values in all are split between threads.
+const PARALLEL_VALUES: usize = 1 << 15;
+
 /// Values handed to a thread at a time by the elementwise kernels.
 const CHUNK: usize = 1 << 12;
 
@@ -606,9 +609,6 @@ pub fn gate_backward(x: &[f32], g: &[f32], d_y: &[f32]) -> (Vec<f32>, Vec<f32>) 
     }
     (d_x, d_g)
 }
-
-/// Rows of at least this many values in all are split between threads.
-const PARALLEL_VALUES: usize = 1 << 15;
 
 /// Log-softmax over each row of `x` `[rows, width]`, row-major: `[rows, width]`.
 pub fn log_softmax(width: usize, x: &[f32]) -> Vec<f32> {

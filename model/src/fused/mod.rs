@@ -1,6 +1,6 @@
 //! The decoder step's hot spots, each as one operation with its own backward, on the flex
-//! backend: the attention, the LSTM cell's nonlinearities and state update, the step's
-//! products ([`step_product`]) and the log-softmax over the vocabulary.
+//! backend: the attention, its gate, the LSTM cell's nonlinearities and state update, the
+//! step's products ([`step_product`]) and the log-softmax over the vocabulary.
 //!
 //! [`crate::attention::Attention::forward`] and [`crate::lstm_cell::LstmCell::step`] are
 //! written as Burn tensor operations, and on every backend but flex that is what runs. On
