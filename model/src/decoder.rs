@@ -458,28 +458,17 @@ mod tests {
     #[cfg(feature = "flex")]
     #[test]
     fn on_flex_the_fused_steps_give_the_gradients_of_the_tensor_operations() {
+        use crate::test_random::redrawn;
         use burn::backend::{Autodiff, Flex, NdArray};
-        use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 
         let config = DecoderConfig::new(11, 12)
             .with_embed_dim(8)
             .with_attention_dim(6)
             .with_hidden_dim(10)
             .with_dropout(0.0);
-        // One random decoder on both backends (a clone made before its parameters are first
-        // read would draw its own).
-        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
-        <Autodiff<Flex> as Backend>::seed(&Default::default(), 3);
-        let record = config
-            .init::<Autodiff<Flex>>(&Default::default())
-            .into_record();
-        let bytes = recorder.record(record, ()).unwrap();
-        let flex = config
-            .init::<Autodiff<Flex>>(&Default::default())
-            .load_record(recorder.load(bytes.clone(), &Default::default()).unwrap());
-        let ndarray = config
-            .init::<Autodiff<NdArray>>(&Default::default())
-            .load_record(recorder.load(bytes, &Default::default()).unwrap());
+        // One random decoder on both backends: the same values drawn from one seed.
+        let flex = redrawn(config.init::<Autodiff<Flex>>(&Default::default()), 3);
+        let ndarray = redrawn(config.init::<Autodiff<NdArray>>(&Default::default()), 3);
         let features = std::array::from_fn(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0);
         let inputs = [[1, 4, 5, 6, 7, 8], [1, 9, 4, 10, 2, 0], [1, 5, 2, 0, 0, 0]];
         let largest = |g: &[f32]| g.iter().fold(0f32, |m, x| m.max(x.abs()));
