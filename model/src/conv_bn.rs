@@ -115,14 +115,13 @@ fn padding_pairs<B: Backend>(conv: &Conv2d<B>, size: [usize; 2]) -> [(usize, usi
     }
 }
 
-/// `conv`'s convolution with `weight` and `bias` in place of its own. In training on flex, a
-/// convolution without groups or dilation is [`fused::convolution`]. On the ndarray backend
-/// it runs as matrix products: one per kernel tap, each over a shifted copy of the input (for
-/// stride `s`, over one of the `s*s` phases of the input, so that nothing is computed and
-/// thrown away). ndarray's direct convolution is slow and its matmul fast: ResNet-50's
-/// forward pass went from 1.1 to 2.0 images/s on two cores. Other backends (flex: 2.5 images/s
-/// with its own convolution, 1.4 this way; the GPU ones) and grouped or dilated convolutions
-/// go through Burn's `conv2d` as they are.
+/// `conv`'s convolution with `weight` and `bias` in place of its own. On flex (in inference
+/// and in training) a convolution without groups or dilation is [`fused::convolution`]. On
+/// the ndarray backend it runs as matrix products: one per kernel tap, each over a shifted
+/// copy of the input (for stride `s`, over one of the `s*s` phases of the input, so that
+/// nothing is computed and thrown away), as ndarray's direct convolution is slow and its
+/// matmul fast. Other backends (the GPU ones) and grouped or dilated convolutions go through
+/// Burn's `conv2d` as they are.
 fn convolve<B: Backend>(
     conv: &Conv2d<B>,
     weight: Tensor<B, 4>,
@@ -317,7 +316,7 @@ mod tests {
 
     #[cfg(feature = "flex")]
     #[test]
-    fn a_convolution_in_training_on_flex_gives_the_outputs_and_gradients_of_conv2d() {
+    fn a_convolution_on_flex_gives_the_outputs_and_gradients_of_conv2d() {
         use burn::backend::{Autodiff, Flex};
         type AdFlex = Autodiff<Flex>;
 
@@ -384,11 +383,22 @@ mod tests {
                     bias.as_ref().map(|b| b.grad(&grads).unwrap()),
                 )
             };
+            let sizes =
+                format!("{c_in} to {c_out} channels, {kh}x{kw} stride {sy}x{sx}, {padding:?} on [{n}, {h}, {w}]");
+            // Inference: the same operation on flex itself, without autodiff.
+            let inferred = fused::convolution(
+                &x.clone().inner(),
+                &weight.clone().inner(),
+                bias.clone().map(|b| b.inner()).as_ref(),
+                [sy, sx],
+                padding,
+            )
+            .expect("on flex");
+            let gap = crate::fused::relative_gap(inferred, reference.clone().inner());
+            assert!(gap < 1e-5, "inference differs by {gap} ({sizes})");
             let ours =
                 fused::convolution(&x, &weight, bias.as_ref(), [sy, sx], padding).expect("on flex");
             let (ours, reference) = (run(ours), run(reference));
-            let sizes =
-                format!("{c_in} to {c_out} channels, {kh}x{kw} stride {sy}x{sx}, {padding:?} on [{n}, {h}, {w}]");
             crate::fused::assert_same_outputs_and_gradients(ours, reference, with_bias, &sizes);
         }
     }

@@ -42,9 +42,10 @@
 //! **Log-softmax** ([`log_softmax`]) over the next word's scores, in searches and in the
 //! loss: one pass per row with a vectorised `exp`, rows split between threads, and back.
 //!
-//! **Convolutions in training** ([`convolution`]): ResNet's and EfficientNet's convolutions
-//! but the grouped (depthwise) ones, as one product per picture forward and two back (flex's
-//! own convolution backward goes through `conv_transpose` and badly shaped products).
+//! **Convolutions** ([`convolution`]): ResNet's and EfficientNet's convolutions but the
+//! grouped (depthwise) ones, as one product per picture forward and two back (flex's own
+//! convolution backward goes through `conv_transpose` and badly shaped products), a run of
+//! pictures on each thread.
 //!
 //! Results are the same whatever the number of threads: rows are split between threads, and
 //! sums across rows are added in row order (the products split their outputs, not their sums,
@@ -208,19 +209,6 @@ pub fn log_softmax<B: Backend>(x: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
     }
 }
 
-/// Whether [`convolution`] runs on backend `B`: on `Autodiff<Flex>` (training on flex) unless
-/// `CAPTIONER_FUSED=0`.
-pub fn training_on_flex<B: Backend>() -> bool {
-    #[cfg(feature = "flex")]
-    {
-        use burn::backend::{Autodiff, Flex};
-        use std::any::TypeId;
-        enabled() && TypeId::of::<B>() == TypeId::of::<Autodiff<Flex>>()
-    }
-    #[cfg(not(feature = "flex"))]
-    false
-}
-
 /// Whether the fused operations run on backend `B`: flex or `Autodiff<Flex>`, unless
 /// `CAPTIONER_FUSED=0`.
 #[cfg(feature = "flex")]
@@ -346,8 +334,8 @@ pub fn step_rows<B: Backend>(
     }
 }
 
-/// A convolution without dilation or groups, `[n, d_output, ho, wo]`, while training on flex,
-/// or `None` elsewhere (see [`training_on_flex`]).
+/// A convolution without dilation or groups, `[n, d_output, ho, wo]`, on flex and
+/// `Autodiff<Flex>`, or `None` elsewhere or with `CAPTIONER_FUSED=0`.
 ///
 /// - `x`: `[n, d_input, h, w]`;
 /// - `weight`: `[d_output, d_input, kh, kw]`;
@@ -366,7 +354,9 @@ pub fn step_rows<B: Backend>(
 /// 3). The pictures are split into one run per thread, each run's products on its thread (one
 /// picture's products are too thin for gemm to spread over threads); each run sums its own
 /// `d weight` and the runs' sums are added in order, so the result does not depend on which
-/// thread finishes first.
+/// thread finishes first. On flex itself (an encoder's forward pass in inference, or caching
+/// features) only the forward products run: flex's own convolution spreads each product over
+/// the threads (bench/RESULTS.md, row 2).
 pub fn convolution<B: Backend>(
     x: &Tensor<B, 4>,
     weight: &Tensor<B, 4>,
@@ -376,7 +366,7 @@ pub fn convolution<B: Backend>(
 ) -> Option<Tensor<B, 4>> {
     #[cfg(feature = "flex")]
     {
-        if !training_on_flex::<B>() {
+        if !on_flex::<B>() {
             return None;
         }
         let [_, d_input, h, w] = x.dims();

@@ -1,5 +1,5 @@
-//! Convolutions in training on flex (an encoder's): one product per run of pictures forward,
-//! two back, each run on its own thread.
+//! Convolutions on flex (an encoder's): one product per picture forward, two back, each run
+//! of pictures on its own thread.
 
 use super::*;
 
@@ -348,6 +348,61 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward {
     }
 }
 
+/// `y [n, d_output, ho, wo]` of the pictures `x [n, d_input, h, w]`: each run of pictures
+/// on its own thread, one product per picture.
+fn forward(dims: ConvDims, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> FlexTensor {
+    let (input_len, output_len) = (dims.input_len(), dims.output_len());
+    let n = x.len() / input_len;
+    let [ho, wo] = dims.out();
+    let (positions, taps) = (ho * wo, dims.taps());
+    let runs = PictureRuns::new(n);
+    let mut y = vec![0.0; n * output_len];
+    runs.of_mut(&mut y, output_len)
+        .zip(runs.of(x, input_len))
+        .for_each(|(y, x)| {
+            let mut cols = dims.scratch(1);
+            for (y, x) in y
+                .chunks_exact_mut(output_len)
+                .zip(x.chunks_exact(input_len))
+            {
+                let unrolled = dims.unrolled(x, &mut cols);
+                product_into(
+                    [dims.d_output, positions, taps],
+                    y,
+                    false,
+                    (weight, [taps, 1]),
+                    (unrolled, [positions, 1]),
+                    runs.threaded,
+                );
+                if let Some(bias) = bias {
+                    for (channel, &b) in y.chunks_exact_mut(positions).zip(bias) {
+                        channel.iter_mut().for_each(|y| *y += b);
+                    }
+                }
+            }
+        });
+    flex_tensor(y, [n, dims.d_output, ho, wo])
+}
+
+/// The sizes of the convolution of `x` by `weight`.
+fn conv_dims(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    stride: [usize; 2],
+    padding: [(usize, usize); 2],
+) -> ConvDims {
+    let [_, d_input, h, w] = x.shape().dims();
+    let [d_output, _, kh, kw] = weight.shape().dims();
+    ConvDims {
+        d_input,
+        d_output,
+        size: [h, w],
+        kernel: [kh, kw],
+        stride,
+        padding,
+    }
+}
+
 pub(crate) fn convolution<B: Backend>(
     x: &Tensor<B, 4>,
     weight: &Tensor<B, 4>,
@@ -355,60 +410,52 @@ pub(crate) fn convolution<B: Backend>(
     stride: [usize; 2],
     padding: [(usize, usize); 2],
 ) -> Option<Tensor<B, 4>> {
-    let x: Ad = cast(primitive(x)).ok()?;
+    let y = match cast::<_, FlexTensor>(primitive(x)) {
+        Ok(x) => {
+            let [xv, wv] = [values(&x)?, values(&cast(primitive(weight)).ok()?)?];
+            let bv = match bias {
+                Some(b) => Some(values(&cast(primitive(b)).ok()?)?),
+                None => None,
+            };
+            let dims = conv_dims(&xv, &wv, stride, padding);
+            cast(forward(
+                dims,
+                slice(&xv),
+                slice(&wv),
+                bv.as_ref().map(slice),
+            ))
+            .ok()?
+        }
+        Err(x) => cast(convolution_training(
+            cast(x).ok()?,
+            weight,
+            bias,
+            stride,
+            padding,
+        )?)
+        .ok()?,
+    };
+    Some(Tensor::from_primitive(TensorPrimitive::Float(y)))
+}
+
+fn convolution_training<B: Backend>(
+    x: Ad,
+    weight: &Tensor<B, 4>,
+    bias: Option<&Tensor<B, 1>>,
+    stride: [usize; 2],
+    padding: [(usize, usize); 2],
+) -> Option<Ad> {
     let weight: Ad = cast(primitive(weight)).ok()?;
     let (bias, bv) = bias_of(bias)?.unzip();
     let [xv, wv] = [values(&x.primitive)?, values(&weight.primitive)?];
-    let [n, d_input, h, w] = xv.shape().dims();
-    let [d_output, _, kh, kw] = wv.shape().dims();
-    let dims = ConvDims {
-        d_input,
-        d_output,
-        size: [h, w],
-        kernel: [kh, kw],
-        stride,
-        padding,
-    };
-    let [ho, wo] = dims.out();
-    let (positions, taps) = (ho * wo, dims.taps());
-    let forward = || {
-        let runs = PictureRuns::new(n);
-        let (input_len, output_len) = (dims.input_len(), dims.output_len());
-        let mut y = vec![0.0; n * output_len];
-        runs.of_mut(&mut y, output_len)
-            .zip(runs.of(slice(&xv), input_len))
-            .for_each(|(y, x)| {
-                let mut cols = dims.scratch(1);
-                for (y, x) in y
-                    .chunks_exact_mut(output_len)
-                    .zip(x.chunks_exact(input_len))
-                {
-                    let unrolled = dims.unrolled(x, &mut cols);
-                    product_into(
-                        [d_output, positions, taps],
-                        y,
-                        false,
-                        (slice(&wv), [taps, 1]),
-                        (unrolled, [positions, 1]),
-                        runs.threaded,
-                    );
-                    if let Some(b) = &bv {
-                        for (channel, &b) in y.chunks_exact_mut(positions).zip(slice(b)) {
-                            channel.iter_mut().for_each(|y| *y += b);
-                        }
-                    }
-                }
-            });
-        flex_tensor(y, [n, d_output, ho, wo])
-    };
+    let dims = conv_dims(&xv, &wv, stride, padding);
+    let n = xv.shape().dims::<4>()[0];
+    let run = || forward(dims, slice(&xv), slice(&wv), bv.as_ref().map(slice));
     let saved = || ConvSaved {
         x: xv.clone(),
         weight: wv.clone(),
         n,
         dims,
     };
-    let y = record_layer(ConvBackward, [&x, &weight], bias, saved, forward);
-    Some(Tensor::from_primitive(TensorPrimitive::Float(
-        cast(y).ok()?,
-    )))
+    Some(record_layer(ConvBackward, [&x, &weight], bias, saved, run))
 }
