@@ -29,6 +29,12 @@ pub fn log_softmax_rows<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     crate::fused::log_softmax(&x).unwrap_or_else(|| log_softmax(x, 1))
 }
 
+/// `x` clamped to `[lo, hi]` element by element: the fused kernel on flex in inference
+/// ([`crate::fused::clamp`]), Burn's `clamp` elsewhere.
+pub fn clamped<B: Backend, const D: usize>(x: Tensor<B, D>, lo: f32, hi: f32) -> Tensor<B, D> {
+    crate::fused::clamp(x, lo, hi).unwrap_or_else(|x| x.clamp(lo, hi))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +137,54 @@ mod tests {
             let plain = fused::gate(&x.inner(), &g.inner()).expect("flex runs the fused gate");
             assert_eq!(plain.into_data(), ours.0.into_data());
         }
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn on_flex_clamping_gives_burns_values_and_leaves_a_shared_tensor_as_it_was() {
+        use burn::backend::Flex;
+        let device = Default::default();
+        // Below, inside, at and above the bounds, NaN, a tensor past the threads' threshold,
+        // and a transposed view (not in row-major order).
+        let mut values = vec![
+            -7.0f32,
+            -0.0,
+            0.0,
+            1e-30,
+            3.5,
+            6.0,
+            6.000_001,
+            1e30,
+            f32::NAN,
+        ];
+        values.extend((0..40_002).map(|i| (i % 1000) as f32 * 0.013 - 2.0));
+        let n = values.len();
+        let x = Tensor::<Flex, 1>::from_floats(values.as_slice(), &device);
+        let transposed = x.clone().reshape([n / 3, 3]).transpose();
+        let expected = |t: Tensor<Flex, 1>| -> Vec<f32> {
+            t.into_data()
+                .to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.clamp(0.0, 6.0))
+                .collect()
+        };
+        let same = |a: Vec<f32>, b: Vec<f32>| {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(&b)
+                    .all(|(a, b)| a == b || (a.is_nan() && b.is_nan()))
+        };
+        let y = crate::fused::clamp(x.clone(), 0.0, 6.0).expect("flex runs the fused clamp");
+        assert!(same(y.into_data().to_vec().unwrap(), expected(x.clone())));
+        // `x` is held here as well: the clamp must not have written into its values.
+        let held: Vec<f32> = x.clone().into_data().to_vec().unwrap();
+        assert!(same(held, values.clone()));
+        let y = crate::fused::clamp(transposed.clone(), 0.0, 6.0).expect("flex");
+        let flat = |t: Tensor<Flex, 2>| t.reshape([n]);
+        assert!(same(
+            flat(y).into_data().to_vec().unwrap(),
+            expected(flat(transposed))
+        ));
     }
 }

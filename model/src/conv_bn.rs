@@ -116,7 +116,8 @@ fn padding_pairs<B: Backend>(conv: &Conv2d<B>, size: [usize; 2]) -> [(usize, usi
 }
 
 /// `conv`'s convolution with `weight` and `bias` in place of its own. On flex (in inference
-/// and in training) a convolution without groups or dilation is [`fused::convolution`]. On
+/// and in training) a convolution without groups or dilation is [`fused::convolution`], a
+/// depthwise one [`fused::depthwise`]. On
 /// the ndarray backend it runs as matrix products: one per kernel tap, each over a shifted
 /// copy of the input (for stride `s`, over one of the `s*s` phases of the input, so that
 /// nothing is computed and thrown away), as ndarray's direct convolution is slow and its
@@ -140,10 +141,17 @@ fn convolve<B: Backend>(
         );
         conv2d(x, weight, bias, options)
     };
-    if conv.dilation == [1, 1] && conv.groups == 1 {
-        let [_, _, h, w] = x.dims();
+    if conv.dilation == [1, 1] {
+        let [_, channels, h, w] = x.dims();
         let padding = padding_pairs(conv, [h, w]);
-        if let Some(y) = fused::convolution(&x, &weight, bias.as_ref(), conv.stride, padding) {
+        let fused = if conv.groups == 1 {
+            fused::convolution(&x, &weight, bias.as_ref(), conv.stride, padding)
+        } else if conv.groups == channels {
+            fused::depthwise(&x, &weight, bias.as_ref(), conv.stride, padding)
+        } else {
+            None
+        };
+        if let Some(y) = fused {
             return y;
         }
     }
@@ -398,6 +406,66 @@ mod tests {
             assert!(gap < 1e-5, "inference differs by {gap} ({sizes})");
             let ours =
                 fused::convolution(&x, &weight, bias.as_ref(), [sy, sx], padding).expect("on flex");
+            let (ours, reference) = (run(ours), run(reference));
+            crate::fused::assert_same_outputs_and_gradients(ours, reference, with_bias, &sizes);
+        }
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn a_depthwise_convolution_on_flex_gives_the_outputs_and_gradients_of_conv2d() {
+        use burn::backend::{Autodiff, Flex};
+        type AdFlex = Autodiff<Flex>;
+
+        let device = Default::default();
+        // EfficientNet's 3x3 and 5x5 filters at strides 1 and 2 under lopsided "same"
+        // padding, a stride of 3 and unequal strides, a filter wider than the plane, planes
+        // narrower than a vector, one channel, and batches of one picture and of more planes
+        // than a thread's share.
+        for ([n, c, h, w], [kh, kw], [sy, sx], [(top, bottom), (left, right)], with_bias) in [
+            ([2, 3, 6, 5], [3, 3], [1, 1], [(1, 1), (1, 1)], true),
+            ([1, 4, 9, 8], [3, 3], [2, 2], [(0, 1), (0, 1)], false),
+            ([2, 5, 14, 14], [5, 5], [2, 2], [(1, 2), (1, 2)], true),
+            ([3, 6, 7, 7], [5, 5], [1, 1], [(2, 2), (2, 2)], true),
+            ([1, 1, 10, 11], [3, 2], [3, 2], [(1, 0), (0, 2)], false),
+            ([2, 2, 3, 4], [5, 5], [1, 1], [(2, 2), (2, 2)], true),
+            ([1, 2, 4, 4], [1, 1], [1, 1], [(0, 0), (0, 0)], true),
+            ([4, 96, 28, 28], [3, 3], [2, 2], [(0, 1), (0, 1)], true),
+        ] {
+            let normal = Distribution::Normal(0.0, 1.0);
+            let x = Tensor::<AdFlex, 4>::random([n, c, h, w], normal, &device).require_grad();
+            let weight =
+                Tensor::<AdFlex, 4>::random([c, 1, kh, kw], normal, &device).require_grad();
+            let bias =
+                with_bias.then(|| Tensor::<AdFlex, 1>::random([c], normal, &device).require_grad());
+            let padding = [(top, bottom), (left, right)];
+            let options =
+                PaddedConvOptions::asymmetric([sy, sx], [top, left], [bottom, right], [1, 1], c);
+            let reference = conv2d(x.clone(), weight.clone(), bias.clone(), options);
+            let weigh = Tensor::<AdFlex, 4>::random(reference.dims(), normal, &device);
+            let run = |y: Tensor<AdFlex, 4>| {
+                let grads = (y.clone() * weigh.clone()).sum().backward();
+                (
+                    y.inner(),
+                    x.grad(&grads).unwrap(),
+                    weight.grad(&grads).unwrap(),
+                    bias.as_ref().map(|b| b.grad(&grads).unwrap()),
+                )
+            };
+            let sizes =
+                format!("{c} channels, {kh}x{kw} stride {sy}x{sx}, {padding:?} on [{n}, {h}, {w}]");
+            let inferred = fused::depthwise(
+                &x.clone().inner(),
+                &weight.clone().inner(),
+                bias.clone().map(|b| b.inner()).as_ref(),
+                [sy, sx],
+                padding,
+            )
+            .expect("on flex");
+            let gap = crate::fused::relative_gap(inferred, reference.clone().inner());
+            assert!(gap < 1e-5, "inference differs by {gap} ({sizes})");
+            let ours =
+                fused::depthwise(&x, &weight, bias.as_ref(), [sy, sx], padding).expect("on flex");
             let (ours, reference) = (run(ours), run(reference));
             crate::fused::assert_same_outputs_and_gradients(ours, reference, with_bias, &sizes);
         }

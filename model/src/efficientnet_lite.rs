@@ -207,7 +207,7 @@ impl EfficientNetLiteConfig {
 }
 
 fn relu6<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    x.clamp(0.0, 6.0)
+    crate::activation::clamped(x, 0.0, 6.0)
 }
 
 impl<B: Backend> MbConv<B> {

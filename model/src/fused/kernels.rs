@@ -610,6 +610,33 @@ pub fn gate_backward(x: &[f32], g: &[f32], d_y: &[f32]) -> (Vec<f32>, Vec<f32>) 
     (d_x, d_g)
 }
 
+vectorised! {
+fn clamp_chunk(values: &mut [f32], lo: f32, hi: f32) {
+    for v in values {
+        let x = *v;
+        // NaN stays NaN, as in `f32::clamp`.
+        *v = if x < lo {
+            lo
+        } else if x > hi {
+            hi
+        } else {
+            x
+        };
+    }
+}
+}
+
+/// Each of `values` clamped to `[lo, hi]`, in place.
+pub fn clamp(values: &mut [f32], lo: f32, hi: f32) {
+    if values.len() >= PARALLEL_VALUES {
+        values
+            .par_chunks_mut(CHUNK)
+            .for_each(|chunk| clamp_chunk(chunk, lo, hi));
+    } else {
+        clamp_chunk(values, lo, hi);
+    }
+}
+
 /// Log-softmax over each row of `x` `[rows, width]`, row-major: `[rows, width]`.
 pub fn log_softmax(width: usize, x: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0; x.len()];
@@ -650,6 +677,240 @@ pub fn log_softmax_backward(width: usize, y: &[f32], d_y: &[f32]) -> Vec<f32> {
             .for_each(row);
     }
     d_x
+}
+
+/// The sizes of a depthwise convolution over one plane `[h, w]`: each channel's plane
+/// convolved with its own `kernel` filter.
+///
+/// The kernels below read the plane zero-padded and split into its `stride[0] * stride[1]`
+/// phases (phase `(ry, rx)` holds the padded plane's rows `ry, ry + sy, ...` and columns `rx,
+/// rx + sx, ...`), each phase `width` values a row. Output `(oy, ox)` then reads tap `(ky,
+/// kx)` at `oy * width + ox` plus that tap's offset: every tap is one pass over a contiguous
+/// run of `ho * width` values, which vectorises, where the convolution itself strides through
+/// the plane. The `width - wo` values past each output row are computed and dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Depthwise {
+    /// The plane's height and width.
+    pub size: [usize; 2],
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    /// `[(top, bottom), (left, right)]` zeros.
+    pub padding: [(usize, usize); 2],
+}
+
+impl Depthwise {
+    /// The output's height and width.
+    pub fn out(&self) -> [usize; 2] {
+        std::array::from_fn(|i| {
+            let (before, after) = self.padding[i];
+            (self.size[i] + before + after - self.kernel[i]) / self.stride[i] + 1
+        })
+    }
+
+    /// Values in a row of each phase.
+    fn width(&self) -> usize {
+        let (left, right) = self.padding[1];
+        (self.size[1] + left + right).div_ceil(self.stride[1])
+    }
+
+    /// Values of one phase: as many rows as the outputs read, and one more for the last
+    /// row's taps past its end.
+    fn phase_len(&self) -> usize {
+        let rows = self.out()[0] + (self.kernel[0] - 1) / self.stride[0] + 1;
+        rows * self.width()
+    }
+
+    fn phases_len(&self) -> usize {
+        self.stride[0] * self.stride[1] * self.phase_len()
+    }
+
+    /// The outputs' run in the phases' layout, `[ho, width]`.
+    fn span(&self) -> usize {
+        self.out()[0] * self.width()
+    }
+
+    /// Where each tap `(ky, kx)` (row-major, as the filter's values) starts reading.
+    fn offsets(&self) -> Vec<usize> {
+        let ([kh, kw], [sy, sx]) = (self.kernel, self.stride);
+        let (width, phase_len) = (self.width(), self.phase_len());
+        (0..kh * kw)
+            .map(|tap| {
+                let (ky, kx) = (tap / kw, tap % kw);
+                ((ky % sy) * sx + kx % sx) * phase_len + (ky / sy) * width + kx / sx
+            })
+            .collect()
+    }
+
+    /// Calls `f(at_plane, at_phases, len)` for each run of the plane `[h, w]`: `len` values
+    /// from `at_plane` in the plane, going to `at_phases`, `at_phases + 1`, ... in the
+    /// phases when the stride across is 1, else one value a run.
+    fn runs(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let ([h, w], [sy, sx]) = (self.size, self.stride);
+        let [(top, _), (left, _)] = self.padding;
+        let (width, phase_len) = (self.width(), self.phase_len());
+        for iy in 0..h {
+            let py = iy + top;
+            let row = (py % sy) * sx * phase_len + (py / sy) * width;
+            if sx == 1 {
+                f(iy * w, row + left, w);
+            } else {
+                for ix in 0..w {
+                    let px = ix + left;
+                    f(iy * w + ix, row + (px % sx) * phase_len + px / sx, 1);
+                }
+            }
+        }
+    }
+
+    /// The plane `x` `[h, w]` into `phases`, zero-padded.
+    fn split(&self, x: &[f32], phases: &mut [f32]) {
+        phases.fill(0.0);
+        self.runs(|at, to, len| phases[to..to + len].copy_from_slice(&x[at..at + len]));
+    }
+
+    /// The inverse of [`Depthwise::split`]: each plane value from its place in `phases`.
+    fn gather(&self, phases: &[f32], x: &mut [f32]) {
+        self.runs(|at, from, len| x[at..at + len].copy_from_slice(&phases[from..from + len]));
+    }
+}
+
+vectorised! {
+/// `acc` `[ho, width]` = the sum over taps of `weight` times the phases from the tap's
+/// offset.
+fn depthwise_taps(phases: &[f32], offsets: &[usize], weights: &[f32], acc: &mut [f32]) {
+    acc.fill(0.0);
+    let len = acc.len();
+    for (&at, &w) in offsets.iter().zip(weights) {
+        for (a, &x) in acc.iter_mut().zip(&phases[at..at + len]) {
+            *a += w * x;
+        }
+    }
+}
+}
+
+vectorised! {
+/// The transpose of [`depthwise_taps`]: `d_phases` = the sum over taps of `weight` times
+/// `d_acc`, placed at the tap's offset.
+fn depthwise_spread(d_acc: &[f32], offsets: &[usize], weights: &[f32], d_phases: &mut [f32]) {
+    d_phases.fill(0.0);
+    for (&at, &w) in offsets.iter().zip(weights) {
+        for (d, &g) in d_phases[at..at + d_acc.len()].iter_mut().zip(d_acc) {
+            *d += w * g;
+        }
+    }
+}
+}
+
+vectorised! {
+/// `d_weights[tap]` += `d_acc` . the phases from the tap's offset.
+fn depthwise_weight_sums(phases: &[f32], offsets: &[usize], d_acc: &[f32], d_weights: &mut [f32]) {
+    for (&at, d_w) in offsets.iter().zip(d_weights) {
+        *d_w += dot(d_acc, &phases[at..at + d_acc.len()]);
+    }
+}
+}
+
+/// Planes handed to a thread at a time: about this many multiply-adds.
+const DEPTHWISE_WORK: usize = 1 << 15;
+
+/// The depthwise convolution `y` `[planes, ho, wo]` of `x` `[planes, h, w]`, plane `i` by
+/// filter `i % channels` of `weights` `[channels, kh * kw]`, plus its `bias` `[channels]`.
+/// Planes are split between threads.
+pub fn depthwise(
+    d: Depthwise,
+    channels: usize,
+    x: &[f32],
+    weights: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let [ho, wo] = d.out();
+    let ([h, w], taps) = (d.size, d.kernel[0] * d.kernel[1]);
+    let offsets = d.offsets();
+    let width = d.width();
+    let mut y = vec![0.0; x.len() / (h * w) * ho * wo];
+    let scratch = || (vec![0.0; d.phases_len()], vec![0.0; d.span()]);
+    let plane = |(phases, acc): &mut (Vec<f32>, Vec<f32>),
+                 (i, (y, x)): (usize, (&mut [f32], &[f32]))| {
+        let c = i % channels;
+        d.split(x, phases);
+        depthwise_taps(phases, &offsets, &weights[c * taps..][..taps], acc);
+        let b = bias.map_or(0.0, |b| b[c]);
+        for (y, acc) in y.chunks_exact_mut(wo).zip(acc.chunks_exact(width)) {
+            y.iter_mut().zip(acc).for_each(|(y, &a)| *y = a + b);
+        }
+    };
+    let per_job = DEPTHWISE_WORK.div_ceil(d.span() * taps).max(1);
+    y.par_chunks_mut(ho * wo)
+        .zip(x.par_chunks(h * w))
+        .enumerate()
+        .with_min_len(per_job)
+        .for_each_init(scratch, plane);
+    y
+}
+
+/// The gradients of [`depthwise`]'s input `[planes, h, w]` (when `d_input`), filters
+/// `[channels, kh * kw]` and bias `[channels]` (when `d_filters`) from its output gradient
+/// `d_y` `[planes, ho, wo]`. The input's planes are split between threads, and the filters'
+/// channels, each summing its pictures in order.
+pub fn depthwise_backward(
+    d: Depthwise,
+    channels: usize,
+    (x, weights): (&[f32], &[f32]),
+    d_y: &[f32],
+    [d_input, d_filters]: [bool; 2],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let [ho, wo] = d.out();
+    let ([h, w], taps) = (d.size, d.kernel[0] * d.kernel[1]);
+    let (offsets, width) = (d.offsets(), d.width());
+    let planes = x.len() / (h * w);
+    // `d y` spread over the phases' layout `[ho, width]`, zero past each row's `wo`.
+    let spread = |d_y: &[f32], d_acc: &mut [f32]| {
+        d_acc.fill(0.0);
+        for (to, from) in d_acc.chunks_exact_mut(width).zip(d_y.chunks_exact(wo)) {
+            to[..wo].copy_from_slice(from);
+        }
+    };
+    let per_job = DEPTHWISE_WORK.div_ceil(d.span() * taps).max(1);
+    let mut d_x = Vec::new();
+    if d_input {
+        d_x = vec![0.0; x.len()];
+        d_x.par_chunks_mut(h * w)
+            .zip(d_y.par_chunks(ho * wo))
+            .enumerate()
+            .with_min_len(per_job)
+            .for_each_init(
+                || (vec![0.0; d.phases_len()], vec![0.0; d.span()]),
+                |(d_phases, d_acc), (i, (d_x, d_y))| {
+                    let c = i % channels;
+                    spread(d_y, d_acc);
+                    depthwise_spread(d_acc, &offsets, &weights[c * taps..][..taps], d_phases);
+                    d.gather(d_phases, d_x);
+                },
+            );
+    }
+    let (mut d_w, mut d_b) = (Vec::new(), Vec::new());
+    if d_filters {
+        let sums: Vec<(Vec<f32>, f32)> = (0..channels)
+            .into_par_iter()
+            .map(|c| {
+                let (mut phases, mut d_acc) = (vec![0.0; d.phases_len()], vec![0.0; d.span()]);
+                let (mut d_w, mut d_b) = (vec![0.0; taps], 0.0);
+                for i in (c..planes).step_by(channels) {
+                    let d_y = &d_y[i * ho * wo..][..ho * wo];
+                    d.split(&x[i * h * w..][..h * w], &mut phases);
+                    spread(d_y, &mut d_acc);
+                    depthwise_weight_sums(&phases, &offsets, &d_acc, &mut d_w);
+                    d_b += d_y.iter().sum::<f32>();
+                }
+                (d_w, d_b)
+            })
+            .collect();
+        for (w, b) in sums {
+            d_w.extend(w);
+            d_b.push(b);
+        }
+    }
+    (d_x, d_w, d_b)
 }
 
 #[cfg(test)]

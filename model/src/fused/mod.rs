@@ -187,6 +187,29 @@ pub fn gate<B: Backend>(x: &Tensor<B, 2>, g: &Tensor<B, 2>) -> Option<Tensor<B, 
     }
 }
 
+/// `x` clamped to `[lo, hi]` by the fused kernel on flex (in inference: the input tensor's
+/// values are overwritten where it holds them alone), or `x` back as it came elsewhere (on
+/// `Autodiff<Flex>` too) or with `CAPTIONER_FUSED=0`. Burn 0.21 on flex clamps one value at a
+/// time on one thread; here it vectorises and splits between threads.
+pub fn clamp<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    lo: f32,
+    hi: f32,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    #[cfg(feature = "flex")]
+    {
+        if !enabled() {
+            return Err(x);
+        }
+        on_flex::clamp(x, lo, hi)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (lo, hi);
+        Err(x)
+    }
+}
+
 /// Log-softmax over each row of `x` `[n, width]` (`x - max - ln(sum(exp(x - max)))`, row by
 /// row), computed by the fused kernel, or `None` where the backend has none (as for
 /// [`attend`]). Burn 0.21 on flex computes it as five passes over memory (a max, a
@@ -383,6 +406,56 @@ pub fn convolution<B: Backend>(
             return None;
         }
         on_flex::convolution(x, weight, bias, stride, padding)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (x, weight, bias, stride, padding);
+        None
+    }
+}
+
+/// A depthwise convolution (groups as many as channels, one filter a channel, no dilation),
+/// `[n, c, ho, wo]`, on flex and `Autodiff<Flex>`, or `None` elsewhere or with
+/// `CAPTIONER_FUSED=0`.
+///
+/// - `x`: `[n, c, h, w]`;
+/// - `weight`: `[c, 1, kh, kw]`;
+/// - `bias`: `[c]`;
+/// - `stride`: `[sy, sx]`;
+/// - `padding`: `[(top, bottom), (left, right)]` zeros.
+///
+/// Each plane is zero-padded and split into its stride's phases, so that each filter tap is
+/// one vectorised pass over a contiguous run (see [`kernels::Depthwise`]); flex's own
+/// depthwise convolution runs its strided taps one value at a time. Back, `d x` spreads `d y`
+/// through the same taps, and `d weight` and `d bias` are summed channel by channel over the
+/// pictures in order. Planes and channels are split between threads.
+pub fn depthwise<B: Backend>(
+    x: &Tensor<B, 4>,
+    weight: &Tensor<B, 4>,
+    bias: Option<&Tensor<B, 1>>,
+    stride: [usize; 2],
+    padding: [(usize, usize); 2],
+) -> Option<Tensor<B, 4>> {
+    #[cfg(feature = "flex")]
+    {
+        if !on_flex::<B>() {
+            return None;
+        }
+        let [_, channels, h, w] = x.dims();
+        let [filters, rows, kh, kw] = weight.dims();
+        let [(top, bottom), (left, right)] = padding;
+        if filters != channels
+            || rows != 1
+            || x.dims().contains(&0)
+            || weight.dims().contains(&0)
+            || stride.contains(&0)
+            || h + top + bottom < kh
+            || w + left + right < kw
+            || bias.is_some_and(|b| b.dims() != [channels])
+        {
+            return None;
+        }
+        on_flex::depthwise(x, weight, bias, stride, padding)
     }
     #[cfg(not(feature = "flex"))]
     {

@@ -20,7 +20,9 @@ use rayon::prelude::*;
 use super::kernels::{self, Dims};
 
 mod attention;
+mod clamp;
 mod convolution;
+mod depthwise;
 mod gate;
 mod log_softmax;
 mod lstm_cell;
@@ -29,7 +31,9 @@ mod step_rows;
 mod sums;
 
 pub(crate) use attention::attend;
+pub(crate) use clamp::clamp;
 pub(crate) use convolution::convolution;
+pub(crate) use depthwise::depthwise;
 pub(crate) use gate::gate;
 pub(crate) use log_softmax::log_softmax;
 pub(crate) use lstm_cell::lstm_cell;
