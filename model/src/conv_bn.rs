@@ -420,7 +420,7 @@ mod tests {
         let device = Default::default();
         // EfficientNet's 3x3 and 5x5 filters at strides 1 and 2 under lopsided "same"
         // padding, a stride of 3 and unequal strides, a filter wider than the plane, planes
-        // narrower than a vector, one channel, and batches of one picture and of more planes
+        // narrower than a vector or than the stride, one channel, and batches of one picture and of more planes
         // than a thread's share.
         for ([n, c, h, w], [kh, kw], [sy, sx], [(top, bottom), (left, right)], with_bias) in [
             ([2, 3, 6, 5], [3, 3], [1, 1], [(1, 1), (1, 1)], true),
@@ -430,6 +430,7 @@ mod tests {
             ([1, 1, 10, 11], [3, 2], [3, 2], [(1, 0), (0, 2)], false),
             ([2, 2, 3, 4], [5, 5], [1, 1], [(2, 2), (2, 2)], true),
             ([1, 2, 4, 4], [1, 1], [1, 1], [(0, 0), (0, 0)], true),
+            ([1, 2, 3, 1], [3, 3], [2, 2], [(1, 1), (1, 1)], true),
             ([4, 96, 28, 28], [3, 3], [2, 2], [(0, 1), (0, 1)], true),
         ] {
             let normal = Distribution::Normal(0.0, 1.0);

@@ -741,9 +741,9 @@ impl Depthwise {
             .collect()
     }
 
-    /// Calls `f(at_plane, at_phases, len)` for each run of the plane `[h, w]`: `len` values
-    /// from `at_plane` in the plane, going to `at_phases`, `at_phases + 1`, ... in the
-    /// phases when the stride across is 1, else one value a run.
+    /// Calls `f(at_plane, at_phases, len)` for each run of the plane `[h, w]` that lands
+    /// in one row of one phase: `len` values `stride[1]` apart from `at_plane` in the plane,
+    /// side by side from `at_phases` in the phases.
     fn runs(&self, mut f: impl FnMut(usize, usize, usize)) {
         let ([h, w], [sy, sx]) = (self.size, self.stride);
         let [(top, _), (left, _)] = self.padding;
@@ -751,26 +751,49 @@ impl Depthwise {
         for iy in 0..h {
             let py = iy + top;
             let row = (py % sy) * sx * phase_len + (py / sy) * width;
-            if sx == 1 {
-                f(iy * w, row + left, w);
-            } else {
-                for ix in 0..w {
-                    let px = ix + left;
-                    f(iy * w + ix, row + (px % sx) * phase_len + px / sx, 1);
+            for rx in 0..sx {
+                // The first column `ix` with `(ix + left) % sx == rx`, and the columns from
+                // it `sx` apart.
+                let ix = (rx + sx - left % sx) % sx;
+                if ix < w {
+                    let (px, len) = (ix + left, (w - ix).div_ceil(sx));
+                    f(iy * w + ix, row + (px % sx) * phase_len + px / sx, len);
                 }
             }
         }
     }
 
-    /// The plane `x` `[h, w]` into `phases`, zero-padded.
+    /// The plane `x` `[h, w]` into `phases`, whose padding must hold zeros: every plane
+    /// writes the same places, so a buffer zeroed once serves every plane.
     fn split(&self, x: &[f32], phases: &mut [f32]) {
-        phases.fill(0.0);
-        self.runs(|at, to, len| phases[to..to + len].copy_from_slice(&x[at..at + len]));
+        let sx = self.stride[1];
+        self.runs(|at, to, len| {
+            let to = &mut phases[to..to + len];
+            if sx == 1 {
+                to.copy_from_slice(&x[at..at + len]);
+            } else {
+                to.iter_mut()
+                    .zip(x[at..].iter().step_by(sx))
+                    .for_each(|(to, &x)| *to = x);
+            }
+        });
     }
 
     /// The inverse of [`Depthwise::split`]: each plane value from its place in `phases`.
     fn gather(&self, phases: &[f32], x: &mut [f32]) {
-        self.runs(|at, from, len| x[at..at + len].copy_from_slice(&phases[from..from + len]));
+        let sx = self.stride[1];
+        self.runs(|at, from, len| {
+            let from = &phases[from..from + len];
+            if sx == 1 {
+                x[at..at + len].copy_from_slice(from);
+            } else {
+                x[at..]
+                    .iter_mut()
+                    .step_by(sx)
+                    .zip(from)
+                    .for_each(|(x, &from)| *x = from);
+            }
+        });
     }
 }
 
