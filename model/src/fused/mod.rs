@@ -1,6 +1,7 @@
 //! The decoder step's hot spots, each as one operation with its own backward, on the flex
 //! backend: the attention, its gate, the LSTM cell's nonlinearities and state update, the
-//! step's products ([`step_product`]) and the log-softmax over the vocabulary.
+//! step's products ([`step_product`]) and the log-softmax over the vocabulary; and the
+//! encoders' convolutions, depthwise convolutions and ReLU6.
 //!
 //! [`crate::attention::Attention::forward`] and [`crate::lstm_cell::LstmCell::step`] are
 //! written as Burn tensor operations, and on every backend but flex that is what runs. On
@@ -46,6 +47,11 @@
 //! grouped (depthwise) ones, as one product per picture forward and two back (flex's own
 //! convolution backward goes through `conv_transpose` and badly shaped products), a run of
 //! pictures on each thread.
+//!
+//! **Depthwise convolutions** ([`depthwise`]): EfficientNet's, each plane padded and split
+//! into its stride's phases so that every filter tap is one vectorised pass, and back.
+//!
+//! **Clamping** ([`clamp`]): EfficientNet's ReLU6 in inference, vectorised, in place.
 //!
 //! Results are the same whatever the number of threads: rows are split between threads, and
 //! sums across rows are added in row order (the products split their outputs, not their sums,
