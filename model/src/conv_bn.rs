@@ -322,26 +322,88 @@ mod tests {
         }
     }
 
+    /// Holds a fused convolution (`fused::depthwise` when `depthwise`, else
+    /// `fused::convolution`) to Burn's `conv2d` on flex: its output in inference and in
+    /// training, and the gradients of its input, weight and bias, within 1e-5.
+    #[cfg(feature = "flex")]
+    fn check_against_conv2d(
+        depthwise: bool,
+        [n, c_in, c_out, h, w]: [usize; 5],
+        [kh, kw]: [usize; 2],
+        stride: [usize; 2],
+        padding: [(usize, usize); 2],
+        with_bias: bool,
+    ) {
+        use burn::backend::{Autodiff, Flex};
+        type AdFlex = Autodiff<Flex>;
+        fn fused_on<B: Backend>(
+            depthwise: bool,
+            x: &Tensor<B, 4>,
+            weight: &Tensor<B, 4>,
+            bias: Option<&Tensor<B, 1>>,
+            stride: [usize; 2],
+            padding: [(usize, usize); 2],
+        ) -> Tensor<B, 4> {
+            let y = if depthwise {
+                fused::depthwise(x, weight, bias, stride, padding)
+            } else {
+                fused::convolution(x, weight, bias, stride, padding)
+            };
+            y.expect("on flex")
+        }
+
+        let device = Default::default();
+        let groups = if depthwise { c_in } else { 1 };
+        let normal = Distribution::Normal(0.0, 1.0);
+        let x = Tensor::<AdFlex, 4>::random([n, c_in, h, w], normal, &device).require_grad();
+        let weight = Tensor::<AdFlex, 4>::random([c_out, c_in / groups, kh, kw], normal, &device)
+            .require_grad();
+        let bias =
+            with_bias.then(|| Tensor::<AdFlex, 1>::random([c_out], normal, &device).require_grad());
+        let [(top, bottom), (left, right)] = padding;
+        let options =
+            PaddedConvOptions::asymmetric(stride, [top, left], [bottom, right], [1, 1], groups);
+        let reference = conv2d(x.clone(), weight.clone(), bias.clone(), options);
+        let weigh = Tensor::<AdFlex, 4>::random(reference.dims(), normal, &device);
+        let run = |y: Tensor<AdFlex, 4>| {
+            let grads = (y.clone() * weigh.clone()).sum().backward();
+            (
+                y.inner(),
+                x.grad(&grads).unwrap(),
+                weight.grad(&grads).unwrap(),
+                bias.as_ref().map(|b| b.grad(&grads).unwrap()),
+            )
+        };
+        let [sy, sx] = stride;
+        let sizes = format!(
+            "{c_in} to {c_out} channels, {kh}x{kw} stride {sy}x{sx}, {padding:?} on [{n}, {h}, {w}]"
+        );
+        // Inference: the same operation on flex itself, without autodiff.
+        let inferred = fused_on(
+            depthwise,
+            &x.clone().inner(),
+            &weight.clone().inner(),
+            bias.clone().map(|b| b.inner()).as_ref(),
+            stride,
+            padding,
+        );
+        let gap = crate::fused::relative_gap(inferred, reference.clone().inner());
+        assert!(gap < 1e-5, "inference differs by {gap} ({sizes})");
+        let ours = fused_on(depthwise, &x, &weight, bias.as_ref(), stride, padding);
+        let (ours, reference) = (run(ours), run(reference));
+        crate::fused::assert_same_outputs_and_gradients(ours, reference, with_bias, &sizes);
+    }
+
     #[cfg(feature = "flex")]
     #[test]
     fn a_convolution_on_flex_gives_the_outputs_and_gradients_of_conv2d() {
-        use burn::backend::{Autodiff, Flex};
-        type AdFlex = Autodiff<Flex>;
-
-        let device = Default::default();
         // Kernels and paddings of every kind (wider than the input, lopsided), strides of 1,
         // 2 and 3 (ResNet's downsampling 1x1 and 3x3 and its 7x7 stem, EfficientNet's
         // lopsided "same" padding, a stride that skips the input's last rows), widths that
         // are not multiples of gemm's blocks, batches of one picture (its products split
         // between threads) and of more pictures than threads (runs of several pictures on each
         // thread), and ResNet-101's layer-3 and layer-4 sizes.
-        for (
-            [n, c_in, c_out, h, w],
-            [kh, kw],
-            [sy, sx],
-            [(top, bottom), (left, right)],
-            with_bias,
-        ) in [
+        for (sizes, kernel, stride, padding, with_bias) in [
             ([2, 5, 7, 3, 4], [1, 1], [1, 1], [(0, 0), (0, 0)], true),
             ([3, 33, 17, 5, 1], [1, 1], [1, 1], [(0, 0), (0, 0)], false),
             ([2, 3, 4, 6, 5], [3, 3], [1, 1], [(1, 1), (1, 1)], true),
@@ -371,58 +433,18 @@ mod tests {
                 true,
             ),
         ] {
-            let normal = Distribution::Normal(0.0, 1.0);
-            let x = Tensor::<AdFlex, 4>::random([n, c_in, h, w], normal, &device).require_grad();
-            let weight =
-                Tensor::<AdFlex, 4>::random([c_out, c_in, kh, kw], normal, &device).require_grad();
-            let bias = with_bias
-                .then(|| Tensor::<AdFlex, 1>::random([c_out], normal, &device).require_grad());
-            let padding = [(top, bottom), (left, right)];
-            let options =
-                PaddedConvOptions::asymmetric([sy, sx], [top, left], [bottom, right], [1, 1], 1);
-            let reference = conv2d(x.clone(), weight.clone(), bias.clone(), options);
-            let weigh = Tensor::<AdFlex, 4>::random(reference.dims(), normal, &device);
-            let run = |y: Tensor<AdFlex, 4>| {
-                let grads = (y.clone() * weigh.clone()).sum().backward();
-                (
-                    y.inner(),
-                    x.grad(&grads).unwrap(),
-                    weight.grad(&grads).unwrap(),
-                    bias.as_ref().map(|b| b.grad(&grads).unwrap()),
-                )
-            };
-            let sizes =
-                format!("{c_in} to {c_out} channels, {kh}x{kw} stride {sy}x{sx}, {padding:?} on [{n}, {h}, {w}]");
-            // Inference: the same operation on flex itself, without autodiff.
-            let inferred = fused::convolution(
-                &x.clone().inner(),
-                &weight.clone().inner(),
-                bias.clone().map(|b| b.inner()).as_ref(),
-                [sy, sx],
-                padding,
-            )
-            .expect("on flex");
-            let gap = crate::fused::relative_gap(inferred, reference.clone().inner());
-            assert!(gap < 1e-5, "inference differs by {gap} ({sizes})");
-            let ours =
-                fused::convolution(&x, &weight, bias.as_ref(), [sy, sx], padding).expect("on flex");
-            let (ours, reference) = (run(ours), run(reference));
-            crate::fused::assert_same_outputs_and_gradients(ours, reference, with_bias, &sizes);
+            check_against_conv2d(false, sizes, kernel, stride, padding, with_bias);
         }
     }
 
     #[cfg(feature = "flex")]
     #[test]
     fn a_depthwise_convolution_on_flex_gives_the_outputs_and_gradients_of_conv2d() {
-        use burn::backend::{Autodiff, Flex};
-        type AdFlex = Autodiff<Flex>;
-
-        let device = Default::default();
         // EfficientNet's 3x3 and 5x5 filters at strides 1 and 2 under lopsided "same"
         // padding, a stride of 3 and unequal strides, a filter wider than the plane, planes
-        // narrower than a vector or than the stride, one channel, and batches of one picture and of more planes
-        // than a thread's share.
-        for ([n, c, h, w], [kh, kw], [sy, sx], [(top, bottom), (left, right)], with_bias) in [
+        // narrower than a vector or than the stride, one channel, and batches of one picture
+        // and of more planes than a thread's share.
+        for ([n, c, h, w], kernel, stride, padding, with_bias) in [
             ([2, 3, 6, 5], [3, 3], [1, 1], [(1, 1), (1, 1)], true),
             ([1, 4, 9, 8], [3, 3], [2, 2], [(0, 1), (0, 1)], false),
             ([2, 5, 14, 14], [5, 5], [2, 2], [(1, 2), (1, 2)], true),
@@ -433,42 +455,7 @@ mod tests {
             ([1, 2, 3, 1], [3, 3], [2, 2], [(1, 1), (1, 1)], true),
             ([4, 96, 28, 28], [3, 3], [2, 2], [(0, 1), (0, 1)], true),
         ] {
-            let normal = Distribution::Normal(0.0, 1.0);
-            let x = Tensor::<AdFlex, 4>::random([n, c, h, w], normal, &device).require_grad();
-            let weight =
-                Tensor::<AdFlex, 4>::random([c, 1, kh, kw], normal, &device).require_grad();
-            let bias =
-                with_bias.then(|| Tensor::<AdFlex, 1>::random([c], normal, &device).require_grad());
-            let padding = [(top, bottom), (left, right)];
-            let options =
-                PaddedConvOptions::asymmetric([sy, sx], [top, left], [bottom, right], [1, 1], c);
-            let reference = conv2d(x.clone(), weight.clone(), bias.clone(), options);
-            let weigh = Tensor::<AdFlex, 4>::random(reference.dims(), normal, &device);
-            let run = |y: Tensor<AdFlex, 4>| {
-                let grads = (y.clone() * weigh.clone()).sum().backward();
-                (
-                    y.inner(),
-                    x.grad(&grads).unwrap(),
-                    weight.grad(&grads).unwrap(),
-                    bias.as_ref().map(|b| b.grad(&grads).unwrap()),
-                )
-            };
-            let sizes =
-                format!("{c} channels, {kh}x{kw} stride {sy}x{sx}, {padding:?} on [{n}, {h}, {w}]");
-            let inferred = fused::depthwise(
-                &x.clone().inner(),
-                &weight.clone().inner(),
-                bias.clone().map(|b| b.inner()).as_ref(),
-                [sy, sx],
-                padding,
-            )
-            .expect("on flex");
-            let gap = crate::fused::relative_gap(inferred, reference.clone().inner());
-            assert!(gap < 1e-5, "inference differs by {gap} ({sizes})");
-            let ours =
-                fused::depthwise(&x, &weight, bias.as_ref(), [sy, sx], padding).expect("on flex");
-            let (ours, reference) = (run(ours), run(reference));
-            crate::fused::assert_same_outputs_and_gradients(ours, reference, with_bias, &sizes);
+            check_against_conv2d(true, [n, c, c, h, w], kernel, stride, padding, with_bias);
         }
     }
 }

@@ -398,17 +398,7 @@ pub fn convolution<B: Backend>(
         if !on_flex::<B>() {
             return None;
         }
-        let [_, d_input, h, w] = x.dims();
-        let [d_output, rows, kh, kw] = weight.dims();
-        let [(top, bottom), (left, right)] = padding;
-        if rows != d_input
-            || x.dims().contains(&0)
-            || weight.dims().contains(&0)
-            || stride.contains(&0)
-            || h + top + bottom < kh
-            || w + left + right < kw
-            || bias.is_some_and(|b| b.dims() != [d_output])
-        {
+        if weight.dims()[1] != x.dims()[1] || !filters_fit(x, weight, bias, stride, padding) {
             return None;
         }
         on_flex::convolution(x, weight, bias, stride, padding)
@@ -447,18 +437,8 @@ pub fn depthwise<B: Backend>(
         if !on_flex::<B>() {
             return None;
         }
-        let [_, channels, h, w] = x.dims();
-        let [filters, rows, kh, kw] = weight.dims();
-        let [(top, bottom), (left, right)] = padding;
-        if filters != channels
-            || rows != 1
-            || x.dims().contains(&0)
-            || weight.dims().contains(&0)
-            || stride.contains(&0)
-            || h + top + bottom < kh
-            || w + left + right < kw
-            || bias.is_some_and(|b| b.dims() != [channels])
-        {
+        let [filters, rows, _, _] = weight.dims();
+        if filters != x.dims()[1] || rows != 1 || !filters_fit(x, weight, bias, stride, padding) {
             return None;
         }
         on_flex::depthwise(x, weight, bias, stride, padding)
@@ -468,6 +448,28 @@ pub fn depthwise<B: Backend>(
         let _ = (x, weight, bias, stride, padding);
         None
     }
+}
+
+/// Whether filters `weight` `[d_output, rows, kh, kw]` with `bias` `[d_output]` fit the input
+/// `x` `[n, channels, h, w]` under `stride` and `padding`: nothing empty, no stride of 0, and
+/// each filter inside the padded input. (Which `rows` fit `channels` is the caller's.)
+#[cfg(feature = "flex")]
+fn filters_fit<B: Backend>(
+    x: &Tensor<B, 4>,
+    weight: &Tensor<B, 4>,
+    bias: Option<&Tensor<B, 1>>,
+    stride: [usize; 2],
+    padding: [(usize, usize); 2],
+) -> bool {
+    let [_, _, h, w] = x.dims();
+    let [d_output, _, kh, kw] = weight.dims();
+    let [(top, bottom), (left, right)] = padding;
+    !x.dims().contains(&0)
+        && !weight.dims().contains(&0)
+        && !stride.contains(&0)
+        && h + top + bottom >= kh
+        && w + left + right >= kw
+        && bias.is_none_or(|b| b.dims() == [d_output])
 }
 
 mod kernels;

@@ -410,52 +410,17 @@ pub(crate) fn convolution<B: Backend>(
     stride: [usize; 2],
     padding: [(usize, usize); 2],
 ) -> Option<Tensor<B, 4>> {
-    let y = match cast::<_, FlexTensor>(primitive(x)) {
-        Ok(x) => {
-            let [xv, wv] = [values(&x)?, values(&cast(primitive(weight)).ok()?)?];
-            let bv = match bias {
-                Some(b) => Some(values(&cast(primitive(b)).ok()?)?),
-                None => None,
-            };
-            let dims = conv_dims(&xv, &wv, stride, padding);
-            cast(forward(
-                dims,
-                slice(&xv),
-                slice(&wv),
-                bv.as_ref().map(slice),
-            ))
-            .ok()?
-        }
-        Err(x) => cast(convolution_training(
-            cast(x).ok()?,
+    let dims = |x: &FlexTensor, w: &FlexTensor| conv_dims(x, w, stride, padding);
+    layer_op(
+        [x, weight],
+        bias,
+        |x, w, b| forward(dims(x, w), slice(x), slice(w), b),
+        ConvBackward,
+        |x, weight| ConvSaved {
+            n: x.shape().dims::<4>()[0],
+            dims: dims(&x, &weight),
+            x,
             weight,
-            bias,
-            stride,
-            padding,
-        )?)
-        .ok()?,
-    };
-    Some(Tensor::from_primitive(TensorPrimitive::Float(y)))
-}
-
-fn convolution_training<B: Backend>(
-    x: Ad,
-    weight: &Tensor<B, 4>,
-    bias: Option<&Tensor<B, 1>>,
-    stride: [usize; 2],
-    padding: [(usize, usize); 2],
-) -> Option<Ad> {
-    let weight: Ad = cast(primitive(weight)).ok()?;
-    let (bias, bv) = bias_of(bias)?.unzip();
-    let [xv, wv] = [values(&x.primitive)?, values(&weight.primitive)?];
-    let dims = conv_dims(&xv, &wv, stride, padding);
-    let n = xv.shape().dims::<4>()[0];
-    let run = || forward(dims, slice(&xv), slice(&wv), bv.as_ref().map(slice));
-    let saved = || ConvSaved {
-        x: xv.clone(),
-        weight: wv.clone(),
-        n,
-        dims,
-    };
-    Some(record_layer(ConvBackward, [&x, &weight], bias, saved, run))
+        },
+    )
 }

@@ -89,50 +89,16 @@ pub(crate) fn depthwise<B: Backend>(
     stride: [usize; 2],
     padding: [(usize, usize); 2],
 ) -> Option<Tensor<B, 4>> {
-    let y = match cast::<_, FlexTensor>(primitive(x)) {
-        Ok(x) => {
-            let [xv, wv] = [values(&x)?, values(&cast(primitive(weight)).ok()?)?];
-            let bv = match bias {
-                Some(b) => Some(values(&cast(primitive(b)).ok()?)?),
-                None => None,
-            };
-            let dims = depthwise_dims(&xv, &wv, stride, padding);
-            cast(forward(dims, &xv, &wv, bv.as_ref().map(slice))).ok()?
-        }
-        Err(x) => cast(depthwise_training(
-            cast(x).ok()?,
-            weight,
-            bias,
-            stride,
-            padding,
-        )?)
-        .ok()?,
-    };
-    Some(Tensor::from_primitive(TensorPrimitive::Float(y)))
-}
-
-fn depthwise_training<B: Backend>(
-    x: Ad,
-    weight: &Tensor<B, 4>,
-    bias: Option<&Tensor<B, 1>>,
-    stride: [usize; 2],
-    padding: [(usize, usize); 2],
-) -> Option<Ad> {
-    let weight: Ad = cast(primitive(weight)).ok()?;
-    let (bias, bv) = bias_of(bias)?.unzip();
-    let [xv, wv] = [values(&x.primitive)?, values(&weight.primitive)?];
-    let dims = depthwise_dims(&xv, &wv, stride, padding);
-    let run = || forward(dims, &xv, &wv, bv.as_ref().map(slice));
-    let saved = || Saved {
-        x: xv.clone(),
-        weight: wv.clone(),
-        dims,
-    };
-    Some(record_layer(
-        DepthwiseBackward,
-        [&x, &weight],
+    let dims = |x: &FlexTensor, w: &FlexTensor| depthwise_dims(x, w, stride, padding);
+    layer_op(
+        [x, weight],
         bias,
-        saved,
-        run,
-    ))
+        |x, w, b| forward(dims(x, w), x, w, b),
+        DepthwiseBackward,
+        |x, weight| Saved {
+            dims: dims(&x, &weight),
+            x,
+            weight,
+        },
+    )
 }

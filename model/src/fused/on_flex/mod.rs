@@ -208,6 +208,44 @@ fn bias_of<B: Backend>(bias: Option<&Tensor<B, 1>>) -> Option<Option<(Ad, FlexTe
     Some(Some((bias, values)))
 }
 
+/// A layer's operation `forward(x, weight, bias)` on the values of its input, weight and
+/// bias: run as it is on flex (inference), and on `Autodiff<Flex>` recorded with `backward`,
+/// whose state `saved` makes from the input's and the weight's values. `None` on other
+/// backends or for tensors that are not `f32`.
+fn layer_op<B, O, S, const D: usize>(
+    [x, weight]: [&Tensor<B, D>; 2],
+    bias: Option<&Tensor<B, 1>>,
+    forward: impl Fn(&FlexTensor, &FlexTensor, Option<&[f32]>) -> FlexTensor,
+    backward: O,
+    saved: impl FnOnce(FlexTensor, FlexTensor) -> S,
+) -> Option<Tensor<B, D>>
+where
+    B: Backend,
+    O: Backward<Flex, 2, State = S> + Backward<Flex, 3, State = S>,
+    S: Clone + Send + std::fmt::Debug + 'static,
+{
+    let y = match cast::<_, FlexTensor>(primitive(x)) {
+        Ok(x) => {
+            let [xv, wv] = [values(&x)?, values(&cast(primitive(weight)).ok()?)?];
+            let bv = match bias {
+                Some(b) => Some(values(&cast(primitive(b)).ok()?)?),
+                None => None,
+            };
+            cast(forward(&xv, &wv, bv.as_ref().map(slice))).ok()?
+        }
+        Err(x) => {
+            let x: Ad = cast(x).ok()?;
+            let weight: Ad = cast(primitive(weight)).ok()?;
+            let (bias, bv) = bias_of(bias)?.unzip();
+            let [xv, wv] = [values(&x.primitive)?, values(&weight.primitive)?];
+            let run = || forward(&xv, &wv, bv.as_ref().map(slice));
+            let state = || saved(xv.clone(), wv.clone());
+            cast(record_layer(backward, [&x, &weight], bias, state, run)).ok()?
+        }
+    };
+    Some(Tensor::from_primitive(TensorPrimitive::Float(y)))
+}
+
 /// The output of a layer's operation, whose parents are its input, its weight and its
 /// bias where it has one.
 fn record_layer<O, S>(
