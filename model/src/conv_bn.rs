@@ -116,8 +116,8 @@ fn padding_pairs<B: Backend>(conv: &Conv2d<B>, size: [usize; 2]) -> [(usize, usi
 }
 
 /// `conv`'s convolution with `weight` and `bias` in place of its own. On flex (in inference
-/// and in training) a convolution without groups or dilation is [`fused::convolution`], a
-/// depthwise one [`fused::depthwise`]. On
+/// and in training) a convolution without dilation, either without groups or depthwise, is
+/// [`fused::convolution`]. On
 /// the ndarray backend it runs as matrix products: one per kernel tap, each over a shifted
 /// copy of the input (for stride `s`, over one of the `s*s` phases of the input, so that
 /// nothing is computed and thrown away), as ndarray's direct convolution is slow and its
@@ -142,16 +142,9 @@ fn convolve<B: Backend>(
         conv2d(x, weight, bias, options)
     };
     if conv.dilation == [1, 1] {
-        let [_, channels, h, w] = x.dims();
+        let [_, _, h, w] = x.dims();
         let padding = padding_pairs(conv, [h, w]);
-        let fused = if conv.groups == 1 {
-            fused::convolution(&x, &weight, bias.as_ref(), conv.stride, padding)
-        } else if conv.groups == channels {
-            fused::depthwise(&x, &weight, bias.as_ref(), conv.stride, padding)
-        } else {
-            None
-        };
-        if let Some(y) = fused {
+        if let Some(y) = fused::convolution(&x, &weight, bias.as_ref(), conv.stride, padding) {
             return y;
         }
     }
@@ -322,9 +315,9 @@ mod tests {
         }
     }
 
-    /// Holds a fused convolution (`fused::depthwise` when `depthwise`, else
-    /// `fused::convolution`) to Burn's `conv2d` on flex: its output in inference and in
-    /// training, and the gradients of its input, weight and bias, within 1e-5.
+    /// Holds `fused::convolution` (depthwise when `depthwise`) to Burn's `conv2d` on flex: its
+    /// output in inference and in training, and the gradients of its input, weight and bias,
+    /// within 1e-5.
     #[cfg(feature = "flex")]
     fn check_against_conv2d(
         depthwise: bool,
@@ -336,22 +329,6 @@ mod tests {
     ) {
         use burn::backend::{Autodiff, Flex};
         type AdFlex = Autodiff<Flex>;
-        fn fused_on<B: Backend>(
-            depthwise: bool,
-            x: &Tensor<B, 4>,
-            weight: &Tensor<B, 4>,
-            bias: Option<&Tensor<B, 1>>,
-            stride: [usize; 2],
-            padding: [(usize, usize); 2],
-        ) -> Tensor<B, 4> {
-            let y = if depthwise {
-                fused::depthwise(x, weight, bias, stride, padding)
-            } else {
-                fused::convolution(x, weight, bias, stride, padding)
-            };
-            y.expect("on flex")
-        }
-
         let device = Default::default();
         let groups = if depthwise { c_in } else { 1 };
         let normal = Distribution::Normal(0.0, 1.0);
@@ -379,17 +356,18 @@ mod tests {
             "{c_in} to {c_out} channels, {kh}x{kw} stride {sy}x{sx}, {padding:?} on [{n}, {h}, {w}]"
         );
         // Inference: the same operation on flex itself, without autodiff.
-        let inferred = fused_on(
-            depthwise,
+        let inferred = fused::convolution(
             &x.clone().inner(),
             &weight.clone().inner(),
             bias.clone().map(|b| b.inner()).as_ref(),
             stride,
             padding,
-        );
+        )
+        .expect("on flex");
         let gap = crate::fused::relative_gap(inferred, reference.clone().inner());
         assert!(gap < 1e-5, "inference differs by {gap} ({sizes})");
-        let ours = fused_on(depthwise, &x, &weight, bias.as_ref(), stride, padding);
+        let ours =
+            fused::convolution(&x, &weight, bias.as_ref(), stride, padding).expect("on flex");
         let (ours, reference) = (run(ours), run(reference));
         crate::fused::assert_same_outputs_and_gradients(ours, reference, with_bias, &sizes);
     }

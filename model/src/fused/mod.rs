@@ -43,13 +43,11 @@
 //! **Log-softmax** ([`log_softmax`]) over the next word's scores, in searches and in the
 //! loss: one pass per row with a vectorised `exp`, rows split between threads, and back.
 //!
-//! **Convolutions** ([`convolution`]): ResNet's and EfficientNet's convolutions but the
-//! grouped (depthwise) ones, as one product per picture forward and two back (flex's own
-//! convolution backward goes through `conv_transpose` and badly shaped products), a run of
-//! pictures on each thread.
-//!
-//! **Depthwise convolutions** ([`depthwise`]): EfficientNet's, each plane padded and split
-//! into its stride's phases so that every filter tap is one vectorised pass, and back.
+//! **Convolutions** ([`convolution`]): ResNet's and EfficientNet's, as one product per
+//! picture forward and two back (flex's own convolution backward goes through
+//! `conv_transpose` and badly shaped products), a run of pictures on each thread; and
+//! EfficientNet's depthwise ones, each plane padded and split into its stride's phases so
+//! that every filter tap is one vectorised pass, and back.
 //!
 //! **Clamping** ([`clamp`]): EfficientNet's ReLU6 in inference, vectorised, in place.
 //!
@@ -363,29 +361,37 @@ pub fn step_rows<B: Backend>(
     }
 }
 
-/// A convolution without dilation or groups, `[n, d_output, ho, wo]`, on flex and
-/// `Autodiff<Flex>`, or `None` elsewhere or with `CAPTIONER_FUSED=0`.
+/// A convolution without dilation, `[n, d_output, ho, wo]`, on flex and `Autodiff<Flex>`:
+/// without groups, or depthwise (groups as many as channels, one filter a channel). `None`
+/// for other groupings, elsewhere, or with `CAPTIONER_FUSED=0`.
 ///
 /// - `x`: `[n, d_input, h, w]`;
-/// - `weight`: `[d_output, d_input, kh, kw]`;
+/// - `weight`: `[d_output, d_input, kh, kw]`, or `[d_input, 1, kh, kw]` for a depthwise one
+///   (the weight's shape says which);
 /// - `bias`: `[d_output]`;
 /// - `stride`: `[sy, sx]`;
 /// - `padding`: `[(top, bottom), (left, right)]` zeros.
 ///
-/// Picture by picture, the input is unrolled into `cols [d_input * kh * kw, ho * wo]` (im2col;
-/// a 1x1 convolution of stride 1 without padding reads the input itself) and the output is
-/// `weight [d_output, d_input * kh * kw]` times it. In the backward pass `d cols = weight^T d
-/// y` is rolled back onto the input's positions, `d weight` is the sum over the pictures of `d
-/// y cols^T` (`cols^T` a transposed view; several pictures' `cols` side by side in one
-/// product, so that each product's sum is deep) and `d bias` the sum of `d y` over pictures and
-/// positions: products of the layer's whole width, where flex's own convolution backward goes
-/// through `conv_transpose`, im2col of badly shaped operands and copies (bench/RESULTS.md, row
-/// 3). The pictures are split into one run per thread, each run's products on its thread (one
-/// picture's products are too thin for gemm to spread over threads); each run sums its own
-/// `d weight` and the runs' sums are added in order, so the result does not depend on which
-/// thread finishes first. On flex itself (an encoder's forward pass in inference, or caching
-/// features) only the forward products run: flex's own convolution spreads each product over
-/// the threads (bench/RESULTS.md, row 2).
+/// **Without groups**: picture by picture, the input is unrolled into `cols [d_input * kh *
+/// kw, ho * wo]` (im2col; a 1x1 convolution of stride 1 without padding reads the input
+/// itself) and the output is `weight [d_output, d_input * kh * kw]` times it. In the backward
+/// pass `d cols = weight^T d y` is rolled back onto the input's positions, `d weight` is the
+/// sum over the pictures of `d y cols^T` (`cols^T` a transposed view; several pictures' `cols`
+/// side by side in one product, so that each product's sum is deep) and `d bias` the sum of
+/// `d y` over pictures and positions: products of the layer's whole width, where flex's own
+/// convolution backward goes through `conv_transpose`, im2col of badly shaped operands and
+/// copies (bench/RESULTS.md, row 3). The pictures are split into one run per thread, each
+/// run's products on its thread (one picture's products are too thin for gemm to spread over
+/// threads); each run sums its own `d weight` and the runs' sums are added in order, so the
+/// result does not depend on which thread finishes first. On flex itself (an encoder's forward
+/// pass in inference, or caching features) only the forward products run: flex's own
+/// convolution spreads each product over the threads (bench/RESULTS.md, rows 2).
+///
+/// **Depthwise**: each plane is zero-padded and split into its stride's phases, so that each
+/// filter tap is one vectorised pass over a contiguous run (see [`kernels::Depthwise`]);
+/// flex's own depthwise convolution runs its strided taps one value at a time. Back, `d x`
+/// spreads `d y` through the same taps, and `d weight` and `d bias` are summed channel by
+/// channel over the pictures in order. Planes and channels are split between threads.
 pub fn convolution<B: Backend>(
     x: &Tensor<B, 4>,
     weight: &Tensor<B, 4>,
@@ -395,53 +401,19 @@ pub fn convolution<B: Backend>(
 ) -> Option<Tensor<B, 4>> {
     #[cfg(feature = "flex")]
     {
-        if !on_flex::<B>() {
+        if !on_flex::<B>() || !filters_fit(x, weight, bias, stride, padding) {
             return None;
         }
-        if weight.dims()[1] != x.dims()[1] || !filters_fit(x, weight, bias, stride, padding) {
-            return None;
+        let d_input = x.dims()[1];
+        match weight.dims() {
+            [_, rows, _, _] if rows == d_input => {
+                on_flex::convolution(x, weight, bias, stride, padding)
+            }
+            [filters, 1, _, _] if filters == d_input => {
+                on_flex::depthwise(x, weight, bias, stride, padding)
+            }
+            _ => None,
         }
-        on_flex::convolution(x, weight, bias, stride, padding)
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = (x, weight, bias, stride, padding);
-        None
-    }
-}
-
-/// A depthwise convolution (groups as many as channels, one filter a channel, no dilation),
-/// `[n, c, ho, wo]`, on flex and `Autodiff<Flex>`, or `None` elsewhere or with
-/// `CAPTIONER_FUSED=0`.
-///
-/// - `x`: `[n, c, h, w]`;
-/// - `weight`: `[c, 1, kh, kw]`;
-/// - `bias`: `[c]`;
-/// - `stride`: `[sy, sx]`;
-/// - `padding`: `[(top, bottom), (left, right)]` zeros.
-///
-/// Each plane is zero-padded and split into its stride's phases, so that each filter tap is
-/// one vectorised pass over a contiguous run (see [`kernels::Depthwise`]); flex's own
-/// depthwise convolution runs its strided taps one value at a time. Back, `d x` spreads `d y`
-/// through the same taps, and `d weight` and `d bias` are summed channel by channel over the
-/// pictures in order. Planes and channels are split between threads.
-pub fn depthwise<B: Backend>(
-    x: &Tensor<B, 4>,
-    weight: &Tensor<B, 4>,
-    bias: Option<&Tensor<B, 1>>,
-    stride: [usize; 2],
-    padding: [(usize, usize); 2],
-) -> Option<Tensor<B, 4>> {
-    #[cfg(feature = "flex")]
-    {
-        if !on_flex::<B>() {
-            return None;
-        }
-        let [filters, rows, _, _] = weight.dims();
-        if filters != x.dims()[1] || rows != 1 || !filters_fit(x, weight, bias, stride, padding) {
-            return None;
-        }
-        on_flex::depthwise(x, weight, bias, stride, padding)
     }
     #[cfg(not(feature = "flex"))]
     {
@@ -452,7 +424,7 @@ pub fn depthwise<B: Backend>(
 
 /// Whether filters `weight` `[d_output, rows, kh, kw]` with `bias` `[d_output]` fit the input
 /// `x` `[n, channels, h, w]` under `stride` and `padding`: nothing empty, no stride of 0, and
-/// each filter inside the padded input. (Which `rows` fit `channels` is the caller's.)
+/// each filter inside the padded input. (Which `rows` fit `channels` is [`convolution`]'s.)
 #[cfg(feature = "flex")]
 fn filters_fit<B: Backend>(
     x: &Tensor<B, 4>,
