@@ -698,13 +698,24 @@ pub struct Depthwise {
     pub padding: [(usize, usize); 2],
 }
 
+/// A convolution's output height and width, from its input's `size`, `kernel`, `stride` and
+/// `[(top, bottom), (left, right)]` `padding`.
+pub fn convolved_size(
+    size: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [(usize, usize); 2],
+) -> [usize; 2] {
+    std::array::from_fn(|i| {
+        let (before, after) = padding[i];
+        (size[i] + before + after - kernel[i]) / stride[i] + 1
+    })
+}
+
 impl Depthwise {
     /// The output's height and width.
     pub fn out(&self) -> [usize; 2] {
-        std::array::from_fn(|i| {
-            let (before, after) = self.padding[i];
-            (self.size[i] + before + after - self.kernel[i]) / self.stride[i] + 1
-        })
+        convolved_size(self.size, self.kernel, self.stride, self.padding)
     }
 
     /// Values in a row of each phase.

@@ -19,10 +19,7 @@ struct ConvDims {
 impl ConvDims {
     /// The output's height and width.
     fn out(&self) -> [usize; 2] {
-        std::array::from_fn(|i| {
-            let (before, after) = self.padding[i];
-            (self.size[i] + before + after - self.kernel[i]) / self.stride[i] + 1
-        })
+        kernels::convolved_size(self.size, self.kernel, self.stride, self.padding)
     }
 
     /// The rows of the unrolled input: one a channel and kernel tap.
